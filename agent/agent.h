@@ -1,0 +1,163 @@
+/* ckptd agent: the one context struct, clients, requests and the command
+ * table.
+ *
+ * main.c:           options, signals, the loop
+ * control.c:        ctl_*      the control socket: clients, framing, output
+ * dispatch.c:       dispatch_* command table lookup, central argument
+ *                              checks, per-client order, the change queue
+ * reply.c:          req_*      replies, errors and events
+ * vm.c:             vm_*       the QEMU connection and the cached tree
+ * cmd-query.c:      query and negotiation commands
+ * cmd-checkpoint.c: checkpoint-* commands
+ * encode.c:         enc_*      checkpoint and disk objects as JSON
+ */
+#ifndef CKPTD_AGENT_H
+#define CKPTD_AGENT_H
+
+#include <ev.h>
+#include <sys/types.h>
+
+#include "common/common.h"
+#include "metadata/metadata.h"
+#include "qmp/qmp.h"
+
+#define CTL_MAX_MESSAGE (1u << 20)      /* PROTOCOL.md: 1 MiB */
+#define CTL_MAX_DEPTH 64
+#define CTL_MAX_OUTPUT (16u << 20)      /* pending output before a client is dropped */
+#define CTL_MAX_CLIENTS 256
+#define QMP_RECONNECT_INTERVAL 0.5      /* seconds between connect attempts */
+#define QMP_REPLY_TIMEOUT 60.0
+
+struct agent;
+struct client;
+struct request;
+
+/* --- the command table --- */
+enum arg_type { ARG_STRING, ARG_BOOL, ARG_INT, ARG_STRING_LIST, ARG_OBJECT };
+
+struct cmd_arg {
+    const char *name;
+    enum arg_type type;
+    bool required;
+};
+
+enum cmd_flags {
+    CMD_NEEDS_QEMU = 1 << 0,    /* NotConnected unless QEMU is ready */
+    CMD_CHANGE     = 1 << 1,    /* goes through the one-at-a-time queue */
+    CMD_BEFORE_CAPS = 1 << 2,   /* allowed before qmp_capabilities */
+};
+
+enum cmd_result { CMD_DONE, CMD_WAIT };
+
+/* Runs a validated request.  Either replies (req_reply/req_error) and
+ * returns CMD_DONE, or returns CMD_WAIT and replies later from a callback. */
+typedef enum cmd_result cmd_run_fn(struct request *req);
+
+struct ckpt_cmd {
+    const char *name;
+    const struct cmd_arg *args;         /* NULL-name terminated; NULL = none */
+    unsigned flags;
+    cmd_run_fn *run;
+};
+
+extern const struct ckpt_cmd query_cmds[];
+extern const struct ckpt_cmd checkpoint_cmds[];
+
+/* --- one control connection --- */
+struct client {
+    struct agent *agent;
+    int fd;
+    uid_t uid;
+    ev_io read_w, write_w;
+    struct qmp_stream in;
+    char *out;
+    size_t out_len, out_cap;
+    bool negotiated;
+    bool closing;                       /* freed from the loop's prepare step */
+    bool processing;                    /* inside dispatch_client_input */
+    struct request *current;            /* the command being answered */
+    struct client *next;
+};
+
+/* --- one command being answered --- */
+struct request {
+    struct agent *agent;
+    struct client *client;              /* NULL once the client went away */
+    const struct ckpt_cmd *cmd;
+    json_t *id;                         /* echoed verbatim; may be NULL */
+    json_t *args;                       /* always an object */
+    void *state;                        /* the command's own, freed by it */
+    struct request *next;               /* in the change queue */
+};
+
+/* --- the agent: all mutable state lives here --- */
+struct agent_options {
+    const char *qmp_path;
+    const char *control_path;
+};
+
+struct agent {
+    struct ev_loop *loop;
+    struct agent_options opt;
+    int listen_fd;
+    ev_io accept_w;
+    ev_prepare reap_w;                  /* frees closing clients */
+    ev_signal sigterm_w, sigint_w, sighup_w;
+    ev_timer reconnect_w;
+    struct client *clients;
+    size_t nclients;
+
+    struct qmp *qmp;                    /* NULL while disconnected */
+    bool connecting;                    /* a connect attempt is under way */
+    bool qemu_ready;                    /* connected and tree read */
+    bool stopping;
+    json_t *qemu_version;
+    struct meta_tree tree;
+
+    struct request *change_active;      /* the change in flight */
+    struct request *change_head, *change_tail;
+    bool kicking;
+    int exit_code;
+};
+
+/* --- control.c --- */
+int ctl_listen(struct agent *a);
+void ctl_close_listener(struct agent *a);
+void ctl_send(struct client *c, json_t *msg);       /* steals msg */
+void ctl_drop(struct client *c, const char *why);
+void ctl_broadcast(struct agent *a, json_t *msg);   /* steals msg */
+
+/* --- dispatch.c --- */
+void dispatch_client_input(struct client *c);
+void dispatch_request_done(struct request *req);
+const struct ckpt_cmd *dispatch_find(const char *name);
+void dispatch_for_each(void (*fn)(const struct ckpt_cmd *, void *), void *opaque);
+
+/* --- reply.c --- */
+void req_reply(struct request *req, json_t *ret);   /* steals ret */
+void req_error(struct request *req, enum ckpt_err code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void req_fail(struct request *req, const struct ckpt_error *e);
+/* Maps a QMP failure to our class: QemuError, NotConnected or timeout. */
+void req_qmp_error(struct request *req, const struct qmp_error *err,
+                   const char *what);
+json_t *req_error_message(enum ckpt_err code, const char *desc, json_t *id);
+void agent_event(struct agent *a, const char *event, json_t *data); /* steals */
+
+/* --- vm.c --- */
+void vm_start(struct agent *a);
+void vm_stop(struct agent *a);
+/* Re-reads disks, bitmaps and checkpoints from QEMU, then calls cb with
+ * the tree updated (err == NULL) or the QMP error. */
+typedef void vm_refresh_cb(struct agent *a, const struct qmp_error *err,
+                           void *opaque);
+void vm_refresh(struct agent *a, vm_refresh_cb *cb, void *opaque);
+/* Sends a command; a thin wrapper that fails at once when disconnected. */
+void vm_send(struct agent *a, const char *cmd, json_t *args,
+             qmp_reply_cb *cb, void *opaque);
+
+/* --- encode.c --- */
+json_t *enc_disk(const struct meta_disk *d);
+json_t *enc_checkpoint(const struct meta_tree *t, size_t i, bool with_size);
+
+#endif

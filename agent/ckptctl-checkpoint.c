@@ -1,0 +1,521 @@
+/* ckptctl checkpoint commands: create, list, info, delete, dumpxml. */
+#include "agent/ckptctl.h"
+
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Long-only options; values above any character getopt may return. */
+enum {
+    OPT_DESCRIPTION = 256, OPT_DISK, OPT_QUIESCE, OPT_SIZE, OPT_FROM,
+    OPT_CHILDREN, OPT_CHILDREN_ONLY,
+};
+
+/* A Checkpoint object, checked against the protocol's shape.  The strings
+ * point into the json_t it came from. */
+struct ctl_ckpt {
+    const char *name, *parent, *description;
+    json_int_t created;
+    json_t *disks;
+};
+
+static int
+ctl_unpack_ckpt(json_t *j, struct ctl_ckpt *ck, json_error_t *err)
+{
+    size_t i;
+    json_t *d;
+
+    *ck = (struct ctl_ckpt) { 0 };
+    if (json_unpack_ex(j, err, 0, "{s:s, s?s, s?s, s:I, s:o}", "name", &ck->name,
+                       "parent", &ck->parent, "description", &ck->description,
+                       "creation-time", &ck->created, "disks", &ck->disks) < 0)
+        return -1;
+    if (!json_is_array(ck->disks)) {
+        snprintf(err->text, sizeof err->text, "\"disks\" of %s is not a list",
+                 ck->name);
+        return -1;
+    }
+    json_array_foreach(ck->disks, i, d) {
+        if (json_unpack_ex(d, err, JSON_VALIDATE_ONLY, "{s:s, s:s, s:b, s?I}",
+                           "disk", "bitmap", "consistent", "size") < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* The changed bytes of one disk entry, or -1 when not asked for. */
+static json_int_t
+ctl_disk_size(json_t *d)
+{
+    json_t *size = json_object_get(d, "size");
+    return json_is_integer(size) ? json_integer_value(size) : -1;
+}
+
+static const char *
+ctl_disk_name(json_t *d)
+{
+    return json_string_value(json_object_get(d, "disk"));
+}
+
+static bool
+ctl_disk_consistent(json_t *d)
+{
+    return json_is_true(json_object_get(d, "consistent"));
+}
+
+/* --- create --- */
+
+static int
+ctl_print_created(const char *command, json_t *ret, const void *opaque)
+{
+    struct ctl_ckpt ck;
+    json_error_t err;
+
+    if (ctl_unpack_ckpt(ret, &ck, &err) < 0)
+        return ctl_bad_reply(command, err.text);
+    printf("checkpoint %s created\n", ck.name);
+    return CTL_EXIT_OK;
+}
+
+static int
+ctl_create_option(struct ctl_ctx *ctx, int c, json_t *args, json_t *disks)
+{
+    switch (c) {
+    case OPT_DESCRIPTION: return ctl_add_string(ctx, args, "description", optarg);
+    case OPT_DISK: return ctl_add_string(ctx, disks, "--disk", optarg);
+    case OPT_QUIESCE:
+        json_object_set_new(args, "quiesce", json_true());
+        return CTL_EXIT_OK;
+    default: return CTL_EXIT_USAGE;
+    }
+}
+
+int
+ctl_cmd_checkpoint_create(struct ctl_ctx *ctx, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "description", required_argument, NULL, OPT_DESCRIPTION },
+        { "disk", required_argument, NULL, OPT_DISK },
+        { "quiesce", no_argument, NULL, OPT_QUIESCE },
+        CTL_OPT_HELP, { 0 }
+    };
+    CLEANUP_JSON json_t *args = json_object();
+    CLEANUP_JSON json_t *disks = json_array();
+    CLEANUP_JSON json_t *ret = NULL;
+    int c, r;
+
+    while ((c = ctl_getopt(ctx, argc, argv, opts)) != -1) {
+        if (c == 'h')
+            return CTL_EXIT_OK;
+        if ((r = ctl_create_option(ctx, c, args, disks)) != CTL_EXIT_OK)
+            return r;
+    }
+    if ((r = ctl_operands(ctx, argc, argv, 0, 1)) != CTL_EXIT_OK)
+        return r;
+    if (optind < argc &&
+        (r = ctl_add_string(ctx, args, "name", argv[optind])) != CTL_EXIT_OK)
+        return r;
+    /* Absent "disks" means every capable disk; an empty list would not. */
+    if (json_array_size(disks) > 0)
+        json_object_set(args, "disks", disks);
+    if ((r = ctl_call(ctx, "checkpoint-create", json_incref(args), &ret)) != CTL_EXIT_OK)
+        return r;
+    return ctl_output(ctx, "checkpoint-create", ret, ctl_print_created, NULL);
+}
+
+/* --- list --- */
+
+/* Boolean options of checkpoint list.  Those marked `agent` become
+ * arguments of the same name; the others only shape the output. */
+struct ctl_list_opts {
+    int tree, parent, size, roots, leaves, no_leaves, descendants, topological;
+};
+
+static const struct ctl_list_flag {
+    const char *name;
+    bool agent;
+    size_t off;
+} ctl_list_flags[] = {
+    { "tree", false, offsetof(struct ctl_list_opts, tree) },
+    { "parent", false, offsetof(struct ctl_list_opts, parent) },
+    { "size", true, offsetof(struct ctl_list_opts, size) },
+    { "roots", true, offsetof(struct ctl_list_opts, roots) },
+    { "leaves", true, offsetof(struct ctl_list_opts, leaves) },
+    { "no-leaves", true, offsetof(struct ctl_list_opts, no_leaves) },
+    { "descendants", true, offsetof(struct ctl_list_opts, descendants) },
+    { "topological", true, offsetof(struct ctl_list_opts, topological) },
+};
+
+static int *
+ctl_list_flag_ptr(struct ctl_list_opts *o, size_t i)
+{
+    return (int *) ((char *) o + ctl_list_flags[i].off);
+}
+
+/* "vda, vdb (inconsistent)": the last column of the table. */
+static char *
+ctl_disks_cell(json_t *disks)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *fp = open_memstream(&text, &len);
+    size_t i;
+    json_t *d;
+
+    if (!fp) {
+        fputs("ckptctl: out of memory\n", stderr);
+        abort();
+    }
+    json_array_foreach(disks, i, d)
+        fprintf(fp, "%s%s%s", i ? ", " : "", ctl_disk_name(d),
+                ctl_disk_consistent(d) ? "" : " (inconsistent)");
+    fclose(fp);
+    return text;
+}
+
+static void
+ctl_size_cell(struct ctl_table *t, json_t *disks)
+{
+    json_int_t total = 0;
+    bool any = false;
+    char human[32];
+    size_t i;
+    json_t *d;
+
+    json_array_foreach(disks, i, d) {
+        json_int_t s = ctl_disk_size(d);
+        if (s >= 0) {
+            total += s;
+            any = true;
+        }
+    }
+    ctl_human_size((uint64_t) total, human, sizeof human);
+    ctl_table_cell(t, "%s", any ? human : "-");
+}
+
+static void
+ctl_list_table(const struct ctl_list_opts *o, const struct ctl_ckpt *ck, size_t n)
+{
+    const char *head[5];
+    size_t ncols = 0;
+    struct ctl_table t = { 0 };
+
+    head[ncols++] = "NAME";
+    head[ncols++] = "CREATED";
+    if (o->parent)
+        head[ncols++] = "PARENT";
+    if (o->size)
+        head[ncols++] = "SIZE";
+    head[ncols++] = "DISKS";
+    ctl_table_head(&t, head, ncols);
+    for (size_t i = 0; i < n; i++) {
+        char when[64];
+        CLEANUP_FREE char *disks = ctl_disks_cell(ck[i].disks);
+
+        ctl_format_time(ck[i].created, when, sizeof when);
+        ctl_table_row(&t);
+        ctl_table_cell(&t, "%s", ck[i].name);
+        ctl_table_cell(&t, "%s", when);
+        if (o->parent)
+            ctl_table_cell(&t, "%s", ck[i].parent ? ck[i].parent : "-");
+        if (o->size)
+            ctl_size_cell(&t, ck[i].disks);
+        ctl_table_cell(&t, "%s", disks);
+    }
+    ctl_table_print(&t);
+}
+
+/* The shape of `virsh checkpoint-list --tree`: children under their
+ * parent behind "+- ", "|" joining siblings, a blank line after each
+ * subtree.  A checkpoint whose parent is not in the list is a root here. */
+struct ctl_tree {
+    const struct ctl_ckpt *ck;
+    size_t n;
+    size_t *parent;             /* index of the parent, or n for a root */
+    bool *seen;                 /* guards against a parent cycle */
+    char *indent;
+    size_t ilen;
+};
+
+static void
+ctl_tree_blank(const struct ctl_tree *t)
+{
+    size_t len = t->ilen;
+
+    while (len > 0 && t->indent[len - 1] == ' ')
+        len--;
+    printf("%.*s\n", (int) len, t->indent);
+}
+
+static void
+ctl_tree_push(struct ctl_tree *t, const char *s)
+{
+    memcpy(t->indent + t->ilen, s, 2);
+    t->ilen += 2;
+}
+
+static void
+ctl_tree_node(struct ctl_tree *t, size_t i, bool root, bool last)
+{
+    size_t last_child = t->n;
+
+    t->seen[i] = true;
+    printf("%.*s%s%s\n", (int) t->ilen, t->indent, root ? "" : "+- ", t->ck[i].name);
+    if (!root)
+        ctl_tree_push(t, last ? "  " : "| ");
+    for (size_t j = 0; j < t->n; j++)
+        if (t->parent[j] == i && !t->seen[j])
+            last_child = j;
+    if (last_child < t->n)
+        printf("%.*s  |\n", (int) t->ilen, t->indent);
+    ctl_tree_push(t, "  ");
+    for (size_t j = 0; j < t->n; j++)
+        if (t->parent[j] == i && !t->seen[j])
+            ctl_tree_node(t, j, false, j == last_child);
+    t->ilen -= 2;
+    if (last_child == t->n && last)
+        ctl_tree_blank(t);
+    if (!root)
+        t->ilen -= 2;
+}
+
+static void
+ctl_list_tree(const struct ctl_ckpt *ck, size_t n)
+{
+    CLEANUP_FREE size_t *parent = xcalloc(n, sizeof *parent);
+    CLEANUP_FREE bool *seen = xcalloc(n, sizeof *seen);
+    CLEANUP_FREE char *indent = xmalloc(4 * n + 4);     /* 4 per level */
+    struct ctl_tree t = { ck, n, parent, seen, indent, 0 };
+
+    for (size_t i = 0; i < n; i++) {
+        parent[i] = n;
+        for (size_t j = 0; j < n && ck[i].parent; j++)
+            if (strcmp(ck[j].name, ck[i].parent) == 0)
+                parent[i] = j;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (parent[i] == n)
+            ctl_tree_node(&t, i, true, true);
+}
+
+static int
+ctl_print_list(const char *command, json_t *ret, const void *opaque)
+{
+    const struct ctl_list_opts *o = opaque;
+    size_t n = json_array_size(ret);
+    CLEANUP_FREE struct ctl_ckpt *ck = xcalloc(n, sizeof *ck);
+    json_error_t err;
+
+    if (!json_is_array(ret))
+        return ctl_bad_reply(command, "not a list");
+    for (size_t i = 0; i < n; i++)
+        if (ctl_unpack_ckpt(json_array_get(ret, i), &ck[i], &err) < 0) {
+            CLEANUP_FREE char *what = xasprintf("checkpoint %zu: %s", i, err.text);
+            return ctl_bad_reply(command, what);
+        }
+    if (o->tree)
+        ctl_list_tree(ck, n);
+    else
+        ctl_list_table(o, ck, n);
+    return CTL_EXIT_OK;
+}
+
+/* Parses the options of checkpoint list into `o` and the agent's args. */
+static int
+ctl_list_parse(struct ctl_ctx *ctx, int argc, char **argv,
+               struct ctl_list_opts *o, json_t *args)
+{
+    enum { NFLAGS = ARRAY_SIZE(ctl_list_flags) };
+    struct option opts[NFLAGS + 3] = {
+        [NFLAGS] = { "from", required_argument, NULL, OPT_FROM },
+        [NFLAGS + 1] = CTL_OPT_HELP,
+    };
+    int c, r;
+
+    for (size_t i = 0; i < NFLAGS; i++)
+        opts[i] = (struct option) { ctl_list_flags[i].name, no_argument,
+                                    ctl_list_flag_ptr(o, i), 1 };
+    while ((c = ctl_getopt(ctx, argc, argv, opts)) != -1) {
+        if (c == 'h')
+            return -1;
+        if (c == OPT_FROM) {
+            if ((r = ctl_add_string(ctx, args, "from", optarg)) != CTL_EXIT_OK)
+                return r;
+        } else if (c != 0) {
+            return CTL_EXIT_USAGE;
+        }
+    }
+    if (o->tree && (o->parent || o->size))
+        return ctl_usage_error(ctx, "--tree cannot be combined with --parent"
+                               " or --size");
+    for (size_t i = 0; i < NFLAGS; i++)
+        if (ctl_list_flags[i].agent && *ctl_list_flag_ptr(o, i))
+            json_object_set_new(args, ctl_list_flags[i].name, json_true());
+    return ctl_operands(ctx, argc, argv, 0, 0);
+}
+
+int
+ctl_cmd_checkpoint_list(struct ctl_ctx *ctx, int argc, char **argv)
+{
+    struct ctl_list_opts o = { 0 };
+    CLEANUP_JSON json_t *args = json_object();
+    CLEANUP_JSON json_t *ret = NULL;
+    int r = ctl_list_parse(ctx, argc, argv, &o, args);
+
+    if (r != CTL_EXIT_OK)
+        return r < 0 ? CTL_EXIT_OK : r;
+    if ((r = ctl_call(ctx, "checkpoint-list", json_incref(args), &ret)) != CTL_EXIT_OK)
+        return r;
+    return ctl_output(ctx, "checkpoint-list", ret, ctl_print_list, &o);
+}
+
+/* --- info, dumpxml: NAME [--size] --- */
+
+/* Parses "[--size] NAME" into {"name", "size"?}. */
+static int
+ctl_name_size_args(struct ctl_ctx *ctx, int argc, char **argv, json_t *args)
+{
+    static const struct option opts[] = {
+        { "size", no_argument, NULL, OPT_SIZE }, CTL_OPT_HELP, { 0 }
+    };
+    int c, r;
+
+    while ((c = ctl_getopt(ctx, argc, argv, opts)) != -1) {
+        if (c == 'h')
+            return -1;
+        if (c != OPT_SIZE)
+            return CTL_EXIT_USAGE;
+        json_object_set_new(args, "size", json_true());
+    }
+    if ((r = ctl_operands(ctx, argc, argv, 1, 1)) != CTL_EXIT_OK)
+        return r;
+    return ctl_add_string(ctx, args, "name", argv[optind]);
+}
+
+static void
+ctl_print_info_disk(json_t *d, size_t i)
+{
+    json_int_t size = ctl_disk_size(d);
+    char human[32];
+
+    printf("%s%s (bitmap %s, %s", i ? "       " : "Disks: ", ctl_disk_name(d),
+           json_string_value(json_object_get(d, "bitmap")),
+           ctl_disk_consistent(d) ? "consistent" : "inconsistent");
+    if (size >= 0) {
+        ctl_human_size((uint64_t) size, human, sizeof human);
+        printf(", %s changed", human);
+    }
+    puts(")");
+}
+
+static int
+ctl_print_info(const char *command, json_t *ret, const void *opaque)
+{
+    struct ctl_ckpt ck;
+    json_error_t err;
+    char when[64];
+    size_t i;
+    json_t *d;
+
+    if (ctl_unpack_ckpt(ret, &ck, &err) < 0)
+        return ctl_bad_reply(command, err.text);
+    ctl_format_time(ck.created, when, sizeof when);
+    printf("Name: %s\nParent: %s\nCreated: %s\nDescription: %s\n", ck.name,
+           ck.parent ? ck.parent : "-", when,
+           ck.description ? ck.description : "-");
+    json_array_foreach(ck.disks, i, d)
+        ctl_print_info_disk(d, i);
+    if (json_array_size(ck.disks) == 0)
+        puts("Disks: -");
+    return CTL_EXIT_OK;
+}
+
+int
+ctl_cmd_checkpoint_info(struct ctl_ctx *ctx, int argc, char **argv)
+{
+    CLEANUP_JSON json_t *args = json_object();
+    CLEANUP_JSON json_t *ret = NULL;
+    int r = ctl_name_size_args(ctx, argc, argv, args);
+
+    if (r != CTL_EXIT_OK)
+        return r < 0 ? CTL_EXIT_OK : r;
+    if ((r = ctl_call(ctx, "checkpoint-get", json_incref(args), &ret)) != CTL_EXIT_OK)
+        return r;
+    return ctl_output(ctx, "checkpoint-get", ret, ctl_print_info, NULL);
+}
+
+static int
+ctl_print_xml(const char *command, json_t *ret, const void *opaque)
+{
+    const char *xml;
+    json_error_t err;
+
+    if (json_unpack_ex(ret, &err, 0, "{s:s}", "xml", &xml) < 0)
+        return ctl_bad_reply(command, err.text);
+    fputs(xml, stdout);
+    if (!*xml || xml[strlen(xml) - 1] != '\n')
+        putchar('\n');
+    return CTL_EXIT_OK;
+}
+
+int
+ctl_cmd_checkpoint_dumpxml(struct ctl_ctx *ctx, int argc, char **argv)
+{
+    CLEANUP_JSON json_t *args = json_object();
+    CLEANUP_JSON json_t *ret = NULL;
+    int r = ctl_name_size_args(ctx, argc, argv, args);
+
+    if (r != CTL_EXIT_OK)
+        return r < 0 ? CTL_EXIT_OK : r;
+    if ((r = ctl_call(ctx, "checkpoint-dumpxml", json_incref(args), &ret)) != CTL_EXIT_OK)
+        return r;
+    return ctl_output(ctx, "checkpoint-dumpxml", ret, ctl_print_xml, NULL);
+}
+
+/* --- delete --- */
+
+static int
+ctl_print_deleted(const char *command, json_t *ret, const void *opaque)
+{
+    const json_t *args = opaque;
+    const char *name = json_string_value(json_object_get(args, "name"));
+
+    if (json_object_get(args, "children"))
+        printf("checkpoint %s and its descendants deleted\n", name);
+    else if (json_object_get(args, "children-only"))
+        printf("descendants of checkpoint %s deleted\n", name);
+    else
+        printf("checkpoint %s deleted\n", name);
+    return CTL_EXIT_OK;
+}
+
+int
+ctl_cmd_checkpoint_delete(struct ctl_ctx *ctx, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "children", no_argument, NULL, OPT_CHILDREN },
+        { "children-only", no_argument, NULL, OPT_CHILDREN_ONLY },
+        CTL_OPT_HELP, { 0 }
+    };
+    CLEANUP_JSON json_t *args = json_object();
+    CLEANUP_JSON json_t *ret = NULL;
+    int c, r;
+
+    while ((c = ctl_getopt(ctx, argc, argv, opts)) != -1) {
+        if (c == 'h')
+            return CTL_EXIT_OK;
+        if (c != OPT_CHILDREN && c != OPT_CHILDREN_ONLY)
+            return CTL_EXIT_USAGE;
+        json_object_set_new(args, c == OPT_CHILDREN ? "children" : "children-only",
+                            json_true());
+    }
+    if (json_object_size(args) > 1)
+        return ctl_usage_error(ctx, "--children and --children-only exclude"
+                               " each other");
+    if ((r = ctl_operands(ctx, argc, argv, 1, 1)) != CTL_EXIT_OK ||
+        (r = ctl_add_string(ctx, args, "name", argv[optind])) != CTL_EXIT_OK)
+        return r;
+    if ((r = ctl_call(ctx, "checkpoint-delete", json_incref(args), &ret)) != CTL_EXIT_OK)
+        return r;
+    return ctl_output(ctx, "checkpoint-delete", ret, ctl_print_deleted, args);
+}

@@ -1,0 +1,453 @@
+/* ckptctl: main, global options, the command table and dispatch.
+ *
+ * Global options come before the command ("+" in the optstring stops
+ * getopt at the first operand), so each command parses its own options
+ * and an option name can mean different things to different commands.
+ */
+#include "agent/ckptctl.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define CTL_DEFAULT_SOCKET "/run/ckptd/control.sock"
+#define CTL_DEFAULT_TIMEOUT 60
+
+static int ctl_cmd_help(struct ctl_ctx *ctx, int argc, char **argv);
+
+static const char *const create_options[] = {
+    "--description TEXT  free text stored with the checkpoint",
+    "--disk DISK         cover DISK (repeatable; default: every disk that",
+    "                    can hold checkpoints)",
+    "--quiesce           ask the agent to quiesce the guest first",
+    NULL
+};
+
+static const char *const list_options[] = {
+    "--tree              show the checkpoints as a tree of parents and children",
+    "--parent            add a PARENT column",
+    "--size              add a SIZE column: bytes changed since the checkpoint",
+    "--roots             only checkpoints without a parent",
+    "--leaves            only checkpoints without children",
+    "--no-leaves         only checkpoints with children",
+    "--from NAME         only the children of NAME",
+    "--descendants       with --from: all descendants, not only children;",
+    "                    alone: every checkpoint",
+    "--topological       order parents before children",
+    NULL
+};
+
+static const char *const size_options[] = {
+    "--size              include the bytes changed since the checkpoint",
+    NULL
+};
+
+static const char *const delete_options[] = {
+    "--children          also delete the checkpoint's descendants",
+    "--children-only     delete the descendants but keep the checkpoint",
+    NULL
+};
+
+/* The control surface.  Backup commands (backup begin/end/info, pull,
+ * restore, verify) are added here as entries with their own file. */
+static const struct ctl_cmd ctl_commands[] = {
+    { "status", "", "show whether the agent and QEMU are up",
+      NULL, ctl_cmd_status },
+    { "version", "", "show the versions of ckptctl, the agent and QEMU",
+      NULL, ctl_cmd_version },
+    { "disks", "", "list the VM's disks and whether they can hold checkpoints",
+      NULL, ctl_cmd_disks },
+    { "checkpoint create",
+      "[--description TEXT] [--disk DISK]... [--quiesce] [NAME]",
+      "create a checkpoint (the agent picks NAME when it is omitted)",
+      create_options, ctl_cmd_checkpoint_create },
+    { "checkpoint list",
+      "[--tree] [--parent] [--size] [--roots | --leaves | --no-leaves]\n"
+      "        [--from NAME] [--descendants] [--topological]",
+      "list checkpoints, oldest first",
+      list_options, ctl_cmd_checkpoint_list },
+    { "checkpoint info", "[--size] NAME", "show one checkpoint",
+      size_options, ctl_cmd_checkpoint_info },
+    { "checkpoint delete", "[--children | --children-only] NAME",
+      "delete a checkpoint; later backups stay correct",
+      delete_options, ctl_cmd_checkpoint_delete },
+    { "checkpoint dumpxml", "[--size] NAME",
+      "print a checkpoint as libvirt <domaincheckpoint> XML",
+      size_options, ctl_cmd_checkpoint_dumpxml },
+    { "raw", "COMMAND [JSON-ARGS]",
+      "send any agent command; JSON-ARGS is a JSON object",
+      NULL, ctl_cmd_raw },
+    { "help", "[COMMAND]", "show this help, or one command's",
+      NULL, ctl_cmd_help },
+};
+
+/* Exit codes as --help documents them; the enum in ckptctl.h is the source. */
+static const struct { int code; const char *text; } ctl_exit_help[] = {
+    { CTL_EXIT_OK, "success" },
+    { CTL_EXIT_NOT_CONNECTED, "QEMU is not connected to the agent (NotConnected;"
+      " also `status` when qemu is disconnected)" },
+    { CTL_EXIT_USAGE, "usage error, or an argument the agent refused"
+      " (InvalidParameter)" },
+    { CTL_EXIT_UNREACHABLE, "the agent cannot be reached: no socket, not a ckptd"
+      " socket, no reply within\n       the timeout, connection lost" },
+    { CTL_EXIT_NOT_FOUND, "no such checkpoint, disk or job (NotFound)" },
+    { CTL_EXIT_EXISTS, "the name is already taken (AlreadyExists)" },
+    { CTL_EXIT_BUSY, "conflicts with a running backup job or another change"
+      " (Busy)" },
+    { CTL_EXIT_UNSUPPORTED, "the disk or QEMU cannot do it (Unsupported)" },
+    { CTL_EXIT_INCONSISTENT, "a checkpoint's bitmap is inconsistent after a"
+      " QEMU crash (Inconsistent)" },
+    { CTL_EXIT_QEMU, "QEMU refused a command (QemuError)" },
+    { CTL_EXIT_OTHER, "any other error (GenericError, CommandNotFound, a reply"
+      " ckptctl does not\n       understand)" },
+};
+
+/* --- usage and help --- */
+
+static void
+ctl_print_synopsis(FILE *fp, const struct ctl_cmd *cmd)
+{
+    fprintf(fp, "ckptctl [GLOBAL-OPTIONS] %s%s%s\n", cmd->name,
+            *cmd->args ? " " : "", cmd->args);
+}
+
+static void
+ctl_print_command_help(FILE *fp, const struct ctl_cmd *cmd, const char *indent)
+{
+    fprintf(fp, "%s%s%s%s\n", indent, cmd->name, *cmd->args ? " " : "",
+            cmd->args);
+    fprintf(fp, "%s    %s\n", indent, cmd->help);
+    for (const char *const *o = cmd->options; o && *o; o++)
+        fprintf(fp, "%s      %s\n", indent, *o);
+}
+
+static void
+ctl_print_help(FILE *fp)
+{
+    fputs("Usage: ckptctl [--socket PATH] [--json] [--timeout SEC] COMMAND [ARGS]...\n"
+          "       ckptctl --help | --version\n"
+          "\n"
+          "Drives ckptd, the checkpoint and backup agent of a QEMU VM, through its\n"
+          "control socket.\n"
+          "\n"
+          "Global options (before COMMAND):\n"
+          "  -s, --socket PATH   the agent's control socket (default: $CKPTD_SOCKET,\n"
+          "                      else " CTL_DEFAULT_SOCKET ")\n"
+          "  -j, --json          print the agent's reply (its \"return\" value) as one\n"
+          "                      line of compact JSON instead of text\n"
+          "  -t, --timeout SEC   wait at most SEC seconds for each reply (default 60;\n"
+          "                      0 waits forever)\n"
+          "  -h, --help          show this help and exit\n"
+          "  -V, --version       show ckptctl's version and exit\n"
+          "\n"
+          "Commands (each also takes -h/--help):\n", fp);
+    for (size_t i = 0; i < ARRAY_SIZE(ctl_commands); i++)
+        ctl_print_command_help(fp, &ctl_commands[i], "  ");
+    fputs("\n"
+          "A checkpoint name that starts with '-' goes after '--', as in\n"
+          "  ckptctl checkpoint delete -- -old\n"
+          "\n"
+          "Exit status:\n", fp);
+    for (size_t i = 0; i < ARRAY_SIZE(ctl_exit_help); i++)
+        fprintf(fp, "  %-3d  %s\n", ctl_exit_help[i].code, ctl_exit_help[i].text);
+}
+
+static void
+ctl_short_usage(FILE *fp, const struct ctl_cmd *cmd)
+{
+    if (cmd) {
+        fputs("Usage: ", fp);
+        ctl_print_synopsis(fp, cmd);
+        fprintf(fp, "Try 'ckptctl %s --help' for more information.\n", cmd->name);
+    } else {
+        fputs("Usage: ckptctl [--socket PATH] [--json] [--timeout SEC] COMMAND [ARGS]...\n"
+              "Try 'ckptctl --help' for more information.\n", fp);
+    }
+}
+
+int
+ctl_usage_error(const struct ctl_ctx *ctx, const char *fmt, ...)
+{
+    va_list ap;
+    fputs("ckptctl: ", stderr);
+    if (ctx && ctx->cmd)
+        fprintf(stderr, "%s: ", ctx->cmd->name);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    ctl_short_usage(stderr, ctx ? ctx->cmd : NULL);
+    return CTL_EXIT_USAGE;
+}
+
+int
+ctl_getopt(struct ctl_ctx *ctx, int argc, char **argv,
+           const struct option *longopts)
+{
+    /* ':' first so a missing argument is told apart from an unknown option;
+     * no '+', so options may follow operands ("create c1 --disk vda"). */
+    int c = getopt_long(argc, argv, ":h", longopts, NULL);
+    const char *bad = optind > 0 && optind <= argc ? argv[optind - 1] : "?";
+
+    switch (c) {
+    case 'h':
+        fputs("Usage: ", stdout);
+        ctl_print_command_help(stdout, ctx->cmd, "ckptctl [GLOBAL-OPTIONS] ");
+        return 'h';
+    case ':':
+        ctl_usage_error(ctx, "option '%s' needs an argument", bad);
+        return '?';
+    case '?':
+        ctl_usage_error(ctx, "unrecognized option '%s' (a name that starts with"
+                        " '-' goes after '--')", bad);
+        return '?';
+    default:
+        return c;
+    }
+}
+
+int
+ctl_operands(const struct ctl_ctx *ctx, int argc, char **argv, int min, int max)
+{
+    int n = argc - optind;
+
+    if (n < min)
+        return ctl_usage_error(ctx, "missing operand");
+    if (n > max)
+        return ctl_usage_error(ctx, "unexpected operand '%s'", argv[optind + max]);
+    return CTL_EXIT_OK;
+}
+
+int
+ctl_add_string(const struct ctl_ctx *ctx, json_t *to, const char *key,
+               const char *value)
+{
+    json_t *s = json_string(value);
+
+    if (!s)
+        return ctl_usage_error(ctx, "%s is not valid UTF-8", key);
+    if (json_is_array(to))
+        json_array_append_new(to, s);
+    else
+        json_object_set_new(to, key, s);
+    return CTL_EXIT_OK;
+}
+
+/* --- the command table --- */
+
+static size_t
+ctl_word_count(const char *name)
+{
+    size_t n = 1;
+    for (const char *p = name; *p; p++)
+        n += *p == ' ';
+    return n;
+}
+
+/* Whether the first n words of `name` are argv[0..n). */
+static bool
+ctl_words_equal(const char *name, size_t n, char **argv)
+{
+    const char *p = name;
+
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strcspn(p, " ");
+        if (strlen(argv[i]) != len || memcmp(argv[i], p, len) != 0)
+            return false;
+        p += len;
+        if (*p == ' ')
+            p++;
+    }
+    return true;
+}
+
+static const struct ctl_cmd *
+ctl_lookup(int argc, char **argv, size_t *words)
+{
+    for (size_t i = 0; i < ARRAY_SIZE(ctl_commands); i++) {
+        size_t n = ctl_word_count(ctl_commands[i].name);
+        if (n <= (size_t) argc && ctl_words_equal(ctl_commands[i].name, n, argv)) {
+            *words = n;
+            return &ctl_commands[i];
+        }
+    }
+    return NULL;
+}
+
+/* Calls fn for each command whose name starts with the words argv[0..n);
+ * returns how many there were. */
+static size_t
+ctl_each_prefixed(size_t n, char **argv,
+                  void (*fn)(const struct ctl_cmd *cmd, void *opaque),
+                  void *opaque)
+{
+    size_t found = 0;
+
+    for (size_t i = 0; i < ARRAY_SIZE(ctl_commands); i++) {
+        const struct ctl_cmd *cmd = &ctl_commands[i];
+        if (ctl_word_count(cmd->name) > n && ctl_words_equal(cmd->name, n, argv)) {
+            if (fn)
+                fn(cmd, opaque);
+            found++;
+        }
+    }
+    return found;
+}
+
+static void
+ctl_print_last_word(const struct ctl_cmd *cmd, void *opaque)
+{
+    fprintf(stderr, " %s", strrchr(cmd->name, ' ') + 1);
+}
+
+/* "checkpoint" alone or "checkpoint frob": name the family's commands. */
+static int
+ctl_unknown_command(int argc, char **argv)
+{
+    if (ctl_each_prefixed(1, argv, NULL, NULL) == 0)
+        return ctl_usage_error(NULL, "unknown command '%s'", argv[0]);
+    if (argc == 1)
+        fprintf(stderr, "ckptctl: missing %s command\n", argv[0]);
+    else
+        fprintf(stderr, "ckptctl: unknown %s command '%s'\n", argv[0], argv[1]);
+    fprintf(stderr, "%s commands:", argv[0]);
+    ctl_each_prefixed(1, argv, ctl_print_last_word, NULL);
+    fputs("\nTry 'ckptctl --help' for more information.\n", stderr);
+    return CTL_EXIT_USAGE;
+}
+
+static void
+ctl_print_one_help(const struct ctl_cmd *cmd, void *opaque)
+{
+    ctl_print_command_help(stdout, cmd, "ckptctl ");
+}
+
+/* help [COMMAND...]: everything, one command, or one family. */
+static int
+ctl_cmd_help(struct ctl_ctx *ctx, int argc, char **argv)
+{
+    int c;
+    size_t words;
+    const struct ctl_cmd *cmd;
+    static const struct option opts[] = { CTL_OPT_HELP, { 0 } };
+
+    while ((c = ctl_getopt(ctx, argc, argv, opts)) != -1)
+        return c == 'h' ? CTL_EXIT_OK : CTL_EXIT_USAGE;
+    argc -= optind;
+    argv += optind;
+    if (argc == 0) {
+        ctl_print_help(stdout);
+        return CTL_EXIT_OK;
+    }
+    cmd = ctl_lookup(argc, argv, &words);
+    if (cmd && words == (size_t) argc) {
+        fputs("Usage: ", stdout);
+        ctl_print_command_help(stdout, cmd, "ckptctl [GLOBAL-OPTIONS] ");
+        return CTL_EXIT_OK;
+    }
+    if (ctl_each_prefixed((size_t) argc, argv, ctl_print_one_help, NULL) > 0)
+        return CTL_EXIT_OK;
+    return ctl_usage_error(ctx, "no command '%s'", argv[0]);
+}
+
+static int
+ctl_dispatch(struct ctl_ctx *ctx, int argc, char **argv)
+{
+    size_t words;
+    const struct ctl_cmd *cmd = ctl_lookup(argc, argv, &words);
+
+    if (!cmd)
+        return ctl_unknown_command(argc, argv);
+    ctx->cmd = cmd;
+    optind = 0;     /* GNU getopt: start afresh on the command's argv */
+    return cmd->run(ctx, argc - (int) words + 1, argv + words - 1);
+}
+
+/* --- global options --- */
+
+static int
+ctl_parse_timeout(const char *s, int *out)
+{
+    char *end;
+    long v;
+
+    errno = 0;
+    v = strtol(s, &end, 10);
+    /* The bound keeps SEC * 1000 inside poll()'s int milliseconds. */
+    if (errno || end == s || *end || v < 0 || v > INT_MAX / 1000)
+        return ctl_usage_error(NULL, "invalid --timeout '%s': seconds from 0"
+                               " to %d expected", s, INT_MAX / 1000);
+    *out = (int) v;
+    return CTL_EXIT_OK;
+}
+
+/* Returns -1 to go on with the command, else the exit code. */
+static int
+ctl_parse_global(struct ctl_ctx *ctx, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "socket", required_argument, NULL, 's' },
+        { "json", no_argument, NULL, 'j' },
+        { "timeout", required_argument, NULL, 't' },
+        { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, 'V' },
+        { 0 }
+    };
+    int c, r;
+
+    opterr = 0;     /* our own messages, each followed by a usage line */
+    while ((c = getopt_long(argc, argv, "+:s:jt:hV", opts, NULL)) != -1) {
+        switch (c) {
+        case 's': ctx->socket_path = optarg; break;
+        case 'j': ctx->json = true; break;
+        case 't':
+            if ((r = ctl_parse_timeout(optarg, &ctx->timeout_sec)) != CTL_EXIT_OK)
+                return r;
+            break;
+        case 'h': ctl_print_help(stdout); return CTL_EXIT_OK;
+        case 'V': puts("ckptctl " CKPTD_VERSION); return CTL_EXIT_OK;
+        case ':':
+            return ctl_usage_error(NULL, "option '%s' needs an argument",
+                                   argv[optind - 1]);
+        default:
+            return ctl_usage_error(NULL, "unrecognized option '%s'",
+                                   argv[optind - 1]);
+        }
+    }
+    if (optind >= argc)
+        return ctl_usage_error(NULL, "missing command");
+    return -1;
+}
+
+/* A full disk or a closed pipe must not look like success to a script. */
+static int
+ctl_finish_output(int r)
+{
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        int e = ctl_fail(CTL_EXIT_OTHER, "cannot write output: %s", strerror(errno));
+        return r == CTL_EXIT_OK ? e : r;
+    }
+    return r;
+}
+
+int
+main(int argc, char **argv)
+{
+    const char *env = getenv("CKPTD_SOCKET");
+    struct ctl_ctx ctx = {
+        .socket_path = env && *env ? env : CTL_DEFAULT_SOCKET,
+        .timeout_sec = CTL_DEFAULT_TIMEOUT,
+    };
+    int r = ctl_parse_global(&ctx, argc, argv);
+
+    if (r < 0) {
+        r = ctl_dispatch(&ctx, argc - optind, argv + optind);
+        ctl_disconnect(&ctx);
+    }
+    return ctl_finish_output(r);
+}

@@ -1,0 +1,134 @@
+/* ckptctl: the command-line client of ckptd.
+ *
+ * The tool is a small blocking QMP client plus a table of commands.  Each
+ * command family lives in its own file and is one or more entries of the
+ * table in ckptctl.c; adding a command (backup begin, pull, restore...) is
+ * adding a handler and an entry.
+ */
+#ifndef CKPTD_CKPTCTL_H
+#define CKPTD_CKPTCTL_H
+
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+#include <jansson.h>
+
+#include "common/common.h"
+
+/* Exit codes: documented in --help and contrib/ckptctl.md; a script may
+ * rely on them, so they never change meaning. */
+enum ctl_exit {
+    CTL_EXIT_OK = 0,
+    CTL_EXIT_NOT_CONNECTED = 1,  /* QEMU is not connected to the agent */
+    CTL_EXIT_USAGE = 2,          /* bad command line, or InvalidParameter */
+    CTL_EXIT_UNREACHABLE = 3,    /* cannot connect, no reply, connection lost */
+    CTL_EXIT_NOT_FOUND = 4,
+    CTL_EXIT_EXISTS = 5,
+    CTL_EXIT_BUSY = 6,
+    CTL_EXIT_UNSUPPORTED = 7,
+    CTL_EXIT_INCONSISTENT = 8,
+    CTL_EXIT_QEMU = 9,
+    CTL_EXIT_OTHER = 10,         /* GenericError, unknown class, bad reply */
+};
+
+struct ctl_conn;
+struct ctl_cmd;
+
+/* Everything a command handler needs: global options and the connection,
+ * which is opened on the first call so that help never touches the socket. */
+struct ctl_ctx {
+    const char *socket_path;
+    int timeout_sec;
+    bool json;
+    const struct ctl_cmd *cmd;      /* the command being run */
+    struct ctl_conn *conn;          /* NULL until the first ctl_call */
+};
+
+/* One entry of the command table.  `name` may be several words
+ * ("checkpoint create"); `run` gets argv starting at the last word, so
+ * argv[0] is the subcommand and getopt_long can parse the rest. */
+struct ctl_cmd {
+    const char *name;
+    const char *args;               /* synopsis after the name, for usage */
+    const char *help;               /* one line for the command list */
+    const char *const *options;     /* NULL-terminated "--opt  text" lines */
+    int (*run)(struct ctl_ctx *ctx, int argc, char **argv);
+};
+
+/* --- ckptctl.c --- */
+/* Every subcommand accepts -h/--help; put this last before the {0}. */
+#define CTL_OPT_HELP { "help", no_argument, NULL, 'h' }
+/* Parses a subcommand's options; returns the option value, -1 at the end
+ * (operands start at optind), or '?' after printing a usage error.  Help
+ * (-h/--help) is handled here: it prints the command's usage and returns
+ * 'h' so the handler can return CTL_EXIT_OK. */
+int ctl_getopt(struct ctl_ctx *ctx, int argc, char **argv,
+               const struct option *longopts);
+int ctl_usage_error(const struct ctl_ctx *ctx, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Adds a string to an object under `key`, or to an array (key then only
+ * names the argument in the message).  json_string() refuses invalid
+ * UTF-8, and an argument must never vanish silently: usage error. */
+int ctl_add_string(const struct ctl_ctx *ctx, json_t *to, const char *key,
+                   const char *value);
+/* Checks the operand count after options; prints a usage error if off. */
+int ctl_operands(const struct ctl_ctx *ctx, int argc, char **argv,
+                 int min, int max);
+
+/* --- ckptctl-conn.c --- */
+/* Sends one agent command and waits for its reply.  `args` (may be NULL)
+ * is consumed.  On success returns CTL_EXIT_OK and a new reference in *ret;
+ * otherwise the error is already on stderr and the exit code is returned. */
+int ctl_call(struct ctl_ctx *ctx, const char *command, json_t *args,
+             json_t **ret);
+void ctl_disconnect(struct ctl_ctx *ctx);
+int ctl_exit_for_class(const char *error_class);
+
+/* --- ckptctl-output.c --- */
+/* The one way to fail: "ckptctl: MSG" on stderr; returns `code`. */
+int ctl_fail(int code, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* A reply that does not have the shape the protocol promises. */
+int ctl_bad_reply(const char *command, const char *what);
+/* --json prints the reply as is; otherwise `print` renders it, with
+ * `opaque` for the command's display options.  Both outputs come from the
+ * same json_t, so they can never disagree. */
+int ctl_output(const struct ctl_ctx *ctx, const char *command, json_t *ret,
+               int (*print)(const char *command, json_t *ret,
+                            const void *opaque),
+               const void *opaque);
+void ctl_print_json(json_t *j, size_t flags);
+/* "512 B", "192 KiB", "1.0 GiB": one decimal below 10, none above. */
+void ctl_human_size(uint64_t bytes, char *buf, size_t len);
+/* Local time as "YYYY-MM-DD HH:MM:SS". */
+void ctl_format_time(json_int_t secs, char *buf, size_t len);
+
+/* A table of left-aligned columns separated by two spaces; the last
+ * column is not padded so lines carry no trailing blanks. */
+DEFINE_VECTOR(ctl_row_vec, struct str_vec)
+struct ctl_table {
+    struct str_vec head;
+    struct ctl_row_vec rows;
+};
+void ctl_table_head(struct ctl_table *t, const char *const *cols, size_t n);
+void ctl_table_row(struct ctl_table *t);    /* starts a new row */
+void ctl_table_cell(struct ctl_table *t, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void ctl_table_print(struct ctl_table *t);  /* prints and frees */
+void ctl_table_free(struct ctl_table *t);
+
+/* --- ckptctl-query.c --- */
+int ctl_cmd_status(struct ctl_ctx *ctx, int argc, char **argv);
+int ctl_cmd_version(struct ctl_ctx *ctx, int argc, char **argv);
+int ctl_cmd_disks(struct ctl_ctx *ctx, int argc, char **argv);
+int ctl_cmd_raw(struct ctl_ctx *ctx, int argc, char **argv);
+
+/* --- ckptctl-checkpoint.c --- */
+int ctl_cmd_checkpoint_create(struct ctl_ctx *ctx, int argc, char **argv);
+int ctl_cmd_checkpoint_list(struct ctl_ctx *ctx, int argc, char **argv);
+int ctl_cmd_checkpoint_info(struct ctl_ctx *ctx, int argc, char **argv);
+int ctl_cmd_checkpoint_delete(struct ctl_ctx *ctx, int argc, char **argv);
+int ctl_cmd_checkpoint_dumpxml(struct ctl_ctx *ctx, int argc, char **argv);
+
+#endif

@@ -1,0 +1,347 @@
+/* checkpoint-create, -list, -get, -delete.
+ *
+ * Changes run one at a time (CMD_CHANGE): the plan is computed from the
+ * cached tree, sent as one transaction, and the tree is re-read from QEMU
+ * before the reply, whether QEMU accepted the change or not. */
+#include "agent/agent.h"
+#include "bitmap/plan.h"
+
+#include <inttypes.h>
+#include <time.h>
+
+/* --- a change in flight: the transaction, then a re-read of the tree --- */
+struct change {
+    struct request *req;
+    char *name;                         /* the checkpoint created, or asked */
+    struct str_vec deleted;
+    char *qemu_class, *qemu_desc;       /* QEMU's refusal, kept for the reply */
+    void (*finish)(struct change *ch);  /* replies once the tree is fresh */
+};
+
+static void
+change_free(struct change *ch)
+{
+    free(ch->name);
+    str_vec_free_all(&ch->deleted);
+    free(ch->qemu_class);
+    free(ch->qemu_desc);
+    free(ch);
+}
+
+static void
+change_refreshed(struct agent *a, const struct qmp_error *err, void *opaque)
+{
+    struct change *ch = opaque;
+    if (err && !ch->qemu_class)
+        log_warn("cannot re-read the tree after a change: %s", err->desc);
+    ch->finish(ch);
+    change_free(ch);
+}
+
+static void
+transaction_done(struct qmp *q, json_t *ret, const struct qmp_error *err,
+                 void *opaque)
+{
+    struct change *ch = opaque;
+    if (err) {
+        ch->qemu_class = xstrdup(err->class);
+        ch->qemu_desc = xstrdup(err->desc);
+    }
+    vm_refresh(ch->req->agent, change_refreshed, ch);
+}
+
+static void
+send_transaction(struct change *ch, json_t *actions)
+{
+    log_debug("%s: transaction of %zu actions", ch->req->cmd->name,
+              json_array_size(actions));
+    vm_send(ch->req->agent, "transaction",
+            json_pack("{s:o}", "actions", actions), transaction_done, ch);
+}
+
+/* True (and the request answered) when QEMU refused the change. */
+static bool
+reply_qemu_error(struct change *ch, const char *what)
+{
+    if (!ch->qemu_class)
+        return false;
+    struct qmp_error e = { ch->qemu_class, ch->qemu_desc };
+    req_qmp_error(ch->req, &e, what);
+    return true;
+}
+
+/* --- checkpoint-create --- */
+static void
+create_finish(struct change *ch)
+{
+    struct agent *a = ch->req->agent;
+    char what[300];
+    snprintf(what, sizeof what, "checkpoint '%s'", ch->name);
+    if (reply_qemu_error(ch, what))
+        return;
+    ssize_t i = meta_tree_find_ckpt(&a->tree, ch->name);
+    if (i < 0) {
+        req_error(ch->req, CKPT_ERR_GENERIC,
+                  "checkpoint '%s' was created but is not in the images any more",
+                  ch->name);
+        return;
+    }
+    req_reply(ch->req, enc_checkpoint(&a->tree, (size_t) i, false));
+    agent_event(a, "CHECKPOINT_CREATED", json_pack("{s:s}", "name", ch->name));
+}
+
+static const char *
+opt_str(json_t *args, const char *key)
+{
+    return json_string_value(json_object_get(args, key));
+}
+
+static bool
+opt_bool(json_t *args, const char *key)
+{
+    return json_is_true(json_object_get(args, key));
+}
+
+static enum cmd_result
+cmd_create(struct request *req)
+{
+    struct agent *a = req->agent;
+    json_t *disks = json_object_get(req->args, "disks");
+    int64_t now = (int64_t) time(NULL);
+    char default_name[32];
+    snprintf(default_name, sizeof default_name, "%" PRId64, now);
+    if (opt_bool(req->args, "quiesce")) {
+        req_error(req, CKPT_ERR_UNSUPPORTED,
+                  "quiesce needs a guest agent, which ckptd does not drive");
+        return CMD_DONE;
+    }
+    size_t ndisks = json_array_size(disks);
+    CLEANUP_FREE const char **names = xcalloc(ndisks + 1, sizeof *names);
+    for (size_t i = 0; i < ndisks; i++)
+        names[i] = json_string_value(json_array_get(disks, i));
+    struct ckpt_create_req r = {
+        .name = opt_str(req->args, "name") ? opt_str(req->args, "name") : default_name,
+        .description = opt_str(req->args, "description"),
+        .now = now, .disks = disks ? names : NULL, .ndisks = ndisks,
+    };
+    struct ckpt_error e = { 0 };
+    json_t *actions = json_array();
+    if (ckpt_plan_create(&a->tree, &r, actions, &e)) {
+        json_decref(actions);
+        req_fail(req, &e);
+        return CMD_DONE;
+    }
+    struct change *ch = xcalloc(1, sizeof *ch);
+    ch->req = req;
+    ch->name = xstrdup(r.name);
+    ch->finish = create_finish;
+    send_transaction(ch, actions);
+    return CMD_WAIT;
+}
+
+/* --- checkpoint-delete --- */
+static void
+delete_finish(struct change *ch)
+{
+    char what[300];
+    snprintf(what, sizeof what, "deleting checkpoint '%s'", ch->name);
+    if (reply_qemu_error(ch, what))
+        return;
+    struct agent *a = ch->req->agent;
+    req_reply(ch->req, NULL);
+    for (size_t i = 0; i < ch->deleted.len; i++)
+        agent_event(a, "CHECKPOINT_DELETED",
+                    json_pack("{s:s}", "name", ch->deleted.ptr[i]));
+}
+
+static enum cmd_result
+cmd_delete(struct request *req)
+{
+    struct agent *a = req->agent;
+    const char *name = opt_str(req->args, "name");
+    bool children = opt_bool(req->args, "children");
+    bool only = opt_bool(req->args, "children-only");
+    if (children && only) {
+        req_error(req, CKPT_ERR_INVALID_PARAMETER,
+                  "'children' and 'children-only' cannot be used together");
+        return CMD_DONE;
+    }
+    enum ckpt_delete_mode mode = children ? CKPT_DELETE_CHILDREN
+                               : only ? CKPT_DELETE_CHILDREN_ONLY : CKPT_DELETE_ONE;
+    struct change *ch = xcalloc(1, sizeof *ch);
+    struct ckpt_error e = { 0 };
+    json_t *actions = json_array();
+    if (ckpt_plan_delete(&a->tree, name, mode, actions, &ch->deleted, &e)) {
+        json_decref(actions);
+        change_free(ch);
+        req_fail(req, &e);
+        return CMD_DONE;
+    }
+    if (json_array_size(actions) == 0) {        /* children-only of a leaf */
+        json_decref(actions);
+        change_free(ch);
+        req_reply(req, NULL);
+        return CMD_DONE;
+    }
+    ch->req = req;
+    ch->name = xstrdup(name);
+    ch->finish = delete_finish;
+    send_transaction(ch, actions);
+    return CMD_WAIT;
+}
+
+/* --- checkpoint-list and checkpoint-get: answered from the tree, re-read
+ * first when sizes are asked for, since counts change with every write --- */
+static enum cmd_result with_fresh_tree(struct request *req,
+                                       void (*answer)(struct request *));
+
+static bool
+list_keeps(const struct meta_tree *t, size_t i, ssize_t from, json_t *args)
+{
+    bool leaf = i + 1 == t->nckpts;
+    if (from >= 0) {
+        bool descendants = opt_bool(args, "descendants");
+        if (i <= (size_t) from || (!descendants && i != (size_t) from + 1))
+            return false;
+    }
+    if (opt_bool(args, "roots") && meta_tree_parent(t, i) >= 0)
+        return false;
+    if (opt_bool(args, "leaves") && !leaf)
+        return false;
+    if (opt_bool(args, "no-leaves") && leaf)
+        return false;
+    return true;
+}
+
+static int
+cmp_time_name(const void *x, const void *y)
+{
+    const struct meta_ckpt *a = *(const struct meta_ckpt *const *) x;
+    const struct meta_ckpt *b = *(const struct meta_ckpt *const *) y;
+    if (a->rec.ctime != b->rec.ctime)
+        return a->rec.ctime < b->rec.ctime ? -1 : 1;
+    return strcmp(a->rec.name, b->rec.name);
+}
+
+static void
+list_answer(struct request *req)
+{
+    const struct meta_tree *t = &req->agent->tree;
+    json_t *args = req->args;
+    const char *from_name = opt_str(args, "from");
+    ssize_t from = from_name ? meta_tree_find_ckpt(t, from_name) : -1;
+    if (from_name && from < 0) {
+        req_error(req, CKPT_ERR_NOT_FOUND, "checkpoint '%s' not found", from_name);
+        return;
+    }
+    /* Topological order is the chain's own (seq) order; the default is
+     * creation time, then name, so the same images give the same list. */
+    CLEANUP_FREE const struct meta_ckpt **order =
+        xcalloc(t->nckpts + 1, sizeof *order);
+    for (size_t i = 0; i < t->nckpts; i++)
+        order[i] = &t->ckpts[i];
+    if (!opt_bool(args, "topological"))
+        qsort(order, t->nckpts, sizeof order[0], cmp_time_name);
+    json_t *list = json_array();
+    for (size_t k = 0; k < t->nckpts; k++) {
+        size_t i = (size_t) (order[k] - t->ckpts);
+        if (list_keeps(t, i, from, args))
+            json_array_append_new(list, enc_checkpoint(t, i, opt_bool(args, "size")));
+    }
+    req_reply(req, list);
+}
+
+static enum cmd_result
+cmd_list(struct request *req)
+{
+    json_t *args = req->args;
+    if (opt_bool(args, "leaves") && opt_bool(args, "no-leaves")) {
+        req_error(req, CKPT_ERR_INVALID_PARAMETER,
+                  "'leaves' and 'no-leaves' cannot be used together");
+        return CMD_DONE;
+    }
+    if (opt_str(args, "from") && opt_bool(args, "roots")) {
+        req_error(req, CKPT_ERR_INVALID_PARAMETER,
+                  "'from' and 'roots' cannot be used together");
+        return CMD_DONE;
+    }
+    if (opt_bool(args, "descendants") && !opt_str(args, "from")) {
+        req_error(req, CKPT_ERR_INVALID_PARAMETER, "'descendants' needs 'from'");
+        return CMD_DONE;
+    }
+    return with_fresh_tree(req, list_answer);
+}
+
+static void
+get_answer(struct request *req)
+{
+    const struct meta_tree *t = &req->agent->tree;
+    const char *name = opt_str(req->args, "name");
+    ssize_t i = meta_tree_find_ckpt(t, name);
+    if (i < 0)
+        req_error(req, CKPT_ERR_NOT_FOUND, "checkpoint '%s' not found", name);
+    else
+        req_reply(req, enc_checkpoint(t, (size_t) i, opt_bool(req->args, "size")));
+}
+
+static enum cmd_result
+cmd_get(struct request *req)
+{
+    return with_fresh_tree(req, get_answer);
+}
+
+struct fresh {
+    struct request *req;
+    void (*answer)(struct request *);
+};
+
+static void
+fresh_done(struct agent *a, const struct qmp_error *err, void *opaque)
+{
+    struct fresh f = *(struct fresh *) opaque;
+    free(opaque);
+    if (err)
+        req_qmp_error(f.req, err, "reading bitmap sizes");
+    else
+        f.answer(f.req);
+}
+
+static enum cmd_result
+with_fresh_tree(struct request *req, void (*answer)(struct request *))
+{
+    if (!opt_bool(req->args, "size")) {
+        answer(req);
+        return CMD_DONE;
+    }
+    struct fresh *f = xmalloc(sizeof *f);
+    *f = (struct fresh) { req, answer };
+    vm_refresh(req->agent, fresh_done, f);
+    return CMD_WAIT;
+}
+
+static const struct cmd_arg create_args[] = {
+    { "name", ARG_STRING, false }, { "description", ARG_STRING, false },
+    { "disks", ARG_STRING_LIST, false }, { "quiesce", ARG_BOOL, false },
+    { NULL, 0, false },
+};
+static const struct cmd_arg list_args[] = {
+    { "from", ARG_STRING, false }, { "descendants", ARG_BOOL, false },
+    { "roots", ARG_BOOL, false }, { "leaves", ARG_BOOL, false },
+    { "no-leaves", ARG_BOOL, false }, { "topological", ARG_BOOL, false },
+    { "size", ARG_BOOL, false }, { NULL, 0, false },
+};
+static const struct cmd_arg get_args[] = {
+    { "name", ARG_STRING, true }, { "size", ARG_BOOL, false }, { NULL, 0, false },
+};
+static const struct cmd_arg delete_args[] = {
+    { "name", ARG_STRING, true }, { "children", ARG_BOOL, false },
+    { "children-only", ARG_BOOL, false }, { NULL, 0, false },
+};
+
+const struct ckpt_cmd checkpoint_cmds[] = {
+    { "checkpoint-create", create_args, CMD_NEEDS_QEMU | CMD_CHANGE, cmd_create },
+    { "checkpoint-list", list_args, CMD_NEEDS_QEMU, cmd_list },
+    { "checkpoint-get", get_args, CMD_NEEDS_QEMU, cmd_get },
+    { "checkpoint-delete", delete_args, CMD_NEEDS_QEMU | CMD_CHANGE, cmd_delete },
+    { NULL, NULL, 0, NULL },
+};

@@ -1,0 +1,282 @@
+/* The control socket: accepting clients, reading and framing their input,
+ * buffering their output.  Clients that go away are marked closing and
+ * freed from the loop's prepare step, so no callback in flight ever
+ * touches freed memory. */
+#include "agent/agent.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+static void client_free(struct client *c);
+
+static int
+fill_addr(struct sockaddr_un *sun, const char *path)
+{
+    memset(sun, 0, sizeof *sun);
+    sun->sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof sun->sun_path) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    strcpy(sun->sun_path, path);
+    return 0;
+}
+
+/* A path left by a dead agent is removed; a live one is never stolen. */
+static int
+clear_stale_socket(const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) < 0)
+        return errno == ENOENT ? 0 : -1;
+    if (!S_ISSOCK(st.st_mode)) {
+        log_error("%s exists and is not a socket; not touching it", path);
+        return -1;
+    }
+    struct sockaddr_un sun;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || fill_addr(&sun, path) < 0)
+        return -1;
+    int r = connect(fd, (struct sockaddr *) &sun, sizeof sun);
+    close(fd);
+    if (r == 0) {
+        log_error("%s: another agent is listening there", path);
+        return -1;
+    }
+    return unlink(path);
+}
+
+static void accept_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void reap_cb(struct ev_loop *loop, ev_prepare *w, int revents);
+
+int
+ctl_listen(struct agent *a)
+{
+    struct sockaddr_un sun;
+    if (fill_addr(&sun, a->opt.control_path) < 0 ||
+        clear_stale_socket(a->opt.control_path) < 0) {
+        log_error("cannot use control socket %s: %m", a->opt.control_path);
+        return -1;
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return -1;
+    /* umask, not chmod after bind: no window where others may connect. */
+    mode_t old = umask(0177);
+    int r = bind(fd, (struct sockaddr *) &sun, sizeof sun);
+    umask(old);
+    if (r < 0 || listen(fd, 64) < 0) {
+        log_error("cannot listen on %s: %m", a->opt.control_path);
+        close(fd);
+        return -1;
+    }
+    a->listen_fd = fd;
+    ev_io_init(&a->accept_w, accept_cb, fd, EV_READ);
+    a->accept_w.data = a;
+    ev_io_start(a->loop, &a->accept_w);
+    ev_prepare_init(&a->reap_w, reap_cb);
+    a->reap_w.data = a;
+    ev_prepare_start(a->loop, &a->reap_w);
+    log_info("listening on %s", a->opt.control_path);
+    return 0;
+}
+
+void
+ctl_close_listener(struct agent *a)
+{
+    if (a->listen_fd < 0)
+        return;
+    ev_io_stop(a->loop, &a->accept_w);
+    close(a->listen_fd);
+    a->listen_fd = -1;
+    unlink(a->opt.control_path);
+    while (a->clients)
+        client_free(a->clients);
+    ev_prepare_stop(a->loop, &a->reap_w);
+}
+
+static bool
+peer_allowed(int fd, uid_t *uid)
+{
+    struct ucred cred;
+    socklen_t len = sizeof cred;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+        return false;
+    *uid = cred.uid;
+    return cred.uid == geteuid() || cred.uid == 0;
+}
+
+static void read_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void write_cb(struct ev_loop *loop, ev_io *w, int revents);
+
+static void
+greet(struct client *c)
+{
+    json_t *g = json_pack("{s:{s:{s:{s:i,s:i,s:i},s:s},s:[]}}",
+                          "QMP", "version", "qemu", "major", 0, "minor", 1,
+                          "micro", 0, "package", "ckptd " CKPTD_VERSION,
+                          "capabilities");
+    ctl_send(c, g);
+}
+
+static void
+accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct agent *a = w->data;
+    int fd = accept4(a->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0) {
+        if (errno == EMFILE || errno == ENFILE)
+            log_warn("out of file descriptors; refusing a client");
+        return;
+    }
+    uid_t uid = (uid_t) -1;
+    if (!peer_allowed(fd, &uid)) {
+        log_warn("refused a control client with uid %d", (int) uid);
+        close(fd);
+        return;
+    }
+    if (a->nclients >= CTL_MAX_CLIENTS) {
+        log_warn("refused a control client: %d clients already", CTL_MAX_CLIENTS);
+        close(fd);
+        return;
+    }
+    struct client *c = xcalloc(1, sizeof *c);
+    c->agent = a;
+    c->fd = fd;
+    c->uid = uid;
+    qmp_stream_init(&c->in, CTL_MAX_MESSAGE, CTL_MAX_DEPTH);
+    ev_io_init(&c->read_w, read_cb, fd, EV_READ);
+    ev_io_init(&c->write_w, write_cb, fd, EV_WRITE);
+    c->read_w.data = c->write_w.data = c;
+    ev_io_start(loop, &c->read_w);
+    c->next = a->clients;
+    a->clients = c;
+    a->nclients++;
+    log_debug("client %d connected", fd);
+    greet(c);
+}
+
+static void
+read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct client *c = w->data;
+    char buf[65536];
+    ssize_t n = read(c->fd, buf, sizeof buf);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+        ctl_drop(c, n == 0 ? "closed" : strerror(errno));
+        return;
+    }
+    if (n < 0)
+        return;
+    qmp_stream_feed(&c->in, buf, (size_t) n);
+    dispatch_client_input(c);
+}
+
+static void
+flush_output(struct client *c)
+{
+    while (c->out_len) {
+        ssize_t n = send(c->fd, c->out, c->out_len, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR)
+                break;
+            ctl_drop(c, strerror(errno));
+            return;
+        }
+        memmove(c->out, c->out + n, c->out_len - (size_t) n);
+        c->out_len -= (size_t) n;
+    }
+    if (c->out_len)
+        ev_io_start(c->agent->loop, &c->write_w);
+    else
+        ev_io_stop(c->agent->loop, &c->write_w);
+}
+
+static void
+write_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    flush_output(w->data);
+}
+
+void
+ctl_send(struct client *c, json_t *msg)
+{
+    CLEANUP_JSON json_t *m = msg;
+    if (c->closing || !m)
+        return;
+    CLEANUP_FREE char *s = json_dumps(m, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (!s)
+        return;
+    size_t len = strlen(s);
+    if (c->out_len + len + 1 > CTL_MAX_OUTPUT) {
+        ctl_drop(c, "too much unread output");
+        return;
+    }
+    if (c->out_len + len + 1 > c->out_cap) {
+        c->out_cap = (c->out_len + len + 1) * 2;
+        c->out = xrealloc(c->out, c->out_cap);
+    }
+    memcpy(c->out + c->out_len, s, len);
+    c->out[c->out_len + len] = '\n';
+    c->out_len += len + 1;
+    flush_output(c);
+}
+
+void
+ctl_broadcast(struct agent *a, json_t *msg)
+{
+    for (struct client *c = a->clients; c; c = c->next)
+        if (c->negotiated)
+            ctl_send(c, json_incref(msg));
+    json_decref(msg);
+}
+
+void
+ctl_drop(struct client *c, const char *why)
+{
+    if (c->closing)
+        return;
+    log_debug("client %d gone: %s", c->fd, why);
+    c->closing = true;
+    ev_io_stop(c->agent->loop, &c->read_w);
+    ev_io_stop(c->agent->loop, &c->write_w);
+}
+
+static void
+client_free(struct client *c)
+{
+    struct agent *a = c->agent;
+    for (struct client **p = &a->clients; *p; p = &(*p)->next)
+        if (*p == c) {
+            *p = c->next;
+            break;
+        }
+    a->nclients--;
+    /* A command still waiting for QEMU finishes later without a client. */
+    if (c->current)
+        c->current->client = NULL;
+    ev_io_stop(a->loop, &c->read_w);
+    ev_io_stop(a->loop, &c->write_w);
+    close(c->fd);
+    qmp_stream_free(&c->in);
+    free(c->out);
+    free(c);
+}
+
+static void
+reap_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    struct agent *a = w->data;
+    struct client *c = a->clients;
+    while (c) {
+        struct client *next = c->next;
+        if (c->closing && !c->processing)
+            client_free(c);
+        c = next;
+    }
+}

@@ -1,0 +1,175 @@
+/* The QEMU side: connecting (and reconnecting when QEMU comes back),
+ * and the cached tree, re-read from QEMU whenever it may have changed.
+ *
+ * Until the QMP socket answers, a timer tries again every
+ * QMP_RECONNECT_INTERVAL seconds: no busy loop while QEMU is away. */
+#include "agent/agent.h"
+
+#include <errno.h>
+
+static void reconnect_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void state_cb(struct qmp *q, bool connected, json_t *version,
+                     const char *reason, void *opaque);
+static void event_cb(struct qmp *q, const char *event, json_t *data,
+                     void *opaque);
+
+void
+vm_start(struct agent *a)
+{
+    ev_timer_init(&a->reconnect_w, reconnect_cb, 0., QMP_RECONNECT_INTERVAL);
+    a->reconnect_w.data = a;
+    ev_timer_start(a->loop, &a->reconnect_w);
+    log_info("waiting for QEMU at %s", a->opt.qmp_path);
+}
+
+void
+vm_stop(struct agent *a)
+{
+    ev_timer_stop(a->loop, &a->reconnect_w);
+    a->stopping = true;
+    if (a->qmp)
+        qmp_free(a->qmp);
+    a->qmp = NULL;
+    a->qemu_ready = false;
+    json_decref(a->qemu_version);
+    a->qemu_version = NULL;
+    meta_tree_free(&a->tree);
+}
+
+static void
+reconnect_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct agent *a = w->data;
+    if (a->connecting)
+        return;
+    if (a->qmp && qmp_is_connected(a->qmp)) {
+        ev_timer_stop(loop, w);
+        return;
+    }
+    /* The new object is in place before the old one's pending callbacks
+     * run, so a callback that sends again never reaches freed memory. */
+    struct qmp *old = a->qmp;
+    struct qmp_callbacks cb = { event_cb, state_cb, a };
+    a->qmp = qmp_new(loop, a->opt.qmp_path, &cb, QMP_REPLY_TIMEOUT);
+    if (old)
+        qmp_free(old);
+    if (qmp_connect(a->qmp) == 0)
+        a->connecting = true;
+    else if (errno != ENOENT && errno != ECONNREFUSED)
+        log_debug("cannot connect to %s: %s", a->opt.qmp_path, strerror(errno));
+}
+
+static void
+first_refresh_done(struct agent *a, const struct qmp_error *err, void *opaque)
+{
+    if (err) {
+        log_error("cannot read the block graph from QEMU: %s", err->desc);
+        qmp_disconnect(a->qmp, "cannot read the block graph");
+        return;
+    }
+    a->qemu_ready = true;
+    log_info("QEMU connected: %zu disks, %zu checkpoints",
+             a->tree.ndisks, a->tree.nckpts);
+    agent_event(a, "QEMU_CONNECTED", NULL);
+}
+
+static void
+state_cb(struct qmp *q, bool connected, json_t *version, const char *reason,
+         void *opaque)
+{
+    struct agent *a = opaque;
+    if (a->stopping)
+        return;
+    a->connecting = false;
+    if (connected) {
+        json_decref(a->qemu_version);
+        a->qemu_version = json_incref(version);
+        vm_refresh(a, first_refresh_done, NULL);
+        return;
+    }
+    bool was_ready = a->qemu_ready;
+    a->qemu_ready = false;
+    if (was_ready) {
+        log_warn("QEMU disconnected: %s", reason);
+        agent_event(a, "QEMU_DISCONNECTED", json_pack("{s:s}", "reason", reason));
+    }
+    /* The object is freed by the timer, outside its own callback. */
+    ev_timer_again(a->loop, &a->reconnect_w);
+    if (!ev_is_active(&a->reconnect_w))
+        ev_timer_start(a->loop, &a->reconnect_w);
+}
+
+static void
+event_cb(struct qmp *q, const char *event, json_t *data, void *opaque)
+{
+    log_debug("QEMU event %s", event);
+}
+
+void
+vm_send(struct agent *a, const char *cmd, json_t *args, qmp_reply_cb *cb,
+        void *opaque)
+{
+    /* a->qmp exists from the first connect attempt on; dispatch refuses
+     * commands that need QEMU before that. */
+    qmp_send(a->qmp, cmd, args, cb, opaque);
+}
+
+/* --- re-reading the tree: query-block, then query-named-block-nodes --- */
+struct refresh {
+    struct agent *agent;
+    vm_refresh_cb *cb;
+    void *opaque;
+    json_t *blocks;
+};
+
+static void
+refresh_finish(struct refresh *r, const struct qmp_error *err)
+{
+    struct agent *a = r->agent;
+    vm_refresh_cb *cb = r->cb;
+    void *opaque = r->opaque;
+    json_decref(r->blocks);
+    free(r);
+    cb(a, err, opaque);
+}
+
+static void
+nodes_done(struct qmp *q, json_t *ret, const struct qmp_error *err, void *opaque)
+{
+    struct refresh *r = opaque;
+    if (err) {
+        refresh_finish(r, err);
+        return;
+    }
+    struct meta_tree tree;
+    struct ckpt_error e = { 0 };
+    if (meta_tree_build(r->blocks, ret, &tree, &e) < 0) {
+        struct qmp_error qe = { "GenericError", e.msg };
+        refresh_finish(r, &qe);
+        return;
+    }
+    meta_tree_free(&r->agent->tree);
+    r->agent->tree = tree;
+    refresh_finish(r, NULL);
+}
+
+static void
+blocks_done(struct qmp *q, json_t *ret, const struct qmp_error *err, void *opaque)
+{
+    struct refresh *r = opaque;
+    if (err) {
+        refresh_finish(r, err);
+        return;
+    }
+    r->blocks = json_incref(ret);
+    vm_send(r->agent, "query-named-block-nodes",
+            json_pack("{s:b}", "flat", 1), nodes_done, r);
+}
+
+void
+vm_refresh(struct agent *a, vm_refresh_cb *cb, void *opaque)
+{
+    struct refresh *r = xcalloc(1, sizeof *r);
+    *r = (struct refresh) { .agent = a, .cb = cb, .opaque = opaque };
+    vm_send(a, "query-block", NULL, blocks_done, r);
+}

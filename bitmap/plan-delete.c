@@ -1,0 +1,126 @@
+/* Planning checkpoint-delete.
+ *
+ * The checkpoints form a chain ordered by sequence number, so the
+ * descendants of C are simply every checkpoint after it.  On each disk the
+ * writes recorded by a deleted bitmap must not be lost: they are merged
+ * into the nearest surviving older checkpoint on that disk, which records
+ * again if it became the newest.  Merges and enables come before removes,
+ * all in one transaction. */
+#include "bitmap/plan.h"
+#include "qmp/qmp.h"
+
+/* What one disk's pass needs to know. */
+struct disk_pass {
+    const struct meta_tree *t;
+    size_t d;
+    const bool *del;
+    json_t *actions;
+    struct ckpt_error *e;
+};
+
+static const struct meta_bitmap *
+bitmap_of(const struct disk_pass *p, size_t i)
+{
+    const struct meta_member *m = meta_ckpt_member(&p->t->ckpts[i], p->d);
+    return m ? m->bitmap : NULL;
+}
+
+/* Merges the deleted checkpoints [from, to) on this disk into survivor s. */
+static enum ckpt_err
+fold_into(struct disk_pass *p, ssize_t s, size_t from, size_t to)
+{
+    const struct meta_bitmap *target = s >= 0 ? bitmap_of(p, (size_t) s) : NULL;
+    if (!target || target->inconsistent)
+        return CKPT_OK;         /* nothing that could still be kept whole */
+    const char *node = p->t->disks[p->d].node;
+    const char *srcs[to - from + 1];
+    size_t n = 0;
+    bool was_recording = false;
+    for (size_t j = from; j < to; j++) {
+        const struct meta_bitmap *b = bitmap_of(p, j);
+        if (!p->del[j] || !b)
+            continue;
+        if (b->inconsistent)
+            return ckpt_fail(p->e, CKPT_ERR_INCONSISTENT,
+                             "cannot delete checkpoint '%s' alone: its bitmap on "
+                             "disk '%s' is inconsistent, so '%s' would miss writes; "
+                             "delete '%s' with its children instead",
+                             p->t->ckpts[j].rec.name, p->t->disks[p->d].disk,
+                             target->name, target->name);
+        srcs[n++] = b->name;
+        was_recording |= b->recording;
+    }
+    if (n)
+        json_array_append_new(p->actions, qmp_bitmap_merge(node, target->name, srcs, n));
+    if (was_recording && !target->recording)
+        json_array_append_new(p->actions,
+            qmp_bitmap_action("block-dirty-bitmap-enable", node, target->name));
+    return CKPT_OK;
+}
+
+static void
+remove_deleted(struct disk_pass *p)
+{
+    const char *node = p->t->disks[p->d].node;
+    for (size_t j = 0; j < p->t->nckpts; j++) {
+        const struct meta_member *m = meta_ckpt_member(&p->t->ckpts[j], p->d);
+        if (!p->del[j] || !m)
+            continue;
+        if (m->bitmap)
+            json_array_append_new(p->actions,
+                qmp_bitmap_action("block-dirty-bitmap-remove", node, m->bitmap->name));
+        json_array_append_new(p->actions,
+            qmp_bitmap_action("block-dirty-bitmap-remove", node,
+                              p->t->ckpts[j].record_bitmap));
+    }
+}
+
+static enum ckpt_err
+plan_disk(struct disk_pass *p)
+{
+    ssize_t survivor = -1;
+    size_t group_start = 0;
+    enum ckpt_err err;
+    for (size_t j = 0; j < p->t->nckpts; j++) {
+        if (p->del[j] || !meta_ckpt_member(&p->t->ckpts[j], p->d))
+            continue;
+        if ((err = fold_into(p, survivor, group_start, j)))
+            return err;
+        survivor = (ssize_t) j;
+        group_start = j + 1;
+    }
+    if ((err = fold_into(p, survivor, group_start, p->t->nckpts)))
+        return err;
+    remove_deleted(p);
+    return CKPT_OK;
+}
+
+enum ckpt_err
+ckpt_plan_delete(const struct meta_tree *t, const char *name,
+                 enum ckpt_delete_mode mode, json_t *actions,
+                 struct str_vec *deleted, struct ckpt_error *e)
+{
+    ssize_t i = meta_tree_find_ckpt(t, name);
+    if (i < 0)
+        return ckpt_fail(e, CKPT_ERR_NOT_FOUND, "checkpoint '%s' not found", name);
+    CLEANUP_FREE bool *del = xcalloc(t->nckpts, sizeof *del);
+    for (size_t j = (size_t) i; j < t->nckpts; j++)
+        del[j] = mode == CKPT_DELETE_CHILDREN ||
+                 (mode == CKPT_DELETE_ONE && j == (size_t) i) ||
+                 (mode == CKPT_DELETE_CHILDREN_ONLY && j > (size_t) i);
+    json_t *planned = json_array();
+    for (size_t d = 0; d < t->ndisks; d++) {
+        struct disk_pass p = { t, d, del, planned, e };
+        enum ckpt_err err = plan_disk(&p);
+        if (err) {
+            json_decref(planned);
+            return err;
+        }
+    }
+    json_array_extend(actions, planned);
+    json_decref(planned);
+    for (size_t j = 0; j < t->nckpts; j++)
+        if (del[j])
+            str_vec_append(deleted, xstrdup(t->ckpts[j].rec.name));
+    return CKPT_OK;
+}

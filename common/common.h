@@ -1,0 +1,100 @@
+/* ckptd: small helpers every module uses.
+ *
+ * common.c: logging (level and format are set once by main, before the
+ *           loop starts; they are configuration, not state).
+ * vector:   DEFINE_VECTOR gives a typed growable array.
+ * cleanup:  CLEANUP_* attributes free locals on every return path.
+ */
+#ifndef CKPTD_COMMON_H
+#define CKPTD_COMMON_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <jansson.h>
+
+#define ARRAY_SIZE(a) (sizeof (a) / sizeof ((a)[0]))
+
+/* --- common.c --- */
+enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
+enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
+void log_setup(enum log_level level, enum log_format format);
+int log_level_parse(const char *s, enum log_level *out);
+void log_msg(enum log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+#define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
+#define log_warn(...)  log_msg(LOG_WARN, __VA_ARGS__)
+#define log_info(...)  log_msg(LOG_INFO, __VA_ARGS__)
+#define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
+
+/* Allocation failure is not recoverable in a 1 MiB agent: abort loudly. */
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* --- cleanup attributes --- */
+static inline void cleanup_free(void *p) { free(*(void **)p); }
+static inline void cleanup_json(json_t **j) { json_decref(*j); }
+#define CLEANUP_FREE __attribute__((cleanup(cleanup_free)))
+#define CLEANUP_JSON __attribute__((cleanup(cleanup_json)))
+
+/* --- typed vectors ---
+ * DEFINE_VECTOR(str_vec, char *) declares struct str_vec { char **ptr;
+ * size_t len, cap; } and str_vec_append/_remove/_reset. */
+#define DEFINE_VECTOR(name, type)                                           \
+    struct name { type *ptr; size_t len, cap; };                            \
+    static inline void name##_append(struct name *v, type elem)             \
+    {                                                                       \
+        if (v->len == v->cap) {                                             \
+            v->cap = v->cap ? v->cap * 2 : 8;                               \
+            v->ptr = xrealloc(v->ptr, v->cap * sizeof (type));              \
+        }                                                                   \
+        v->ptr[v->len++] = elem;                                            \
+    }                                                                       \
+    static inline void name##_remove(struct name *v, size_t i)              \
+    {                                                                       \
+        memmove(&v->ptr[i], &v->ptr[i + 1], (v->len - i - 1) * sizeof (type)); \
+        v->len--;                                                           \
+    }                                                                       \
+    static inline void name##_reset(struct name *v)                         \
+    {                                                                       \
+        free(v->ptr);                                                       \
+        v->ptr = NULL;                                                      \
+        v->len = v->cap = 0;                                                \
+    }
+
+DEFINE_VECTOR(str_vec, char *)
+void str_vec_free_all(struct str_vec *v);   /* frees each string, then the array */
+
+
+
+/* --- error classes of the control protocol (PROTOCOL.md) --- */
+enum ckpt_err {
+    CKPT_OK = 0,
+    CKPT_ERR_COMMAND_NOT_FOUND,
+    CKPT_ERR_INVALID_PARAMETER,
+    CKPT_ERR_NOT_FOUND,
+    CKPT_ERR_ALREADY_EXISTS,
+    CKPT_ERR_BUSY,
+    CKPT_ERR_UNSUPPORTED,
+    CKPT_ERR_INCONSISTENT,
+    CKPT_ERR_NOT_CONNECTED,
+    CKPT_ERR_QEMU,
+    CKPT_ERR_GENERIC,
+};
+const char *ckpt_err_class(enum ckpt_err e);
+
+/* A failure on its way up: the class and one sentence naming the object. */
+struct ckpt_error {
+    enum ckpt_err code;
+    char msg[512];
+};
+enum ckpt_err ckpt_fail(struct ckpt_error *e, enum ckpt_err code,
+                        const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+#endif

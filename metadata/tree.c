@@ -1,0 +1,253 @@
+/* The checkpoint tree, rebuilt from QEMU's view of the block graph.
+ *
+ * The images are the only truth: this is a cache computed from
+ * query-block (which disk is which device and node) and
+ * query-named-block-nodes (the bitmaps of every node). */
+#include "metadata/metadata.h"
+
+static const char *
+jstr(json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+/* Disks attached to a device are named by its id: the qdev path is
+ * "/machine/peripheral/ID" or "/machine/peripheral/ID/virtio-backend". */
+static char *
+disk_name(json_t *block, const char *node)
+{
+    const char *qdev = jstr(block, "qdev");
+    const char *prefix = "/machine/peripheral/";
+    if (qdev && strncmp(qdev, prefix, strlen(prefix)) == 0) {
+        const char *id = qdev + strlen(prefix);
+        size_t len = strcspn(id, "/");
+        if (len)
+            return strndup(id, len);
+    }
+    const char *device = jstr(block, "device");
+    return xstrdup(device && *device ? device : node);
+}
+
+static json_t *
+find_node(json_t *nodes, const char *name)
+{
+    size_t i;
+    json_t *n;
+    json_array_foreach(nodes, i, n) {
+        const char *nn = jstr(n, "node-name");
+        if (nn && strcmp(nn, name) == 0)
+            return n;
+    }
+    return NULL;
+}
+
+static void
+read_bitmaps(struct meta_disk *d, json_t *node)
+{
+    json_t *list = json_object_get(node, "dirty-bitmaps");
+    size_t i;
+    json_t *b;
+    d->bitmaps = xcalloc(json_array_size(list), sizeof *d->bitmaps);
+    json_array_foreach(list, i, b) {
+        const char *name = jstr(b, "name");
+        if (!name)              /* anonymous: a running block job's */
+            continue;
+        struct meta_bitmap *m = &d->bitmaps[d->nbitmaps++];
+        m->name = xstrdup(name);
+        m->recording = json_is_true(json_object_get(b, "recording"));
+        m->persistent = json_is_true(json_object_get(b, "persistent"));
+        m->busy = json_is_true(json_object_get(b, "busy"));
+        m->inconsistent = json_is_true(json_object_get(b, "inconsistent"));
+        m->count = (uint64_t) json_integer_value(json_object_get(b, "count"));
+        m->granularity = (uint64_t) json_integer_value(json_object_get(b, "granularity"));
+    }
+}
+
+/* Why a disk cannot hold checkpoints, or NULL if it can. */
+static const char *
+why_not_capable(const struct meta_disk *d, json_t *image)
+{
+    if (strcmp(d->format, "raw") == 0)
+        return "raw images cannot store persistent bitmaps";
+    if (strcmp(d->format, "qcow2") != 0)
+        return "only qcow2 images can store persistent bitmaps";
+    json_t *spec = json_object_get(json_object_get(image, "format-specific"), "data");
+    const char *compat = jstr(spec, "compat");
+    if (compat && strcmp(compat, "0.10") == 0)
+        return "qcow2 v2 (compat=0.10) images cannot store persistent bitmaps";
+    if (d->read_only)
+        return "the disk is read-only";
+    return NULL;
+}
+
+static int
+read_disk(json_t *block, json_t *nodes, struct meta_disk *d)
+{
+    json_t *ins = json_object_get(block, "inserted");
+    const char *node = jstr(ins, "node-name");
+    if (!node)
+        return -1;              /* empty drive: not a disk */
+    json_t *image = json_object_get(ins, "image");
+    d->node = xstrdup(node);
+    d->disk = disk_name(block, node);
+    d->format = xstrdup(jstr(ins, "drv") ? jstr(ins, "drv") : "unknown");
+    d->filename = xstrdup(jstr(ins, "file") ? jstr(ins, "file") : "");
+    d->virtual_size = (uint64_t) json_integer_value(json_object_get(image, "virtual-size"));
+    d->read_only = json_is_true(json_object_get(ins, "ro"));
+    const char *why = why_not_capable(d, image);
+    d->can_checkpoint = why == NULL;
+    d->reason = why ? xstrdup(why) : NULL;
+    json_t *n = find_node(nodes, node);
+    read_bitmaps(d, n ? n : ins);
+    return 0;
+}
+
+static struct meta_ckpt *
+find_or_add_ckpt(struct meta_tree *t, struct meta_record *rec,
+                 const char *bitmap, size_t *cap)
+{
+    ssize_t i = meta_tree_find_ckpt(t, rec->name);
+    if (i >= 0) {
+        if (t->ckpts[i].rec.seq != rec->seq)
+            log_warn("checkpoint '%s' has records of different sequence on "
+                     "different disks; using the first", rec->name);
+        meta_record_clear(rec);
+        return &t->ckpts[i];
+    }
+    if (t->nckpts == *cap) {
+        *cap = *cap ? *cap * 2 : 8;
+        t->ckpts = xrealloc(t->ckpts, *cap * sizeof *t->ckpts);
+    }
+    struct meta_ckpt *c = &t->ckpts[t->nckpts++];
+    *c = (struct meta_ckpt) { .rec = *rec, .record_bitmap = xstrdup(bitmap) };
+    c->members = xcalloc(t->ndisks, sizeof *c->members);
+    return c;
+}
+
+static void
+collect_records(struct meta_tree *t)
+{
+    size_t cap = 0;
+    for (size_t d = 0; d < t->ndisks; d++) {
+        struct meta_disk *disk = &t->disks[d];
+        for (size_t b = 0; b < disk->nbitmaps; b++) {
+            struct meta_record rec;
+            int r = meta_record_decode(disk->bitmaps[b].name, &rec);
+            if (r < 0)
+                log_warn("disk %s: bitmap '%s' looks like a ckptd record but "
+                         "cannot be read; leaving it alone",
+                         disk->disk, disk->bitmaps[b].name);
+            if (r <= 0)
+                continue;
+            struct meta_ckpt *c = find_or_add_ckpt(t, &rec, disk->bitmaps[b].name, &cap);
+            if (meta_ckpt_member(c, d))
+                continue;
+            c->members[c->nmembers++] = (struct meta_member) {
+                .disk = d, .bitmap = meta_disk_find_bitmap(disk, c->rec.name),
+            };
+        }
+    }
+}
+
+static int
+cmp_seq(const void *a, const void *b)
+{
+    const struct meta_ckpt *x = a, *y = b;
+    return x->rec.seq < y->rec.seq ? -1 : x->rec.seq > y->rec.seq;
+}
+
+int
+meta_tree_build(json_t *blocks, json_t *nodes, struct meta_tree *out,
+                struct ckpt_error *e)
+{
+    memset(out, 0, sizeof *out);
+    if (!json_is_array(blocks) || !json_is_array(nodes))
+        {
+        ckpt_fail(e, CKPT_ERR_QEMU, "QEMU answered the block queries with no list");
+        return -1;
+    }
+    out->disks = xcalloc(json_array_size(blocks), sizeof *out->disks);
+    size_t i;
+    json_t *block;
+    json_array_foreach(blocks, i, block)
+        if (read_disk(block, nodes, &out->disks[out->ndisks]) == 0)
+            out->ndisks++;
+    collect_records(out);
+    qsort(out->ckpts, out->nckpts, sizeof *out->ckpts, cmp_seq);
+    out->next_seq = out->nckpts ? out->ckpts[out->nckpts - 1].rec.seq + 1 : 1;
+    return 0;
+}
+
+static void
+disk_free(struct meta_disk *d)
+{
+    free(d->disk);
+    free(d->node);
+    free(d->format);
+    free(d->filename);
+    free(d->reason);
+    for (size_t i = 0; i < d->nbitmaps; i++)
+        free(d->bitmaps[i].name);
+    free(d->bitmaps);
+}
+
+void
+meta_tree_free(struct meta_tree *t)
+{
+    for (size_t i = 0; i < t->ndisks; i++)
+        disk_free(&t->disks[i]);
+    for (size_t i = 0; i < t->nckpts; i++) {
+        meta_record_clear(&t->ckpts[i].rec);
+        free(t->ckpts[i].record_bitmap);
+        free(t->ckpts[i].members);
+    }
+    free(t->disks);
+    free(t->ckpts);
+    memset(t, 0, sizeof *t);
+}
+
+ssize_t
+meta_tree_find_ckpt(const struct meta_tree *t, const char *name)
+{
+    for (size_t i = 0; i < t->nckpts; i++)
+        if (strcmp(t->ckpts[i].rec.name, name) == 0)
+            return (ssize_t) i;
+    return -1;
+}
+
+ssize_t
+meta_tree_find_disk(const struct meta_tree *t, const char *disk)
+{
+    for (size_t i = 0; i < t->ndisks; i++)
+        if (strcmp(t->disks[i].disk, disk) == 0)
+            return (ssize_t) i;
+    return -1;
+}
+
+const struct meta_bitmap *
+meta_disk_find_bitmap(const struct meta_disk *d, const char *name)
+{
+    for (size_t i = 0; i < d->nbitmaps; i++)
+        if (strcmp(d->bitmaps[i].name, name) == 0)
+            return &d->bitmaps[i];
+    return NULL;
+}
+
+const struct meta_member *
+meta_ckpt_member(const struct meta_ckpt *c, size_t d)
+{
+    for (size_t i = 0; i < c->nmembers; i++)
+        if (c->members[i].disk == d)
+            return &c->members[i];
+    return NULL;
+}
+
+ssize_t
+meta_tree_prev_on_disk(const struct meta_tree *t, size_t i, size_t d)
+{
+    while (i-- > 0)
+        if (meta_ckpt_member(&t->ckpts[i], d))
+            return (ssize_t) i;
+    return -1;
+}

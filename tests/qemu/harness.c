@@ -1,0 +1,1422 @@
+/* The shared helper of the QEMU integration tests; see harness.h. */
+#include "tests/qemu/harness.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define HQ_TIMEOUT 10.0          /* seconds for any single QMP exchange */
+#define HQ_MAX_LIVE 16
+
+/* ---------------------------------------------------------------- runner */
+
+static const char *cur_case = "";
+static bool cur_failed;
+static char cur_reason[1024];
+static int n_passed, n_failed;
+
+/* VMs alive now, so that exit and signals can kill and remove them. */
+static struct hq_vm *live[HQ_MAX_LIVE];
+
+double
+hq_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+void
+hq_sleep_ms(int ms)
+{
+    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+        ;
+}
+
+static void
+vfail(const char *prefix, const char *fmt, va_list ap)
+{
+    char msg[1024];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    if (!cur_failed) {
+        cur_failed = true;
+        snprintf(cur_reason, sizeof cur_reason, "%s%s", prefix, msg);
+    } else {
+        /* Later failures are often consequences, but worth seeing. */
+        printf("# also: %s%s\n", prefix, msg);
+    }
+}
+
+void
+hq_fail(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vfail("", fmt, ap);
+    va_end(ap);
+}
+
+void
+hq_fail_at(int line, const char *cond, const char *fmt, ...)
+{
+    char prefix[256];
+    snprintf(prefix, sizeof prefix, "line %d: ", line);
+    (void) cond;
+    va_list ap;
+    va_start(ap, fmt);
+    vfail(prefix, fmt, ap);
+    va_end(ap);
+}
+
+bool
+hq_failed(void)
+{
+    return cur_failed;
+}
+
+void
+hq_note(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("# ", stdout);
+    vprintf(fmt, ap);
+    fputc('\n', stdout);
+    va_end(ap);
+}
+
+static int
+rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void) st; (void) flag; (void) ftw;
+    remove(path);
+    return 0;
+}
+
+static void
+rm_tree(const char *dir)
+{
+    if (dir)
+        nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Safe in a signal handler except for rm_tree, which is best effort. */
+static void
+kill_all_live(bool remove_dirs)
+{
+    for (int i = 0; i < HQ_MAX_LIVE; i++) {
+        struct hq_vm *vm = live[i];
+        if (!vm)
+            continue;
+        if (vm->agent_pid > 0)
+            kill(vm->agent_pid, SIGKILL);
+        if (vm->qemu_pid > 0)
+            kill(vm->qemu_pid, SIGKILL);
+        if (vm->agent_pid > 0)
+            waitpid(vm->agent_pid, NULL, 0);
+        if (vm->qemu_pid > 0)
+            waitpid(vm->qemu_pid, NULL, 0);
+        vm->agent_pid = vm->qemu_pid = 0;
+        if (remove_dirs)
+            rm_tree(vm->dir);
+    }
+}
+
+static void
+at_exit(void)
+{
+    kill_all_live(true);
+}
+
+static void
+put_str(const char *s)
+{
+    ssize_t r = write(STDOUT_FILENO, s, strlen(s));
+    (void) r;
+}
+
+static void
+put_int(int v)
+{
+    char b[16];
+    int i = sizeof b;
+    b[--i] = 0;
+    do {
+        b[--i] = '0' + v % 10;
+        v /= 10;
+    } while (v && i > 0);
+    put_str(&b[i]);
+}
+
+/* The case watchdog and fatal signals: kill children, remove the
+ * directories, still print a result line and the summary. */
+static void
+on_signal(int sig)
+{
+    kill_all_live(true);
+    put_str("FAIL ");
+    put_str(cur_case);
+    put_str(sig == SIGALRM ? ": watchdog timeout\n" : ": killed by signal\n");
+    put_int(n_passed);
+    put_str(" passed, ");
+    put_int(n_failed + 1);
+    put_str(" failed\n");
+    signal(sig, SIG_DFL);
+    if (sig == SIGALRM || sig == SIGTERM || sig == SIGINT || sig == SIGHUP)
+        _exit(1);
+    raise(sig);
+}
+
+static void
+setup_process(void)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    signal(SIGPIPE, SIG_IGN);
+    int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGALRM, SIGSEGV, SIGABRT,
+                   SIGBUS };
+    for (size_t i = 0; i < ARRAY_SIZE(sigs); i++)
+        signal(sigs[i], on_signal);
+    atexit(at_exit);
+}
+
+int
+hq_run(const struct hq_case *cases, size_t n)
+{
+    setup_process();
+    const char *only = getenv("HQ_ONLY");
+    const char *t = getenv("HQ_CASE_TIMEOUT");
+    unsigned timeout = t ? (unsigned) atoi(t) : 90;
+    for (size_t i = 0; i < n; i++) {
+        if (only && *only && strcmp(only, cases[i].name) != 0)
+            continue;
+        cur_case = cases[i].name;
+        cur_failed = false;
+        cur_reason[0] = 0;
+        alarm(timeout);
+        int r = cases[i].fn();
+        alarm(0);
+        if (r != 0 && !cur_failed)
+            hq_fail("the case returned %d without a reason", r);
+        if (cur_failed) {
+            printf("FAIL %s: %s\n", cur_case, cur_reason);
+            n_failed++;
+        } else {
+            printf("PASS %s\n", cur_case);
+            n_passed++;
+        }
+    }
+    printf("%d passed, %d failed\n", n_passed, n_failed);
+    return n_failed ? 1 : 0;
+}
+
+/* ------------------------------------------------------------ JSON bits */
+
+const char *
+hq_jstr(json_t *obj, const char *key)
+{
+    json_t *v = json_is_object(obj) ? json_object_get(obj, key) : NULL;
+    return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+int64_t
+hq_jint(json_t *obj, const char *key)
+{
+    json_t *v = json_is_object(obj) ? json_object_get(obj, key) : NULL;
+    return json_is_integer(v) ? (int64_t) json_integer_value(v) : -1;
+}
+
+int
+hq_jbool(json_t *obj, const char *key)
+{
+    json_t *v = json_is_object(obj) ? json_object_get(obj, key) : NULL;
+    return json_is_boolean(v) ? json_is_true(v) : -1;
+}
+
+json_t *
+hq_jfind(json_t *arr, const char *key, const char *val)
+{
+    size_t i;
+    json_t *e;
+    if (!json_is_array(arr))
+        return NULL;
+    json_array_foreach(arr, i, e) {
+        const char *s = hq_jstr(e, key);
+        if (s && strcmp(s, val) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+const char *
+hq_str(json_t *j)
+{
+    static char buf[600];
+    if (!j)
+        return "(null)";
+    char *s = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY | JSON_SORT_KEYS);
+    snprintf(buf, sizeof buf, "%s", s ? s : "(unprintable)");
+    if (s && strlen(s) >= sizeof buf)
+        strcpy(buf + sizeof buf - 5, "...");
+    free(s);
+    return buf;
+}
+
+const char *
+hq_err_class(json_t *reply)
+{
+    json_t *e = json_is_object(reply) ? json_object_get(reply, "error") : NULL;
+    return hq_jstr(e, "class");
+}
+
+const char *
+hq_err_desc(json_t *reply)
+{
+    json_t *e = json_is_object(reply) ? json_object_get(reply, "error") : NULL;
+    const char *d = hq_jstr(e, "desc");
+    return d ? d : "";
+}
+
+/* ------------------------------------------------------------------ qmp */
+
+static int
+connect_unix(const char *path)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    if (strlen(path) >= sizeof sa.sun_path) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    strcpy(sa.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    if (connect(fd, (struct sockaddr *) &sa, sizeof sa) < 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+static bool
+pid_alive(pid_t pid)
+{
+    return pid > 0 && waitpid(pid, NULL, WNOHANG) == 0;
+}
+
+/* Connects, retrying while the socket is not there yet; gives up early
+ * when the process that should create it (watch, if > 0) is gone. */
+static struct hq_conn *
+conn_open_watch(const char *path, double timeout, pid_t watch)
+{
+    double end = hq_now() + timeout;
+    int fd;
+    while ((fd = connect_unix(path)) < 0) {
+        if (hq_now() > end) {
+            hq_fail("cannot connect to %s: %s", path, strerror(errno));
+            return NULL;
+        }
+        if (watch > 0 && !pid_alive(watch)) {
+            hq_fail("process %d exited before %s answered", (int) watch, path);
+            return NULL;
+        }
+        hq_sleep_ms(20);
+    }
+    struct hq_conn *c = xcalloc(1, sizeof *c);
+    c->fd = fd;
+    c->path = xstrdup(path);
+    c->events = json_array();
+    c->next_id = 1;
+    c->greeting = hq_read_msg(c, HQ_TIMEOUT);
+    if (!c->greeting || !json_object_get(c->greeting, "QMP")) {
+        hq_fail("no QMP greeting on %s: %s", path, hq_str(c->greeting));
+        hq_conn_close(c);
+        return NULL;
+    }
+    return c;
+}
+
+struct hq_conn *
+hq_conn_open_raw(const char *path, double timeout)
+{
+    return conn_open_watch(path, timeout, 0);
+}
+
+static struct hq_conn *
+negotiate(struct hq_conn *c)
+{
+    if (!c)
+        return NULL;
+    CLEANUP_JSON json_t *r = hq_cmd(c, "qmp_capabilities", NULL);
+    if (!r) {
+        hq_conn_close(c);
+        return NULL;
+    }
+    return c;
+}
+
+struct hq_conn *
+hq_conn_open(const char *path, double timeout)
+{
+    return negotiate(conn_open_watch(path, timeout, 0));
+}
+
+void
+hq_conn_close(struct hq_conn *c)
+{
+    if (!c)
+        return;
+    if (c->fd >= 0)
+        close(c->fd);
+    free(c->path);
+    free(c->buf);
+    json_decref(c->greeting);
+    json_decref(c->events);
+    free(c);
+}
+
+int
+hq_send_raw(struct hq_conn *c, const char *data, size_t len)
+{
+    double end = hq_now() + HQ_TIMEOUT;
+    while (len > 0) {
+        struct pollfd p = { .fd = c->fd, .events = POLLOUT };
+        int ms = (int) ((end - hq_now()) * 1000);
+        if (ms <= 0 || poll(&p, 1, ms) <= 0) {
+            hq_fail("sending %zu bytes to %s timed out", len, c->path);
+            return -1;
+        }
+        ssize_t r = send(c->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (r < 0 && (errno == EAGAIN || errno == EINTR))
+            continue;
+        if (r < 0) {
+            hq_fail("send to %s: %s", c->path, strerror(errno));
+            return -1;
+        }
+        data += r;
+        len -= (size_t) r;
+    }
+    return 0;
+}
+
+int
+hq_send_json(struct hq_conn *c, json_t *msg)
+{
+    char *s = json_dumps(msg, JSON_COMPACT);
+    json_decref(msg);
+    if (!s) {
+        hq_fail("cannot encode a message");
+        return -1;
+    }
+    CLEANUP_FREE char *line = xasprintf("%s\n", s);
+    free(s);
+    return hq_send_raw(c, line, strlen(line));
+}
+
+/* Takes one complete JSON value off the buffer if a full line is there.
+ * Several values packed into one line are taken one at a time. */
+static json_t *
+take_buffered(struct hq_conn *c)
+{
+    for (;;) {
+        if (c->len == 0)
+            return NULL;
+        size_t skip = 0;
+        while (skip < c->len && strchr(" \t\r\n", c->buf[skip]))
+            skip++;
+        memmove(c->buf, c->buf + skip, c->len - skip);
+        c->len -= skip;
+        char *nl = memchr(c->buf, '\n', c->len);
+        if (!nl)
+            return NULL;
+        size_t line = (size_t) (nl - c->buf) + 1;
+        json_error_t err;
+        json_t *j = json_loadb(c->buf, line, JSON_DISABLE_EOF_CHECK, &err);
+        size_t used = j ? (size_t) err.position : line;
+        if (used == 0 || used > line)
+            used = line;
+        if (!j)
+            hq_fail("bad JSON from %s: %s: %.*s", c->path, err.text,
+                    (int) (line > 200 ? 200 : line), c->buf);
+        memmove(c->buf, c->buf + used, c->len - used);
+        c->len -= used;
+        if (j)
+            return j;
+    }
+}
+
+json_t *
+hq_read_msg(struct hq_conn *c, double timeout)
+{
+    double end = hq_now() + timeout;
+    for (;;) {
+        json_t *j = take_buffered(c);
+        if (j)
+            return j;
+        if (c->eof)
+            return NULL;
+        int ms = (int) ((end - hq_now()) * 1000);
+        if (ms < 0)
+            return NULL;
+        struct pollfd p = { .fd = c->fd, .events = POLLIN };
+        int r = poll(&p, 1, ms);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return NULL;
+        if (c->cap - c->len < 65536) {
+            c->cap = c->cap ? c->cap * 2 : 131072;
+            c->buf = xrealloc(c->buf, c->cap);
+        }
+        ssize_t n = read(c->fd, c->buf + c->len, c->cap - c->len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            c->eof = true;
+            continue;
+        }
+        c->len += (size_t) n;
+    }
+}
+
+json_t *
+hq_read_reply(struct hq_conn *c, double timeout)
+{
+    double end = hq_now() + timeout;
+    for (;;) {
+        double left = end - hq_now();
+        json_t *m = hq_read_msg(c, left > 0 ? left : 0);
+        if (!m)
+            return NULL;
+        if (json_object_get(m, "event")) {
+            json_array_append_new(c->events, m);
+            continue;
+        }
+        return m;
+    }
+}
+
+json_t *
+hq_exec(struct hq_conn *c, const char *cmd, json_t *args)
+{
+    if (!c) {
+        json_decref(args);
+        hq_fail("%s: no connection", cmd);
+        return NULL;
+    }
+    json_t *id = json_integer(c->next_id++);
+    json_t *msg = json_pack("{s:s, s:O}", "execute", cmd, "id", id);
+    if (args)
+        json_object_set_new(msg, "arguments", args);
+    if (hq_send_json(c, msg) < 0) {
+        json_decref(id);
+        return NULL;
+    }
+    json_t *r = hq_read_reply(c, HQ_TIMEOUT);
+    if (!r)
+        hq_fail("%s: no reply from %s (%s)", cmd, c->path,
+                c->eof ? "connection closed" : "timeout");
+    else if (!json_equal(json_object_get(r, "id"), id))
+        hq_fail("%s: reply with id %s, sent %" JSON_INTEGER_FORMAT, cmd,
+                hq_str(json_object_get(r, "id")), json_integer_value(id));
+    json_decref(id);
+    return r;
+}
+
+json_t *
+hq_cmd(struct hq_conn *c, const char *cmd, json_t *args)
+{
+    CLEANUP_JSON json_t *r = hq_exec(c, cmd, args);
+    if (!r)
+        return NULL;
+    json_t *ret = json_object_get(r, "return");
+    if (!ret) {
+        hq_fail("%s failed: %s: %s", cmd, hq_err_class(r), hq_err_desc(r));
+        return NULL;
+    }
+    return json_incref(ret);
+}
+
+json_t *
+hq_cmd_err(struct hq_conn *c, const char *cls, const char *cmd, json_t *args)
+{
+    json_t *r = hq_exec(c, cmd, args);
+    if (!r)
+        return NULL;
+    const char *got = hq_err_class(r);
+    if (!got || strcmp(got, cls) != 0) {
+        hq_fail("%s: expected error %s, got %s", cmd, cls, hq_str(r));
+        json_decref(r);
+        return NULL;
+    }
+    if (!*hq_err_desc(r)) {
+        hq_fail("%s: error %s without a desc", cmd, cls);
+        json_decref(r);
+        return NULL;
+    }
+    return r;
+}
+
+static bool
+event_matches(json_t *ev, const char *name, const char *data_name)
+{
+    const char *n = hq_jstr(ev, "event");
+    if (!n || strcmp(n, name) != 0)
+        return false;
+    if (!data_name)
+        return true;
+    const char *dn = hq_jstr(json_object_get(ev, "data"), "name");
+    return dn && strcmp(dn, data_name) == 0;
+}
+
+json_t *
+hq_wait_event_named(struct hq_conn *c, const char *name,
+                    const char *data_name, double timeout)
+{
+    double end = hq_now() + timeout;
+    for (;;) {
+        size_t i;
+        json_t *ev;
+        json_array_foreach(c->events, i, ev) {
+            if (event_matches(ev, name, data_name)) {
+                json_incref(ev);
+                json_array_remove(c->events, i);
+                return ev;
+            }
+        }
+        double left = end - hq_now();
+        if (left <= 0)
+            return NULL;
+        json_t *m = hq_read_msg(c, left);
+        if (!m)
+            return NULL;
+        if (!json_object_get(m, "event")) {
+            hq_fail("unexpected message on %s while waiting for %s: %s",
+                    c->path, name, hq_str(m));
+            json_decref(m);
+            continue;
+        }
+        json_array_append_new(c->events, m);
+    }
+}
+
+json_t *
+hq_wait_event(struct hq_conn *c, const char *name, double timeout)
+{
+    return hq_wait_event_named(c, name, NULL, timeout);
+}
+
+void
+hq_drain(struct hq_conn *c, double timeout)
+{
+    json_t *m;
+    while ((m = hq_read_msg(c, timeout)) != NULL) {
+        if (json_object_get(m, "event"))
+            json_array_append_new(c->events, m);
+        else {
+            hq_fail("unexpected reply on %s: %s", c->path, hq_str(m));
+            json_decref(m);
+        }
+    }
+}
+
+/* -------------------------------------------------------------- processes */
+
+char *
+hq_read_file(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return NULL;
+    size_t len = 0, cap = 4096;
+    char *s = xmalloc(cap);
+    size_t n;
+    while ((n = fread(s + len, 1, cap - len - 1, f)) > 0) {
+        len += n;
+        if (cap - len < 2)
+            s = xrealloc(s, cap *= 2);
+    }
+    s[len] = 0;
+    fclose(f);
+    return s;
+}
+
+/* In the child: die with the test program, so that nothing outlives it
+ * even when it is killed with SIGKILL. */
+static void
+child_setup(const char *log)
+{
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() == 1)
+        _exit(127);
+    int in = open("/dev/null", O_RDONLY);
+    if (in >= 0) {
+        dup2(in, STDIN_FILENO);
+        close(in);
+    }
+    if (log) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+        if (fd >= 0) {
+            dup2(fd, STDOUT_FILENO);
+            dup2(fd, STDERR_FILENO);
+            close(fd);
+        }
+    }
+    /* The tests' own signal handlers must not run in QEMU or the agent. */
+    signal(SIGPIPE, SIG_DFL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+static pid_t
+spawn(char *const argv[], const char *log)
+{
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) {
+        hq_fail("fork: %s", strerror(errno));
+        return -1;
+    }
+    if (pid == 0) {
+        child_setup(log);
+        execvp(argv[0], argv);
+        fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    return pid;
+}
+
+int
+hq_run_cmd(char *const argv[], char **out)
+{
+    int pfd[2];
+    if (pipe2(pfd, O_CLOEXEC) < 0)
+        return -1;
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(pfd[0]);
+        close(pfd[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        child_setup(NULL);
+        dup2(pfd[1], STDOUT_FILENO);
+        dup2(pfd[1], STDERR_FILENO);
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    close(pfd[1]);
+    size_t len = 0, cap = 4096;
+    char *s = xmalloc(cap);
+    ssize_t n;
+    while ((n = read(pfd[0], s + len, cap - len - 1)) != 0) {
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        len += (size_t) n;
+        if (cap - len < 2)
+            s = xrealloc(s, cap *= 2);
+    }
+    s[len] = 0;
+    close(pfd[0]);
+    int st;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    if (out)
+        *out = s;
+    else
+        free(s);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Waits up to timeout seconds for pid; returns its wait status, or -1
+ * after killing it when it would not exit. */
+static int
+wait_exit(pid_t pid, double timeout)
+{
+    double end = hq_now() + timeout;
+    int st;
+    for (;;) {
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid)
+            return st;
+        if (r < 0)
+            return -1;
+        if (hq_now() > end) {
+            kill(pid, SIGKILL);
+            waitpid(pid, NULL, 0);
+            return -1;
+        }
+        hq_sleep_ms(10);
+    }
+}
+
+/* ------------------------------------------------------------------- vm */
+
+static void
+register_vm(struct hq_vm *vm, bool add)
+{
+    for (int i = 0; i < HQ_MAX_LIVE; i++) {
+        if (add && !live[i]) {
+            live[i] = vm;
+            return;
+        }
+        if (!add && live[i] == vm) {
+            live[i] = NULL;
+            return;
+        }
+    }
+    if (add)
+        hq_fail("too many VMs at once");
+}
+
+struct hq_vm *
+hq_vm_new(void)
+{
+    const char *tmp = getenv("TMPDIR");
+    CLEANUP_FREE char *tmpl = xasprintf("%s/ckptd-test-XXXXXX",
+                                        tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(tmpl)) {
+        hq_fail("mkdtemp %s: %s", tmpl, strerror(errno));
+        return NULL;
+    }
+    struct hq_vm *vm = xcalloc(1, sizeof *vm);
+    vm->dir = xstrdup(tmpl);
+    vm->qmp_sock = xasprintf("%s/qmp.sock", vm->dir);
+    vm->test_sock = xasprintf("%s/test.sock", vm->dir);
+    vm->ctl_sock = xasprintf("%s/ckptd.sock", vm->dir);
+    vm->agent_log = xasprintf("%s/ckptd.log", vm->dir);
+    vm->qemu_log = xasprintf("%s/qemu.log", vm->dir);
+    register_vm(vm, true);
+    return vm;
+}
+
+static void
+dump_file(const char *title, const char *path, int max_lines)
+{
+    CLEANUP_FREE char *s = hq_read_file(path);
+    if (!s || !*s)
+        return;
+    int lines = 0;
+    for (char *p = s; *p; p++)
+        lines += *p == '\n';
+    char *p = s;
+    /* Only the tail: the end of a log is where the failure is. */
+    for (int skip = lines - max_lines; skip > 0 && *p; p++)
+        skip -= *p == '\n';
+    printf("# ---- %s (%s)%s\n", title, path, p != s ? ", last lines" : "");
+    for (char *line = strtok(p, "\n"); line; line = strtok(NULL, "\n"))
+        printf("# %s\n", line);
+    printf("# ----\n");
+}
+
+void
+hq_agent_dump_log(struct hq_vm *vm)
+{
+    dump_file("agent log", vm->agent_log, 150);
+}
+
+void
+hq_vm_free(struct hq_vm *vm)
+{
+    if (!vm)
+        return;
+    hq_conn_close(vm->ctl);
+    vm->ctl = NULL;
+    /* A graceful stop checks, in every case, that the agent exits cleanly
+     * (and that ASan found nothing); after a failure, just kill. */
+    if (vm->agent_pid > 0 && !hq_failed())
+        hq_agent_stop(vm);
+    hq_agent_kill(vm);
+    hq_qemu_kill(vm);
+    if (hq_failed()) {
+        hq_agent_dump_log(vm);
+        dump_file("qemu log", vm->qemu_log, 40);
+    }
+    register_vm(vm, false);
+    rm_tree(vm->dir);
+    for (int i = 0; i < vm->ndisks; i++)
+        free(vm->disks[i].path);
+    free(vm->dir);
+    free(vm->qmp_sock);
+    free(vm->test_sock);
+    free(vm->ctl_sock);
+    free(vm->agent_log);
+    free(vm->qemu_log);
+    free(vm);
+}
+
+struct hq_disk *
+hq_vm_disk(struct hq_vm *vm, const char *name)
+{
+    for (int i = 0; i < vm->ndisks; i++)
+        if (strcmp(vm->disks[i].name, name) == 0)
+            return &vm->disks[i];
+    return NULL;
+}
+
+static int
+create_image(const char *path, const char *format, int64_t size)
+{
+    CLEANUP_FREE char *sz = xasprintf("%" PRId64, size);
+    char *argv[] = { "qemu-img", "create", "-q", "-f", (char *) format,
+                     (char *) path, sz, NULL };
+    CLEANUP_FREE char *out = NULL;
+    if (hq_run_cmd(argv, &out) != 0) {
+        hq_fail("qemu-img create %s: %s", path, out ? out : "");
+        return -1;
+    }
+    return 0;
+}
+
+static struct hq_disk *
+new_disk(struct hq_vm *vm, const char *name, const char *format,
+         int64_t size, bool read_only)
+{
+    if (vm->ndisks == HQ_MAX_DISKS || strlen(name) > 8) {
+        hq_fail("disk %s: too many disks or too long a name", name);
+        return NULL;
+    }
+    struct hq_disk *d = &vm->disks[vm->ndisks];
+    memset(d, 0, sizeof *d);
+    snprintf(d->name, sizeof d->name, "%s", name);
+    snprintf(d->node, sizeof d->node, "%s-fmt", name);
+    snprintf(d->format, sizeof d->format, "%s", format);
+    d->path = xasprintf("%s/%s.%s", vm->dir, name,
+                        strcmp(format, "raw") == 0 ? "img" : "qcow2");
+    d->size = size;
+    d->read_only = read_only;
+    if (create_image(d->path, format, size) < 0) {
+        free(d->path);
+        return NULL;
+    }
+    vm->ndisks++;
+    return d;
+}
+
+int
+hq_vm_add_disk(struct hq_vm *vm, const char *name, const char *format,
+               int64_t size, bool read_only)
+{
+    return new_disk(vm, name, format, size, read_only) ? 0 : -1;
+}
+
+/* Spare PCIe root ports so that disks can be hot-added to a q35 machine,
+ * whose root bus does not take hotplug. */
+#define HQ_ROOT_PORTS 2
+
+static void
+qemu_argv(struct hq_vm *vm, struct str_vec *a)
+{
+    const char *accel = getenv("HQ_ACCEL");
+    const char *fixed[] = { "qemu-system-x86_64", "-machine", "q35", "-S",
+                            "-nodefaults", "-display", "none", "-m", "128" };
+    for (size_t i = 0; i < ARRAY_SIZE(fixed); i++)
+        str_vec_append(a, xstrdup(fixed[i]));
+    if (accel && *accel) {
+        str_vec_append(a, xstrdup("-accel"));
+        str_vec_append(a, xstrdup(accel));
+    } else {
+        str_vec_append(a, xstrdup("-accel"));
+        str_vec_append(a, xstrdup("kvm"));
+        str_vec_append(a, xstrdup("-accel"));
+        str_vec_append(a, xstrdup("tcg"));
+    }
+    str_vec_append(a, xstrdup("-qmp"));
+    str_vec_append(a, xasprintf("unix:%s,server=on,wait=off", vm->qmp_sock));
+    str_vec_append(a, xstrdup("-qmp"));
+    str_vec_append(a, xasprintf("unix:%s,server=on,wait=off", vm->test_sock));
+    for (int i = 0; i < HQ_ROOT_PORTS; i++) {
+        str_vec_append(a, xstrdup("-device"));
+        str_vec_append(a, xasprintf("pcie-root-port,id=hq-rp%d,chassis=%d",
+                                    i, i + 1));
+    }
+    for (int i = 0; i < vm->ndisks; i++) {
+        struct hq_disk *d = &vm->disks[i];
+        const char *ro = d->read_only ? ",read-only=on" : "";
+        str_vec_append(a, xstrdup("-blockdev"));
+        str_vec_append(a, xasprintf("driver=file,filename=%s,node-name=%s-file%s",
+                                    d->path, d->name, ro));
+        str_vec_append(a, xstrdup("-blockdev"));
+        str_vec_append(a, xasprintf("driver=%s,file=%s-file,node-name=%s%s",
+                                    d->format, d->name, d->node, ro));
+        str_vec_append(a, xstrdup("-device"));
+        str_vec_append(a, xasprintf("virtio-blk-pci,drive=%s,id=%s",
+                                    d->node, d->name));
+        d->plugged = false;
+    }
+    str_vec_append(a, NULL);
+}
+
+int
+hq_qemu_start(struct hq_vm *vm)
+{
+    if (vm->qemu_pid > 0) {
+        hq_fail("QEMU is already running");
+        return -1;
+    }
+    struct str_vec a = { 0 };
+    qemu_argv(vm, &a);
+    vm->root_ports_used = 0;
+    vm->qemu_pid = spawn(a.ptr, vm->qemu_log);
+    str_vec_free_all(&a);
+    if (vm->qemu_pid < 0) {
+        vm->qemu_pid = 0;
+        return -1;
+    }
+    vm->mon = negotiate(conn_open_watch(vm->test_sock, HQ_TIMEOUT,
+                                        vm->qemu_pid));
+    if (!vm->mon) {
+        dump_file("qemu log", vm->qemu_log, 40);
+        return -1;
+    }
+    return 0;
+}
+
+int
+hq_qemu_quit(struct hq_vm *vm)
+{
+    if (vm->qemu_pid <= 0) {
+        hq_fail("QEMU is not running");
+        return -1;
+    }
+    /* The reply may or may not make it before the monitor closes, so a
+     * missing reply is no failure here; the exit status is the check. */
+    if (hq_send_json(vm->mon, json_pack("{s:s}", "execute", "quit")) == 0)
+        json_decref(hq_read_reply(vm->mon, HQ_TIMEOUT));
+    hq_conn_close(vm->mon);
+    vm->mon = NULL;
+    int st = wait_exit(vm->qemu_pid, HQ_TIMEOUT);
+    vm->qemu_pid = 0;
+    if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        hq_fail("QEMU did not exit cleanly after quit (status %d)", st);
+        return -1;
+    }
+    return 0;
+}
+
+void
+hq_qemu_kill(struct hq_vm *vm)
+{
+    hq_conn_close(vm->mon);
+    vm->mon = NULL;
+    if (vm->qemu_pid > 0) {
+        kill(vm->qemu_pid, SIGKILL);
+        waitpid(vm->qemu_pid, NULL, 0);
+    }
+    vm->qemu_pid = 0;
+}
+
+int
+hq_qemu_hotplug(struct hq_vm *vm, const char *name, int64_t size)
+{
+    if (vm->root_ports_used == HQ_ROOT_PORTS) {
+        hq_fail("no spare root port for %s", name);
+        return -1;
+    }
+    struct hq_disk *d = new_disk(vm, name, "qcow2", size, false);
+    if (!d)
+        return -1;
+    CLEANUP_FREE char *file = xasprintf("%s-file", name);
+    CLEANUP_FREE char *port = xasprintf("hq-rp%d", vm->root_ports_used++);
+    CLEANUP_JSON json_t *r1 = hq_cmd(vm->mon, "blockdev-add",
+        json_pack("{s:s, s:s, s:s}", "driver", "file", "filename", d->path,
+                  "node-name", file));
+    CLEANUP_JSON json_t *r2 = r1 ? hq_cmd(vm->mon, "blockdev-add",
+        json_pack("{s:s, s:s, s:s}", "driver", "qcow2", "file", file,
+                  "node-name", d->node)) : NULL;
+    CLEANUP_JSON json_t *r3 = r2 ? hq_cmd(vm->mon, "device_add",
+        json_pack("{s:s, s:s, s:s, s:s}", "driver", "virtio-blk-pci",
+                  "drive", d->node, "id", name, "bus", port)) : NULL;
+    d->plugged = true;
+    return r3 ? 0 : -1;
+}
+
+/* ----------------------------------------------------------------- disk */
+
+int
+hq_hmp(struct hq_vm *vm, const char *cmdline)
+{
+    CLEANUP_JSON json_t *r = hq_cmd(vm->mon, "human-monitor-command",
+                                    json_pack("{s:s}", "command-line", cmdline));
+    if (!r)
+        return -1;
+    if (!json_is_string(r) || *json_string_value(r)) {
+        hq_fail("HMP '%s' said: %s", cmdline, hq_str(r));
+        return -1;
+    }
+    return 0;
+}
+
+int
+hq_write(struct hq_vm *vm, const char *disk, int pattern,
+         int64_t offset, int64_t len)
+{
+    CLEANUP_FREE char *cl = xasprintf(
+        "qemu-io -d %s/virtio-backend \"write -P 0x%02x %" PRId64 " %" PRId64 "\"",
+        disk, pattern & 0xff, offset, len);
+    return hq_hmp(vm, cl);
+}
+
+static const char *
+node_of(struct hq_vm *vm, const char *disk, char *buf, size_t len)
+{
+    struct hq_disk *d = hq_vm_disk(vm, disk);
+    if (d)
+        return d->node;
+    snprintf(buf, len, "%s", disk);    /* already a node name */
+    return buf;
+}
+
+json_t *
+hq_bitmaps(struct hq_vm *vm, const char *disk)
+{
+    char buf[64];
+    const char *node = node_of(vm, disk, buf, sizeof buf);
+    CLEANUP_JSON json_t *nodes = hq_cmd(vm->mon, "query-named-block-nodes",
+                                        json_pack("{s:b}", "flat", 1));
+    if (!nodes)
+        return NULL;
+    json_t *n = hq_jfind(nodes, "node-name", node);
+    if (!n) {
+        hq_fail("no block node %s", node);
+        return NULL;
+    }
+    json_t *b = json_object_get(n, "dirty-bitmaps");
+    return b ? json_incref(b) : json_array();
+}
+
+json_t *
+hq_bitmap(struct hq_vm *vm, const char *disk, const char *name)
+{
+    CLEANUP_JSON json_t *all = hq_bitmaps(vm, disk);
+    json_t *b = hq_jfind(all, "name", name);
+    return b ? json_incref(b) : NULL;
+}
+
+char *
+hq_bitmap_names(struct hq_vm *vm, const char *disk)
+{
+    CLEANUP_JSON json_t *all = hq_bitmaps(vm, disk);
+    char *s = xstrdup("");
+    size_t i;
+    json_t *b;
+    json_array_foreach(all, i, b) {
+        const char *n = hq_jstr(b, "name");
+        if (!n || strncmp(n, "ckptd", 5) == 0)
+            continue;
+        char *t = xasprintf("%s%s%s", s, *s ? "," : "", n);
+        free(s);
+        s = t;
+    }
+    return s;
+}
+
+int
+hq_bitmap_count_prefix(struct hq_vm *vm, const char *disk, const char *prefix)
+{
+    CLEANUP_JSON json_t *all = hq_bitmaps(vm, disk);
+    int count = 0;
+    size_t i;
+    json_t *b;
+    json_array_foreach(all, i, b) {
+        const char *n = hq_jstr(b, "name");
+        count += n && strncmp(n, prefix, strlen(prefix)) == 0;
+    }
+    return count;
+}
+
+int64_t
+hq_bitmap_dirty(struct hq_vm *vm, const char *disk, const char *name)
+{
+    CLEANUP_JSON json_t *b = hq_bitmap(vm, disk, name);
+    return b ? hq_jint(b, "count") : -1;
+}
+
+int
+hq_bitmap_recording(struct hq_vm *vm, const char *disk, const char *name)
+{
+    CLEANUP_JSON json_t *b = hq_bitmap(vm, disk, name);
+    return b ? hq_jbool(b, "recording") : -1;
+}
+
+json_t *
+hq_snapshot(struct hq_vm *vm)
+{
+    CLEANUP_JSON json_t *nodes = hq_cmd(vm->mon, "query-named-block-nodes",
+                                        json_pack("{s:b}", "flat", 1));
+    if (!nodes)
+        return NULL;
+    json_t *snap = json_object();
+    for (int i = 0; i < vm->ndisks; i++) {
+        json_t *n = hq_jfind(nodes, "node-name", vm->disks[i].node);
+        json_t *b = n ? json_object_get(n, "dirty-bitmaps") : NULL;
+        json_object_set_new(snap, vm->disks[i].name,
+                            b ? json_incref(b) : json_array());
+    }
+    return snap;
+}
+
+int
+hq_add_bitmap(struct hq_vm *vm, const char *disk, const char *name,
+              bool persistent, bool disabled)
+{
+    struct hq_disk *d = hq_vm_disk(vm, disk);
+    CLEANUP_JSON json_t *r = hq_cmd(vm->mon, "block-dirty-bitmap-add",
+        json_pack("{s:s, s:s, s:b, s:b}", "node", d ? d->node : disk,
+                  "name", name, "persistent", persistent,
+                  "disabled", disabled));
+    return r ? 0 : -1;
+}
+
+json_t *
+hq_image_info(struct hq_vm *vm, const char *disk)
+{
+    struct hq_disk *d = hq_vm_disk(vm, disk);
+    if (!d) {
+        hq_fail("no disk %s", disk);
+        return NULL;
+    }
+    char *argv[] = { "qemu-img", "info", "--output=json", d->path, NULL };
+    CLEANUP_FREE char *out = NULL;
+    if (hq_run_cmd(argv, &out) != 0) {
+        hq_fail("qemu-img info %s: %s", d->path, out ? out : "");
+        return NULL;
+    }
+    json_error_t err;
+    json_t *j = json_loads(out, 0, &err);
+    if (!j)
+        hq_fail("qemu-img info %s: %s", d->path, err.text);
+    return j;
+}
+
+json_t *
+hq_image_bitmaps(struct hq_vm *vm, const char *disk)
+{
+    CLEANUP_JSON json_t *info = hq_image_info(vm, disk);
+    if (!info)
+        return NULL;
+    json_t *b = json_object_get(json_object_get(json_object_get(info,
+                    "format-specific"), "data"), "bitmaps");
+    return b ? json_incref(b) : json_array();
+}
+
+int
+hq_image_verify(struct hq_vm *vm, const char *disk, int pattern,
+                int64_t offset, int64_t len)
+{
+    struct hq_disk *d = hq_vm_disk(vm, disk);
+    if (!d)
+        return -1;
+    CLEANUP_FREE char *cmd = xasprintf("read -P 0x%02x %" PRId64 " %" PRId64,
+                                       pattern & 0xff, offset, len);
+    char *argv[] = { "qemu-io", "-f", d->format, "-r", "-c", cmd, d->path,
+                     NULL };
+    CLEANUP_FREE char *out = NULL;
+    int st = hq_run_cmd(argv, &out);
+    if (st != 0 || (out && strstr(out, "verification failed"))) {
+        hq_fail("%s: %s: %s", d->path, cmd, out ? out : "");
+        return -1;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- agent */
+
+const char *
+hq_agent_path(void)
+{
+    static char path[4096];
+    const char *p = getenv("CKPTD");
+    if (p && *p)
+        return p;
+    const char *b = getenv("BUILD");
+    snprintf(path, sizeof path, "%s/ckptd", b && *b ? b : "build");
+    return path;
+}
+
+int
+hq_agent_spawn(struct hq_vm *vm)
+{
+    if (vm->agent_pid > 0) {
+        hq_fail("the agent is already running");
+        return -1;
+    }
+    const char *bin = hq_agent_path();
+    if (access(bin, X_OK) != 0) {
+        hq_fail("no agent binary at %s (set CKPTD or BUILD)", bin);
+        return -1;
+    }
+    FILE *f = fopen(vm->agent_log, "a");
+    if (f) {
+        fprintf(f, "==== hq: starting %s\n", bin);
+        fclose(f);
+    }
+    char *argv[] = { (char *) bin, "--qmp", vm->qmp_sock, "--control",
+                     vm->ctl_sock, "--log-level", "debug", NULL };
+    vm->agent_pid = spawn(argv, vm->agent_log);
+    if (vm->agent_pid < 0) {
+        vm->agent_pid = 0;
+        return -1;
+    }
+    vm->ctl = negotiate(conn_open_watch(vm->ctl_sock, HQ_TIMEOUT,
+                                        vm->agent_pid));
+    return vm->ctl ? 0 : -1;
+}
+
+int
+hq_agent_wait_qemu(struct hq_vm *vm, const char *state, double timeout)
+{
+    double end = hq_now() + timeout;
+    for (;;) {
+        CLEANUP_JSON json_t *st = hq_cmd(vm->ctl, "query-status", NULL);
+        if (!st)
+            return -1;
+        const char *q = hq_jstr(st, "qemu");
+        if (q && strcmp(q, state) == 0)
+            return 0;
+        if (hq_now() > end) {
+            hq_fail("query-status did not reach qemu=%s: %s", state,
+                    hq_str(st));
+            return -1;
+        }
+        hq_sleep_ms(25);
+    }
+}
+
+int
+hq_agent_start(struct hq_vm *vm)
+{
+    if (hq_agent_spawn(vm) < 0)
+        return -1;
+    return hq_agent_wait_qemu(vm, "connected", HQ_TIMEOUT);
+}
+
+static int
+check_log_clean(struct hq_vm *vm)
+{
+    CLEANUP_FREE char *log = hq_read_file(vm->agent_log);
+    const char *bad[] = { "AddressSanitizer", "LeakSanitizer",
+                          "runtime error:" };
+    for (size_t i = 0; log && i < ARRAY_SIZE(bad); i++)
+        if (strstr(log, bad[i])) {
+            hq_fail("sanitizer report (%s) in the agent log", bad[i]);
+            return -1;
+        }
+    return 0;
+}
+
+int
+hq_agent_stop(struct hq_vm *vm)
+{
+    if (vm->agent_pid <= 0) {
+        hq_fail("the agent is not running");
+        return -1;
+    }
+    hq_conn_close(vm->ctl);
+    vm->ctl = NULL;
+    kill(vm->agent_pid, SIGTERM);
+    int st = wait_exit(vm->agent_pid, HQ_TIMEOUT);
+    vm->agent_pid = 0;
+    int ret = 0;
+    if (st == -1) {
+        hq_fail("the agent did not exit within %.0f s of SIGTERM", HQ_TIMEOUT);
+        ret = -1;
+    } else if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        hq_fail("the agent exited with %s %d after SIGTERM",
+                WIFEXITED(st) ? "status" : "signal",
+                WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+        ret = -1;
+    }
+    struct stat sb;
+    if (lstat(vm->ctl_sock, &sb) == 0) {
+        hq_fail("the agent left its control socket %s", vm->ctl_sock);
+        ret = -1;
+    }
+    if (check_log_clean(vm) < 0)
+        ret = -1;
+    return ret;
+}
+
+void
+hq_agent_kill(struct hq_vm *vm)
+{
+    hq_conn_close(vm->ctl);
+    vm->ctl = NULL;
+    if (vm->agent_pid > 0) {
+        kill(vm->agent_pid, SIGKILL);
+        waitpid(vm->agent_pid, NULL, 0);
+    }
+    vm->agent_pid = 0;
+}
+
+struct hq_vm *
+hq_vm_simple(int n, int64_t size, bool agent)
+{
+    struct hq_vm *vm = hq_vm_new();
+    if (!vm)
+        return NULL;
+    for (int i = 0; i < n; i++) {
+        char name[8];
+        snprintf(name, sizeof name, "vd%c", 'a' + i);
+        if (hq_vm_add_disk(vm, name, "qcow2", size, false) < 0)
+            goto fail;
+    }
+    if (hq_qemu_start(vm) < 0)
+        goto fail;
+    if (agent && hq_agent_start(vm) < 0)
+        goto fail;
+    return vm;
+fail:
+    hq_vm_free(vm);
+    return NULL;
+}
+
+char *
+hq_ckpt_names(struct hq_conn *ctl)
+{
+    CLEANUP_JSON json_t *l = hq_cmd(ctl, "checkpoint-list", NULL);
+    if (!l)
+        return NULL;
+    if (!json_is_array(l)) {
+        hq_fail("checkpoint-list returned %s", hq_str(l));
+        return NULL;
+    }
+    char *s = xstrdup("");
+    size_t i;
+    json_t *c;
+    json_array_foreach(l, i, c) {
+        const char *n = hq_jstr(c, "name");
+        char *t = xasprintf("%s%s%s", s, i ? "," : "", n ? n : "?");
+        free(s);
+        s = t;
+    }
+    return s;
+}
+
+json_t *
+hq_ckpt_get(struct hq_conn *ctl, const char *name, bool size)
+{
+    json_t *args = json_pack("{s:s}", "name", name);
+    if (size)
+        json_object_set_new(args, "size", json_true());
+    return hq_cmd(ctl, "checkpoint-get", args);
+}

@@ -1,0 +1,264 @@
+/* ckptd integration tests: one shared helper that runs QEMU (no guest,
+ * CPUs stopped) and the agent in a private temporary directory, talks QMP
+ * to both, and kills and removes everything on exit, also when a test fails
+ * or the test program is killed.  Synchronous and blocking on purpose: a
+ * test reads like the sequence of commands it sends.
+ *
+ * Everything here is driven through public interfaces only: QEMU's QMP,
+ * qemu-img/qemu-io, and the agent's control socket (PROTOCOL.md).
+ *
+ * runner:  hq_run, hq_fail, HQ_CHECK  - cases, results, the summary line
+ * qmp:     hq_conn_*, hq_exec, ...     - a blocking QMP client
+ * vm:      hq_vm_*, hq_qemu_*          - QEMU with N disks, two monitors
+ * disk:    hq_write, hq_bitmaps, ...   - guest writes and bitmap read-back
+ * agent:   hq_agent_*                  - start/stop/kill build/ckptd
+ */
+#ifndef CKPTD_TESTS_QEMU_HARNESS_H
+#define CKPTD_TESTS_QEMU_HARNESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <jansson.h>
+
+#include "common/common.h"
+
+/* --- runner --- */
+
+/* A test case returns 0 when every check passed; any hq_fail (from the test
+ * or from the harness) makes it fail even if it returns 0. */
+struct hq_case {
+    const char *name;
+    int (*fn)(void);
+};
+
+/* Runs the cases (all, or only the one named by $HQ_ONLY), prints
+ * "PASS name" / "FAIL name: reason" per case and "N passed, N failed";
+ * returns the exit status for main. */
+int hq_run(const struct hq_case *cases, size_t n);
+
+/* Records why the current case failed (the first reason wins). */
+void hq_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+bool hq_failed(void);
+
+/* Fails the case and returns -1 from the calling function. */
+#define HQ_CHECK(cond, ...)                                                 \
+    do {                                                                    \
+        if (!(cond)) {                                                      \
+            hq_fail_at(__LINE__, #cond, __VA_ARGS__);                       \
+            return -1;                                                      \
+        }                                                                   \
+    } while (0)
+void hq_fail_at(int line, const char *cond, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* A note in the output that is not a result line. */
+void hq_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Seconds since the epoch as a double; monotonic helpers for waits. */
+double hq_now(void);
+void hq_sleep_ms(int ms);
+
+/* --- qmp: a blocking QMP client for QEMU's test monitor and the agent --- */
+
+struct hq_conn {
+    int fd;
+    char *path;
+    char *buf;              /* bytes received, not yet parsed */
+    size_t len, cap;
+    json_t *greeting;       /* the first message, as received */
+    json_t *events;         /* array of events not yet waited for */
+    long next_id;
+    bool eof;
+};
+
+/* Connects (retrying until the socket accepts or timeout seconds pass) and
+ * reads the greeting; does NOT negotiate capabilities.  NULL on failure
+ * (with hq_fail). */
+struct hq_conn *hq_conn_open_raw(const char *path, double timeout);
+/* hq_conn_open_raw plus qmp_capabilities. */
+struct hq_conn *hq_conn_open(const char *path, double timeout);
+void hq_conn_close(struct hq_conn *c);
+static inline void hq_conn_cleanup(struct hq_conn **c) { hq_conn_close(*c); }
+#define CLEANUP_CONN __attribute__((cleanup(hq_conn_cleanup)))
+
+/* Sends bytes exactly as given (for framing tests).  0 or -1. */
+int hq_send_raw(struct hq_conn *c, const char *data, size_t len);
+/* Sends one JSON value followed by a newline.  Steals msg. */
+int hq_send_json(struct hq_conn *c, json_t *msg);
+/* The next message of any kind (reply or event), or NULL on timeout/EOF.
+ * Does not record a failure: tests use it to check for silence too. */
+json_t *hq_read_msg(struct hq_conn *c, double timeout);
+/* The next reply (an object with "return" or "error"), queueing events. */
+json_t *hq_read_reply(struct hq_conn *c, double timeout);
+/* Executes cmd with args (stolen; NULL for none) and returns the whole
+ * reply object; NULL (with hq_fail) on timeout or EOF.  Checks that the
+ * reply echoes the id it sent. */
+json_t *hq_exec(struct hq_conn *c, const char *cmd, json_t *args);
+/* hq_exec that must succeed: returns a new reference to "return", or NULL
+ * with hq_fail naming the command and the error. */
+json_t *hq_cmd(struct hq_conn *c, const char *cmd, json_t *args);
+/* hq_exec that must fail with error class cls; returns the reply or NULL
+ * with hq_fail. */
+json_t *hq_cmd_err(struct hq_conn *c, const char *cls,
+                   const char *cmd, json_t *args);
+/* Waits for an event named name (queued or arriving); NULL on timeout. */
+json_t *hq_wait_event(struct hq_conn *c, const char *name, double timeout);
+/* The same, but only an event whose data.name equals data_name. */
+json_t *hq_wait_event_named(struct hq_conn *c, const char *name,
+                            const char *data_name, double timeout);
+/* Reads whatever arrives within timeout into the event queue. */
+void hq_drain(struct hq_conn *c, double timeout);
+
+/* Reply helpers (reply may be NULL): error class or NULL, error desc or "". */
+const char *hq_err_class(json_t *reply);
+const char *hq_err_desc(json_t *reply);
+/* A short printable form of any JSON value, for failure messages; static
+ * buffer, valid until the next call. */
+const char *hq_str(json_t *j);
+
+/* --- vm: QEMU over disks in a private directory --- */
+
+#define HQ_MAX_DISKS 8
+
+struct hq_disk {
+    char name[16];          /* device id: vda ... */
+    char node[32];          /* format node: vda-fmt */
+    char *path;             /* image file */
+    char format[8];         /* qcow2 | raw */
+    int64_t size;
+    bool read_only;
+    bool plugged;           /* hot-added: not on the command line */
+};
+
+struct hq_vm {
+    char *dir;
+    char *qmp_sock;         /* the agent's QEMU monitor */
+    char *test_sock;        /* the test's QEMU monitor */
+    char *ctl_sock;         /* the agent's control socket */
+    char *agent_log;
+    char *qemu_log;
+    pid_t qemu_pid;
+    pid_t agent_pid;
+    struct hq_conn *mon;    /* QEMU test monitor, negotiated */
+    struct hq_conn *ctl;    /* agent control connection, negotiated */
+    struct hq_disk disks[HQ_MAX_DISKS];
+    int ndisks;
+    int root_ports_used;
+};
+
+/* A new directory; the VM is registered for cleanup at exit. */
+struct hq_vm *hq_vm_new(void);
+/* Kills QEMU and the agent, removes the directory; prints the agent log
+ * first when the current case has failed. */
+void hq_vm_free(struct hq_vm *vm);
+static inline void hq_vm_cleanup(struct hq_vm **vm) { if (*vm) hq_vm_free(*vm); }
+#define CLEANUP_VM __attribute__((cleanup(hq_vm_cleanup)))
+
+/* Creates an image (format "qcow2" or "raw") for the device id name; it
+ * is attached at the next hq_qemu_start.  -1 on failure. */
+int hq_vm_add_disk(struct hq_vm *vm, const char *name, const char *format,
+                   int64_t size, bool read_only);
+struct hq_disk *hq_vm_disk(struct hq_vm *vm, const char *name);
+
+/* A new VM with n qcow2 disks vda, vdb, ... of size each, QEMU started and
+ * (if agent) the agent started and connected.  NULL with hq_fail. */
+struct hq_vm *hq_vm_simple(int n, int64_t size, bool agent);
+
+/* Starts QEMU (-S) over the disks and opens vm->mon.  0 or -1. */
+int hq_qemu_start(struct hq_vm *vm);
+/* `quit` over the test monitor and waits for exit.  0 if QEMU exited 0. */
+int hq_qemu_quit(struct hq_vm *vm);
+/* SIGKILL and reap. */
+void hq_qemu_kill(struct hq_vm *vm);
+/* Hot-adds a new qcow2 disk: qemu-img, blockdev-add, device_add on a spare
+ * PCIe root port.  0 or -1. */
+int hq_qemu_hotplug(struct hq_vm *vm, const char *name, int64_t size);
+
+/* --- disk: guest writes and bitmaps --- */
+
+/* Writes pattern at [offset, offset+len) through the device's own
+ * BlockBackend, the path a guest write takes.  0 or -1. */
+int hq_write(struct hq_vm *vm, const char *disk, int pattern,
+             int64_t offset, int64_t len);
+/* Runs an HMP command line; 0 when it printed nothing (success). */
+int hq_hmp(struct hq_vm *vm, const char *cmdline);
+
+/* The dirty-bitmaps array of the disk's format node (new reference; an
+ * empty array when it has none), NULL on error. */
+json_t *hq_bitmaps(struct hq_vm *vm, const char *disk);
+/* One bitmap of the disk by name (new reference) or NULL. */
+json_t *hq_bitmap(struct hq_vm *vm, const char *disk, const char *name);
+/* Comma-separated names of the disk's bitmaps in QEMU's order, leaving
+ * out those starting with "ckptd" (the agent's records and temporaries).
+ * Caller frees. */
+char *hq_bitmap_names(struct hq_vm *vm, const char *disk);
+/* Number of the disk's bitmaps whose name starts with prefix. */
+int hq_bitmap_count_prefix(struct hq_vm *vm, const char *disk,
+                           const char *prefix);
+/* Shorthands; -1 when the bitmap is missing. */
+int64_t hq_bitmap_dirty(struct hq_vm *vm, const char *disk, const char *name);
+int hq_bitmap_recording(struct hq_vm *vm, const char *disk, const char *name);
+/* All bitmaps of all disks: {"vda": [...], ...}.  For before/after
+ * comparisons around a command that must change nothing. */
+json_t *hq_snapshot(struct hq_vm *vm);
+/* Adds a bitmap by hand over the test monitor (not the agent's). */
+int hq_add_bitmap(struct hq_vm *vm, const char *disk, const char *name,
+                  bool persistent, bool disabled);
+
+/* `qemu-img info --output=json` of the disk's image (QEMU must not be
+ * running over it), or NULL. */
+json_t *hq_image_info(struct hq_vm *vm, const char *disk);
+/* The qcow2 bitmaps array from hq_image_info (new reference). */
+json_t *hq_image_bitmaps(struct hq_vm *vm, const char *disk);
+/* Checks with qemu-io (QEMU not running) that the image holds pattern at
+ * [offset, offset+len).  0 when it does. */
+int hq_image_verify(struct hq_vm *vm, const char *disk, int pattern,
+                    int64_t offset, int64_t len);
+
+/* --- agent --- */
+
+/* $CKPTD, else $BUILD/ckptd, else build/ckptd. */
+const char *hq_agent_path(void);
+/* Starts the agent (stdout and stderr appended to vm->agent_log) and opens
+ * vm->ctl (negotiated) once its control socket answers; does not wait for
+ * QEMU.  0 or -1. */
+int hq_agent_spawn(struct hq_vm *vm);
+/* hq_agent_spawn, opens vm->ctl and waits until query-status says
+ * "connected".  0 or -1. */
+int hq_agent_start(struct hq_vm *vm);
+/* Polls query-status on vm->ctl until "qemu" equals state. 0 or -1. */
+int hq_agent_wait_qemu(struct hq_vm *vm, const char *state, double timeout);
+/* SIGTERM; checks exit status 0, the control socket removed and no
+ * sanitizer report in the log.  0 or -1 (with hq_fail). */
+int hq_agent_stop(struct hq_vm *vm);
+/* SIGKILL and reap. */
+void hq_agent_kill(struct hq_vm *vm);
+/* Prints the agent's log as "# " lines. */
+void hq_agent_dump_log(struct hq_vm *vm);
+
+/* Names of checkpoint-list's checkpoints joined by ",", in list order
+ * (caller frees), or NULL with hq_fail. */
+char *hq_ckpt_names(struct hq_conn *ctl);
+/* One checkpoint from checkpoint-get (new reference) or NULL. */
+json_t *hq_ckpt_get(struct hq_conn *ctl, const char *name, bool size);
+
+/* --- small JSON accessors for assertions --- */
+/* obj.key as a string, or NULL when absent or not a string. */
+const char *hq_jstr(json_t *obj, const char *key);
+/* obj.key as an integer, or -1 when absent or not an integer. */
+int64_t hq_jint(json_t *obj, const char *key);
+/* obj.key as a bool: 1, 0, or -1 when absent or not a bool. */
+int hq_jbool(json_t *obj, const char *key);
+/* The element of array arr whose member key equals the string val
+ * (borrowed), or NULL. */
+json_t *hq_jfind(json_t *arr, const char *key, const char *val);
+
+/* Reads a whole file (caller frees) or NULL. */
+char *hq_read_file(const char *path);
+/* Runs a shell-free argv; returns its exit status (or -1); collects
+ * stdout into *out when out is not NULL. */
+int hq_run_cmd(char *const argv[], char **out);
+
+#endif
