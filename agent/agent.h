@@ -10,6 +10,10 @@
  * cmd-query.c:      query and negotiation commands
  * cmd-checkpoint.c: checkpoint-* commands
  * encode.c:         enc_*      checkpoint and disk objects as JSON
+ * batch.c:          batch_*    several QMP commands, one completion
+ * sweep.c:          sweep_*    removing a job's (or every) temporary object
+ * backup.c:         backup_*   backup jobs: state, QEMU events, ending
+ * cmd-backup.c:     backup-begin, query-backup, backup-end
  */
 #ifndef CKPTD_AGENT_H
 #define CKPTD_AGENT_H
@@ -62,6 +66,7 @@ struct ckpt_cmd {
 
 extern const struct ckpt_cmd query_cmds[];
 extern const struct ckpt_cmd checkpoint_cmds[];
+extern const struct ckpt_cmd backup_cmds[];
 
 /* --- one control connection --- */
 struct client {
@@ -94,6 +99,35 @@ struct request {
 struct agent_options {
     const char *qmp_path;
     const char *control_path;
+    char *scratch_dir;                  /* where scratch files may go */
+    char *nbd_socket;                   /* default NBD server socket */
+    bool insecure_tcp;                  /* allow TCP NBD without TLS */
+};
+
+/* --- one backup job --- */
+struct backup_disk {
+    char *disk;                         /* the disk's name */
+    char *node;                         /* its format node */
+    char *scratch;                      /* scratch file we created, or NULL */
+    char *bitmap;                       /* temporary bitmap, or NULL (full) */
+    uint64_t size;
+};
+
+enum backup_state { BACKUP_STARTING, BACKUP_RUNNING, BACKUP_ENDING };
+
+struct backup_job {
+    struct agent *agent;
+    char *id;                           /* "backup-N" */
+    int num;                            /* N */
+    enum backup_state state;
+    char *incremental, *checkpoint;     /* NULL when absent */
+    json_t *server;                     /* the NBD server it is exported on */
+    struct backup_disk *disks;
+    size_t ndisks;
+    bool qemu_gone;                     /* QEMU went away mid-step */
+    bool announced;                     /* BACKUP_BEGIN was sent */
+    char *failure;                      /* why it failed, for BACKUP_END */
+    struct backup_job *next;
 };
 
 struct agent {
@@ -113,10 +147,15 @@ struct agent {
     bool stopping;
     json_t *qemu_version;
     struct meta_tree tree;
+    struct event_waiter *waiters;
+    struct backup_job *jobs;
+    int next_job;
+    json_t *nbd_server;                 /* the running server's address */
 
     struct request *change_active;      /* the change in flight */
     struct request *change_head, *change_tail;
     bool kicking;
+    bool shutting_down;
     int exit_code;
 };
 
@@ -125,6 +164,7 @@ int ctl_listen(struct agent *a);
 void ctl_close_listener(struct agent *a);
 void ctl_send(struct client *c, json_t *msg);       /* steals msg */
 void ctl_drop(struct client *c, const char *why);
+void ctl_resume(struct client *c);                  /* read again once idle */
 void ctl_broadcast(struct agent *a, json_t *msg);   /* steals msg */
 
 /* --- dispatch.c --- */
@@ -155,6 +195,58 @@ void vm_refresh(struct agent *a, vm_refresh_cb *cb, void *opaque);
 /* Sends a command; a thin wrapper that fails at once when disconnected. */
 void vm_send(struct agent *a, const char *cmd, json_t *args,
              qmp_reply_cb *cb, void *opaque);
+
+/* Waits for a QEMU event whose data has every member of match (stolen);
+ * cb gets the data, or NULL after timeout seconds or on disconnect. */
+typedef void vm_event_cb(struct agent *a, json_t *data, void *opaque);
+void vm_wait_event(struct agent *a, const char *event, json_t *match,
+                   double timeout, vm_event_cb *cb, void *opaque);
+
+/* --- batch.c --- */
+/* err is NULL when every command succeeded, else the first failure. */
+typedef void batch_done_cb(const char *err, void *opaque);
+typedef void batch_reply_cb(json_t *ret, void *opaque);
+struct batch {
+    struct agent *agent;
+    int pending;
+    bool armed, settled;
+    bool quiet;                 /* failures are logged, not reported */
+    char *err_desc;
+    batch_done_cb *done;
+    void *opaque;
+};
+struct batch *batch_new(struct agent *a, batch_done_cb *done, void *opaque);
+void batch_send(struct batch *b, const char *cmd, json_t *args,
+                batch_reply_cb *cb, void *opaque);
+void batch_expect_event(struct batch *b, const char *event, json_t *match,
+                        double timeout);
+/* No more commands: done runs once all have answered (at once if none
+ * is pending). */
+void batch_arm(struct batch *b);
+
+/* --- sweep.c --- */
+/* Removes, quietly and in order, every temporary object of job (exports,
+ * block jobs, nodes, bitmaps, then files), or of every job when job is
+ * NULL (the start-up sweep, which also clears the scratch directory and
+ * stops the NBD server).  files: scratch files to unlink (may be NULL). */
+void sweep_run(struct agent *a, const char *job, int jobnum,
+               const struct str_vec *files, batch_done_cb *done, void *opaque);
+
+/* --- backup.c --- */
+struct backup_job *backup_find(struct agent *a, const char *id);
+size_t backup_count(const struct agent *a);
+bool backup_disk_busy(const struct agent *a, const char *disk);
+bool backup_uses_checkpoint(const struct agent *a, const char *name);
+json_t *backup_encode(const struct backup_job *job);
+void backup_free(struct backup_job *job);
+void backup_unlink(struct agent *a, struct backup_job *job);
+/* Tears the job down; emits BACKUP_END with status; then calls done. */
+void backup_end(struct backup_job *job, const char *status,
+                batch_done_cb *done, void *opaque);
+void backup_qemu_event(struct agent *a, const char *event, json_t *data);
+void backup_qemu_gone(struct agent *a);
+/* Ends every job (SIGTERM); done runs when all are gone. */
+void backup_end_all(struct agent *a, void (*done)(struct agent *a));
 
 /* --- encode.c --- */
 json_t *enc_disk(const struct meta_disk *d);

@@ -101,7 +101,6 @@ ctl_cmd_checkpoint_create(struct ctl_ctx *ctx, int argc, char **argv)
     };
     CLEANUP_JSON json_t *args = json_object();
     CLEANUP_JSON json_t *disks = json_array();
-    CLEANUP_JSON json_t *ret = NULL;
     int c, r;
 
     while ((c = ctl_getopt(ctx, argc, argv, opts)) != -1) {
@@ -118,9 +117,8 @@ ctl_cmd_checkpoint_create(struct ctl_ctx *ctx, int argc, char **argv)
     /* Absent "disks" means every capable disk; an empty list would not. */
     if (json_array_size(disks) > 0)
         json_object_set(args, "disks", disks);
-    if ((r = ctl_call(ctx, "checkpoint-create", json_incref(args), &ret)) != CTL_EXIT_OK)
-        return r;
-    return ctl_output(ctx, "checkpoint-create", ret, ctl_print_created, NULL);
+    return ctl_call_print(ctx, "checkpoint-create", json_incref(args),
+                          ctl_print_created, NULL);
 }
 
 /* --- list --- */
@@ -359,14 +357,12 @@ ctl_cmd_checkpoint_list(struct ctl_ctx *ctx, int argc, char **argv)
 {
     struct ctl_list_opts o = { 0 };
     CLEANUP_JSON json_t *args = json_object();
-    CLEANUP_JSON json_t *ret = NULL;
     int r = ctl_list_parse(ctx, argc, argv, &o, args);
 
     if (r != CTL_EXIT_OK)
         return r < 0 ? CTL_EXIT_OK : r;
-    if ((r = ctl_call(ctx, "checkpoint-list", json_incref(args), &ret)) != CTL_EXIT_OK)
-        return r;
-    return ctl_output(ctx, "checkpoint-list", ret, ctl_print_list, &o);
+    return ctl_call_print(ctx, "checkpoint-list", json_incref(args),
+                          ctl_print_list, &o);
 }
 
 /* --- info, dumpxml: NAME [--size] --- */
@@ -434,14 +430,12 @@ int
 ctl_cmd_checkpoint_info(struct ctl_ctx *ctx, int argc, char **argv)
 {
     CLEANUP_JSON json_t *args = json_object();
-    CLEANUP_JSON json_t *ret = NULL;
     int r = ctl_name_size_args(ctx, argc, argv, args);
 
     if (r != CTL_EXIT_OK)
         return r < 0 ? CTL_EXIT_OK : r;
-    if ((r = ctl_call(ctx, "checkpoint-get", json_incref(args), &ret)) != CTL_EXIT_OK)
-        return r;
-    return ctl_output(ctx, "checkpoint-get", ret, ctl_print_info, NULL);
+    return ctl_call_print(ctx, "checkpoint-get", json_incref(args),
+                          ctl_print_info, NULL);
 }
 
 static int
@@ -462,14 +456,12 @@ int
 ctl_cmd_checkpoint_dumpxml(struct ctl_ctx *ctx, int argc, char **argv)
 {
     CLEANUP_JSON json_t *args = json_object();
-    CLEANUP_JSON json_t *ret = NULL;
     int r = ctl_name_size_args(ctx, argc, argv, args);
 
     if (r != CTL_EXIT_OK)
         return r < 0 ? CTL_EXIT_OK : r;
-    if ((r = ctl_call(ctx, "checkpoint-dumpxml", json_incref(args), &ret)) != CTL_EXIT_OK)
-        return r;
-    return ctl_output(ctx, "checkpoint-dumpxml", ret, ctl_print_xml, NULL);
+    return ctl_call_print(ctx, "checkpoint-dumpxml", json_incref(args),
+                          ctl_print_xml, NULL);
 }
 
 /* --- delete --- */
@@ -498,7 +490,6 @@ ctl_cmd_checkpoint_delete(struct ctl_ctx *ctx, int argc, char **argv)
         CTL_OPT_HELP, { 0 }
     };
     CLEANUP_JSON json_t *args = json_object();
-    CLEANUP_JSON json_t *ret = NULL;
     int c, r;
 
     while ((c = ctl_getopt(ctx, argc, argv, opts)) != -1) {
@@ -515,7 +506,6 @@ ctl_cmd_checkpoint_delete(struct ctl_ctx *ctx, int argc, char **argv)
     if ((r = ctl_operands(ctx, argc, argv, 1, 1)) != CTL_EXIT_OK ||
         (r = ctl_add_string(ctx, args, "name", argv[optind])) != CTL_EXIT_OK)
         return r;
-    if ((r = ctl_call(ctx, "checkpoint-delete", json_incref(args), &ret)) != CTL_EXIT_OK)
-        return r;
-    return ctl_output(ctx, "checkpoint-delete", ret, ctl_print_deleted, args);
+    return ctl_call_print(ctx, "checkpoint-delete", json_incref(args),
+                          ctl_print_deleted, args);
 }

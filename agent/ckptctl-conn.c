@@ -282,6 +282,8 @@ ctl_check_greeting(struct ctl_conn *c)
     const char *package = "";
     int r = ctl_read_message(c, &deadline, &msg);
 
+    if (r == CTL_EXIT_OTHER)
+        return CTL_EXIT_UNREACHABLE;    /* garbage: whatever it is, not ckptd */
     if (r != CTL_EXIT_OK)
         return r;
     if (json_unpack(msg, "{s:{s:{s?s}}}", "QMP", "version", "package",

@@ -49,6 +49,20 @@ ctl_output(const struct ctl_ctx *ctx, const char *command, json_t *ret,
     return print(command, ret, opaque);
 }
 
+int
+ctl_call_print(struct ctl_ctx *ctx, const char *command, json_t *args,
+               int (*print)(const char *command, json_t *ret,
+                            const void *opaque),
+               const void *opaque)
+{
+    CLEANUP_JSON json_t *ret = NULL;
+    int r = ctl_call(ctx, command, args, &ret);
+
+    if (r != CTL_EXIT_OK)
+        return r;
+    return ctl_output(ctx, command, ret, print, opaque);
+}
+
 void
 ctl_human_size(uint64_t bytes, char *buf, size_t len)
 {

@@ -21,8 +21,7 @@ ctl_no_args(struct ctl_ctx *ctx, int argc, char **argv)
 /* --- status --- */
 
 static int
-ctl_print_status(const char *command, json_t *st,
-                 const void *opaque)
+ctl_print_status(const char *command, json_t *st, const void *opaque)
 {
     const char *agent, *qemu, *vm = "-";
     json_int_t checkpoints, jobs;
@@ -60,7 +59,8 @@ ctl_cmd_status(struct ctl_ctx *ctx, int argc, char **argv)
         return ctl_bad_reply("query-status", "no string \"qemu\"");
     if (!json_object_get(status, "ckptd"))
         json_object_set(status, "ckptd", ckptd);
-    if ((r = ctl_output(ctx, "query-status", status, ctl_print_status, NULL)) != CTL_EXIT_OK)
+    r = ctl_output(ctx, "query-status", status, ctl_print_status, NULL);
+    if (r != CTL_EXIT_OK)
         return r;
     if (strcmp(qemu, "connected") != 0)
         return ctl_fail(CTL_EXIT_NOT_CONNECTED, "qemu is %s", qemu);
@@ -70,8 +70,7 @@ ctl_cmd_status(struct ctl_ctx *ctx, int argc, char **argv)
 /* --- version --- */
 
 static int
-ctl_print_version(const char *command, json_t *v,
-                 const void *opaque)
+ctl_print_version(const char *command, json_t *v, const void *opaque)
 {
     const char *ckptd;
     json_int_t major, minor, micro;
@@ -95,14 +94,11 @@ ctl_print_version(const char *command, json_t *v,
 int
 ctl_cmd_version(struct ctl_ctx *ctx, int argc, char **argv)
 {
-    CLEANUP_JSON json_t *ret = NULL;
     int r;
 
     if ((r = ctl_no_args(ctx, argc, argv)) != CTL_EXIT_OK)
         return r < 0 ? CTL_EXIT_OK : r;
-    if ((r = ctl_call(ctx, "query-version", NULL, &ret)) != CTL_EXIT_OK)
-        return r;
-    return ctl_output(ctx, "query-version", ret, ctl_print_version, NULL);
+    return ctl_call_print(ctx, "query-version", NULL, ctl_print_version, NULL);
 }
 
 /* --- disks --- */
@@ -135,8 +131,7 @@ ctl_disk_row(struct ctl_table *t, json_t *d, json_error_t *err)
 }
 
 static int
-ctl_print_disks(const char *command, json_t *disks,
-                 const void *opaque)
+ctl_print_disks(const char *command, json_t *disks, const void *opaque)
 {
     static const char *const head[] = { "DISK", "NODE", "FORMAT", "SIZE",
                                         "CHECKPOINTS", "FILE" };
@@ -162,21 +157,17 @@ ctl_print_disks(const char *command, json_t *disks,
 int
 ctl_cmd_disks(struct ctl_ctx *ctx, int argc, char **argv)
 {
-    CLEANUP_JSON json_t *ret = NULL;
     int r;
 
     if ((r = ctl_no_args(ctx, argc, argv)) != CTL_EXIT_OK)
         return r < 0 ? CTL_EXIT_OK : r;
-    if ((r = ctl_call(ctx, "query-disks", NULL, &ret)) != CTL_EXIT_OK)
-        return r;
-    return ctl_output(ctx, "query-disks", ret, ctl_print_disks, NULL);
+    return ctl_call_print(ctx, "query-disks", NULL, ctl_print_disks, NULL);
 }
 
 /* --- raw --- */
 
 static int
-ctl_print_raw(const char *command, json_t *ret,
-                 const void *opaque)
+ctl_print_raw(const char *command, json_t *ret, const void *opaque)
 {
     ctl_print_json(ret, JSON_INDENT(2));
     return CTL_EXIT_OK;
@@ -185,7 +176,6 @@ ctl_print_raw(const char *command, json_t *ret,
 int
 ctl_cmd_raw(struct ctl_ctx *ctx, int argc, char **argv)
 {
-    CLEANUP_JSON json_t *ret = NULL;
     json_t *args = NULL;
     json_error_t err;
     int c, r;
@@ -203,7 +193,5 @@ ctl_cmd_raw(struct ctl_ctx *ctx, int argc, char **argv)
             return ctl_usage_error(ctx, "JSON-ARGS must be a JSON object");
         }
     }
-    if ((r = ctl_call(ctx, argv[optind], args, &ret)) != CTL_EXIT_OK)
-        return r;
-    return ctl_output(ctx, argv[optind], ret, ctl_print_raw, NULL);
+    return ctl_call_print(ctx, argv[optind], args, ctl_print_raw, NULL);
 }

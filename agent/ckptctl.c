@@ -6,6 +6,7 @@
  */
 #include "agent/ckptctl.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -29,9 +30,9 @@ static const char *const create_options[] = {
 };
 
 static const char *const list_options[] = {
-    "--tree              show the checkpoints as a tree of parents and children",
+    "--tree              show the checkpoints as a tree under their parents",
     "--parent            add a PARENT column",
-    "--size              add a SIZE column: bytes changed since the checkpoint",
+    "--size              add a SIZE column: bytes written since each one",
     "--roots             only checkpoints without a parent",
     "--leaves            only checkpoints without children",
     "--no-leaves         only checkpoints with children",
@@ -43,7 +44,7 @@ static const char *const list_options[] = {
 };
 
 static const char *const size_options[] = {
-    "--size              include the bytes changed since the checkpoint",
+    "--size              include the bytes written since the checkpoint",
     NULL
 };
 
@@ -67,8 +68,8 @@ static const struct ctl_cmd ctl_commands[] = {
       "create a checkpoint (the agent picks NAME when it is omitted)",
       create_options, ctl_cmd_checkpoint_create },
     { "checkpoint list",
-      "[--tree] [--parent] [--size] [--roots | --leaves | --no-leaves]\n"
-      "        [--from NAME] [--descendants] [--topological]",
+      "[--tree] [--parent] [--size] [--roots] [--leaves]\n"
+      "[--no-leaves] [--from NAME] [--descendants] [--topological]",
       "list checkpoints, oldest first",
       list_options, ctl_cmd_checkpoint_list },
     { "checkpoint info", "[--size] NAME", "show one checkpoint",
@@ -79,8 +80,8 @@ static const struct ctl_cmd ctl_commands[] = {
     { "checkpoint dumpxml", "[--size] NAME",
       "print a checkpoint as libvirt <domaincheckpoint> XML",
       size_options, ctl_cmd_checkpoint_dumpxml },
-    { "raw", "COMMAND [JSON-ARGS]",
-      "send any agent command; JSON-ARGS is a JSON object",
+    { "raw", "COMMAND ['{JSON-ARGS}']",
+      "send any agent command and print what it returns, as JSON",
       NULL, ctl_cmd_raw },
     { "help", "[COMMAND]", "show this help, or one command's",
       NULL, ctl_cmd_help },
@@ -89,12 +90,12 @@ static const struct ctl_cmd ctl_commands[] = {
 /* Exit codes as --help documents them; the enum in ckptctl.h is the source. */
 static const struct { int code; const char *text; } ctl_exit_help[] = {
     { CTL_EXIT_OK, "success" },
-    { CTL_EXIT_NOT_CONNECTED, "QEMU is not connected to the agent (NotConnected;"
-      " also `status` when qemu is disconnected)" },
+    { CTL_EXIT_NOT_CONNECTED, "QEMU is not connected to the agent (NotConnected,"
+      " or `status`\n       found qemu disconnected)" },
     { CTL_EXIT_USAGE, "usage error, or an argument the agent refused"
       " (InvalidParameter)" },
     { CTL_EXIT_UNREACHABLE, "the agent cannot be reached: no socket, not a ckptd"
-      " socket, no reply within\n       the timeout, connection lost" },
+      " socket,\n       no reply within the timeout, connection lost" },
     { CTL_EXIT_NOT_FOUND, "no such checkpoint, disk or job (NotFound)" },
     { CTL_EXIT_EXISTS, "the name is already taken (AlreadyExists)" },
     { CTL_EXIT_BUSY, "conflicts with a running backup job or another change"
@@ -104,26 +105,49 @@ static const struct { int code; const char *text; } ctl_exit_help[] = {
       " QEMU crash (Inconsistent)" },
     { CTL_EXIT_QEMU, "QEMU refused a command (QemuError)" },
     { CTL_EXIT_OTHER, "any other error (GenericError, CommandNotFound, a reply"
-      " ckptctl does not\n       understand)" },
+      " that ckptctl\n       does not understand, a failed write to stdout)" },
 };
 
 /* --- usage and help --- */
 
+/* Prints "PREFIX NAME ARGS"; a '\n' in ARGS continues under NAME. */
 static void
-ctl_print_synopsis(FILE *fp, const struct ctl_cmd *cmd)
+ctl_print_synopsis(FILE *fp, const struct ctl_cmd *cmd, const char *prefix)
 {
-    fprintf(fp, "ckptctl [GLOBAL-OPTIONS] %s%s%s\n", cmd->name,
-            *cmd->args ? " " : "", cmd->args);
+    int col = (int) (strlen(prefix) + strlen(cmd->name) + 1);
+
+    fprintf(fp, "%s%s", prefix, cmd->name);
+    if (*cmd->args)
+        fputc(' ', fp);
+    for (const char *p = cmd->args; *p; p++) {
+        fputc(*p, fp);
+        if (*p == '\n')
+            fprintf(fp, "%*s", col, "");
+    }
+    fputc('\n', fp);
 }
 
+/* One command in the full help: synopsis, what it does, its options. */
 static void
-ctl_print_command_help(FILE *fp, const struct ctl_cmd *cmd, const char *indent)
+ctl_print_command_help(FILE *fp, const struct ctl_cmd *cmd)
 {
-    fprintf(fp, "%s%s%s%s\n", indent, cmd->name, *cmd->args ? " " : "",
-            cmd->args);
-    fprintf(fp, "%s    %s\n", indent, cmd->help);
+    ctl_print_synopsis(fp, cmd, "  ");
+    fprintf(fp, "      %s\n", cmd->help);
     for (const char *const *o = cmd->options; o && *o; o++)
-        fprintf(fp, "%s      %s\n", indent, *o);
+        fprintf(fp, "        %s\n", *o);
+}
+
+/* `ckptctl CMD --help` and `ckptctl help CMD`. */
+static void
+ctl_print_usage(FILE *fp, const struct ctl_cmd *cmd)
+{
+    ctl_print_synopsis(fp, cmd, "Usage: ckptctl [GLOBAL-OPTIONS] ");
+    fprintf(fp, "\n%c%s.\n", toupper((unsigned char) cmd->help[0]), cmd->help + 1);
+    fputs("\nOptions:\n", fp);
+    for (const char *const *o = cmd->options; o && *o; o++)
+        fprintf(fp, "  %s\n", *o);
+    fputs("  -h, --help          show this help\n"
+          "\nSee 'ckptctl --help' for the global options and exit codes.\n", fp);
 }
 
 static void
@@ -147,7 +171,7 @@ ctl_print_help(FILE *fp)
           "\n"
           "Commands (each also takes -h/--help):\n", fp);
     for (size_t i = 0; i < ARRAY_SIZE(ctl_commands); i++)
-        ctl_print_command_help(fp, &ctl_commands[i], "  ");
+        ctl_print_command_help(fp, &ctl_commands[i]);
     fputs("\n"
           "A checkpoint name that starts with '-' goes after '--', as in\n"
           "  ckptctl checkpoint delete -- -old\n"
@@ -161,8 +185,7 @@ static void
 ctl_short_usage(FILE *fp, const struct ctl_cmd *cmd)
 {
     if (cmd) {
-        fputs("Usage: ", fp);
-        ctl_print_synopsis(fp, cmd);
+        ctl_print_synopsis(fp, cmd, "Usage: ckptctl [GLOBAL-OPTIONS] ");
         fprintf(fp, "Try 'ckptctl %s --help' for more information.\n", cmd->name);
     } else {
         fputs("Usage: ckptctl [--socket PATH] [--json] [--timeout SEC] COMMAND [ARGS]...\n"
@@ -185,6 +208,31 @@ ctl_usage_error(const struct ctl_ctx *ctx, const char *fmt, ...)
     return CTL_EXIT_USAGE;
 }
 
+/* The global options, also used to spot one misplaced after the command. */
+static const struct option ctl_global_options[] = {
+    { "socket", required_argument, NULL, 's' },
+    { "json", no_argument, NULL, 'j' },
+    { "timeout", required_argument, NULL, 't' },
+    { "help", no_argument, NULL, 'h' },
+    { "version", no_argument, NULL, 'V' },
+    { 0 }
+};
+
+/* Why an option was not recognized, when we can guess. */
+static const char *
+ctl_option_hint(const struct ctl_cmd *cmd, const char *bad)
+{
+    size_t len = strcspn(bad, "=");
+
+    for (const struct option *o = ctl_global_options; o->name; o++)
+        if (len > 2 && strncmp(bad, "--", 2) == 0 &&
+            strlen(o->name) == len - 2 && strncmp(bad + 2, o->name, len - 2) == 0)
+            return " (a global option: it goes before the command)";
+    if (strstr(cmd->args, "NAME"))
+        return " (a name that starts with '-' goes after '--')";
+    return "";
+}
+
 int
 ctl_getopt(struct ctl_ctx *ctx, int argc, char **argv,
            const struct option *longopts)
@@ -196,15 +244,14 @@ ctl_getopt(struct ctl_ctx *ctx, int argc, char **argv,
 
     switch (c) {
     case 'h':
-        fputs("Usage: ", stdout);
-        ctl_print_command_help(stdout, ctx->cmd, "ckptctl [GLOBAL-OPTIONS] ");
+        ctl_print_usage(stdout, ctx->cmd);
         return 'h';
     case ':':
         ctl_usage_error(ctx, "option '%s' needs an argument", bad);
         return '?';
     case '?':
-        ctl_usage_error(ctx, "unrecognized option '%s' (a name that starts with"
-                        " '-' goes after '--')", bad);
+        ctl_usage_error(ctx, "unrecognized option '%s'%s", bad,
+                        ctl_option_hint(ctx->cmd, bad));
         return '?';
     default:
         return c;
@@ -324,7 +371,7 @@ ctl_unknown_command(int argc, char **argv)
 static void
 ctl_print_one_help(const struct ctl_cmd *cmd, void *opaque)
 {
-    ctl_print_command_help(stdout, cmd, "ckptctl ");
+    ctl_print_command_help(stdout, cmd);
 }
 
 /* help [COMMAND...]: everything, one command, or one family. */
@@ -346,8 +393,7 @@ ctl_cmd_help(struct ctl_ctx *ctx, int argc, char **argv)
     }
     cmd = ctl_lookup(argc, argv, &words);
     if (cmd && words == (size_t) argc) {
-        fputs("Usage: ", stdout);
-        ctl_print_command_help(stdout, cmd, "ckptctl [GLOBAL-OPTIONS] ");
+        ctl_print_usage(stdout, cmd);
         return CTL_EXIT_OK;
     }
     if (ctl_each_prefixed((size_t) argc, argv, ctl_print_one_help, NULL) > 0)
@@ -390,18 +436,11 @@ ctl_parse_timeout(const char *s, int *out)
 static int
 ctl_parse_global(struct ctl_ctx *ctx, int argc, char **argv)
 {
-    static const struct option opts[] = {
-        { "socket", required_argument, NULL, 's' },
-        { "json", no_argument, NULL, 'j' },
-        { "timeout", required_argument, NULL, 't' },
-        { "help", no_argument, NULL, 'h' },
-        { "version", no_argument, NULL, 'V' },
-        { 0 }
-    };
     int c, r;
 
     opterr = 0;     /* our own messages, each followed by a usage line */
-    while ((c = getopt_long(argc, argv, "+:s:jt:hV", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "+:s:jt:hV", ctl_global_options,
+                            NULL)) != -1) {
         switch (c) {
         case 's': ctx->socket_path = optarg; break;
         case 'j': ctx->json = true; break;

@@ -98,6 +98,11 @@ int ctl_output(const struct ctl_ctx *ctx, const char *command, json_t *ret,
                int (*print)(const char *command, json_t *ret,
                             const void *opaque),
                const void *opaque);
+/* The usual command: ctl_call, then ctl_output of its reply. */
+int ctl_call_print(struct ctl_ctx *ctx, const char *command, json_t *args,
+                   int (*print)(const char *command, json_t *ret,
+                                const void *opaque),
+                   const void *opaque);
 void ctl_print_json(json_t *j, size_t flags);
 /* "512 B", "192 KiB", "1.0 GiB": one decimal below 10, none above. */
 void ctl_human_size(uint64_t bytes, char *buf, size_t len);

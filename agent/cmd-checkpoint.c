@@ -177,6 +177,14 @@ cmd_delete(struct request *req)
         req_fail(req, &e);
         return CMD_DONE;
     }
+    for (size_t i = 0; i < ch->deleted.len; i++)
+        if (backup_uses_checkpoint(a, ch->deleted.ptr[i])) {
+            json_decref(actions);
+            req_error(req, CKPT_ERR_BUSY, "checkpoint '%s' is the base of a running "
+                      "incremental backup; end the backup first", ch->deleted.ptr[i]);
+            change_free(ch);
+            return CMD_DONE;
+        }
     if (json_array_size(actions) == 0) {        /* children-only of a leaf */
         json_decref(actions);
         change_free(ch);
@@ -263,10 +271,6 @@ cmd_list(struct request *req)
     if (opt_str(args, "from") && opt_bool(args, "roots")) {
         req_error(req, CKPT_ERR_INVALID_PARAMETER,
                   "'from' and 'roots' cannot be used together");
-        return CMD_DONE;
-    }
-    if (opt_bool(args, "descendants") && !opt_str(args, "from")) {
-        req_error(req, CKPT_ERR_INVALID_PARAMETER, "'descendants' needs 'from'");
         return CMD_DONE;
     }
     return with_fresh_tree(req, list_answer);

@@ -26,13 +26,6 @@ cmd_version(struct request *req)
     return CMD_DONE;
 }
 
-static size_t
-count_jobs(const struct agent *a)
-{
-    (void) a;
-    return 0;
-}
-
 static void
 status_done(struct qmp *q, json_t *ret, const struct qmp_error *err, void *opaque)
 {
@@ -43,7 +36,7 @@ status_done(struct qmp *q, json_t *ret, const struct qmp_error *err, void *opaqu
                              a->qemu_ready ? "connected" : "disconnected",
                              "vm", vm ? vm : "unknown",
                              "checkpoints", (json_int_t) a->tree.nckpts,
-                             "jobs", (json_int_t) count_jobs(a)));
+                             "jobs", (json_int_t) backup_count(a)));
 }
 
 static enum cmd_result

@@ -175,6 +175,17 @@ read_cb(struct ev_loop *loop, ev_io *w, int revents)
         return;
     qmp_stream_feed(&c->in, buf, (size_t) n);
     dispatch_client_input(c);
+    /* While a command waits, stop reading: a client that pipelines
+     * requests cannot make us buffer without bound. */
+    if (c->current && !c->closing)
+        ev_io_stop(c->agent->loop, &c->read_w);
+}
+
+void
+ctl_resume(struct client *c)
+{
+    if (!c->closing && !c->current)
+        ev_io_start(c->agent->loop, &c->read_w);
 }
 
 static void

@@ -6,7 +6,9 @@
 
 #include <stdio.h>
 
-static const struct ckpt_cmd *const tables[] = { query_cmds, checkpoint_cmds };
+static const struct ckpt_cmd *const tables[] = {
+    query_cmds, checkpoint_cmds, backup_cmds,
+};
 
 const struct ckpt_cmd *
 dispatch_find(const char *name)
@@ -259,6 +261,7 @@ dispatch_request_done(struct request *req)
     if (c) {
         c->current = NULL;
         dispatch_client_input(c);
+        ctl_resume(c);
     }
     kick_changes(a);
 }

@@ -8,6 +8,7 @@
 #include <errno.h>
 
 static void reconnect_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void fire_waiters(struct agent *a, const char *event, json_t *data);
 static void state_cb(struct qmp *q, bool connected, json_t *version,
                      const char *reason, void *opaque);
 static void event_cb(struct qmp *q, const char *event, json_t *data,
@@ -27,6 +28,7 @@ vm_stop(struct agent *a)
 {
     ev_timer_stop(a->loop, &a->reconnect_w);
     a->stopping = true;
+    fire_waiters(a, NULL, NULL);
     if (a->qmp)
         qmp_free(a->qmp);
     a->qmp = NULL;
@@ -74,6 +76,14 @@ first_refresh_done(struct agent *a, const struct qmp_error *err, void *opaque)
 }
 
 static void
+swept(const char *err, void *opaque)
+{
+    struct agent *a = opaque;
+    if (a->qmp && qmp_is_connected(a->qmp))
+        vm_refresh(a, first_refresh_done, NULL);
+}
+
+static void
 state_cb(struct qmp *q, bool connected, json_t *version, const char *reason,
          void *opaque)
 {
@@ -84,11 +94,15 @@ state_cb(struct qmp *q, bool connected, json_t *version, const char *reason,
     if (connected) {
         json_decref(a->qemu_version);
         a->qemu_version = json_incref(version);
-        vm_refresh(a, first_refresh_done, NULL);
+        /* No job of ours survives a reconnect: whatever carries our mark
+         * was left by a crashed agent or an interrupted backup. */
+        sweep_run(a, NULL, -1, NULL, swept, a);
         return;
     }
     bool was_ready = a->qemu_ready;
     a->qemu_ready = false;
+    fire_waiters(a, NULL, NULL);
+    backup_qemu_gone(a);
     if (was_ready) {
         log_warn("QEMU disconnected: %s", reason);
         agent_event(a, "QEMU_DISCONNECTED", json_pack("{s:s}", "reason", reason));
@@ -99,10 +113,96 @@ state_cb(struct qmp *q, bool connected, json_t *version, const char *reason,
         ev_timer_start(a->loop, &a->reconnect_w);
 }
 
+/* --- waiting for events --- */
+struct event_waiter {
+    struct agent *agent;
+    char *event;
+    json_t *match;
+    ev_timer timer;
+    vm_event_cb *cb;
+    void *opaque;
+    struct event_waiter *next;
+};
+
+static void
+waiter_unlink(struct agent *a, struct event_waiter *w)
+{
+    for (struct event_waiter **p = &a->waiters; *p; p = &(*p)->next)
+        if (*p == w) {
+            *p = w->next;
+            break;
+        }
+    ev_timer_stop(a->loop, &w->timer);
+}
+
+static void
+waiter_fire(struct event_waiter *w, json_t *data)
+{
+    struct agent *a = w->agent;
+    waiter_unlink(a, w);
+    w->cb(a, data, w->opaque);
+    json_decref(w->match);
+    free(w->event);
+    free(w);
+}
+
+static void
+waiter_timeout(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    waiter_fire(t->data, NULL);
+}
+
+void
+vm_wait_event(struct agent *a, const char *event, json_t *match,
+              double timeout, vm_event_cb *cb, void *opaque)
+{
+    struct event_waiter *w = xcalloc(1, sizeof *w);
+    *w = (struct event_waiter) {
+        .agent = a, .event = xstrdup(event), .match = match ? match : json_object(),
+        .cb = cb, .opaque = opaque, .next = a->waiters,
+    };
+    ev_timer_init(&w->timer, waiter_timeout, timeout, 0.);
+    w->timer.data = w;
+    ev_timer_start(a->loop, &w->timer);
+    a->waiters = w;
+}
+
+static bool
+data_matches(json_t *match, json_t *data)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(match, key, v)
+        if (!json_equal(v, json_object_get(data, key)))
+            return false;
+    return true;
+}
+
+/* Fires every waiter for this event (all of them, with NULL, when QEMU
+ * went away: event == NULL). */
+static void
+fire_waiters(struct agent *a, const char *event, json_t *data)
+{
+    struct event_waiter *w = a->waiters;
+    while (w) {
+        struct event_waiter *next = w->next;
+        if (!event || (strcmp(w->event, event) == 0 && data_matches(w->match, data))) {
+            waiter_fire(w, event ? data : NULL);
+            next = a->waiters;  /* the list may have changed under us */
+        }
+        w = next;
+    }
+}
+
 static void
 event_cb(struct qmp *q, const char *event, json_t *data, void *opaque)
 {
+    struct agent *a = opaque;
     log_debug("QEMU event %s", event);
+    if (!data)
+        data = json_null();
+    fire_waiters(a, event, data);
+    backup_qemu_event(a, event, data);
 }
 
 void

@@ -81,10 +81,58 @@ why_not_capable(const struct meta_disk *d, json_t *image)
     return NULL;
 }
 
+/* Filters a launcher or a running backup put above the format node.  QEMU
+ * does not name a filter's child in these queries, but it describes the
+ * child's image: the format node is the one with that driver and file. */
+static bool
+is_filter(const char *drv)
+{
+    static const char *const filters[] = {
+        "copy-before-write", "throttle", "preallocate", "compress",
+        "copy-on-read", "blkdebug", "blklogwrites",
+    };
+    for (size_t i = 0; drv && i < ARRAY_SIZE(filters); i++)
+        if (strcmp(drv, filters[i]) == 0)
+            return true;
+    return false;
+}
+
+static bool
+is_protocol(const char *drv)
+{
+    return strcmp(drv, "file") == 0 || strcmp(drv, "host_device") == 0 ||
+           strcmp(drv, "nbd") == 0;
+}
+
+static json_t *
+below_filter(json_t *nodes, json_t *filter)
+{
+    json_t *child = json_object_get(json_object_get(filter, "image"), "backing-image");
+    const char *file = jstr(filter, "file"), *format = jstr(child, "format");
+    size_t i;
+    json_t *n;
+    if (!file)
+        return NULL;
+    json_array_foreach(nodes, i, n) {
+        const char *nf = jstr(n, "file"), *drv = jstr(n, "drv");
+        if (nf && drv && strcmp(nf, file) == 0 && !is_filter(drv) &&
+            !is_protocol(drv) && (!format || strcmp(drv, format) == 0))
+            return n;
+    }
+    return NULL;
+}
+
 static int
 read_disk(json_t *block, json_t *nodes, struct meta_disk *d)
 {
     json_t *ins = json_object_get(block, "inserted");
+    /* Walk down through filters; a few levels at most. */
+    for (int depth = 0; ins && is_filter(jstr(ins, "drv")) && depth < 8; depth++) {
+        json_t *below = below_filter(nodes, ins);
+        if (!below)
+            break;
+        ins = below;
+    }
     const char *node = jstr(ins, "node-name");
     if (!node)
         return -1;              /* empty drive: not a disk */

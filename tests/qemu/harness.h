@@ -16,6 +16,7 @@
 #ifndef CKPTD_TESTS_QEMU_HARNESS_H
 #define CKPTD_TESTS_QEMU_HARNESS_H
 
+#include <inttypes.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>

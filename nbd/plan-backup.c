@@ -1,0 +1,139 @@
+/* Planning backup-begin: which disks, and the one transaction. */
+#include "nbd/nbdx.h"
+#include "qmp/qmp.h"
+
+static enum ckpt_err
+check_incremental_disk(const struct meta_tree *t, const struct meta_ckpt *c,
+                       size_t d, struct nbdx_disk *out, struct ckpt_error *e)
+{
+    const struct meta_member *m = meta_ckpt_member(c, d);
+    const char *disk = t->disks[d].disk;
+    if (!m)
+        return ckpt_fail(e, CKPT_ERR_INVALID_PARAMETER,
+                         "disk '%s' is not in checkpoint '%s'; back it up in "
+                         "full", disk, c->rec.name);
+    if (!m->bitmap || m->bitmap->inconsistent)
+        return ckpt_fail(e, CKPT_ERR_INCONSISTENT,
+                         "the bitmap of checkpoint '%s' on disk '%s' is %s "
+                         "(QEMU stopped without saving it); a full backup is needed",
+                         c->rec.name, disk, m->bitmap ? "inconsistent" : "missing");
+    /* Every newer checkpoint on the disk adds to the merge: all of them
+     * must be whole too. */
+    size_t i = (size_t) (c - t->ckpts);
+    for (size_t j = i + 1; j < t->nckpts; j++) {
+        const struct meta_member *n = meta_ckpt_member(&t->ckpts[j], d);
+        if (n && (!n->bitmap || n->bitmap->inconsistent))
+            return ckpt_fail(e, CKPT_ERR_INCONSISTENT,
+                             "the bitmap of checkpoint '%s' on disk '%s', needed "
+                             "for an incremental backup from '%s', is not usable; "
+                             "a full backup is needed", t->ckpts[j].rec.name,
+                             disk, c->rec.name);
+    }
+    out->incremental = true;
+    out->granularity = m->bitmap->granularity;
+    return CKPT_OK;
+}
+
+static enum ckpt_err
+add_disk(const struct meta_tree *t, const struct nbdx_begin_req *r,
+         const struct meta_ckpt *c, size_t d, struct nbdx_disk *out,
+         size_t *n, struct ckpt_error *e)
+{
+    for (size_t k = 0; k < *n; k++)
+        if (out[k].disk == d)
+            return ckpt_fail(e, CKPT_ERR_INVALID_PARAMETER,
+                             "disk '%s' is listed twice", t->disks[d].disk);
+    if (r->busy && r->busy[d])
+        return ckpt_fail(e, CKPT_ERR_BUSY,
+                         "disk '%s' is already in a running backup", t->disks[d].disk);
+    struct nbdx_disk *nd = &out[*n];
+    *nd = (struct nbdx_disk) { .disk = d };
+    enum ckpt_err err = c ? check_incremental_disk(t, c, d, nd, e) : CKPT_OK;
+    if (!err)
+        (*n)++;
+    return err;
+}
+
+enum ckpt_err
+nbdx_plan_disks(const struct meta_tree *t, const struct nbdx_begin_req *r,
+                struct nbdx_disk *out, size_t *n, struct ckpt_error *e)
+{
+    const struct meta_ckpt *c = NULL;
+    enum ckpt_err err;
+    *n = 0;
+    if (r->incremental) {
+        ssize_t i = meta_tree_find_ckpt(t, r->incremental);
+        if (i < 0)
+            return ckpt_fail(e, CKPT_ERR_NOT_FOUND,
+                             "checkpoint '%s' not found; a full backup is needed",
+                             r->incremental);
+        c = &t->ckpts[i];
+    }
+    if (r->disks) {
+        for (size_t k = 0; k < r->ndisks; k++) {
+            ssize_t d = meta_tree_find_disk(t, r->disks[k]);
+            if (d < 0)
+                return ckpt_fail(e, CKPT_ERR_NOT_FOUND, "no disk '%s'", r->disks[k]);
+            if ((err = add_disk(t, r, c, (size_t) d, out, n, e)))
+                return err;
+        }
+    } else {
+        for (size_t d = 0; d < t->ndisks; d++)
+            if (!c || meta_ckpt_member(c, d))
+                if ((err = add_disk(t, r, c, d, out, n, e)))
+                    return err;
+    }
+    if (*n == 0)
+        return ckpt_fail(e, CKPT_ERR_INVALID_PARAMETER, "the backup has no disk");
+    return CKPT_OK;
+}
+
+/* The temporary bitmap of an incremental disk: C merged with every newer
+ * checkpoint's bitmap on the disk.  Not persistent: it never reaches the
+ * image, so a crash cannot leave it behind there. */
+static void
+plan_temp_bitmap(const struct meta_tree *t, const struct nbdx_begin_req *r,
+                 const struct nbdx_disk *nd, json_t *actions)
+{
+    const struct meta_disk *disk = &t->disks[nd->disk];
+    CLEANUP_FREE char *tmp = nbdx_bitmap_name(r->job, disk->disk);
+    ssize_t i = meta_tree_find_ckpt(t, r->incremental);
+    CLEANUP_FREE const char **srcs = xcalloc(t->nckpts + 1, sizeof *srcs);
+    size_t n = 0;
+    for (size_t j = (size_t) i; j < t->nckpts; j++) {
+        const struct meta_member *m = meta_ckpt_member(&t->ckpts[j], nd->disk);
+        if (m && m->bitmap)
+            srcs[n++] = m->bitmap->name;
+    }
+    json_array_append_new(actions, qmp_bitmap_add(disk->node, tmp, false, true,
+                                                  (unsigned long) nd->granularity));
+    json_array_append_new(actions, qmp_bitmap_merge(disk->node, tmp, srcs, n));
+}
+
+enum ckpt_err
+nbdx_plan_begin(const struct meta_tree *t, const struct nbdx_begin_req *r,
+                const struct nbdx_disk *disks, size_t n, json_t *actions,
+                struct ckpt_error *e)
+{
+    json_t *planned = json_array();
+    for (size_t k = 0; k < n; k++)
+        if (disks[k].incremental)
+            plan_temp_bitmap(t, r, &disks[k], planned);
+    if (r->checkpoint && ckpt_plan_create(t, r->checkpoint, planned, e)) {
+        json_decref(planned);
+        return e->code;
+    }
+    for (size_t k = 0; k < n; k++) {
+        const struct meta_disk *disk = &t->disks[disks[k].disk];
+        CLEANUP_FREE char *job = nbdx_job_name(r->job, disk->disk);
+        CLEANUP_FREE char *target = nbdx_node_name('f', r->jobnum, k);
+        CLEANUP_FREE char *filter = nbdx_node_name('c', r->jobnum, k);
+        json_array_append_new(planned, qmp_action("blockdev-backup",
+            json_pack("{s:s,s:s,s:s,s:s,s:s,s:b}", "job-id", job,
+                      "device", disk->node, "target", target, "sync", "none",
+                      "filter-node-name", filter, "auto-dismiss", 1)));
+    }
+    json_array_extend(actions, planned);
+    json_decref(planned);
+    return CKPT_OK;
+}
