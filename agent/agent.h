@@ -1,7 +1,9 @@
 /* ckptd agent: the one context struct, clients, requests and the command
  * table.
  *
- * main.c:           options, signals, the loop
+ * main.c:           signals, the loop
+ * options.c:        opt_*      command line and config file
+ * lifecycle.c:      life_*     pidfile, readiness (file, sd_notify)
  * control.c:        ctl_*      the control socket: clients, framing, output
  * dispatch.c:       dispatch_* command table lookup, central argument
  *                              checks, per-client order, the change queue
@@ -96,12 +98,18 @@ struct request {
 };
 
 /* --- the agent: all mutable state lives here --- */
-struct agent_options {
-    const char *qmp_path;
-    const char *control_path;
+struct agent_options {                  /* every string owned */
+    char *qmp_path;
+    char *control_path;
     char *scratch_dir;                  /* where scratch files may go */
     char *nbd_socket;                   /* default NBD server socket */
+    char *pidfile, *ready_file;         /* NULL: none */
     bool insecure_tcp;                  /* allow TCP NBD without TLS */
+    bool exit_with_qemu;
+    enum log_level log_level;
+    enum log_format log_format;
+    uid_t allow_uids[16];               /* besides our own and root */
+    size_t nallow_uids;
 };
 
 /* --- one backup job --- */
@@ -156,8 +164,18 @@ struct agent {
     struct request *change_head, *change_tail;
     bool kicking;
     bool shutting_down;
+    bool was_ready;                     /* readiness announced */
     int exit_code;
 };
+
+/* --- options.c --- */
+int opt_parse(int argc, char **argv, struct agent_options *o);
+void opt_free(struct agent_options *o);
+
+/* --- lifecycle.c --- */
+int life_write_pidfile(struct agent *a);
+void life_ready(struct agent *a);       /* QEMU connected: once */
+void life_cleanup(struct agent *a);
 
 /* --- control.c --- */
 int ctl_listen(struct agent *a);

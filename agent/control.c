@@ -101,14 +101,19 @@ ctl_close_listener(struct agent *a)
 }
 
 static bool
-peer_allowed(int fd, uid_t *uid)
+peer_allowed(const struct agent *a, int fd, uid_t *uid)
 {
     struct ucred cred;
     socklen_t len = sizeof cred;
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
         return false;
     *uid = cred.uid;
-    return cred.uid == geteuid() || cred.uid == 0;
+    if (cred.uid == geteuid() || cred.uid == 0)
+        return true;
+    for (size_t i = 0; i < a->opt.nallow_uids; i++)
+        if (a->opt.allow_uids[i] == cred.uid)
+            return true;
+    return false;
 }
 
 static void read_cb(struct ev_loop *loop, ev_io *w, int revents);
@@ -135,7 +140,7 @@ accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         return;
     }
     uid_t uid = (uid_t) -1;
-    if (!peer_allowed(fd, &uid)) {
+    if (!peer_allowed(a, fd, &uid)) {
         log_warn("refused a control client with uid %d", (int) uid);
         close(fd);
         return;

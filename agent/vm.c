@@ -73,6 +73,7 @@ first_refresh_done(struct agent *a, const struct qmp_error *err, void *opaque)
     log_info("QEMU connected: %zu disks, %zu checkpoints",
              a->tree.ndisks, a->tree.nckpts);
     agent_event(a, "QEMU_CONNECTED", NULL);
+    life_ready(a);
 }
 
 static void
@@ -106,6 +107,11 @@ state_cb(struct qmp *q, bool connected, json_t *version, const char *reason,
     if (was_ready) {
         log_warn("QEMU disconnected: %s", reason);
         agent_event(a, "QEMU_DISCONNECTED", json_pack("{s:s}", "reason", reason));
+        if (a->opt.exit_with_qemu) {
+            log_info("--exit-with-qemu: exiting");
+            ev_break(a->loop, EVBREAK_ALL);
+            return;
+        }
     }
     /* The object is freed by the timer, outside its own callback. */
     ev_timer_again(a->loop, &a->reconnect_w);

@@ -16,6 +16,9 @@
 /* Every record in a fixture has this creation time. */
 #define FX_CTIME 1000
 
+/* Not every test file uses every helper. */
+#define FX_FN static __attribute__((unused))
+
 enum {
     FX_REC = 1,         /* the data bitmap records (else disabled) */
     FX_BAD = 2,         /* inconsistent (QEMU crashed): data and record */
@@ -48,19 +51,19 @@ struct fx_disk {
 
 #define FX_BMS(...) ((const struct fx_bm[]) { __VA_ARGS__, { NULL, 0, 0, 0 } })
 
-static char *
+FX_FN char *
 fx_node_name(const struct fx_disk *d)
 {
     return d->node ? xstrdup(d->node) : xasprintf("%s-fmt", d->id);
 }
 
-static char *
+FX_FN char *
 fx_record_name(const char *name, unsigned seq)
 {
     return xasprintf(META_RECORD_PREFIX "%u:%d:%s", seq, FX_CTIME, name);
 }
 
-static json_t *
+FX_FN json_t *
 fx_bitmap_json(const char *name, bool recording, bool inconsistent,
                uint64_t granularity, uint64_t count)
 {
@@ -76,7 +79,7 @@ fx_bitmap_json(const char *name, bool recording, bool inconsistent,
 }
 
 /* The dirty-bitmaps list of one disk, newest first as QEMU lists them. */
-static json_t *
+FX_FN json_t *
 fx_bitmaps_json(const struct fx_disk *d)
 {
     json_t *list = json_array();
@@ -99,7 +102,7 @@ fx_bitmaps_json(const struct fx_disk *d)
 }
 
 /* query-block and query-named-block-nodes (flat) for these disks. */
-static void
+FX_FN void
 fx_json(const struct fx_disk *disks, json_t **blocks, json_t **nodes)
 {
     *blocks = json_array();
@@ -154,7 +157,7 @@ fx_json(const struct fx_disk *disks, json_t **blocks, json_t **nodes)
 }
 
 /* Builds t from raw JSON (takes ownership of blocks and nodes). */
-static void
+FX_FN void
 fx_build_json(json_t *blocks, json_t *nodes, struct meta_tree *t)
 {
     struct ckpt_error e = { 0 };
@@ -165,7 +168,7 @@ fx_build_json(json_t *blocks, json_t *nodes, struct meta_tree *t)
         fail_msg("meta_tree_build failed: %s", e.msg);
 }
 
-static void
+FX_FN void
 fx_build(const struct fx_disk *disks, struct meta_tree *t)
 {
     json_t *blocks, *nodes;
@@ -175,7 +178,7 @@ fx_build(const struct fx_disk *disks, struct meta_tree *t)
 
 /* --- action lists --- */
 
-static const char *
+FX_FN const char *
 fx_str(json_t *o, const char *key)
 {
     json_t *v = json_object_get(o, key);
@@ -188,7 +191,7 @@ fx_str(json_t *o, const char *key)
  *   disable|enable|remove NODE NAME
  *   merge NODE TARGET < SRC SRC...
  * anything else (extra keys, other values) as "?" and its JSON. */
-static void
+FX_FN void
 fx_render_one(FILE *f, json_t *a)
 {
     const char *type = fx_str(a, "type");
@@ -247,7 +250,7 @@ other:;
 }
 
 /* The whole list, actions separated by "; ".  Caller frees. */
-static char *
+FX_FN char *
 fx_render(json_t *actions)
 {
     char *buf = NULL;
@@ -279,7 +282,7 @@ fx_render(json_t *actions)
 
 /* On every node, no merge, enable, disable or add after the first remove:
  * a transaction must not touch a bitmap after removing one. */
-static void
+FX_FN void
 fx_assert_removes_last(json_t *actions)
 {
     size_t i, j;
@@ -300,7 +303,7 @@ fx_assert_removes_last(json_t *actions)
 }
 
 /* The strings of a str_vec joined with " ". Caller frees. */
-static char *
+FX_FN char *
 fx_join(const struct str_vec *v)
 {
     char *buf = NULL;

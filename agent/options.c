@@ -1,0 +1,282 @@
+/* The agent's options: command line and config file, one table.
+ *
+ * A config file (--config FILE) holds "name = value" lines with the long
+ * options' names ("insecure-tcp" or "insecure-tcp = yes" for a flag; '#'
+ * starts a comment).  It is applied first and the command line after it,
+ * so the command line wins. */
+#include "agent/agent.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <strings.h>
+
+enum opt_id {
+    O_QMP = 256, O_CONTROL, O_LEVEL, O_FORMAT, O_SCRATCH, O_NBD_SOCKET,
+    O_INSECURE_TCP, O_EXIT_WITH_QEMU, O_PIDFILE, O_READY_FILE, O_ALLOW_UID,
+    O_CONFIG, O_HELP, O_VERSION,
+};
+
+static const struct option longopts[] = {
+    { "qmp", required_argument, NULL, O_QMP },
+    { "control", required_argument, NULL, O_CONTROL },
+    { "log-level", required_argument, NULL, O_LEVEL },
+    { "log-format", required_argument, NULL, O_FORMAT },
+    { "scratch-dir", required_argument, NULL, O_SCRATCH },
+    { "nbd-socket", required_argument, NULL, O_NBD_SOCKET },
+    { "insecure-tcp", no_argument, NULL, O_INSECURE_TCP },
+    { "exit-with-qemu", no_argument, NULL, O_EXIT_WITH_QEMU },
+    { "pidfile", required_argument, NULL, O_PIDFILE },
+    { "ready-file", required_argument, NULL, O_READY_FILE },
+    { "allow-uid", required_argument, NULL, O_ALLOW_UID },
+    { "config", required_argument, NULL, O_CONFIG },
+    { "help", no_argument, NULL, O_HELP },
+    { "version", no_argument, NULL, O_VERSION },
+    { NULL, 0, NULL, 0 },
+};
+
+static void
+opt_usage(FILE *f)
+{
+    fprintf(f,
+        "Usage: ckptd --qmp PATH --control PATH [OPTION]...\n"
+        "Checkpoints and backups for one QEMU, over its QMP socket.\n"
+        "\n"
+        "  --qmp PATH          QEMU's QMP socket; waited for, reconnected to\n"
+        "  --control PATH      the control socket to create (mode 0600)\n"
+        "  --log-level LEVEL   error, warning, info (default) or debug\n"
+        "  --log-format FMT    text (default) or json: one line per event\n"
+        "  --scratch-dir DIR   where backup scratch files go (default:\n"
+        "                      $XDG_RUNTIME_DIR, else /run/ckptd, then\n"
+        "                      ckptd-scratch-HASH of the control path; mode 0700)\n"
+        "  --nbd-socket PATH   the default NBD server socket (default: the\n"
+        "                      control path, its .sock replaced by -nbd.sock)\n"
+        "  --insecure-tcp      allow NBD exports over TCP without TLS\n"
+        "  --allow-uid UID     also accept control clients of this user\n"
+        "                      (repeatable; the agent's own user and root are\n"
+        "                      always accepted)\n"
+        "  --exit-with-qemu    exit 0 when QEMU goes away after having been\n"
+        "                      connected, instead of waiting for it\n"
+        "  --pidfile PATH      write the agent's pid there (removed at exit)\n"
+        "  --ready-file PATH   create PATH once the control socket accepts and\n"
+        "                      QEMU is connected (removed at exit); under\n"
+        "                      systemd (Type=notify) READY=1 is sent as well\n"
+        "  --config FILE       read options from FILE: \"name = value\" lines\n"
+        "                      with the names above; the command line wins\n"
+        "  --help              this text\n"
+        "  --version           print the version\n"
+        "\n"
+        "Stays in the foreground and logs to stderr.  SIGTERM or SIGINT end\n"
+        "running backups cleanly, remove the control socket and exit 0.\n"
+        "SIGHUP is ignored.\n");
+}
+
+static int
+parse_bool(const char *v, bool *out)
+{
+    if (!v || !strcasecmp(v, "yes") || !strcasecmp(v, "true") || !strcmp(v, "1"))
+        *out = true;
+    else if (!strcasecmp(v, "no") || !strcasecmp(v, "false") || !strcmp(v, "0"))
+        *out = false;
+    else
+        return -1;
+    return 0;
+}
+
+static void
+set_str(char **slot, const char *v)
+{
+    free(*slot);
+    *slot = xstrdup(v);
+}
+
+/* Applies one option; where names the source for error messages. */
+static int
+apply(struct agent_options *o, int id, const char *v, const char *where)
+{
+    char *end;
+    switch (id) {
+    case O_QMP: set_str(&o->qmp_path, v); return 0;
+    case O_CONTROL: set_str(&o->control_path, v); return 0;
+    case O_SCRATCH: set_str(&o->scratch_dir, v); return 0;
+    case O_NBD_SOCKET: set_str(&o->nbd_socket, v); return 0;
+    case O_PIDFILE: set_str(&o->pidfile, v); return 0;
+    case O_READY_FILE: set_str(&o->ready_file, v); return 0;
+    case O_INSECURE_TCP:
+        if (parse_bool(v, &o->insecure_tcp) == 0)
+            return 0;
+        break;
+    case O_EXIT_WITH_QEMU:
+        if (parse_bool(v, &o->exit_with_qemu) == 0)
+            return 0;
+        break;
+    case O_LEVEL:
+        if (log_level_parse(v, &o->log_level) == 0)
+            return 0;
+        break;
+    case O_FORMAT:
+        if (strcmp(v, "text") == 0 || strcmp(v, "json") == 0) {
+            o->log_format = v[0] == 'j' ? LOG_FORMAT_JSON : LOG_FORMAT_TEXT;
+            return 0;
+        }
+        break;
+    case O_ALLOW_UID: {
+        errno = 0;
+        unsigned long uid = strtoul(v, &end, 10);
+        if (!errno && *v && !*end && uid < (unsigned long) (uid_t) -1 &&
+            o->nallow_uids < ARRAY_SIZE(o->allow_uids)) {
+            o->allow_uids[o->nallow_uids++] = (uid_t) uid;
+            return 0;
+        }
+        break;
+    }
+    }
+    fprintf(stderr, "ckptd: %s: invalid value '%s'\n", where, v ? v : "");
+    return -1;
+}
+
+static const struct option *
+find_option(const char *name)
+{
+    for (const struct option *o = longopts; o->name; o++)
+        if (strcmp(o->name, name) == 0)
+            return o;
+    return NULL;
+}
+
+static char *
+trim(char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    size_t n = strlen(s);
+    while (n && strchr(" \t\r\n", s[n - 1]))
+        s[--n] = '\0';
+    return s;
+}
+
+static int
+config_line(struct agent_options *o, char *line, const char *file, int lineno)
+{
+    char where[512];
+    char *hash = strchr(line, '#');
+    if (hash)
+        *hash = '\0';
+    char *eq = strchr(line, '=');
+    if (eq)
+        *eq = '\0';
+    char *key = trim(line), *value = eq ? trim(eq + 1) : NULL;
+    if (!*key)
+        return 0;
+    snprintf(where, sizeof where, "%s:%d: %s", file, lineno, key);
+    const struct option *opt = find_option(key);
+    if (!opt || opt->val == O_CONFIG || opt->val == O_HELP || opt->val == O_VERSION) {
+        fprintf(stderr, "ckptd: %s:%d: unknown option '%s'\n", file, lineno, key);
+        return -1;
+    }
+    if (opt->has_arg == required_argument && (!value || !*value)) {
+        fprintf(stderr, "ckptd: %s: needs a value\n", where);
+        return -1;
+    }
+    return apply(o, opt->val, value, where);
+}
+
+static int
+read_config(struct agent_options *o, const char *file)
+{
+    FILE *f = fopen(file, "re");
+    if (!f) {
+        fprintf(stderr, "ckptd: cannot read config %s: %s\n", file, strerror(errno));
+        return -1;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    int lineno = 0, r = 0;
+    while (r == 0 && getline(&line, &cap, f) > 0)
+        r = config_line(o, line, file, ++lineno);
+    free(line);
+    fclose(f);
+    return r;
+}
+
+/* The config file goes first, wherever --config stands on the line. */
+static int
+find_config(int argc, char **argv, struct agent_options *o)
+{
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0)
+            break;
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+            return read_config(o, argv[i + 1]);
+        if (strncmp(argv[i], "--config=", 9) == 0)
+            return read_config(o, argv[i] + 9);
+    }
+    return 0;
+}
+
+/* Derived from the control path, not the pid, so that a restarted agent
+ * finds (and removes) what a crashed one left in its scratch directory. */
+static void
+set_defaults(struct agent_options *opt)
+{
+    if (!opt->scratch_dir) {
+        uint32_t h = 2166136261u;           /* FNV-1a */
+        for (const char *p = opt->control_path; *p; p++)
+            h = (h ^ (unsigned char) *p) * 16777619u;
+        const char *run = getenv("XDG_RUNTIME_DIR");
+        opt->scratch_dir = xasprintf("%s/ckptd-scratch-%08x",
+                                     run && *run == '/' ? run : "/run/ckptd", h);
+    }
+    if (!opt->nbd_socket) {
+        size_t len = strlen(opt->control_path);
+        bool dotsock = len > 5 && strcmp(opt->control_path + len - 5, ".sock") == 0;
+        opt->nbd_socket = xasprintf("%.*s-nbd.sock", (int) (dotsock ? len - 5 : len),
+                                    opt->control_path);
+    }
+}
+
+int
+opt_parse(int argc, char **argv, struct agent_options *o)
+{
+    o->log_level = LOG_INFO;
+    if (find_config(argc, argv, o) < 0)
+        return 2;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        char where[64];
+        switch (c) {
+        case O_CONFIG: break;               /* already read */
+        case O_HELP: opt_usage(stdout); exit(0);
+        case O_VERSION: printf("ckptd %s\n", CKPTD_VERSION); exit(0);
+        case '?': opt_usage(stderr); return 2;
+        default:
+            snprintf(where, sizeof where, "--%s", longopts[0].name);
+            for (const struct option *p = longopts; p->name; p++)
+                if (p->val == c)
+                    snprintf(where, sizeof where, "--%s", p->name);
+            if (apply(o, c, optarg, where) < 0)
+                return 2;
+        }
+    }
+    if (optind < argc || !o->qmp_path || !o->control_path) {
+        fprintf(stderr, "ckptd: %s\n", optind < argc ? "unexpected argument"
+                : "--qmp and --control are required");
+        opt_usage(stderr);
+        return 2;
+    }
+    set_defaults(o);
+    return 0;
+}
+
+void
+opt_free(struct agent_options *o)
+{
+    free(o->qmp_path);
+    free(o->control_path);
+    free(o->scratch_dir);
+    free(o->nbd_socket);
+    free(o->pidfile);
+    free(o->ready_file);
+}
