@@ -36,6 +36,7 @@ QEMU_BINS := $(QEMU_SRCS:%.c=$(BUILD)/%)
 HARNESS   := $(BUILD)/tests/qemu/harness.o
 
 .PHONY: all deps check check-unit check-qemu demo clean install uninstall
+.SECONDARY:
 
 all: $(BUILD)/ckptd $(BUILD)/ckptctl
 

@@ -16,6 +16,7 @@ struct change {
     struct str_vec deleted;
     char *qemu_class, *qemu_desc;       /* QEMU's refusal, kept for the reply */
     void (*finish)(struct change *ch);  /* replies once the tree is fresh */
+    enum ckpt_err (*replan)(struct change *ch, struct ckpt_error *e);
 };
 
 static void
@@ -59,12 +60,20 @@ send_transaction(struct change *ch, json_t *actions)
             json_pack("{s:o}", "actions", actions), transaction_done, ch);
 }
 
-/* True (and the request answered) when QEMU refused the change. */
+/* True (and the request answered) when QEMU refused the change.  The
+ * tree has just been re-read: planning again against it names the cause
+ * when something changed behind our back (a bitmap added by hand, say),
+ * with the class a caller can act on instead of QEMU's text. */
 static bool
 reply_qemu_error(struct change *ch, const char *what)
 {
     if (!ch->qemu_class)
         return false;
+    struct ckpt_error pe = { 0 };
+    if (ch->replan && ch->replan(ch, &pe)) {
+        req_fail(ch->req, &pe);
+        return true;
+    }
     struct qmp_error e = { ch->qemu_class, ch->qemu_desc };
     req_qmp_error(ch->req, &e, what);
     return true;
@@ -102,11 +111,35 @@ opt_bool(json_t *args, const char *key)
     return json_is_true(json_object_get(args, key));
 }
 
+/* Plans a create from the request's arguments against the current tree. */
+static enum ckpt_err
+plan_create(struct request *req, const char *name, int64_t now, json_t *actions,
+            struct ckpt_error *e)
+{
+    json_t *disks = json_object_get(req->args, "disks");
+    size_t ndisks = json_array_size(disks);
+    CLEANUP_FREE const char **names = xcalloc(ndisks + 1, sizeof *names);
+    for (size_t i = 0; i < ndisks; i++)
+        names[i] = json_string_value(json_array_get(disks, i));
+    struct ckpt_create_req r = {
+        .name = name, .description = opt_str(req->args, "description"),
+        .now = now, .disks = disks ? names : NULL, .ndisks = ndisks,
+    };
+    return ckpt_plan_create(&req->agent->tree, &r, actions, e);
+}
+
+static enum ckpt_err
+create_replan(struct change *ch, struct ckpt_error *e)
+{
+    json_t *scratch = json_array();
+    enum ckpt_err err = plan_create(ch->req, ch->name, 0, scratch, e);
+    json_decref(scratch);
+    return err;
+}
+
 static enum cmd_result
 cmd_create(struct request *req)
 {
-    struct agent *a = req->agent;
-    json_t *disks = json_object_get(req->args, "disks");
     int64_t now = (int64_t) time(NULL);
     char default_name[32];
     snprintf(default_name, sizeof default_name, "%" PRId64, now);
@@ -115,26 +148,20 @@ cmd_create(struct request *req)
                   "quiesce needs a guest agent, which ckptd does not drive");
         return CMD_DONE;
     }
-    size_t ndisks = json_array_size(disks);
-    CLEANUP_FREE const char **names = xcalloc(ndisks + 1, sizeof *names);
-    for (size_t i = 0; i < ndisks; i++)
-        names[i] = json_string_value(json_array_get(disks, i));
-    struct ckpt_create_req r = {
-        .name = opt_str(req->args, "name") ? opt_str(req->args, "name") : default_name,
-        .description = opt_str(req->args, "description"),
-        .now = now, .disks = disks ? names : NULL, .ndisks = ndisks,
-    };
+    const char *name = opt_str(req->args, "name") ? opt_str(req->args, "name")
+                                                   : default_name;
     struct ckpt_error e = { 0 };
     json_t *actions = json_array();
-    if (ckpt_plan_create(&a->tree, &r, actions, &e)) {
+    if (plan_create(req, name, now, actions, &e)) {
         json_decref(actions);
         req_fail(req, &e);
         return CMD_DONE;
     }
     struct change *ch = xcalloc(1, sizeof *ch);
     ch->req = req;
-    ch->name = xstrdup(r.name);
+    ch->name = xstrdup(name);
     ch->finish = create_finish;
+    ch->replan = create_replan;
     send_transaction(ch, actions);
     return CMD_WAIT;
 }

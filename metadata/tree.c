@@ -222,7 +222,8 @@ meta_tree_build(json_t *blocks, json_t *nodes, struct meta_tree *out,
         if (read_disk(block, nodes, &out->disks[out->ndisks]) == 0)
             out->ndisks++;
     collect_records(out);
-    qsort(out->ckpts, out->nckpts, sizeof *out->ckpts, cmp_seq);
+    if (out->nckpts)
+        qsort(out->ckpts, out->nckpts, sizeof *out->ckpts, cmp_seq);
     out->next_seq = out->nckpts ? out->ckpts[out->nckpts - 1].rec.seq + 1 : 1;
     return 0;
 }

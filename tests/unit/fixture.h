@@ -49,7 +49,13 @@ struct fx_disk {
     const char *node;
 };
 
-#define FX_BMS(...) ((const struct fx_bm[]) { __VA_ARGS__, { NULL, 0, 0, 0 } })
+#define FX_BMS(...) ((const struct fx_bm[]) { __VA_ARGS__, { .name = NULL } })
+/* A checkpoint member or plain bitmap, count 0. */
+#define FX_BM(name_, seq_, flags_) { .name = (name_), .seq = (seq_), .flags = (flags_) }
+/* A disk with a device id and one or more bitmaps; for other settings
+ * write the initializer, e.g. { .id = "vda", .drv = "raw" }. */
+#define FX_DISK(id_, ...) { .id = (id_), .bms = FX_BMS(__VA_ARGS__) }
+#define FX_DISKS(...) ((const struct fx_disk[]) { __VA_ARGS__, { .id = NULL } })
 
 FX_FN char *
 fx_node_name(const struct fx_disk *d)
