@@ -3,6 +3,12 @@
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
+BINDIR      ?= $(PREFIX)/bin
+MANDIR      ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+UNITDIR     ?= $(PREFIX)/lib/systemd/system
+DOCDIR      ?= $(PREFIX)/share/doc/ckptd
+EXAMPLESDIR ?= $(DOCDIR)/examples
 BUILD   ?= build
 VERSION := 0.1.0
 
@@ -33,9 +39,10 @@ UNIT_SRCS := $(wildcard tests/unit/test-*.c)
 UNIT_BINS := $(UNIT_SRCS:%.c=$(BUILD)/%)
 QEMU_SRCS := $(wildcard tests/qemu/test-*.c)
 QEMU_BINS := $(QEMU_SRCS:%.c=$(BUILD)/%)
+QEMU_SHELL_TESTS := $(wildcard tests/qemu/test-*.sh)
 HARNESS   := $(BUILD)/tests/qemu/harness.o
 
-.PHONY: all deps check check-unit check-qemu demo clean install uninstall
+.PHONY: all deps check check-unit check-qemu check-fuzz fuzz demo clean install uninstall deb
 .SECONDARY:
 
 all: $(BUILD)/ckptd $(BUILD)/ckptctl
@@ -62,30 +69,89 @@ $(BUILD)/tests/qemu/%: tests/qemu/%.c $(HARNESS) $(LIB) $(wildcard */*.h tests/q
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(HARNESS) $(LIB) $(LDLIBS)
 
+# Fuzzing (clang's libFuzzer, with ASan and UBSan): a short run in
+# `make check`, a long one in `make fuzz`.
+FUZZ_DIR  := build-fuzz
+FUZZ_SRCS := $(wildcard tests/fuzz/fuzz-*.c)
+FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(FUZZ_DIR)/%)
+FUZZ_CFLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+           -std=c11 -D_GNU_SOURCE -DCKPTD_VERSION='"$(VERSION)"' -I. \
+           $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+FUZZ_SECONDS ?= 20
+
+$(FUZZ_DIR)/fuzz-%: tests/fuzz/fuzz-%.c $(LIB_SRCS) $(wildcard */*.h)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRCS) $(LDLIBS)
+
+check-fuzz: $(FUZZ_BINS)
+	@BUILD_FUZZ=$(FUZZ_DIR) tests/fuzz/run.sh $(FUZZ_SECONDS)
+
+fuzz: deps $(FUZZ_BINS)
+	@BUILD_FUZZ=$(FUZZ_DIR) tests/fuzz/run.sh $${FUZZ_SECONDS:-600}
+
 # Installs the Debian packages the build, the tests and the demo need.
 deps:
 	@scripts/deps.sh
 
 check: deps
 	$(MAKE) --no-print-directory all $(UNIT_BINS) $(QEMU_BINS)
-	@BUILD=$(BUILD) tests/run-tests.sh $(UNIT_BINS) $(QEMU_BINS)
+	@BUILD=$(BUILD) tests/run-tests.sh $(UNIT_BINS) $(QEMU_BINS) $(QEMU_SHELL_TESTS)
 
 check-unit: all $(UNIT_BINS)
 	@BUILD=$(BUILD) tests/run-tests.sh $(UNIT_BINS)
 
 check-qemu: all $(QEMU_BINS)
-	@BUILD=$(BUILD) tests/run-tests.sh $(QEMU_BINS)
+	@BUILD=$(BUILD) tests/run-tests.sh $(QEMU_BINS) $(QEMU_SHELL_TESTS)
 
 demo: deps
 	$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) contrib/demo.sh
 
+# Installation: PREFIX and DESTDIR as usual; each directory can be moved on
+# its own (Debian's rules put the unit in /lib/systemd/system).  The unit's
+# ExecStart names $(BINDIR)/ckptd, so the installed unit runs the installed
+# agent.  The examples keep their paths under contrib/.  `make uninstall`
+# with the same variables removes exactly these files.
+INSTALL_BINS     := ckptd ckptctl
+INSTALL_EXAMPLES := launch-vm.sh ckptd.conf systemd/qemu-vm@.service \
+                    systemd/ckptd@.service.d/qemu-vm.conf systemd/vm1.env \
+                    container/Containerfile container/README.md
+
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin
-	install -m 0755 $(BUILD)/ckptd $(BUILD)/ckptctl $(DESTDIR)$(PREFIX)/bin/
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man8 \
+	    $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(UNITDIR)
+	install -m 0755 $(addprefix $(BUILD)/,$(INSTALL_BINS)) $(DESTDIR)$(BINDIR)/
+	install -m 0644 doc/ckptctl.1 $(DESTDIR)$(MANDIR)/man1/ckptctl.1
+	install -m 0644 doc/ckptd.8 $(DESTDIR)$(MANDIR)/man8/ckptd.8
+	install -m 0644 contrib/bash-completion/ckptctl $(DESTDIR)$(BASHCOMPDIR)/ckptctl
+	sed 's|/usr/bin/ckpt|$(BINDIR)/ckpt|g' contrib/systemd/ckptd@.service \
+	    >$(DESTDIR)$(UNITDIR)/ckptd@.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/ckptd@.service
+	for f in $(INSTALL_EXAMPLES); do \
+	    mode=0644; case $$f in *.sh) mode=0755;; esac; \
+	    install -D -m $$mode contrib/$$f $(DESTDIR)$(EXAMPLESDIR)/$$f || exit 1; \
+	done
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/bin/ckptd $(DESTDIR)$(PREFIX)/bin/ckptctl
+	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(INSTALL_BINS)) \
+	    $(DESTDIR)$(MANDIR)/man1/ckptctl.1 $(DESTDIR)$(MANDIR)/man8/ckptd.8 \
+	    $(DESTDIR)$(BASHCOMPDIR)/ckptctl $(DESTDIR)$(UNITDIR)/ckptd@.service \
+	    $(addprefix $(DESTDIR)$(EXAMPLESDIR)/,$(INSTALL_EXAMPLES))
+	-rmdir $(DESTDIR)$(EXAMPLESDIR)/systemd/ckptd@.service.d $(DESTDIR)$(EXAMPLESDIR)/systemd \
+	    $(DESTDIR)$(EXAMPLESDIR)/container $(DESTDIR)$(EXAMPLESDIR) $(DESTDIR)$(DOCDIR) 2>/dev/null
+
+# The Debian package, built from a copy of the tree in $(BUILD)/deb/src so
+# that debian/'s by-products stay out of the work tree; the .deb lands in
+# $(BUILD)/deb/.  The outer make's variables are not passed down: the
+# package is always a plain build.
+deb:
+	rm -rf $(BUILD)/deb
+	mkdir -p $(BUILD)/deb/src
+	tar -cf - --exclude=./.git --exclude=./build --exclude=./build-asan \
+	    --exclude=./build-fuzz . | tar -C $(BUILD)/deb/src -xf -
+	cd $(BUILD)/deb/src && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u BUILD -u SANITIZE \
+	    dpkg-buildpackage -us -uc -b
+	@ls $(BUILD)/deb/ckptd_*.deb
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz

@@ -104,6 +104,7 @@ struct agent_options {                  /* every string owned */
     char *scratch_dir;                  /* where scratch files may go */
     char *nbd_socket;                   /* default NBD server socket */
     char *pidfile, *ready_file;         /* NULL: none */
+    char *tls_dir;                      /* x509 files for NBD over TCP */
     bool insecure_tcp;                  /* allow TCP NBD without TLS */
     bool exit_with_qemu;
     enum log_level log_level;
@@ -156,6 +157,10 @@ struct agent {
     json_t *qemu_version;
     struct meta_tree tree;
     struct event_waiter *waiters;
+    struct str_vec known;               /* checkpoint names when QEMU left */
+    struct str_vec lost;                /* known then, gone after it came back */
+    long qmp_sent;                      /* commands sent, for CKPTD_DEBUG_ABORT_AFTER */
+    long abort_after;
     struct backup_job *jobs;
     int next_job;
     json_t *nbd_server;                 /* the running server's address */
@@ -183,6 +188,9 @@ void ctl_close_listener(struct agent *a);
 void ctl_send(struct client *c, json_t *msg);       /* steals msg */
 void ctl_drop(struct client *c, const char *why);
 void ctl_resume(struct client *c);                  /* read again once idle */
+/* Takes a connected socket as a client (accept, and the fuzz harness). */
+struct client *ctl_add_client(struct agent *a, int fd, uid_t uid);
+void ctl_reap(struct agent *a);                     /* frees closed clients */
 void ctl_broadcast(struct agent *a, json_t *msg);   /* steals msg */
 
 /* --- dispatch.c --- */
@@ -265,6 +273,10 @@ void backup_qemu_event(struct agent *a, const char *event, json_t *data);
 void backup_qemu_gone(struct agent *a);
 /* Ends every job (SIGTERM); done runs when all are gone. */
 void backup_end_all(struct agent *a, void (*done)(struct agent *a));
+
+/* Answers NotFound, saying why, when name is a checkpoint that vanished
+ * in a QEMU crash; returns true if it did. */
+bool vm_reply_if_lost(struct request *req, const char *name);
 
 /* --- encode.c --- */
 json_t *enc_disk(const struct meta_disk *d);

@@ -30,6 +30,11 @@ enum ctl_exit {
     CTL_EXIT_INCONSISTENT = 8,
     CTL_EXIT_QEMU = 9,
     CTL_EXIT_OTHER = 10,         /* GenericError, unknown class, bad reply */
+    CTL_EXIT_LOCAL = 11,         /* a local step failed: qemu-img, qemu-nbd,
+                                  * an NBD transfer, a file or directory */
+    CTL_EXIT_DIFFERENT = 1,      /* verify only: the images differ (as cmp) */
+    CTL_EXIT_SIGINT = 130,       /* pull stopped by SIGINT (128 + 2) */
+    CTL_EXIT_SIGTERM = 143,      /* pull stopped by SIGTERM (128 + 15) */
 };
 
 struct ctl_conn;
@@ -135,5 +140,34 @@ int ctl_cmd_checkpoint_list(struct ctl_ctx *ctx, int argc, char **argv);
 int ctl_cmd_checkpoint_info(struct ctl_ctx *ctx, int argc, char **argv);
 int ctl_cmd_checkpoint_delete(struct ctl_ctx *ctx, int argc, char **argv);
 int ctl_cmd_checkpoint_dumpxml(struct ctl_ctx *ctx, int argc, char **argv);
+
+/* --- ckptctl-backup.c --- */
+int ctl_cmd_backup_begin(struct ctl_ctx *ctx, int argc, char **argv);
+int ctl_cmd_backup_end(struct ctl_ctx *ctx, int argc, char **argv);
+int ctl_cmd_backup_info(struct ctl_ctx *ctx, int argc, char **argv);
+/* backup-begin with `args` (consumed); *job is the reply, checked to be a
+ * Backup job whose disks all have "disk", "uri" and "size". */
+int ctl_backup_begin(struct ctl_ctx *ctx, json_t *args, json_t **job);
+/* backup-end; tried once more on a new connection when the first one was
+ * lost, because a job left running pins exports and scratch files. */
+int ctl_backup_end(struct ctl_ctx *ctx, const char *id);
+
+/* --- ckptctl-pull.c --- */
+int ctl_cmd_pull(struct ctl_ctx *ctx, int argc, char **argv);
+
+/* --- ckptctl-restore.c --- */
+int ctl_cmd_restore(struct ctl_ctx *ctx, int argc, char **argv);
+int ctl_cmd_verify(struct ctl_ctx *ctx, int argc, char **argv);
+/* Child processes (qemu-img, qemu-nbd): found on PATH, run without a
+ * shell, in their own process group so that Ctrl-C reaches only ckptctl,
+ * which then cleans up in order.  ctl_spawn returns the pid or -1 (error
+ * printed); stdout goes to out_fd unless it is -1. */
+pid_t ctl_spawn(char *const argv[], int out_fd);
+/* Waits for pid; CTL_EXIT_OK if it exited 0, else CTL_EXIT_LOCAL with a
+ * message naming argv[0].  *status (may be NULL) gets the exit status, or
+ * -1 when it died by a signal. */
+int ctl_wait(pid_t pid, const char *name, int *status);
+/* ctl_spawn + ctl_wait. */
+int ctl_run(char *const argv[]);
 
 #endif

@@ -36,6 +36,21 @@ struct begin {
 static void begin_step(const char *err, void *opaque);
 
 /* --- checking the request --- */
+
+/* Is path directly inside the (real) directory that holds other? */
+static bool
+path_in_dir_of(const char *path, const char *other)
+{
+    CLEANUP_FREE char *p = xstrdup(path), *o = xstrdup(other);
+    char *ps = strrchr(p, '/'), *os = strrchr(o, '/');
+    if (!ps || !os || strcmp(ps + 1, "..") == 0 || strcmp(ps + 1, ".") == 0)
+        return false;
+    *ps = *os = '\0';
+    char rp[PATH_MAX], ro[PATH_MAX];
+    return realpath(*p ? p : "/", rp) && realpath(*o ? o : "/", ro) &&
+           strcmp(rp, ro) == 0;
+}
+
 static json_t *
 server_from_args(struct agent *a, json_t *arg, struct ckpt_error *e)
 {
@@ -55,6 +70,13 @@ server_from_args(struct agent *a, json_t *arg, struct ckpt_error *e)
         if (!path || path[0] != '/') {
             ckpt_fail(e, CKPT_ERR_INVALID_PARAMETER,
                       "a unix server needs an absolute 'path'");
+            return NULL;
+        }
+        if (!path_in_dir_of(path, a->opt.nbd_socket) &&
+            !path_in_dir_of(path, a->opt.control_path)) {
+            ckpt_fail(e, CKPT_ERR_INVALID_PARAMETER,
+                      "the NBD socket '%s' must be in the directory of %s",
+                      path, a->opt.nbd_socket);
             return NULL;
         }
         return json_pack("{s:s,s:s}", "transport", "unix", "path", path);
@@ -80,19 +102,22 @@ server_from_args(struct agent *a, json_t *arg, struct ckpt_error *e)
                   "a tcp server needs 'host' and 'port' (and 'tls' is a boolean)");
         return NULL;
     }
-    if (json_is_true(tls)) {
+    /* TLS is the default for TCP once it is configured; plain TCP must be
+     * asked for twice: by the request and by the operator. */
+    bool use_tls = tls ? json_is_true(tls) : a->opt.tls_dir != NULL;
+    if (use_tls && !a->opt.tls_dir) {
         ckpt_fail(e, CKPT_ERR_UNSUPPORTED,
-                  "NBD over TLS is not configured in this agent");
+                  "NBD over TLS needs x509 files: start ckptd with --tls-dir");
         return NULL;
     }
-    if (!a->opt.insecure_tcp) {
+    if (!use_tls && !a->opt.insecure_tcp) {
         ckpt_fail(e, CKPT_ERR_UNSUPPORTED,
                   "NBD over TCP without TLS lets anyone on the network read the "
-                  "disks; start ckptd with --insecure-tcp to allow it");
+                  "disks; use TLS (--tls-dir) or start ckptd with --insecure-tcp");
         return NULL;
     }
     return json_pack("{s:s,s:s,s:s,s:b}", "transport", "tcp", "host", host,
-                     "port", portbuf, "tls", 0);
+                     "port", portbuf, "tls", use_tls);
 }
 
 static int
@@ -192,15 +217,23 @@ server_start_args(json_t *server)
     if (strcmp(transport, "unix") == 0)
         return json_pack("{s:{s:s,s:{s:O}}}", "addr", "type", "unix", "data",
                          "path", json_object_get(server, "path"));
-    return json_pack("{s:{s:s,s:{s:O,s:O}}}", "addr", "type", "inet", "data",
-                     "host", json_object_get(server, "host"),
-                     "port", json_object_get(server, "port"));
+    json_t *args = json_pack("{s:{s:s,s:{s:O,s:O}}}", "addr", "type", "inet", "data",
+                             "host", json_object_get(server, "host"),
+                             "port", json_object_get(server, "port"));
+    if (json_is_true(json_object_get(server, "tls")))
+        json_object_set_new(args, "tls-creds", json_string(NBDX_TLS_ID));
+    return args;
 }
 
 static void
 step_nodes(struct begin *b, struct batch *bt)
 {
     struct backup_job *job = b->job;
+    if (b->start_server && json_is_true(json_object_get(job->server, "tls")))
+        batch_send(bt, "object-add",
+                   json_pack("{s:s,s:s,s:s,s:s,s:b}", "qom-type", "tls-creds-x509",
+                             "id", NBDX_TLS_ID, "dir", job->agent->opt.tls_dir,
+                             "endpoint", "server", "verify-peer", 0), NULL, NULL);
     if (b->start_server)
         batch_send(bt, "nbd-server-start", server_start_args(job->server), NULL, NULL);
     for (size_t k = 0; k < job->ndisks; k++) {
@@ -472,6 +505,8 @@ cmd_begin(struct request *req)
     struct ckpt_error e = { 0 };
     const char *mode = json_string_value(json_object_get(args, "mode"));
     const char *ckpt_name, *ckpt_desc;
+    if (vm_reply_if_lost(req, json_string_value(json_object_get(args, "incremental"))))
+        return CMD_DONE;
     if (mode && strcmp(mode, "pull") != 0) {
         req_error(req, strcmp(mode, "push") == 0 ? CKPT_ERR_UNSUPPORTED
                                                  : CKPT_ERR_INVALID_PARAMETER,

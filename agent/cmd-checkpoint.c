@@ -193,6 +193,8 @@ cmd_delete(struct request *req)
                   "'children' and 'children-only' cannot be used together");
         return CMD_DONE;
     }
+    if (vm_reply_if_lost(req, name))
+        return CMD_DONE;
     enum ckpt_delete_mode mode = children ? CKPT_DELETE_CHILDREN
                                : only ? CKPT_DELETE_CHILDREN_ONLY : CKPT_DELETE_ONE;
     struct change *ch = xcalloc(1, sizeof *ch);
@@ -295,6 +297,8 @@ cmd_list(struct request *req)
                   "'leaves' and 'no-leaves' cannot be used together");
         return CMD_DONE;
     }
+    if (vm_reply_if_lost(req, opt_str(args, "from")))
+        return CMD_DONE;
     if (opt_str(args, "from") && opt_bool(args, "roots")) {
         req_error(req, CKPT_ERR_INVALID_PARAMETER,
                   "'from' and 'roots' cannot be used together");
@@ -318,6 +322,8 @@ get_answer(struct request *req)
 static enum cmd_result
 cmd_get(struct request *req)
 {
+    if (vm_reply_if_lost(req, opt_str(req->args, "name")))
+        return CMD_DONE;
     return with_fresh_tree(req, get_answer);
 }
 

@@ -54,10 +54,40 @@ clear_stale_socket(const char *path)
 static void accept_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void reap_cb(struct ev_loop *loop, ev_prepare *w, int revents);
 
+/* The socket's mode is the first guard; its directory the second: it is
+ * created owner-only when missing, and a shared one is reported. */
+static void
+check_directory(const char *path)
+{
+    CLEANUP_FREE char *dir = xstrdup(path);
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+        return;
+    *slash = '\0';
+    if (!*dir)
+        return;
+    struct stat st;
+    if (stat(dir, &st) < 0 && errno == ENOENT) {
+        for (char *p = dir + 1; *p; p++)
+            if (*p == '/') {
+                *p = '\0';
+                mkdir(dir, 0755);
+                *p = '/';
+            }
+        if (mkdir(dir, 0700) == 0)
+            log_info("created %s (mode 0700)", dir);
+        return;
+    }
+    if (stat(dir, &st) == 0 && (st.st_mode & 0077) && !(st.st_mode & S_ISVTX))
+        log_warn("%s can be entered by other users; the control socket relies "
+                 "on its own mode 0600 and on peer checks", dir);
+}
+
 int
 ctl_listen(struct agent *a)
 {
     struct sockaddr_un sun;
+    check_directory(a->opt.control_path);
     if (fill_addr(&sun, a->opt.control_path) < 0 ||
         clear_stale_socket(a->opt.control_path) < 0) {
         log_error("cannot use control socket %s: %m", a->opt.control_path);
@@ -150,6 +180,12 @@ accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         close(fd);
         return;
     }
+    ctl_add_client(a, fd, uid);
+}
+
+struct client *
+ctl_add_client(struct agent *a, int fd, uid_t uid)
+{
     struct client *c = xcalloc(1, sizeof *c);
     c->agent = a;
     c->fd = fd;
@@ -158,12 +194,13 @@ accept_cb(struct ev_loop *loop, ev_io *w, int revents)
     ev_io_init(&c->read_w, read_cb, fd, EV_READ);
     ev_io_init(&c->write_w, write_cb, fd, EV_WRITE);
     c->read_w.data = c->write_w.data = c;
-    ev_io_start(loop, &c->read_w);
+    ev_io_start(a->loop, &c->read_w);
     c->next = a->clients;
     a->clients = c;
     a->nclients++;
     log_debug("client %d connected", fd);
     greet(c);
+    return c;
 }
 
 static void
@@ -287,7 +324,12 @@ client_free(struct client *c)
 static void
 reap_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 {
-    struct agent *a = w->data;
+    ctl_reap(w->data);
+}
+
+void
+ctl_reap(struct agent *a)
+{
     struct client *c = a->clients;
     while (c) {
         struct client *next = c->next;

@@ -15,7 +15,7 @@
 enum opt_id {
     O_QMP = 256, O_CONTROL, O_LEVEL, O_FORMAT, O_SCRATCH, O_NBD_SOCKET,
     O_INSECURE_TCP, O_EXIT_WITH_QEMU, O_PIDFILE, O_READY_FILE, O_ALLOW_UID,
-    O_CONFIG, O_HELP, O_VERSION,
+    O_CONFIG, O_TLS_DIR, O_HELP, O_VERSION,
 };
 
 static const struct option longopts[] = {
@@ -31,6 +31,7 @@ static const struct option longopts[] = {
     { "ready-file", required_argument, NULL, O_READY_FILE },
     { "allow-uid", required_argument, NULL, O_ALLOW_UID },
     { "config", required_argument, NULL, O_CONFIG },
+    { "tls-dir", required_argument, NULL, O_TLS_DIR },
     { "help", no_argument, NULL, O_HELP },
     { "version", no_argument, NULL, O_VERSION },
     { NULL, 0, NULL, 0 },
@@ -52,6 +53,8 @@ opt_usage(FILE *f)
         "                      ckptd-scratch-HASH of the control path; mode 0700)\n"
         "  --nbd-socket PATH   the default NBD server socket (default: the\n"
         "                      control path, its .sock replaced by -nbd.sock)\n"
+        "  --tls-dir DIR       x509 files (ca-cert.pem, server-cert.pem,\n"
+        "                      server-key.pem) for NBD over TCP with TLS\n"
         "  --insecure-tcp      allow NBD exports over TCP without TLS\n"
         "  --allow-uid UID     also accept control clients of this user\n"
         "                      (repeatable; the agent's own user and root are\n"
@@ -103,6 +106,7 @@ apply(struct agent_options *o, int id, const char *v, const char *where)
     case O_NBD_SOCKET: set_str(&o->nbd_socket, v); return 0;
     case O_PIDFILE: set_str(&o->pidfile, v); return 0;
     case O_READY_FILE: set_str(&o->ready_file, v); return 0;
+    case O_TLS_DIR: set_str(&o->tls_dir, v); return 0;
     case O_INSECURE_TCP:
         if (parse_bool(v, &o->insecure_tcp) == 0)
             return 0;
@@ -279,4 +283,5 @@ opt_free(struct agent_options *o)
     free(o->nbd_socket);
     free(o->pidfile);
     free(o->ready_file);
+    free(o->tls_dir);
 }

@@ -223,6 +223,7 @@ sweep_step(const char *err, void *opaque)
         unlink_files(s);
         if (!server_still_needed(s) && (s->agent->nbd_server || !s->job)) {
             batch_send(b, "nbd-server-stop", NULL, NULL, NULL);
+            batch_send(b, "object-del", json_pack("{s:s}", "id", NBDX_TLS_ID), NULL, NULL);
             json_decref(s->agent->nbd_server);
             s->agent->nbd_server = NULL;
         }

@@ -17,6 +17,10 @@ static void event_cb(struct qmp *q, const char *event, json_t *data,
 void
 vm_start(struct agent *a)
 {
+    /* Crash testing: abort() after the Nth QMP command, so tests can kill
+     * the agent at every step of a change and check what a new one finds. */
+    const char *n = getenv("CKPTD_DEBUG_ABORT_AFTER");
+    a->abort_after = n ? atol(n) : 0;
     ev_timer_init(&a->reconnect_w, reconnect_cb, 0., QMP_RECONNECT_INTERVAL);
     a->reconnect_w.data = a;
     ev_timer_start(a->loop, &a->reconnect_w);
@@ -36,6 +40,45 @@ vm_stop(struct agent *a)
     json_decref(a->qemu_version);
     a->qemu_version = NULL;
     meta_tree_free(&a->tree);
+    str_vec_free_all(&a->known);
+    str_vec_free_all(&a->lost);
+}
+
+static bool
+str_vec_has(const struct str_vec *v, const char *s)
+{
+    for (size_t i = 0; i < v->len; i++)
+        if (strcmp(v->ptr[i], s) == 0)
+            return true;
+    return false;
+}
+
+/* Checkpoints known before QEMU went away and missing now were created
+ * after that QEMU started and never reached the images (a crash). */
+static void
+note_lost(struct agent *a)
+{
+    for (size_t i = 0; i < a->known.len; i++)
+        if (meta_tree_find_ckpt(&a->tree, a->known.ptr[i]) < 0 &&
+            !str_vec_has(&a->lost, a->known.ptr[i])) {
+            log_warn("checkpoint '%s' is gone: QEMU stopped before saving it",
+                     a->known.ptr[i]);
+            str_vec_append(&a->lost, xstrdup(a->known.ptr[i]));
+        }
+    str_vec_free_all(&a->known);
+}
+
+bool
+vm_reply_if_lost(struct request *req, const char *name)
+{
+    struct agent *a = req->agent;
+    if (!name || meta_tree_find_ckpt(&a->tree, name) >= 0 || !str_vec_has(&a->lost, name))
+        return false;
+    req_error(req, CKPT_ERR_NOT_FOUND,
+              "checkpoint '%s' was lost: it was created after QEMU last started, "
+              "and QEMU stopped without saving its bitmaps; a full backup is needed",
+              name);
+    return true;
 }
 
 static void
@@ -70,6 +113,7 @@ first_refresh_done(struct agent *a, const struct qmp_error *err, void *opaque)
         return;
     }
     a->qemu_ready = true;
+    note_lost(a);
     log_info("QEMU connected: %zu disks, %zu checkpoints",
              a->tree.ndisks, a->tree.nckpts);
     agent_event(a, "QEMU_CONNECTED", NULL);
@@ -102,6 +146,11 @@ state_cb(struct qmp *q, bool connected, json_t *version, const char *reason,
     }
     bool was_ready = a->qemu_ready;
     a->qemu_ready = false;
+    if (was_ready) {
+        str_vec_free_all(&a->known);
+        for (size_t i = 0; i < a->tree.nckpts; i++)
+            str_vec_append(&a->known, xstrdup(a->tree.ckpts[i].rec.name));
+    }
     fire_waiters(a, NULL, NULL);
     backup_qemu_gone(a);
     if (was_ready) {
@@ -217,6 +266,10 @@ vm_send(struct agent *a, const char *cmd, json_t *args, qmp_reply_cb *cb,
 {
     /* a->qmp exists from the first connect attempt on; dispatch refuses
      * commands that need QEMU before that. */
+    if (a->abort_after && ++a->qmp_sent > a->abort_after) {
+        log_error("CKPTD_DEBUG_ABORT_AFTER=%ld reached before %s", a->abort_after, cmd);
+        abort();
+    }
     qmp_send(a->qmp, cmd, args, cb, opaque);
 }
 

@@ -70,8 +70,7 @@ remove_deleted(struct disk_pass *p)
             json_array_append_new(p->actions,
                 qmp_bitmap_action("block-dirty-bitmap-remove", node, m->bitmap->name));
         json_array_append_new(p->actions,
-            qmp_bitmap_action("block-dirty-bitmap-remove", node,
-                              p->t->ckpts[j].record_bitmap));
+            qmp_bitmap_action("block-dirty-bitmap-remove", node, m->record));
     }
 }
 

@@ -69,11 +69,11 @@ struct meta_disk {
 struct meta_member {
     size_t disk;                /* index into tree->disks */
     const struct meta_bitmap *bitmap;   /* the data bitmap; NULL if missing */
+    const char *record;         /* this disk's record bitmap name */
 };
 
 struct meta_ckpt {
     struct meta_record rec;
-    char *record_bitmap;        /* the record's bitmap name */
     struct meta_member *members;
     size_t nmembers;
 };

@@ -92,6 +92,11 @@ meta_record_encode(const struct meta_record *r, struct ckpt_error *e)
 {
     const char *desc = r->description ? r->description : "";
     size_t dlen = strlen(desc);
+    if (r->ctime < 0) {
+        ckpt_fail(e, CKPT_ERR_INVALID_PARAMETER,
+                  "checkpoint '%s' cannot have a creation time before 1970", r->name);
+        return NULL;
+    }
     if (dlen > meta_record_max_description(strlen(r->name))) {
         ckpt_fail(e, CKPT_ERR_INVALID_PARAMETER,
                   "the description of checkpoint '%s' is %zu bytes; at most %zu fit in the image",
@@ -116,9 +121,10 @@ parse_u64(const char **p, uint64_t *out)
     if (*s < '0' || *s > '9' || (s[0] == '0' && s[1] >= '0' && s[1] <= '9'))
         return false;
     for (; *s >= '0' && *s <= '9'; s++) {
-        if (v > (UINT64_MAX - 9) / 10)
+        uint64_t digit = (uint64_t) (*s - '0');
+        if (v > UINT64_MAX / 10 || (v == UINT64_MAX / 10 && digit > UINT64_MAX % 10))
             return false;
-        v = v * 10 + (uint64_t) (*s - '0');
+        v = v * 10 + digit;
     }
     *out = v;
     *p = s;

@@ -152,8 +152,7 @@ read_disk(json_t *block, json_t *nodes, struct meta_disk *d)
 }
 
 static struct meta_ckpt *
-find_or_add_ckpt(struct meta_tree *t, struct meta_record *rec,
-                 const char *bitmap, size_t *cap)
+find_or_add_ckpt(struct meta_tree *t, struct meta_record *rec, size_t *cap)
 {
     ssize_t i = meta_tree_find_ckpt(t, rec->name);
     if (i >= 0) {
@@ -168,7 +167,7 @@ find_or_add_ckpt(struct meta_tree *t, struct meta_record *rec,
         t->ckpts = xrealloc(t->ckpts, *cap * sizeof *t->ckpts);
     }
     struct meta_ckpt *c = &t->ckpts[t->nckpts++];
-    *c = (struct meta_ckpt) { .rec = *rec, .record_bitmap = xstrdup(bitmap) };
+    *c = (struct meta_ckpt) { .rec = *rec };
     c->members = xcalloc(t->ndisks, sizeof *c->members);
     return c;
 }
@@ -188,11 +187,12 @@ collect_records(struct meta_tree *t)
                          disk->disk, disk->bitmaps[b].name);
             if (r <= 0)
                 continue;
-            struct meta_ckpt *c = find_or_add_ckpt(t, &rec, disk->bitmaps[b].name, &cap);
+            struct meta_ckpt *c = find_or_add_ckpt(t, &rec, &cap);
             if (meta_ckpt_member(c, d))
                 continue;
             c->members[c->nmembers++] = (struct meta_member) {
                 .disk = d, .bitmap = meta_disk_find_bitmap(disk, c->rec.name),
+                .record = disk->bitmaps[b].name,
             };
         }
     }
@@ -248,7 +248,6 @@ meta_tree_free(struct meta_tree *t)
         disk_free(&t->disks[i]);
     for (size_t i = 0; i < t->nckpts; i++) {
         meta_record_clear(&t->ckpts[i].rec);
-        free(t->ckpts[i].record_bitmap);
         free(t->ckpts[i].members);
     }
     free(t->disks);

@@ -21,6 +21,7 @@
  * Everything starts "ckptd-" or "ckptd:": no checkpoint name can (":" is
  * not allowed in one), and no launcher plausibly uses it. */
 #define NBDX_PREFIX "ckptd-"
+#define NBDX_TLS_ID "ckptd-tls"         /* the tls-creds-x509 object */
 char *nbdx_node_name(char kind, int job, size_t i);   /* kind: 's', 'f', 'c' */
 char *nbdx_job_name(const char *job, const char *disk);
 char *nbdx_bitmap_name(const char *job, const char *disk);

@@ -3,7 +3,8 @@
 # is missing.  Needs root for apt-get; says what to run otherwise.
 set -e
 pkgs="gcc make pkg-config qemu-system-x86 qemu-utils libjansson-dev
-      libxml2-dev libev-dev libnbd-dev libnbd-bin libcmocka-dev"
+      libxml2-dev libev-dev libnbd-dev libnbd-bin libcmocka-dev
+      clang libclang-rt-14-dev"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' ||

@@ -275,21 +275,26 @@ fx_render(json_t *actions)
     return buf;
 }
 
-#define fx_assert_actions(actions, expected) do {                           \
-        char *fx_got_ = fx_render(actions);                                 \
-        if (strcmp(fx_got_, (expected)) != 0) {                             \
-            print_error("actions:\n  got:      %s\n  expected: %s\n",      \
-                        fx_got_, (expected));                               \
-            free(fx_got_);                                                  \
-            fail();                                                         \
-        }                                                                   \
-        free(fx_got_);                                                      \
-    } while (0)
+/* Does the list render as expected?  Prints both when not, so a test can
+ * free what it holds before failing. */
+FX_FN bool
+fx_actions_match(json_t *actions, const char *expected)
+{
+    char *got = fx_render(actions);
+    bool ok = strcmp(got, expected) == 0;
+    if (!ok)
+        print_error("actions:\n  got:      %s\n  expected: %s\n", got, expected);
+    free(got);
+    return ok;
+}
+
+#define fx_assert_actions(actions, expected) \
+    assert_true(fx_actions_match((actions), (expected)))
 
 /* On every node, no merge, enable, disable or add after the first remove:
  * a transaction must not touch a bitmap after removing one. */
-FX_FN void
-fx_assert_removes_last(json_t *actions)
+FX_FN bool
+fx_removes_last(json_t *actions)
 {
     size_t i, j;
     json_t *a, *b;
@@ -301,11 +306,14 @@ fx_assert_removes_last(json_t *actions)
             if (j <= i)
                 continue;
             if (strcmp(fx_str(json_object_get(b, "data"), "node"), node) == 0 &&
-                strcmp(fx_str(b, "type"), "block-dirty-bitmap-remove") != 0)
-                fail_msg("action %zu (%s) on %s comes after a remove", j,
-                         fx_str(b, "type"), node);
+                strcmp(fx_str(b, "type"), "block-dirty-bitmap-remove") != 0) {
+                print_error("action %zu (%s) on %s comes after a remove\n", j,
+                            fx_str(b, "type"), node);
+                return false;
+            }
         }
     }
+    return true;
 }
 
 /* The strings of a str_vec joined with " ". Caller frees. */

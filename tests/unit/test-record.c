@@ -23,7 +23,12 @@ round_trip(const struct meta_record *r, const char *expected_bitmap)
     assert_true(meta_bitmap_is_ours(bitmap));
 
     struct meta_record out;
-    assert_int_equal(meta_record_decode(bitmap, &out), 1);
+    int rc = meta_record_decode(bitmap, &out);
+    if (rc != 1) {
+        print_error("encode wrote \"%s\" but decode returns %d\n", bitmap, rc);
+        free(bitmap);
+        fail();
+    }
     assert_string_equal(out.name, r->name);
     assert_true(out.seq == r->seq);
     assert_true(out.ctime == r->ctime);
@@ -148,8 +153,11 @@ test_negative_ctime_refused_or_round_trips(void **state)
     }
     struct meta_record out;
     int rc = meta_record_decode(bitmap, &out);
-    if (rc != 1)
-        fail_msg("encode wrote \"%s\" but decode returns %d", bitmap, rc);
+    if (rc != 1) {
+        print_error("encode wrote \"%s\" but decode returns %d\n", bitmap, rc);
+        free(bitmap);
+        fail();
+    }
     assert_true(out.ctime == -5);
     meta_record_clear(&out);
     free(bitmap);

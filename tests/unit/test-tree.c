@@ -140,7 +140,7 @@ test_one_checkpoint(void **state)
     assert_true(c->rec.seq == 1);
     assert_true(c->rec.ctime == FX_CTIME);
     assert_null(c->rec.description);
-    assert_string_equal(c->record_bitmap, "ckptd1:1:1000:c1");
+    assert_string_equal(c->members[0].record, "ckptd1:1:1000:c1");
     assert_int_equal(c->nmembers, 1);
     assert_int_equal(c->members[0].disk, 0);
     assert_ptr_equal(c->members[0].bitmap, meta_disk_find_bitmap(&t.disks[0], "c1"));

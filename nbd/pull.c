@@ -1,0 +1,606 @@
+/* ckptd: the pull client's copy engine (see pull.h).
+ *
+ * Two phases per disk.  First the map: block status over the whole export,
+ * in chunks, because a server may answer any prefix of what was asked
+ * (QEMU caps the descriptors per reply); the answer becomes a list of
+ * COPY and ZERO ops.  Then the copy: a fixed set of slots, each one
+ * request at a time (read into its buffer, then write from it, or a
+ * zero), driven by one poll() over both handles.  Completion callbacks
+ * only record what happened; every new command is issued from the loop,
+ * which keeps libnbd's rule of not calling into a handle from its own
+ * callbacks and keeps the state in one place.
+ */
+#include "nbd/pull.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Flag of the qemu:dirty-bitmap:* context: the block changed. */
+#define NBDX_PULL_DIRTY 1u
+/* Block status is asked for this much at a time (NBD counts are 32 bits). */
+#define NBDX_PULL_STATUS_CHUNK (1ull << 30)
+/* A zero request carries no data, so it may be large. */
+#define NBDX_PULL_MAX_ZERO (1ull << 30)
+/* How long qemu-nbd may take to start listening. */
+#define NBDX_PULL_CONNECT_MS 10000
+
+static void __attribute__((format(printf, 3, 4)))
+pull_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* --- plans --- */
+
+static void
+plan_emit(struct nbdx_pull_op_vec *ops, uint64_t offset, uint64_t length,
+          enum nbdx_pull_kind kind)
+{
+    struct nbdx_pull_op *last = ops->len ? &ops->ptr[ops->len - 1] : NULL;
+
+    if (last && last->kind == kind && last->offset + last->length == offset)
+        last->length += length;
+    else
+        nbdx_pull_op_vec_append(ops, (struct nbdx_pull_op) {
+            .offset = offset, .length = length, .kind = kind });
+}
+
+/* A walk over one list of descriptors: `end` is where the current one
+ * stops; a NULL list is one descriptor covering everything. */
+struct plan_cursor {
+    const struct nbdx_pull_extent *e;
+    size_t n, i;
+    uint64_t end;
+    uint32_t flags;
+};
+
+/* Moves to the next descriptor; false when the list is used up. */
+static bool
+plan_advance(struct plan_cursor *c)
+{
+    if (c->i == c->n)
+        return false;
+    c->flags = c->e[c->i].flags;
+    c->end += c->e[c->i].length;
+    c->i++;
+    return true;
+}
+
+uint64_t
+nbdx_pull_plan_range(uint64_t offset, uint64_t len,
+                     const struct nbdx_pull_extent *alloc, size_t nalloc,
+                     const struct nbdx_pull_extent *dirty, size_t ndirty,
+                     struct nbdx_pull_op_vec *ops)
+{
+    uint64_t end = offset + len, pos = offset;
+    struct plan_cursor a = { alloc, nalloc, 0, alloc ? offset : end, 0 };
+    struct plan_cursor d = { dirty, ndirty, 0, dirty ? offset : end,
+                             NBDX_PULL_DIRTY };
+
+    while (pos < end) {
+        uint64_t stop;
+        bool zero;
+
+        /* Zero-length descriptors just advance again. */
+        if (pos >= a.end) {
+            if (!plan_advance(&a))
+                break;
+            continue;
+        }
+        if (pos >= d.end) {
+            if (!plan_advance(&d))
+                break;
+            continue;
+        }
+        stop = a.end < d.end ? a.end : d.end;
+        stop = stop < end ? stop : end;
+        zero = a.flags & LIBNBD_STATE_ZERO;
+        /* A HOLE without ZERO may still read as non-zero (NBD spec), so
+         * only ZERO lets a range be skipped or zeroed instead of read. */
+        if (d.flags & NBDX_PULL_DIRTY) {
+            if (!dirty && !zero)
+                plan_emit(ops, pos, stop - pos, NBDX_PULL_COPY);
+            else if (dirty)
+                plan_emit(ops, pos, stop - pos,
+                          zero ? NBDX_PULL_ZERO : NBDX_PULL_COPY);
+        }
+        pos = stop;
+    }
+    return pos - offset;
+}
+
+uint64_t
+nbdx_pull_plan_bytes(const struct nbdx_pull_op_vec *ops, enum nbdx_pull_kind kind)
+{
+    uint64_t n = 0;
+
+    for (size_t i = 0; i < ops->len; i++)
+        if (ops->ptr[i].kind == kind)
+            n += ops->ptr[i].length;
+    return n;
+}
+
+/* --- connecting --- */
+
+static struct nbd_handle *
+pull_connect_source(const struct nbdx_pull_opts *o, char *err, size_t errlen)
+{
+    struct nbd_handle *h = nbd_create();
+
+    if (!h) {
+        pull_err(err, errlen, "%s", nbd_get_error());
+        return NULL;
+    }
+    if (nbd_add_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION) < 0 ||
+        (o->bitmap && nbd_add_meta_context(h, o->bitmap) < 0) ||
+        nbd_connect_uri(h, o->uri) < 0) {
+        pull_err(err, errlen, "cannot connect to %s: %s", o->uri, nbd_get_error());
+        nbd_close(h);
+        return NULL;
+    }
+    if (o->bitmap && nbd_can_meta_context(h, o->bitmap) != 1) {
+        pull_err(err, errlen, "export %s does not offer the meta context %s",
+                 o->uri, o->bitmap);
+        nbd_close(h);
+        return NULL;
+    }
+    return h;
+}
+
+static bool
+pull_server_exited(pid_t pid)
+{
+    siginfo_t si = { 0 };
+
+    /* WNOWAIT: the caller reaps it and reports the exit status. */
+    return waitid(P_PID, (id_t) pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+           si.si_pid == pid;
+}
+
+static void
+pull_sleep_ms(long ms)
+{
+    struct timespec t = { ms / 1000, (ms % 1000) * 1000000 };
+    nanosleep(&t, NULL);
+}
+
+/* The server creates its socket a moment after it starts: retry on
+ * "no such file" and "refused" until it listens, exits, or time runs out.
+ * No probe connection: a non-persistent qemu-nbd would take the probe for
+ * its one client and exit when it closes. */
+static struct nbd_handle *
+pull_connect_target(const struct nbdx_pull_opts *o, char *err, size_t errlen)
+{
+    for (int waited = 0;; waited += 10) {
+        struct nbd_handle *h = nbd_create();
+        int e;
+
+        if (!h) {
+            pull_err(err, errlen, "%s", nbd_get_error());
+            return NULL;
+        }
+        if (nbd_connect_unix(h, o->target_socket) == 0)
+            return h;
+        e = nbd_get_errno();
+        pull_err(err, errlen, "cannot connect to the target's NBD server at"
+                 " %s: %s", o->target_socket, nbd_get_error());
+        nbd_close(h);
+        if ((e != ENOENT && e != ECONNREFUSED) || waited >= NBDX_PULL_CONNECT_MS ||
+            (o->cancel && *o->cancel))
+            return NULL;
+        if (pull_server_exited(o->target_pid)) {
+            pull_err(err, errlen, "the target's NBD server exited before it"
+                     " listened on %s", o->target_socket);
+            return NULL;
+        }
+        pull_sleep_ms(10);
+    }
+}
+
+/* --- the map --- */
+
+struct pull_map {
+    const char *bitmap;
+    struct nbdx_pull_extent_vec alloc, dirty;
+    bool bad;                   /* a descriptor list of odd length */
+};
+
+static void
+map_append(struct nbdx_pull_extent_vec *v, uint64_t length, uint32_t flags)
+{
+    nbdx_pull_extent_vec_append(v, (struct nbdx_pull_extent) { length, flags });
+}
+
+static struct nbdx_pull_extent_vec *
+map_list(struct pull_map *m, const char *metacontext)
+{
+    if (strcmp(metacontext, LIBNBD_CONTEXT_BASE_ALLOCATION) == 0)
+        return &m->alloc;
+    if (m->bitmap && strcmp(metacontext, m->bitmap) == 0)
+        return &m->dirty;
+    return NULL;
+}
+
+#ifdef LIBNBD_HAVE_NBD_BLOCK_STATUS_64
+static int
+map_extent64(void *opaque, const char *metacontext, uint64_t offset,
+             nbd_extent *entries, size_t n, int *error)
+{
+    struct nbdx_pull_extent_vec *v = map_list(opaque, metacontext);
+
+    for (size_t i = 0; v && i < n; i++)
+        map_append(v, entries[i].length, (uint32_t) entries[i].flags);
+    return 0;
+}
+#else
+static int
+map_extent(void *opaque, const char *metacontext, uint64_t offset,
+           uint32_t *entries, size_t n, int *error)
+{
+    struct pull_map *m = opaque;
+    struct nbdx_pull_extent_vec *v = map_list(m, metacontext);
+
+    if (n % 2)
+        m->bad = true;
+    /* entries: (length, flags) pairs. */
+    for (size_t i = 0; v && i + 1 < n; i += 2)
+        map_append(v, entries[i], entries[i + 1]);
+    return 0;
+}
+#endif
+
+static int
+map_block_status(struct nbd_handle *h, struct pull_map *m, uint64_t count,
+                 uint64_t offset)
+{
+#ifdef LIBNBD_HAVE_NBD_BLOCK_STATUS_64
+    return nbd_block_status_64(h, count, offset,
+                               (nbd_extent64_callback) { .callback = map_extent64,
+                                                         .user_data = m }, 0);
+#else
+    return nbd_block_status(h, count, offset,
+                            (nbd_extent_callback) { .callback = map_extent,
+                                                    .user_data = m }, 0);
+#endif
+}
+
+/* Block status over the whole export, chunk by chunk, into ops. */
+static enum nbdx_pull_status
+pull_map_export(struct nbd_handle *h, const struct nbdx_pull_opts *o,
+                uint64_t size, struct nbdx_pull_op_vec *ops,
+                char *err, size_t errlen)
+{
+    struct pull_map m = { .bitmap = o->bitmap };
+    bool have_alloc = nbd_can_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION) == 1;
+    enum nbdx_pull_status st = NBDX_PULL_OK;
+
+    for (uint64_t off = 0, got; off < size && st == NBDX_PULL_OK; off += got) {
+        uint64_t count = size - off < NBDX_PULL_STATUS_CHUNK
+                         ? size - off : NBDX_PULL_STATUS_CHUNK;
+
+        got = count;
+        if (!have_alloc && !o->bitmap) {
+            nbdx_pull_plan_range(off, count, NULL, 0, NULL, 0, ops);
+            continue;
+        }
+        m.alloc.len = m.dirty.len = 0;
+        if (map_block_status(h, &m, count, off) < 0) {
+            pull_err(err, errlen, "block status of %s at offset %llu failed: %s",
+                     o->uri, (unsigned long long) off, nbd_get_error());
+            st = NBDX_PULL_FAILED;
+            break;
+        }
+        got = nbdx_pull_plan_range(off, count,
+                                   have_alloc ? m.alloc.ptr : NULL, m.alloc.len,
+                                   o->bitmap ? m.dirty.ptr : NULL, m.dirty.len,
+                                   ops);
+        if (got == 0 || m.bad) {
+            pull_err(err, errlen, "%s sent an unusable block status at offset"
+                     " %llu", o->uri, (unsigned long long) off);
+            st = NBDX_PULL_FAILED;
+        } else if (o->cancel && *o->cancel) {
+            st = NBDX_PULL_CANCELLED;
+        }
+    }
+    nbdx_pull_extent_vec_reset(&m.alloc);
+    nbdx_pull_extent_vec_reset(&m.dirty);
+    return st;
+}
+
+/* --- the copy --- */
+
+enum slot_state { SLOT_FREE, SLOT_READING, SLOT_READ, SLOT_WRITING };
+
+struct pull_slot {
+    struct pull_copy *c;
+    char *buf;                  /* NBDX_PULL_MAX_REQUEST, on first COPY */
+    uint64_t offset, length;
+    enum nbdx_pull_kind kind;
+    enum slot_state state;
+    int error;                  /* errno of a failed read or write */
+};
+
+struct pull_copy {
+    const struct nbdx_pull_opts *o;
+    struct nbd_handle *src, *dst;
+    struct nbdx_pull_op_vec ops;
+    size_t next;                /* the op being cut into requests */
+    uint64_t next_done;         /* bytes of it already issued */
+    uint64_t max_request;
+    struct pull_slot *slots;
+    size_t nslots;
+    struct nbdx_pull_result *res;
+    char *err;
+    size_t errlen;
+};
+
+static int
+slot_read_done(void *opaque, int *error)
+{
+    struct pull_slot *s = opaque;
+
+    s->error = *error;
+    s->state = SLOT_READ;
+    return 1;                   /* retire the command */
+}
+
+static int
+slot_write_done(void *opaque, int *error)
+{
+    struct pull_slot *s = opaque;
+
+    s->error = *error;
+    if (!*error) {
+        if (s->kind == NBDX_PULL_COPY)
+            s->c->res->copied += s->length;
+        else
+            s->c->res->zeroed += s->length;
+    }
+    s->state = SLOT_FREE;
+    return 1;
+}
+
+/* Cuts the next request off the op list into slot s; false when none is
+ * left. */
+static bool
+copy_take(struct pull_copy *c, struct pull_slot *s)
+{
+    const struct nbdx_pull_op *op;
+    uint64_t max;
+
+    if (c->next == c->ops.len)
+        return false;
+    op = &c->ops.ptr[c->next];
+    max = op->kind == NBDX_PULL_COPY ? c->max_request : NBDX_PULL_MAX_ZERO;
+    s->offset = op->offset + c->next_done;
+    s->length = op->length - c->next_done < max ? op->length - c->next_done : max;
+    s->kind = op->kind;
+    c->next_done += s->length;
+    if (c->next_done == op->length) {
+        c->next++;
+        c->next_done = 0;
+    }
+    return true;
+}
+
+static int
+copy_fail_nbd(struct pull_copy *c, const char *what, const struct pull_slot *s)
+{
+    pull_err(c->err, c->errlen, "cannot %s %llu bytes at offset %llu: %s", what,
+             (unsigned long long) s->length, (unsigned long long) s->offset,
+             nbd_get_error());
+    return -1;
+}
+
+/* Starts the slot's next command: a read or zero for a free slot, the
+ * write for a slot whose read finished. */
+static int
+copy_issue(struct pull_copy *c, struct pull_slot *s)
+{
+    nbd_completion_callback rd = { .callback = slot_read_done, .user_data = s };
+    nbd_completion_callback wr = { .callback = slot_write_done, .user_data = s };
+
+    if (s->state == SLOT_READ) {
+        s->state = SLOT_WRITING;
+        if (nbd_aio_pwrite(c->dst, s->buf, s->length, s->offset, wr, 0) < 0)
+            return copy_fail_nbd(c, "write", s);
+        return 0;
+    }
+    if (s->state != SLOT_FREE || !copy_take(c, s))
+        return 0;
+    if (s->kind == NBDX_PULL_ZERO) {
+        s->state = SLOT_WRITING;
+        if (nbd_aio_zero(c->dst, s->length, s->offset, wr, 0) < 0)
+            return copy_fail_nbd(c, "zero", s);
+        return 0;
+    }
+    if (!s->buf)
+        s->buf = xmalloc(c->max_request);
+    s->state = SLOT_READING;
+    if (nbd_aio_pread(c->src, s->buf, s->length, s->offset, rd, 0) < 0)
+        return copy_fail_nbd(c, "read", s);
+    return 0;
+}
+
+/* Issues what can be issued; -1 on error, else the number of busy slots. */
+static int
+copy_step(struct pull_copy *c)
+{
+    int busy = 0;
+
+    for (size_t i = 0; i < c->nslots; i++) {
+        struct pull_slot *s = &c->slots[i];
+
+        if (s->error) {
+            pull_err(c->err, c->errlen, "cannot %s %llu bytes at offset %llu: %s",
+                     s->state == SLOT_READ ? "read" : "write",
+                     (unsigned long long) s->length,
+                     (unsigned long long) s->offset, strerror(s->error));
+            return -1;
+        }
+        if (copy_issue(c, s) < 0)
+            return -1;
+        busy += s->state != SLOT_FREE;
+    }
+    return busy;
+}
+
+static void
+poll_prepare(struct nbd_handle *h, struct pollfd *p)
+{
+    unsigned dir = nbd_aio_get_direction(h);
+
+    p->fd = nbd_aio_get_fd(h);
+    p->events = (dir & LIBNBD_AIO_DIRECTION_READ ? POLLIN : 0) |
+                (dir & LIBNBD_AIO_DIRECTION_WRITE ? POLLOUT : 0);
+    p->revents = 0;
+}
+
+/* What nbd_poll does, for one handle. */
+static int
+poll_notify(struct nbd_handle *h, const struct pollfd *p)
+{
+    if (p->revents & (POLLIN | POLLHUP))
+        return nbd_aio_notify_read(h);
+    if (p->revents & POLLOUT)
+        return nbd_aio_notify_write(h);
+    if (p->revents & (POLLERR | POLLNVAL)) {
+        errno = EIO;
+        return -1;
+    }
+    return 0;
+}
+
+/* Waits for either handle (or a signal: EINTR lets the caller look at
+ * the cancel flag) and lets libnbd move on. */
+static int
+copy_poll(struct pull_copy *c)
+{
+    struct pollfd p[2];
+
+    poll_prepare(c->src, &p[0]);
+    poll_prepare(c->dst, &p[1]);
+    if (poll(p, 2, 500) < 0)
+        return errno == EINTR ? 0 : -1;
+    if (poll_notify(c->src, &p[0]) < 0 || poll_notify(c->dst, &p[1]) < 0) {
+        pull_err(c->err, c->errlen, "NBD connection failed: %s", nbd_get_error());
+        return -1;
+    }
+    return 0;
+}
+
+static enum nbdx_pull_status
+copy_run(struct pull_copy *c)
+{
+    uint64_t total = nbdx_pull_plan_bytes(&c->ops, NBDX_PULL_COPY);
+    int busy;
+
+    while ((busy = copy_step(c)) != 0) {
+        if (busy < 0)
+            return NBDX_PULL_FAILED;
+        if (c->o->cancel && *c->o->cancel)
+            return NBDX_PULL_CANCELLED;
+        if (c->o->progress)
+            c->o->progress(c->o->opaque, c->res->copied, total);
+        if (copy_poll(c) < 0)
+            return NBDX_PULL_FAILED;
+    }
+    if (c->o->progress)
+        c->o->progress(c->o->opaque, c->res->copied, total);
+    if (nbd_flush(c->dst, 0) < 0) {
+        pull_err(c->err, c->errlen, "cannot flush the target: %s", nbd_get_error());
+        return NBDX_PULL_FAILED;
+    }
+    return NBDX_PULL_OK;
+}
+
+static uint64_t
+pull_max_request(struct nbd_handle *src, struct nbd_handle *dst)
+{
+    uint64_t max = NBDX_PULL_MAX_REQUEST;
+    int64_t a = nbd_get_block_size(src, LIBNBD_SIZE_MAXIMUM);
+    int64_t b = nbd_get_block_size(dst, LIBNBD_SIZE_MAXIMUM);
+
+    if (a > 0 && (uint64_t) a < max)
+        max = (uint64_t) a;
+    if (b > 0 && (uint64_t) b < max)
+        max = (uint64_t) b;
+    return max;
+}
+
+/* Connects both ends and checks the sizes. */
+static enum nbdx_pull_status
+copy_open(struct pull_copy *c)
+{
+    int64_t size, tsize;
+
+    if (!(c->src = pull_connect_source(c->o, c->err, c->errlen)) ||
+        !(c->dst = pull_connect_target(c->o, c->err, c->errlen)))
+        return c->o->cancel && *c->o->cancel ? NBDX_PULL_CANCELLED
+                                             : NBDX_PULL_FAILED;
+    size = nbd_get_size(c->src);
+    tsize = nbd_get_size(c->dst);
+    if (size < 0 || tsize < 0) {
+        pull_err(c->err, c->errlen, "cannot get the size: %s", nbd_get_error());
+        return NBDX_PULL_FAILED;
+    }
+    if (tsize < size) {
+        pull_err(c->err, c->errlen, "the target (%lld bytes) is smaller than"
+                 " the export (%lld bytes)", (long long) tsize, (long long) size);
+        return NBDX_PULL_FAILED;
+    }
+    c->res->size = (uint64_t) size;
+    c->max_request = pull_max_request(c->src, c->dst);
+    return NBDX_PULL_OK;
+}
+
+/* Closes both handles, then frees the buffers in-flight requests used. */
+static void
+copy_close(struct pull_copy *c, bool clean)
+{
+    if (c->dst && clean)
+        nbd_shutdown(c->dst, 0);
+    if (c->src && clean)
+        nbd_shutdown(c->src, 0);
+    if (c->dst)
+        nbd_close(c->dst);
+    if (c->src)
+        nbd_close(c->src);
+    for (size_t i = 0; i < c->nslots; i++)
+        free(c->slots[i].buf);
+    free(c->slots);
+    nbdx_pull_op_vec_reset(&c->ops);
+}
+
+enum nbdx_pull_status
+nbdx_pull_copy(const struct nbdx_pull_opts *o, struct nbdx_pull_result *res,
+               char *err, size_t errlen)
+{
+    struct pull_copy c = {
+        .o = o, .res = res, .err = err, .errlen = errlen,
+        .nslots = o->requests ? o->requests : 1,
+    };
+    enum nbdx_pull_status st;
+
+    *res = (struct nbdx_pull_result) { 0 };
+    c.slots = xcalloc(c.nslots, sizeof *c.slots);
+    for (size_t i = 0; i < c.nslots; i++)
+        c.slots[i].c = &c;
+    st = copy_open(&c);
+    if (st == NBDX_PULL_OK)
+        st = pull_map_export(c.src, o, res->size, &c.ops, err, errlen);
+    if (st == NBDX_PULL_OK)
+        st = copy_run(&c);
+    copy_close(&c, st == NBDX_PULL_OK);
+    return st;
+}
