@@ -84,18 +84,27 @@ $(FUZZ_DIR)/fuzz-%: tests/fuzz/fuzz-%.c $(LIB_SRCS) $(wildcard */*.h)
 	clang $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRCS) $(LDLIBS)
 
 check-fuzz: $(FUZZ_BINS)
-	@BUILD_FUZZ=$(FUZZ_DIR) tests/fuzz/run.sh $(FUZZ_SECONDS)
+	@BUILD_FUZZ=$(FUZZ_DIR) FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run.sh
 
 fuzz: deps $(FUZZ_BINS)
-	@BUILD_FUZZ=$(FUZZ_DIR) tests/fuzz/run.sh $${FUZZ_SECONDS:-600}
+	@BUILD_FUZZ=$(FUZZ_DIR) FUZZ_SECONDS=$${FUZZ_SECONDS:-600} tests/fuzz/run.sh
 
 # Installs the Debian packages the build, the tests and the demo need.
 deps:
 	@scripts/deps.sh
 
+# Every test, one summary line at the end.  The fuzzers (already built
+# with ASan) run once, in the plain build's check.
+ifeq ($(SANITIZE),1)
+CHECK_FUZZ :=
+else
+CHECK_FUZZ := tests/fuzz/run.sh
+endif
+
 check: deps
-	$(MAKE) --no-print-directory all $(UNIT_BINS) $(QEMU_BINS)
-	@BUILD=$(BUILD) tests/run-tests.sh $(UNIT_BINS) $(QEMU_BINS) $(QEMU_SHELL_TESTS)
+	$(MAKE) --no-print-directory all $(UNIT_BINS) $(QEMU_BINS) $(if $(CHECK_FUZZ),$(FUZZ_BINS))
+	@BUILD=$(BUILD) BUILD_FUZZ=$(FUZZ_DIR) FUZZ_SECONDS=$(FUZZ_SECONDS) \
+	    tests/run-tests.sh $(UNIT_BINS) $(QEMU_BINS) $(QEMU_SHELL_TESTS) $(CHECK_FUZZ)
 
 check-unit: all $(UNIT_BINS)
 	@BUILD=$(BUILD) tests/run-tests.sh $(UNIT_BINS)

@@ -1,9 +1,9 @@
 #!/bin/sh
-# Runs each libFuzzer harness for SECONDS (default 20) from its seed corpus;
+# Runs each libFuzzer harness for $FUZZ_SECONDS (default 20) from its seed corpus;
 # new inputs go to a temporary directory, crashes to $BUILD_FUZZ/crash-*.
 # One harness that runs clean for the whole time is one test passed.
 # Ends with the line "N passed, N failed".
-secs=${1:-20}
+secs=${FUZZ_SECONDS:-20}
 dir=${BUILD_FUZZ:-build-fuzz}
 passed=0
 failed=0
