@@ -45,7 +45,12 @@ HARNESS   := $(BUILD)/tests/qemu/harness.o
 .PHONY: all deps check check-unit check-qemu check-fuzz fuzz demo clean install uninstall deb
 .SECONDARY:
 
-all: $(BUILD)/ckptd $(BUILD)/ckptctl
+all: $(BUILD)/ckptd $(BUILD)/ckptctl $(BUILD)/qmp-send
+
+# A one-shot QMP client for the demo and the shell tests (not installed).
+$(BUILD)/qmp-send: tests/tools/qmp-send.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LDLIBS)
 
 $(BUILD)/%.o: %.c $(wildcard */*.h) Makefile
 	@mkdir -p $(dir $@)

@@ -10,7 +10,9 @@
  * reply.c:          req_*      replies, errors and events
  * vm.c:             vm_*       the QEMU connection and the cached tree
  * cmd-query.c:      query and negotiation commands
+ * change.c:         change_*   a transaction, a re-read, a reply
  * cmd-checkpoint.c: checkpoint-* commands
+ * cmd-xml.c:        checkpoint-dumpxml, checkpoint-redefine (libvirt XML)
  * encode.c:         enc_*      checkpoint and disk objects as JSON
  * batch.c:          batch_*    several QMP commands, one completion
  * sweep.c:          sweep_*    removing a job's (or every) temporary object
@@ -277,6 +279,25 @@ void backup_end_all(struct agent *a, void (*done)(struct agent *a));
 /* Answers NotFound, saying why, when name is a checkpoint that vanished
  * in a QEMU crash; returns true if it did. */
 bool vm_reply_if_lost(struct request *req, const char *name);
+
+/* --- change.c --- */
+struct change {
+    struct request *req;
+    char *name;                         /* the checkpoint created, or asked */
+    struct str_vec names;               /* deleted or redefined */
+    char *qemu_class, *qemu_desc;       /* QEMU's refusal, kept for the reply */
+    void (*finish)(struct change *ch);  /* replies once the tree is fresh */
+    /* Optional: plans again on the fresh tree after QEMU refused, to name
+     * the cause (a bitmap added behind our back) with our own class. */
+    enum ckpt_err (*replan)(struct change *ch, struct ckpt_error *e);
+};
+struct change *change_new(struct request *req, const char *name,
+                          void (*finish)(struct change *ch));
+/* Sends the transaction (steals actions); finish runs, then ch is freed. */
+void change_send(struct change *ch, json_t *actions);
+/* True, and the request answered, when QEMU refused the change. */
+bool change_reply_qemu_error(struct change *ch, const char *what);
+void change_free(struct change *ch);
 
 /* --- encode.c --- */
 json_t *enc_disk(const struct meta_disk *d);

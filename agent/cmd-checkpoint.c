@@ -9,76 +9,6 @@
 #include <inttypes.h>
 #include <time.h>
 
-/* --- a change in flight: the transaction, then a re-read of the tree --- */
-struct change {
-    struct request *req;
-    char *name;                         /* the checkpoint created, or asked */
-    struct str_vec deleted;
-    char *qemu_class, *qemu_desc;       /* QEMU's refusal, kept for the reply */
-    void (*finish)(struct change *ch);  /* replies once the tree is fresh */
-    enum ckpt_err (*replan)(struct change *ch, struct ckpt_error *e);
-};
-
-static void
-change_free(struct change *ch)
-{
-    free(ch->name);
-    str_vec_free_all(&ch->deleted);
-    free(ch->qemu_class);
-    free(ch->qemu_desc);
-    free(ch);
-}
-
-static void
-change_refreshed(struct agent *a, const struct qmp_error *err, void *opaque)
-{
-    struct change *ch = opaque;
-    if (err && !ch->qemu_class)
-        log_warn("cannot re-read the tree after a change: %s", err->desc);
-    ch->finish(ch);
-    change_free(ch);
-}
-
-static void
-transaction_done(struct qmp *q, json_t *ret, const struct qmp_error *err,
-                 void *opaque)
-{
-    struct change *ch = opaque;
-    if (err) {
-        ch->qemu_class = xstrdup(err->class);
-        ch->qemu_desc = xstrdup(err->desc);
-    }
-    vm_refresh(ch->req->agent, change_refreshed, ch);
-}
-
-static void
-send_transaction(struct change *ch, json_t *actions)
-{
-    log_debug("%s: transaction of %zu actions", ch->req->cmd->name,
-              json_array_size(actions));
-    vm_send(ch->req->agent, "transaction",
-            json_pack("{s:o}", "actions", actions), transaction_done, ch);
-}
-
-/* True (and the request answered) when QEMU refused the change.  The
- * tree has just been re-read: planning again against it names the cause
- * when something changed behind our back (a bitmap added by hand, say),
- * with the class a caller can act on instead of QEMU's text. */
-static bool
-reply_qemu_error(struct change *ch, const char *what)
-{
-    if (!ch->qemu_class)
-        return false;
-    struct ckpt_error pe = { 0 };
-    if (ch->replan && ch->replan(ch, &pe)) {
-        req_fail(ch->req, &pe);
-        return true;
-    }
-    struct qmp_error e = { ch->qemu_class, ch->qemu_desc };
-    req_qmp_error(ch->req, &e, what);
-    return true;
-}
-
 /* --- checkpoint-create --- */
 static void
 create_finish(struct change *ch)
@@ -86,7 +16,7 @@ create_finish(struct change *ch)
     struct agent *a = ch->req->agent;
     char what[300];
     snprintf(what, sizeof what, "checkpoint '%s'", ch->name);
-    if (reply_qemu_error(ch, what))
+    if (change_reply_qemu_error(ch, what))
         return;
     ssize_t i = meta_tree_find_ckpt(&a->tree, ch->name);
     if (i < 0) {
@@ -157,12 +87,9 @@ cmd_create(struct request *req)
         req_fail(req, &e);
         return CMD_DONE;
     }
-    struct change *ch = xcalloc(1, sizeof *ch);
-    ch->req = req;
-    ch->name = xstrdup(name);
-    ch->finish = create_finish;
+    struct change *ch = change_new(req, name, create_finish);
     ch->replan = create_replan;
-    send_transaction(ch, actions);
+    change_send(ch, actions);
     return CMD_WAIT;
 }
 
@@ -172,13 +99,13 @@ delete_finish(struct change *ch)
 {
     char what[300];
     snprintf(what, sizeof what, "deleting checkpoint '%s'", ch->name);
-    if (reply_qemu_error(ch, what))
+    if (change_reply_qemu_error(ch, what))
         return;
     struct agent *a = ch->req->agent;
     req_reply(ch->req, NULL);
-    for (size_t i = 0; i < ch->deleted.len; i++)
+    for (size_t i = 0; i < ch->names.len; i++)
         agent_event(a, "CHECKPOINT_DELETED",
-                    json_pack("{s:s}", "name", ch->deleted.ptr[i]));
+                    json_pack("{s:s}", "name", ch->names.ptr[i]));
 }
 
 static enum cmd_result
@@ -197,20 +124,20 @@ cmd_delete(struct request *req)
         return CMD_DONE;
     enum ckpt_delete_mode mode = children ? CKPT_DELETE_CHILDREN
                                : only ? CKPT_DELETE_CHILDREN_ONLY : CKPT_DELETE_ONE;
-    struct change *ch = xcalloc(1, sizeof *ch);
+    struct change *ch = change_new(req, name, delete_finish);
     struct ckpt_error e = { 0 };
     json_t *actions = json_array();
-    if (ckpt_plan_delete(&a->tree, name, mode, actions, &ch->deleted, &e)) {
+    if (ckpt_plan_delete(&a->tree, name, mode, actions, &ch->names, &e)) {
         json_decref(actions);
         change_free(ch);
         req_fail(req, &e);
         return CMD_DONE;
     }
-    for (size_t i = 0; i < ch->deleted.len; i++)
-        if (backup_uses_checkpoint(a, ch->deleted.ptr[i])) {
+    for (size_t i = 0; i < ch->names.len; i++)
+        if (backup_uses_checkpoint(a, ch->names.ptr[i])) {
             json_decref(actions);
             req_error(req, CKPT_ERR_BUSY, "checkpoint '%s' is the base of a running "
-                      "incremental backup; end the backup first", ch->deleted.ptr[i]);
+                      "incremental backup; end the backup first", ch->names.ptr[i]);
             change_free(ch);
             return CMD_DONE;
         }
@@ -220,10 +147,7 @@ cmd_delete(struct request *req)
         req_reply(req, NULL);
         return CMD_DONE;
     }
-    ch->req = req;
-    ch->name = xstrdup(name);
-    ch->finish = delete_finish;
-    send_transaction(ch, actions);
+    change_send(ch, actions);
     return CMD_WAIT;
 }
 

@@ -4,6 +4,7 @@
  *
  * plan-create.c: ckpt_plan_create
  * plan-delete.c: ckpt_plan_delete
+ * plan-redefine.c: ckpt_plan_redefine
  */
 #ifndef CKPTD_BITMAP_PLAN_H
 #define CKPTD_BITMAP_PLAN_H
@@ -39,5 +40,14 @@ enum ckpt_delete_mode {
 enum ckpt_err ckpt_plan_delete(const struct meta_tree *t, const char *name,
                                enum ckpt_delete_mode mode, json_t *actions,
                                struct str_vec *deleted, struct ckpt_error *e);
+
+/* --- plan-redefine.c --- */
+struct meta_xml_ckpt;
+/* Records for checkpoints whose bitmaps exist already (libvirt's, say),
+ * appended to the chain in parent order; older bitmaps that still record
+ * are disabled.  Validates everything first: on error nothing is planned. */
+enum ckpt_err ckpt_plan_redefine(const struct meta_tree *t,
+                                 const struct meta_xml_ckpt *list, size_t n,
+                                 int64_t now, json_t *actions, struct ckpt_error *e);
 
 #endif

@@ -1,0 +1,76 @@
+/* A change in flight: one transaction, then a re-read of the tree (the
+ * images are the truth), then the command's own reply.  Shared by every
+ * command that changes checkpoints. */
+#include "agent/agent.h"
+
+struct change *
+change_new(struct request *req, const char *name,
+           void (*finish)(struct change *ch))
+{
+    struct change *ch = xcalloc(1, sizeof *ch);
+    ch->req = req;
+    ch->name = name ? xstrdup(name) : NULL;
+    ch->finish = finish;
+    return ch;
+}
+
+void
+change_free(struct change *ch)
+{
+    free(ch->name);
+    str_vec_free_all(&ch->names);
+    free(ch->qemu_class);
+    free(ch->qemu_desc);
+    free(ch);
+}
+
+static void
+change_refreshed(struct agent *a, const struct qmp_error *err, void *opaque)
+{
+    struct change *ch = opaque;
+    if (err && !ch->qemu_class)
+        log_warn("cannot re-read the tree after a change: %s", err->desc);
+    ch->finish(ch);
+    change_free(ch);
+}
+
+static void
+transaction_done(struct qmp *q, json_t *ret, const struct qmp_error *err,
+                 void *opaque)
+{
+    struct change *ch = opaque;
+    if (err) {
+        ch->qemu_class = xstrdup(err->class);
+        ch->qemu_desc = xstrdup(err->desc);
+    }
+    vm_refresh(ch->req->agent, change_refreshed, ch);
+}
+
+void
+change_send(struct change *ch, json_t *actions)
+{
+    log_debug("%s: transaction of %zu actions", ch->req->cmd->name,
+              json_array_size(actions));
+    vm_send(ch->req->agent, "transaction",
+            json_pack("{s:o}", "actions", actions), transaction_done, ch);
+}
+
+/* True (and the request answered) when QEMU refused the change.  The
+ * tree has just been re-read: planning again against it names the cause
+ * when something changed behind our back (a bitmap added by hand, say),
+ * with the class a caller can act on instead of QEMU's text. */
+bool
+change_reply_qemu_error(struct change *ch, const char *what)
+{
+    if (!ch->qemu_class)
+        return false;
+    struct ckpt_error pe = { 0 };
+    if (ch->replan && ch->replan(ch, &pe)) {
+        req_fail(ch->req, &pe);
+        return true;
+    }
+    struct qmp_error e = { ch->qemu_class, ch->qemu_desc };
+    req_qmp_error(ch->req, &e, what);
+    return true;
+}
+
