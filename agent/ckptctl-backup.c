@@ -3,7 +3,6 @@
 #include "agent/ckptctl.h"
 
 #include <errno.h>
-#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 

@@ -54,8 +54,49 @@ static const char *const delete_options[] = {
     NULL
 };
 
-/* The control surface.  Backup commands (backup begin/end/info, pull,
- * restore, verify) are added here as entries with their own file. */
+static const char *const begin_options[] = {
+    "--incremental C     export only what changed since checkpoint C (as",
+    "                    the NBD meta context qemu:dirty-bitmap:BITMAP)",
+    "--checkpoint NAME   create checkpoint NAME at the backup's point in time",
+    "--description TEXT  with --checkpoint: stored with the checkpoint",
+    "--disk DISK         back up DISK (repeatable; default: every disk, or",
+    "                    the disks of the --incremental checkpoint)",
+    "--scratch-dir DIR   fleecing scratch files go in DIR",
+    "--server-socket PATH",
+    "                    serve NBD on this Unix socket",
+    "--tcp HOST:PORT     serve NBD over TCP (the agent must allow it)",
+    NULL
+};
+
+static const char *const pull_options[] = {
+    "--output DIR        write DIR/DISK.NAME.full.qcow2 (with --incremental:",
+    "                    DIR/DISK.NAME.inc.qcow2 over the previous backup)",
+    "--incremental C     copy only what changed since checkpoint C; needs",
+    "                    DIR/DISK.C.full.qcow2 or DIR/DISK.C.inc.qcow2",
+    "--checkpoint NAME   the new checkpoint (default: Unix time in seconds)",
+    "--disk DISK         back up DISK (repeatable)",
+    "--requests N        NBD requests in flight (default 16, at most 256)",
+    "--json              print the summary as JSON (as the global --json)",
+    NULL
+};
+
+static const char *const restore_options[] = {
+    "--disk DISK         the disk to restore (required)",
+    "--checkpoint C      the backup at checkpoint C (default: the newest: of",
+    "                    the files no other backup uses as backing file, the",
+    "                    most recently modified)",
+    "--output FILE       the image to write (required; never overwritten)",
+    "--format FMT        raw or qcow2 (default qcow2)",
+    NULL
+};
+
+static const char *const verify_options[] = {
+    "--against OTHER     an image file or an NBD URI (required)",
+    "--force-share       open images that are in use (qemu-img -U)",
+    NULL
+};
+
+/* The control surface: one entry per command, one file per family. */
 static const struct ctl_cmd ctl_commands[] = {
     { "status", "", "show whether the agent and QEMU are up",
       NULL, ctl_cmd_status },
@@ -80,6 +121,29 @@ static const struct ctl_cmd ctl_commands[] = {
     { "checkpoint dumpxml", "[--size] NAME",
       "print a checkpoint as libvirt <domaincheckpoint> XML",
       size_options, ctl_cmd_checkpoint_dumpxml },
+    { "backup begin",
+      "[--incremental C] [--checkpoint NAME [--description TEXT]]\n"
+      "[--disk DISK]... [--scratch-dir DIR]\n"
+      "[--server-socket PATH | --tcp HOST:PORT]",
+      "start a pull backup; prints the job id and each disk's NBD URI",
+      begin_options, ctl_cmd_backup_begin },
+    { "backup end", "ID",
+      "end a backup job: its exports, scratch files and bitmaps go away",
+      NULL, ctl_cmd_backup_end },
+    { "backup info", "[ID]", "show one backup job, or all of them",
+      NULL, ctl_cmd_backup_info },
+    { "pull",
+      "--output DIR [--incremental C] [--checkpoint NAME]\n"
+      "[--disk DISK]... [--requests N] [--json]",
+      "back up into DIR: begin, copy over NBD, end (also on error or signal)",
+      pull_options, ctl_cmd_pull },
+    { "restore",
+      "DIR --disk DISK [--checkpoint C] --output FILE [--format FMT]",
+      "write a standalone image of DISK as it was at a backup in DIR",
+      restore_options, ctl_cmd_restore },
+    { "verify", "IMAGE --against OTHER [--force-share]",
+      "compare two images: identical (exit 0) or the first difference (1)",
+      verify_options, ctl_cmd_verify },
     { "raw", "COMMAND ['{JSON-ARGS}']",
       "send any agent command and print what it returns, as JSON",
       NULL, ctl_cmd_raw },
@@ -106,6 +170,11 @@ static const struct { int code; const char *text; } ctl_exit_help[] = {
     { CTL_EXIT_QEMU, "QEMU refused a command (QemuError)" },
     { CTL_EXIT_OTHER, "any other error (GenericError, CommandNotFound, a reply"
       " that ckptctl\n       does not understand, a failed write to stdout)" },
+    { CTL_EXIT_LOCAL, "a local step failed: qemu-img or qemu-nbd, an NBD"
+      " transfer, a file\n       or directory" },
+    { CTL_EXIT_SIGINT, "pull was interrupted by SIGINT (the job was ended and"
+      " its files removed)" },
+    { CTL_EXIT_SIGTERM, "pull was stopped by SIGTERM (likewise)" },
 };
 
 /* --- usage and help --- */
@@ -179,6 +248,7 @@ ctl_print_help(FILE *fp)
           "Exit status:\n", fp);
     for (size_t i = 0; i < ARRAY_SIZE(ctl_exit_help); i++)
         fprintf(fp, "  %-3d  %s\n", ctl_exit_help[i].code, ctl_exit_help[i].text);
+    fputs("  verify exits 1 when the images differ (as cmp does).\n", fp);
 }
 
 static void

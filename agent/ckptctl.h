@@ -164,8 +164,8 @@ int ctl_cmd_verify(struct ctl_ctx *ctx, int argc, char **argv);
  * printed); stdout goes to out_fd unless it is -1. */
 pid_t ctl_spawn(char *const argv[], int out_fd);
 /* Waits for pid; CTL_EXIT_OK if it exited 0, else CTL_EXIT_LOCAL with a
- * message naming argv[0].  *status (may be NULL) gets the exit status, or
- * -1 when it died by a signal. */
+ * message naming `name`.  With `status`, it gets the exit status (or -1
+ * when killed) and a nonzero exit is the caller's to report. */
 int ctl_wait(pid_t pid, const char *name, int *status);
 /* ctl_spawn + ctl_wait. */
 int ctl_run(char *const argv[]);

@@ -47,7 +47,7 @@ qemu-system-x86_64 -machine q35 -accel kvm -accel tcg -S -nodefaults -display no
     -device virtio-blk-pci,drive=vda-fmt,id=vda \
     -blockdev "driver=file,filename=$DIR/vdb.qcow2,node-name=vdb-file" \
     -blockdev driver=qcow2,file=vdb-file,node-name=vdb-fmt \
-    -device virtio-blk-pci,drive=vdb-fmt,id=vdb 2>"$DIR/qemu.log" &
+    -device virtio-blk-pci,drive=vdb-fmt,id=vdb >"$DIR/qemu.log" 2>&1 &
 QEMU_PID=$!
 
 step "starting ckptd on one monitor"

@@ -515,8 +515,6 @@ copy_run(struct pull_copy *c)
         if (copy_poll(c) < 0)
             return NBDX_PULL_FAILED;
     }
-    if (c->o->progress)
-        c->o->progress(c->o->opaque, c->res->copied, total);
     if (nbd_flush(c->dst, 0) < 0) {
         pull_err(c->err, c->errlen, "cannot flush the target: %s", nbd_get_error());
         return NBDX_PULL_FAILED;

@@ -68,7 +68,8 @@ struct nbdx_pull_opts {
     unsigned requests;          /* reads/writes in flight, >= 1 */
     /* Set from a signal handler: stop issuing, return NBDX_PULL_CANCELLED. */
     volatile sig_atomic_t *cancel;
-    /* Called now and then from the copy loop (may be NULL). */
+    /* Called now and then from the copy loop (may be NULL); not at the
+     * end: the caller knows the result then. */
     void (*progress)(void *opaque, uint64_t done, uint64_t total);
     void *opaque;
 };
