@@ -17,8 +17,9 @@ static void event_cb(struct qmp *q, const char *event, json_t *data,
 void
 vm_start(struct agent *a)
 {
-    /* Crash testing: abort() after the Nth QMP command, so tests can kill
-     * the agent at every step of a change and check what a new one finds. */
+    /* Crash testing: abort() before the Nth QMP command sent once ready, so
+     * tests can kill the agent at every step of a change and check what a
+     * new one finds. */
     const char *n = getenv("CKPTD_DEBUG_ABORT_AFTER");
     a->abort_after = n ? atol(n) : 0;
     ev_timer_init(&a->reconnect_w, reconnect_cb, 0., QMP_RECONNECT_INTERVAL);
@@ -266,7 +267,7 @@ vm_send(struct agent *a, const char *cmd, json_t *args, qmp_reply_cb *cb,
 {
     /* a->qmp exists from the first connect attempt on; dispatch refuses
      * commands that need QEMU before that. */
-    if (a->abort_after && ++a->qmp_sent > a->abort_after) {
+    if (a->abort_after && a->qemu_ready && ++a->qmp_sent > a->abort_after) {
         log_error("CKPTD_DEBUG_ABORT_AFTER=%ld reached before %s", a->abort_after, cmd);
         abort();
     }
