@@ -109,6 +109,7 @@ struct agent_options {                  /* every string owned */
     char *tls_dir;                      /* x509 files for NBD over TCP */
     bool insecure_tcp;                  /* allow TCP NBD without TLS */
     bool exit_with_qemu;
+    double qmp_timeout;                 /* seconds QEMU has to answer */
     enum log_level log_level;
     enum log_format log_format;
     uid_t allow_uids[16];               /* besides our own and root */

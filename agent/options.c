@@ -15,7 +15,7 @@
 enum opt_id {
     O_QMP = 256, O_CONTROL, O_LEVEL, O_FORMAT, O_SCRATCH, O_NBD_SOCKET,
     O_INSECURE_TCP, O_EXIT_WITH_QEMU, O_PIDFILE, O_READY_FILE, O_ALLOW_UID,
-    O_CONFIG, O_TLS_DIR, O_HELP, O_VERSION,
+    O_CONFIG, O_TLS_DIR, O_QMP_TIMEOUT, O_HELP, O_VERSION,
 };
 
 static const struct option longopts[] = {
@@ -32,6 +32,7 @@ static const struct option longopts[] = {
     { "allow-uid", required_argument, NULL, O_ALLOW_UID },
     { "config", required_argument, NULL, O_CONFIG },
     { "tls-dir", required_argument, NULL, O_TLS_DIR },
+    { "qmp-timeout", required_argument, NULL, O_QMP_TIMEOUT },
     { "help", no_argument, NULL, O_HELP },
     { "version", no_argument, NULL, O_VERSION },
     { NULL, 0, NULL, 0 },
@@ -56,6 +57,9 @@ opt_usage(FILE *f)
         "  --tls-dir DIR       x509 files (ca-cert.pem, server-cert.pem,\n"
         "                      server-key.pem) for NBD over TCP with TLS\n"
         "  --insecure-tcp      allow NBD exports over TCP without TLS\n"
+        "  --qmp-timeout SEC   a QMP command QEMU has not answered in SEC\n"
+        "                      seconds fails, and the connection is reset\n"
+        "                      (default 60)\n"
         "  --allow-uid UID     also accept control clients of this user\n"
         "                      (repeatable; the agent's own user and root are\n"
         "                      always accepted)\n"
@@ -125,6 +129,14 @@ apply(struct agent_options *o, int id, const char *v, const char *where)
             return 0;
         }
         break;
+    case O_QMP_TIMEOUT: {
+        double t = strtod(v, &end);
+        if (*v && !*end && t > 0 && t <= 86400) {
+            o->qmp_timeout = t;
+            return 0;
+        }
+        break;
+    }
     case O_ALLOW_UID: {
         errno = 0;
         unsigned long uid = strtoul(v, &end, 10);
@@ -244,6 +256,7 @@ int
 opt_parse(int argc, char **argv, struct agent_options *o)
 {
     o->log_level = LOG_INFO;
+    o->qmp_timeout = QMP_REPLY_TIMEOUT;
     if (find_config(argc, argv, o) < 0)
         return 2;
     int c;

@@ -96,7 +96,7 @@ reconnect_cb(struct ev_loop *loop, ev_timer *w, int revents)
      * run, so a callback that sends again never reaches freed memory. */
     struct qmp *old = a->qmp;
     struct qmp_callbacks cb = { event_cb, state_cb, a };
-    a->qmp = qmp_new(loop, a->opt.qmp_path, &cb, QMP_REPLY_TIMEOUT);
+    a->qmp = qmp_new(loop, a->opt.qmp_path, &cb, a->opt.qmp_timeout);
     if (old)
         qmp_free(old);
     if (qmp_connect(a->qmp) == 0)
