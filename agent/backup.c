@@ -204,6 +204,15 @@ job_of_block_job(struct agent *a, const char *id, const char **disk)
 void
 backup_qemu_event(struct agent *a, const char *event, json_t *data)
 {
+    /* QEMU persists its bitmaps as it closes; ours are not persistent and
+     * the scratch nodes go with the process, so only the reason changes:
+     * the jobs end when the connection does. */
+    if (strcmp(event, "SHUTDOWN") == 0) {
+        for (struct backup_job *j = a->jobs; j; j = j->next)
+            if (!j->failure)
+                j->failure = xstrdup("QEMU shut down during the backup");
+        return;
+    }
     if (strcmp(event, "BLOCK_JOB_COMPLETED") != 0 &&
         strcmp(event, "BLOCK_JOB_CANCELLED") != 0)
         return;
@@ -233,7 +242,8 @@ backup_qemu_gone(struct agent *a)
         struct backup_job *next = job->next;
         job->qemu_gone = true;
         if (job->state == BACKUP_RUNNING) {
-            job->failure = xstrdup("QEMU exited during the backup");
+            if (!job->failure)
+                job->failure = xstrdup("QEMU exited during the backup");
             remove_scratch_files(job);
             backup_unlink(a, job);
             emit_end(job, "failed");
