@@ -222,6 +222,7 @@ backup_qemu_event(struct agent *a, const char *event, json_t *data)
     if (!job || job->state != BACKUP_RUNNING)
         return;
     const char *why = json_string_value(json_object_get(data, "error"));
+    free(job->failure);
     job->failure = xasprintf("the point-in-time view of disk '%s' was lost: %s; "
                              "the backup must be taken again", disk,
                              why ? why : "its block job stopped");
@@ -282,7 +283,8 @@ backup_end_all(struct agent *a, void (*done)(struct agent *a))
         struct backup_job *next = j->next;
         if (j->state == BACKUP_RUNNING) {
             ea->pending++;
-            j->failure = xstrdup("the agent is shutting down");
+            if (!j->failure)
+                j->failure = xstrdup("the agent is shutting down");
             backup_end(j, "cancelled", one_ended, ea);
         }
         j = next;
