@@ -110,6 +110,7 @@ struct agent_options {                  /* every string owned */
     bool insecure_tcp;                  /* allow TCP NBD without TLS */
     bool exit_with_qemu;
     double qmp_timeout;                 /* seconds QEMU has to answer */
+    uint64_t scratch_reserve;           /* bytes kept free in scratch dirs */
     enum log_level log_level;
     enum log_format log_format;
     uid_t allow_uids[16];               /* besides our own and root */
@@ -138,6 +139,8 @@ struct backup_job {
     size_t ndisks;
     bool qemu_gone;                     /* QEMU went away mid-step */
     bool announced;                     /* BACKUP_BEGIN was sent */
+    bool resume_vm;                     /* an I/O error paused the guest */
+    char *scratch_dir;                  /* where its scratch files are */
     char *failure;                      /* why it failed, for BACKUP_END */
     struct backup_job *next;
 };
@@ -150,6 +153,7 @@ struct agent {
     ev_prepare reap_w;                  /* frees closing clients */
     ev_signal sigterm_w, sigint_w, sighup_w;
     ev_timer reconnect_w;
+    ev_timer scratch_w;                 /* watches scratch space of backups */
     struct client *clients;
     size_t nclients;
 
@@ -274,6 +278,8 @@ void backup_end(struct backup_job *job, const char *status,
                 batch_done_cb *done, void *opaque);
 void backup_qemu_event(struct agent *a, const char *event, json_t *data);
 void backup_qemu_gone(struct agent *a);
+/* Starts watching the scratch space of running jobs (idempotent). */
+void backup_watch_scratch(struct agent *a);
 /* Ends every job (SIGTERM); done runs when all are gone. */
 void backup_end_all(struct agent *a, void (*done)(struct agent *a));
 

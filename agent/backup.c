@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 struct backup_job *
@@ -98,6 +99,7 @@ backup_free(struct backup_job *job)
     free(job->incremental);
     free(job->checkpoint);
     free(job->failure);
+    free(job->scratch_dir);
     json_decref(job->server);
     free(job);
 }
@@ -149,6 +151,10 @@ end_refreshed(struct agent *a, const struct qmp_error *err, void *opaque)
     backup_unlink(a, job);
     emit_end(job, e->status);
     log_info("backup %s ended: %s", job->id, e->status);
+    if (job->resume_vm && a->qemu_ready) {
+        log_info("resuming the guest, paused by the scratch I/O error");
+        vm_send(a, "cont", NULL, NULL, NULL);
+    }
     batch_done_cb *done = e->done;
     void *done_opaque = e->opaque;
     free(e->status);
@@ -199,6 +205,86 @@ job_of_block_job(struct agent *a, const char *id, const char **disk)
     return NULL;
 }
 
+static void
+fail_job(struct backup_job *job, char *why)
+{
+    free(job->failure);
+    job->failure = why;
+    log_error("backup %s failed: %s", job->id, why);
+    backup_end(job, "failed", NULL, NULL);
+}
+
+/* QEMU 7.2's copy-before-write filter, as blockdev-backup sets it up,
+ * fails the guest's write when it cannot copy the old data to the scratch
+ * image: a full scratch disk would break the guest.  So the scratch space
+ * is watched, and the backup ends (failed) while room is left. */
+static void
+scratch_tick(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct agent *a = w->data;
+    bool any = false;
+    struct backup_job *job = a->jobs;
+    while (job) {
+        struct backup_job *next = job->next;
+        struct statvfs st;
+        if (job->state == BACKUP_RUNNING && job->scratch_dir) {
+            any = true;
+            if (statvfs(job->scratch_dir, &st) == 0 &&
+                (uint64_t) st.f_bavail * st.f_frsize < a->opt.scratch_reserve)
+                fail_job(job, xasprintf(
+                    "the scratch directory %s has less than %llu MiB free; the "
+                    "backup was ended before a full scratch disk could fail the "
+                    "guest's writes; give it more room (--scratch-dir)",
+                    job->scratch_dir,
+                    (unsigned long long) (a->opt.scratch_reserve >> 20)));
+        }
+        job = next;
+    }
+    if (!any)
+        ev_timer_stop(loop, w);
+}
+
+void
+backup_watch_scratch(struct agent *a)
+{
+    if (!a->opt.scratch_reserve || ev_is_active(&a->scratch_w))
+        return;
+    ev_timer_init(&a->scratch_w, scratch_tick, 0.25, 0.25);
+    a->scratch_w.data = a;
+    ev_timer_start(a->loop, &a->scratch_w);
+}
+
+static bool
+job_has_node(const struct backup_job *job, const char *node)
+{
+    for (size_t k = 0; k < job->ndisks; k++) {
+        CLEANUP_FREE char *filter = nbdx_node_name('c', job->num, k);
+        if (strcmp(job->disks[k].node, node) == 0 || strcmp(filter, node) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* A guest write failed on a disk in a backup: most likely the scratch
+ * image (see scratch_tick).  End the backup so the guest can write again,
+ * and resume the guest if the error paused it. */
+static void
+io_error(struct agent *a, json_t *data)
+{
+    const char *node = json_string_value(json_object_get(data, "node-name"));
+    const char *action = json_string_value(json_object_get(data, "action"));
+    const char *reason = json_string_value(json_object_get(data, "reason"));
+    for (struct backup_job *job = a->jobs; node && job; job = job->next)
+        if (job->state == BACKUP_RUNNING && job_has_node(job, node)) {
+            job->resume_vm = action && strcmp(action, "stop") == 0;
+            fail_job(job, xasprintf("a guest write to node '%s' failed during the "
+                                    "backup (%s), most likely in the scratch image; "
+                                    "the backup was ended so the guest can write",
+                                    node, reason ? reason : "I/O error"));
+            return;
+        }
+}
+
 /* A fleecing job ending on its own means the point-in-time view is gone
  * (scratch full, I/O error): the backup has failed. */
 void
@@ -213,6 +299,10 @@ backup_qemu_event(struct agent *a, const char *event, json_t *data)
                 j->failure = xstrdup("QEMU shut down during the backup");
         return;
     }
+    if (strcmp(event, "BLOCK_IO_ERROR") == 0) {
+        io_error(a, data);
+        return;
+    }
     if (strcmp(event, "BLOCK_JOB_COMPLETED") != 0 &&
         strcmp(event, "BLOCK_JOB_CANCELLED") != 0)
         return;
@@ -222,12 +312,9 @@ backup_qemu_event(struct agent *a, const char *event, json_t *data)
     if (!job || job->state != BACKUP_RUNNING)
         return;
     const char *why = json_string_value(json_object_get(data, "error"));
-    free(job->failure);
-    job->failure = xasprintf("the point-in-time view of disk '%s' was lost: %s; "
-                             "the backup must be taken again", disk,
-                             why ? why : "its block job stopped");
-    log_error("backup %s failed: %s", job->id, job->failure);
-    backup_end(job, "failed", NULL, NULL);
+    fail_job(job, xasprintf("the point-in-time view of disk '%s' was lost: %s; "
+                            "the backup must be taken again", disk,
+                            why ? why : "its block job stopped"));
 }
 
 /* QEMU is gone and took every export, job and node with it: only the

@@ -14,6 +14,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -141,6 +142,21 @@ make_private_dir(const char *path)
     return 0;
 }
 
+/* A backup does not start where the scratch watch would end it at once. */
+static char *
+check_room(struct agent *a, const char *dir, struct ckpt_error *e)
+{
+    struct statvfs st;
+    if (statvfs(dir, &st) == 0 &&
+        (uint64_t) st.f_bavail * st.f_frsize < a->opt.scratch_reserve) {
+        ckpt_fail(e, CKPT_ERR_GENERIC, "the scratch directory %s has less than "
+                  "%llu MiB free (--scratch-reserve)", dir,
+                  (unsigned long long) (a->opt.scratch_reserve >> 20));
+        return NULL;
+    }
+    return xstrdup(dir);
+}
+
 /* A scratch directory from a request must lie inside the configured one. */
 static char *
 scratch_dir_from_args(struct agent *a, const char *arg, struct ckpt_error *e)
@@ -154,7 +170,7 @@ scratch_dir_from_args(struct agent *a, const char *arg, struct ckpt_error *e)
     if (!realpath(a->opt.scratch_dir, base))
         base[0] = '\0';
     if (!arg)
-        return xstrdup(base);
+        return check_room(a, base, e);
     if (!realpath(arg, want) ||
         strncmp(want, base, strlen(base)) != 0 ||
         (want[strlen(base)] != '/' && want[strlen(base)] != '\0')) {
@@ -163,7 +179,7 @@ scratch_dir_from_args(struct agent *a, const char *arg, struct ckpt_error *e)
                   arg, base);
         return NULL;
     }
-    return xstrdup(want);
+    return check_room(a, want, e);
 }
 
 /* --- the job's steps --- */
@@ -371,6 +387,8 @@ begin_answered(struct agent *a, const struct qmp_error *err, void *opaque)
     struct backup_job *job = b->job;
     job->state = BACKUP_RUNNING;
     job->announced = true;
+    job->scratch_dir = xstrdup(b->scratch_dir);
+    backup_watch_scratch(a);
     req_reply(b->req, backup_encode(job));
     log_info("backup %s running", job->id);
     if (job->checkpoint)

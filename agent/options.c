@@ -15,7 +15,7 @@
 enum opt_id {
     O_QMP = 256, O_CONTROL, O_LEVEL, O_FORMAT, O_SCRATCH, O_NBD_SOCKET,
     O_INSECURE_TCP, O_EXIT_WITH_QEMU, O_PIDFILE, O_READY_FILE, O_ALLOW_UID,
-    O_CONFIG, O_TLS_DIR, O_QMP_TIMEOUT, O_HELP, O_VERSION,
+    O_CONFIG, O_TLS_DIR, O_QMP_TIMEOUT, O_SCRATCH_RESERVE, O_HELP, O_VERSION,
 };
 
 static const struct option longopts[] = {
@@ -33,6 +33,7 @@ static const struct option longopts[] = {
     { "config", required_argument, NULL, O_CONFIG },
     { "tls-dir", required_argument, NULL, O_TLS_DIR },
     { "qmp-timeout", required_argument, NULL, O_QMP_TIMEOUT },
+    { "scratch-reserve", required_argument, NULL, O_SCRATCH_RESERVE },
     { "help", no_argument, NULL, O_HELP },
     { "version", no_argument, NULL, O_VERSION },
     { NULL, 0, NULL, 0 },
@@ -52,6 +53,10 @@ opt_usage(FILE *f)
         "  --scratch-dir DIR   where backup scratch files go (default:\n"
         "                      $XDG_RUNTIME_DIR, else /run/ckptd, then\n"
         "                      ckptd-scratch-HASH of the control path; mode 0700)\n"
+        "  --scratch-reserve MIB  end a backup (failed) when its scratch\n"
+        "                      directory has less than MIB MiB free, before a\n"
+        "                      full scratch disk can fail guest writes\n"
+        "                      (default 64; 0 turns the watch off)\n"
         "  --nbd-socket PATH   the default NBD server socket (default: the\n"
         "                      control path, its .sock replaced by -nbd.sock)\n"
         "  --tls-dir DIR       x509 files (ca-cert.pem, server-cert.pem,\n"
@@ -133,6 +138,15 @@ apply(struct agent_options *o, int id, const char *v, const char *where)
         double t = strtod(v, &end);
         if (*v && !*end && t > 0 && t <= 86400) {
             o->qmp_timeout = t;
+            return 0;
+        }
+        break;
+    }
+    case O_SCRATCH_RESERVE: {
+        errno = 0;
+        unsigned long long mib = strtoull(v, &end, 10);
+        if (!errno && *v && !*end && mib < (1ull << 40)) {
+            o->scratch_reserve = (uint64_t) mib << 20;
             return 0;
         }
         break;
@@ -257,6 +271,7 @@ opt_parse(int argc, char **argv, struct agent_options *o)
 {
     o->log_level = LOG_INFO;
     o->qmp_timeout = QMP_REPLY_TIMEOUT;
+    o->scratch_reserve = (uint64_t) 64 << 20;
     if (find_config(argc, argv, o) < 0)
         return 2;
     int c;
