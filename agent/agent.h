@@ -71,6 +71,7 @@ struct ckpt_cmd {
 extern const struct ckpt_cmd query_cmds[];
 extern const struct ckpt_cmd checkpoint_cmds[];
 extern const struct ckpt_cmd backup_cmds[];
+extern const struct ckpt_cmd xml_cmds[];
 
 /* --- one control connection --- */
 struct client {
