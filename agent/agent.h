@@ -307,6 +307,13 @@ void change_send(struct change *ch, json_t *actions);
 bool change_reply_qemu_error(struct change *ch, const char *what);
 void change_free(struct change *ch);
 
+/* --- cmd-xml.c --- */
+/* Turn an "xml" argument into the command's JSON arguments; false when
+ * the request was answered with an error. */
+bool xml_create_args(struct request *req);
+bool xml_backup_args(struct request *req);
+char *xml_backup_dump(const struct backup_job *job);
+
 /* --- encode.c --- */
 json_t *enc_disk(const struct meta_disk *d);
 json_t *enc_checkpoint(const struct meta_tree *t, size_t i, bool with_size);

@@ -523,6 +523,8 @@ cmd_begin(struct request *req)
     struct ckpt_error e = { 0 };
     const char *mode = json_string_value(json_object_get(args, "mode"));
     const char *ckpt_name, *ckpt_desc;
+    if (!xml_backup_args(req))
+        return CMD_DONE;
     if (vm_reply_if_lost(req, json_string_value(json_object_get(args, "incremental"))))
         return CMD_DONE;
     if (mode && strcmp(mode, "pull") != 0) {
@@ -590,12 +592,25 @@ cmd_query(struct request *req)
 {
     struct agent *a = req->agent;
     const char *id = json_string_value(json_object_get(req->args, "id"));
+    bool xml = json_is_true(json_object_get(req->args, "xml"));
+    if (xml && !id && a->jobs && !a->jobs->next)
+        id = a->jobs->id;               /* the one job there is */
     if (id) {
         struct backup_job *job = backup_find(a, id);
-        if (!job)
+        if (!job) {
             req_error(req, CKPT_ERR_NOT_FOUND, "no backup job '%s'", id);
-        else
+        } else if (xml) {
+            CLEANUP_FREE char *doc = xml_backup_dump(job);
+            req_reply(req, json_pack("{s:s}", "xml", doc));
+        } else {
             req_reply(req, backup_encode(job));
+        }
+        return CMD_DONE;
+    }
+    if (xml) {
+        req_error(req, a->jobs ? CKPT_ERR_INVALID_PARAMETER : CKPT_ERR_NOT_FOUND,
+                  a->jobs ? "'xml' needs 'id' when several backups run"
+                          : "no backup job is running");
         return CMD_DONE;
     }
     json_t *list = json_array();
@@ -633,10 +648,11 @@ static const struct cmd_arg begin_args[] = {
     { "mode", ARG_STRING, false }, { "incremental", ARG_STRING, false },
     { "checkpoint", ARG_OBJECT, false }, { "disks", ARG_STRING_LIST, false },
     { "server", ARG_OBJECT, false }, { "scratch-dir", ARG_STRING, false },
-    { "targets", ARG_OBJECT, false }, { NULL, 0, false },
+    { "targets", ARG_OBJECT, false }, { "xml", ARG_STRING, false },
+    { "checkpoint-xml", ARG_STRING, false }, { NULL, 0, false },
 };
 static const struct cmd_arg query_args[] = {
-    { "id", ARG_STRING, false }, { NULL, 0, false },
+    { "id", ARG_STRING, false }, { "xml", ARG_BOOL, false }, { NULL, 0, false },
 };
 static const struct cmd_arg end_args[] = {
     { "id", ARG_STRING, true }, { NULL, 0, false },

@@ -70,6 +70,8 @@ create_replan(struct change *ch, struct ckpt_error *e)
 static enum cmd_result
 cmd_create(struct request *req)
 {
+    if (!xml_create_args(req))
+        return CMD_DONE;
     int64_t now = (int64_t) time(NULL);
     char default_name[32];
     snprintf(default_name, sizeof default_name, "%" PRId64, now);
@@ -283,7 +285,7 @@ with_fresh_tree(struct request *req, void (*answer)(struct request *))
 static const struct cmd_arg create_args[] = {
     { "name", ARG_STRING, false }, { "description", ARG_STRING, false },
     { "disks", ARG_STRING_LIST, false }, { "quiesce", ARG_BOOL, false },
-    { NULL, 0, false },
+    { "xml", ARG_STRING, false }, { NULL, 0, false },
 };
 static const struct cmd_arg list_args[] = {
     { "from", ARG_STRING, false }, { "descendants", ARG_BOOL, false },

@@ -135,3 +135,233 @@ const struct ckpt_cmd xml_cmds[] = {
     { "checkpoint-redefine", redefine_args, CMD_NEEDS_QEMU | CMD_CHANGE, cmd_redefine },
     { NULL, NULL, 0, NULL },
 };
+
+/* --- XML arguments of checkpoint-create and backup-begin, turned into the
+ * JSON arguments those commands already take, so there is one code path
+ * after this point --- */
+
+static bool
+reply_conflict(struct request *req, const char *const *keys)
+{
+    for (; *keys; keys++)
+        if (json_object_get(req->args, *keys)) {
+            req_error(req, CKPT_ERR_INVALID_PARAMETER,
+                      "'xml' and '%s' cannot be used together", *keys);
+            return true;
+        }
+    return false;
+}
+
+/* checkpoint-create {xml}: name, description and the disks whose
+ * checkpoint='bitmap'; the bitmap must be named like the checkpoint. */
+bool
+xml_create_args(struct request *req)
+{
+    static const char *const own[] = { "name", "description", "disks", NULL };
+    const char *xml = json_string_value(json_object_get(req->args, "xml"));
+    struct meta_xml_ckpt c;
+    struct ckpt_error e = { 0 };
+    if (!xml)
+        return true;
+    if (reply_conflict(req, own))
+        return false;
+    if (meta_xml_parse_checkpoint(xml, strlen(xml), &c, &e) < 0) {
+        req_fail(req, &e);
+        return false;
+    }
+    json_t *disks = c.ndisks ? json_array() : NULL;
+    bool ok = true;
+    for (size_t k = 0; k < c.ndisks && ok; k++) {
+        const struct meta_xml_disk *d = &c.disks[k];
+        if (d->checkpoint && d->bitmap && c.name && strcmp(d->bitmap, c.name) != 0) {
+            req_error(req, CKPT_ERR_UNSUPPORTED, "disk '%s': ckptd names each "
+                      "checkpoint's bitmap like the checkpoint, not '%s'",
+                      d->name, d->bitmap);
+            ok = false;
+        } else if (d->checkpoint) {
+            json_array_append_new(disks, json_string(d->name));
+        }
+    }
+    if (ok) {
+        json_object_del(req->args, "xml");
+        if (c.name)
+            json_object_set_new(req->args, "name", json_string(c.name));
+        if (c.description)
+            json_object_set_new(req->args, "description", json_string(c.description));
+        if (disks)
+            json_object_set(req->args, "disks", disks);
+    }
+    json_decref(disks);
+    meta_xml_ckpt_clear(&c);
+    return ok;
+}
+
+/* One disk of a <domainbackup>: what ckptd cannot do is refused, not
+ * silently ignored.  Returns the disk's scratch directory (or NULL). */
+static const char *
+check_backup_disk(struct request *req, const struct meta_xml_backup_disk *d,
+                  bool *ok)
+{
+    const char *why = NULL;
+    if (d->block)
+        why = "block device scratch images are not supported";
+    else if (d->encryption)
+        why = "encrypted scratch images are not supported";
+    else if (d->exportname && strcmp(d->exportname, d->name) != 0)
+        why = "exports are named like their disk";
+    else if (d->exportbitmap)
+        why = "the exported bitmap's name is chosen by ckptd (see query-backup)";
+    else if (d->backupmode != META_XML_BACKUPMODE_DEFAULT || d->incremental)
+        why = "per-disk backup modes are not supported";
+    if (why) {
+        req_error(req, CKPT_ERR_UNSUPPORTED, "disk '%s': %s", d->name, why);
+        *ok = false;
+    }
+    return d->scratch;
+}
+
+static json_t *
+xml_server(const struct meta_xml_backup *b)
+{
+    if (!b->transport)
+        return NULL;
+    if (strcmp(b->transport, "unix") == 0)
+        return json_pack("{s:s,s:s}", "transport", "unix", "path", b->socket);
+    json_t *s = json_pack("{s:s,s:s,s:b}", "transport", "tcp", "host", b->host,
+                          "tls", b->tls);
+    json_object_set_new(s, "port", json_string(b->port ? b->port : "10809"));
+    return s;
+}
+
+/* All of a job's scratch files go in one directory: the <scratch file=>
+ * names must agree on it (the file names themselves are ckptd's). */
+static bool
+scratch_dir_of(struct request *req, const struct meta_xml_backup *b, json_t **dir)
+{
+    bool ok = true;
+    *dir = NULL;
+    for (size_t k = 0; k < b->ndisks && ok; k++) {
+        if (!b->disks[k].backup)
+            continue;
+        const char *file = check_backup_disk(req, &b->disks[k], &ok);
+        const char *slash = file ? strrchr(file, '/') : NULL;
+        if (!ok || !slash)
+            continue;
+        json_t *d = json_stringn(file, (size_t) (slash - file));
+        if (*dir && !json_equal(*dir, d)) {
+            req_error(req, CKPT_ERR_UNSUPPORTED, "the scratch files of one backup "
+                      "must be in one directory");
+            ok = false;
+        }
+        json_decref(*dir);
+        *dir = d;
+    }
+    if (!ok) {
+        json_decref(*dir);
+        *dir = NULL;
+    }
+    return ok;
+}
+
+static json_t *
+xml_checkpoint_arg(struct request *req, const char *xml, bool *ok)
+{
+    struct meta_xml_ckpt c;
+    struct ckpt_error e = { 0 };
+    if (!xml)
+        return NULL;
+    if (meta_xml_parse_checkpoint(xml, strlen(xml), &c, &e) < 0) {
+        req_fail(req, &e);
+        *ok = false;
+        return NULL;
+    }
+    json_t *arg = json_object();
+    if (c.name)
+        json_object_set_new(arg, "name", json_string(c.name));
+    if (c.description)
+        json_object_set_new(arg, "description", json_string(c.description));
+    meta_xml_ckpt_clear(&c);
+    return arg;
+}
+
+/* backup-begin {xml, checkpoint-xml?}. */
+bool
+xml_backup_args(struct request *req)
+{
+    static const char *const own[] = { "mode", "incremental", "disks", "server",
+                                       "scratch-dir", "checkpoint", "targets", NULL };
+    const char *xml = json_string_value(json_object_get(req->args, "xml"));
+    const char *cxml = json_string_value(json_object_get(req->args, "checkpoint-xml"));
+    if (!xml) {
+        if (!cxml)
+            return true;
+        req_error(req, CKPT_ERR_INVALID_PARAMETER, "'checkpoint-xml' needs 'xml'");
+        return false;
+    }
+    if (reply_conflict(req, own))
+        return false;
+    struct meta_xml_backup b;
+    struct ckpt_error e = { 0 };
+    if (meta_xml_parse_backup(xml, strlen(xml), &b, &e) < 0) {
+        req_fail(req, &e);
+        return false;
+    }
+    bool ok = true;
+    json_t *dir = NULL, *disks = json_array();
+    json_t *ckpt = xml_checkpoint_arg(req, cxml, &ok);
+    if (ok && !b.pull) {
+        req_error(req, CKPT_ERR_UNSUPPORTED, "push backups are not supported; "
+                  "use <domainbackup mode='pull'>");
+        ok = false;
+    }
+    ok = ok && scratch_dir_of(req, &b, &dir);
+    for (size_t k = 0; ok && k < b.ndisks; k++)
+        if (b.disks[k].backup)
+            json_array_append_new(disks, json_string(b.disks[k].name));
+    if (ok) {
+        json_object_del(req->args, "xml");
+        json_object_del(req->args, "checkpoint-xml");
+        json_object_set_new(req->args, "mode", json_string("pull"));
+        if (b.incremental)
+            json_object_set_new(req->args, "incremental", json_string(b.incremental));
+        if (b.ndisks)
+            json_object_set(req->args, "disks", disks);
+        if (b.transport)
+            json_object_set_new(req->args, "server", xml_server(&b));
+        if (dir)
+            json_object_set(req->args, "scratch-dir", dir);
+        if (ckpt)
+            json_object_set(req->args, "checkpoint", ckpt);
+    }
+    json_decref(dir);
+    json_decref(disks);
+    json_decref(ckpt);
+    meta_xml_backup_clear(&b);
+    return ok;
+}
+
+/* query-backup {xml: true}: the job as libvirt's backup-dumpxml prints it. */
+char *
+xml_backup_dump(const struct backup_job *job)
+{
+    struct meta_xml_backup b = {
+        .pull = true, .incremental = job->incremental,
+        .tls = json_is_true(json_object_get(job->server, "tls")),
+        .ndisks = job->ndisks,
+    };
+    const char *transport = json_string_value(json_object_get(job->server, "transport"));
+    b.transport = (char *) transport;
+    b.socket = (char *) json_string_value(json_object_get(job->server, "path"));
+    b.host = (char *) json_string_value(json_object_get(job->server, "host"));
+    b.port = (char *) json_string_value(json_object_get(job->server, "port"));
+    b.disks = xcalloc(job->ndisks + 1, sizeof *b.disks);
+    for (size_t k = 0; k < job->ndisks; k++)
+        b.disks[k] = (struct meta_xml_backup_disk) {
+            .name = job->disks[k].disk, .backup = true,
+            .exportname = job->disks[k].disk, .exportbitmap = job->disks[k].bitmap,
+            .scratch = job->disks[k].scratch,
+        };
+    char *xml = meta_xml_format_backup(&b);
+    free(b.disks);                      /* the strings are the job's */
+    return xml;
+}
