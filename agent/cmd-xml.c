@@ -123,6 +123,64 @@ cmd_redefine(struct request *req)
     return CMD_WAIT;
 }
 
+/* --- checkpoint-export: every checkpoint as a <checkpoints> list, oldest
+ * first, for `virsh checkpoint-create --redefine`; with release, the images
+ * are turned back into libvirt's layout in the same step --- */
+static char *
+export_xml(const struct meta_tree *t)
+{
+    struct meta_xml_ckpt *list = xcalloc(t->nckpts + 1, sizeof *list);
+    for (size_t i = 0; i < t->nckpts; i++)
+        xml_from_tree(t, i, false, &list[i]);
+    char *xml = meta_xml_format_checkpoints(list, t->nckpts);
+    meta_xml_ckpts_free(list, t->nckpts);
+    return xml;
+}
+
+static void
+release_finish(struct change *ch)
+{
+    if (change_reply_qemu_error(ch, "handing the checkpoints back"))
+        return;
+    req_reply(ch->req, json_pack("{s:s}", "xml", ch->name));
+}
+
+static enum cmd_result
+cmd_export(struct request *req)
+{
+    struct agent *a = req->agent;
+    CLEANUP_FREE char *xml = export_xml(&a->tree);
+    if (!json_is_true(json_object_get(req->args, "release"))) {
+        req_reply(req, json_pack("{s:s}", "xml", xml));
+        return CMD_DONE;
+    }
+    for (size_t i = 0; i < a->tree.nckpts; i++)
+        if (backup_uses_checkpoint(a, a->tree.ckpts[i].rec.name)) {
+            req_error(req, CKPT_ERR_BUSY, "checkpoint '%s' is in use by a backup",
+                      a->tree.ckpts[i].rec.name);
+            return CMD_DONE;
+        }
+    struct ckpt_error e = { 0 };
+    json_t *actions = json_array();
+    if (ckpt_plan_release(&a->tree, actions, &e)) {
+        json_decref(actions);
+        req_fail(req, &e);
+        return CMD_DONE;
+    }
+    if (json_array_size(actions) == 0) {
+        json_decref(actions);
+        req_reply(req, json_pack("{s:s}", "xml", xml));
+        return CMD_DONE;
+    }
+    /* The XML is taken before the records go; it rides on the change. */
+    change_send(change_new(req, xml, release_finish), actions);
+    return CMD_WAIT;
+}
+
+static const struct cmd_arg export_args[] = {
+    { "release", ARG_BOOL, false }, { NULL, 0, false },
+};
+
 static const struct cmd_arg dumpxml_args[] = {
     { "name", ARG_STRING, true }, { "size", ARG_BOOL, false }, { NULL, 0, false },
 };
@@ -133,6 +191,7 @@ static const struct cmd_arg redefine_args[] = {
 const struct ckpt_cmd xml_cmds[] = {
     { "checkpoint-dumpxml", dumpxml_args, CMD_NEEDS_QEMU, cmd_dumpxml },
     { "checkpoint-redefine", redefine_args, CMD_NEEDS_QEMU | CMD_CHANGE, cmd_redefine },
+    { "checkpoint-export", export_args, CMD_NEEDS_QEMU | CMD_CHANGE, cmd_export },
     { NULL, NULL, 0, NULL },
 };
 

@@ -189,3 +189,48 @@ ckpt_plan_redefine(const struct meta_tree *t, const struct meta_xml_ckpt *list,
     json_decref(planned);
     return err;
 }
+
+/* The way back to libvirt, whose incremental backup from C reads C's
+ * bitmap alone: every bitmap must hold every write since its checkpoint
+ * and keep recording.  On each disk, oldest first, C takes the merge of
+ * every newer bitmap (merged before any of those is touched), every
+ * bitmap records, and ckptd's records go.  Inconsistent bitmaps cannot be
+ * merged or enabled: they must be deleted first. */
+enum ckpt_err
+ckpt_plan_release(const struct meta_tree *t, json_t *actions, struct ckpt_error *e)
+{
+    json_t *planned = json_array();
+    for (size_t d = 0; d < t->ndisks; d++) {
+        const char *node = t->disks[d].node;
+        CLEANUP_FREE const char **newer = xcalloc(t->nckpts + 1, sizeof *newer);
+        for (size_t i = 0; i < t->nckpts; i++) {
+            const struct meta_member *m = meta_ckpt_member(&t->ckpts[i], d);
+            if (!m)
+                continue;
+            if (!m->bitmap || m->bitmap->inconsistent) {
+                json_decref(planned);
+                return ckpt_fail(e, CKPT_ERR_INCONSISTENT,
+                                 "checkpoint '%s' has no usable bitmap on disk '%s'; "
+                                 "delete it before handing the images to libvirt",
+                                 t->ckpts[i].rec.name, t->disks[d].disk);
+            }
+            size_t n = 0;
+            for (size_t j = i + 1; j < t->nckpts; j++) {
+                const struct meta_member *o = meta_ckpt_member(&t->ckpts[j], d);
+                if (o && o->bitmap)
+                    newer[n++] = o->bitmap->name;
+            }
+            if (n)
+                json_array_append_new(planned, qmp_bitmap_merge(node, m->bitmap->name,
+                                                                newer, n));
+            if (!m->bitmap->recording)
+                json_array_append_new(planned, qmp_bitmap_action(
+                    "block-dirty-bitmap-enable", node, m->bitmap->name));
+            json_array_append_new(planned, qmp_bitmap_action(
+                "block-dirty-bitmap-remove", node, m->record));
+        }
+    }
+    json_array_extend(actions, planned);
+    json_decref(planned);
+    return CKPT_OK;
+}

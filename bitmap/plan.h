@@ -50,4 +50,9 @@ enum ckpt_err ckpt_plan_redefine(const struct meta_tree *t,
                                  const struct meta_xml_ckpt *list, size_t n,
                                  int64_t now, json_t *actions, struct ckpt_error *e);
 
+/* The inverse, for handing the images back to libvirt: every checkpoint's
+ * bitmap made to cover every write since it and recording, records gone. */
+enum ckpt_err ckpt_plan_release(const struct meta_tree *t, json_t *actions,
+                                struct ckpt_error *e);
+
 #endif
