@@ -161,6 +161,7 @@ struct agent {
     struct qmp *qmp;                    /* NULL while disconnected */
     bool connecting;                    /* a connect attempt is under way */
     bool qemu_ready;                    /* connected and tree read */
+    bool qemu_shutting_down;            /* SHUTDOWN seen on this connection */
     bool stopping;
     json_t *qemu_version;
     struct meta_tree tree;
@@ -294,6 +295,7 @@ struct change {
     char *name;                         /* the checkpoint created, or asked */
     struct str_vec names;               /* deleted or redefined */
     char *qemu_class, *qemu_desc;       /* QEMU's refusal, kept for the reply */
+    json_t *actions;                    /* in flight, to replay on the tree */
     void (*finish)(struct change *ch);  /* replies once the tree is fresh */
     /* Optional: plans again on the fresh tree after QEMU refused, to name
      * the cause (a bitmap added behind our back) with our own class. */

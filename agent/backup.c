@@ -294,11 +294,14 @@ backup_qemu_event(struct agent *a, const char *event, json_t *data)
      * the scratch nodes go with the process, so only the reason changes:
      * the jobs end when the connection does. */
     if (strcmp(event, "SHUTDOWN") == 0) {
+        a->qemu_shutting_down = true;
         for (struct backup_job *j = a->jobs; j; j = j->next)
             if (!j->failure)
                 j->failure = xstrdup("QEMU shut down during the backup");
         return;
     }
+    if (a->qemu_shutting_down)
+        return;                 /* QEMU cancels the jobs as it closes */
     if (strcmp(event, "BLOCK_IO_ERROR") == 0) {
         io_error(a, data);
         return;

@@ -21,6 +21,7 @@ change_free(struct change *ch)
     str_vec_free_all(&ch->names);
     free(ch->qemu_class);
     free(ch->qemu_desc);
+    json_decref(ch->actions);
     free(ch);
 }
 
@@ -39,11 +40,19 @@ transaction_done(struct qmp *q, json_t *ret, const struct qmp_error *err,
                  void *opaque)
 {
     struct change *ch = opaque;
+    json_t *actions = ch->actions;
+    ch->actions = NULL;
     if (err) {
         ch->qemu_class = xstrdup(err->class);
         ch->qemu_desc = xstrdup(err->desc);
     }
-    vm_refresh(ch->req->agent, change_refreshed, ch);
+    /* Accepted: the tree QEMU now has is the old one with these actions
+     * applied, no need to ask.  Refused, or not replayable: re-read. */
+    if (!err && meta_tree_apply(&ch->req->agent->tree, actions) == 0)
+        change_refreshed(ch->req->agent, NULL, ch);
+    else
+        vm_refresh(ch->req->agent, change_refreshed, ch);
+    json_decref(actions);
 }
 
 void
@@ -51,6 +60,7 @@ change_send(struct change *ch, json_t *actions)
 {
     log_debug("%s: transaction of %zu actions", ch->req->cmd->name,
               json_array_size(actions));
+    ch->actions = json_incref(actions);
     vm_send(ch->req->agent, "transaction",
             json_pack("{s:o}", "actions", actions), transaction_done, ch);
 }

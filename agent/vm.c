@@ -137,6 +137,7 @@ state_cb(struct qmp *q, bool connected, json_t *version, const char *reason,
     if (a->stopping)
         return;
     a->connecting = false;
+    a->qemu_shutting_down = false;
     if (connected) {
         json_decref(a->qemu_version);
         a->qemu_version = json_incref(version);

@@ -6,6 +6,8 @@
  * record.c: meta_record_*  one checkpoint's record <-> one bitmap name
  * tree.c:   meta_tree_*    disks, bitmaps and checkpoints from
  *                          query-block + query-named-block-nodes
+ * apply.c:  meta_tree_apply  a transaction QEMU accepted, applied to the
+ *                          tree without asking QEMU again
  */
 #ifndef CKPTD_METADATA_H
 #define CKPTD_METADATA_H
@@ -91,6 +93,8 @@ struct meta_tree {
 int meta_tree_build(json_t *blocks, json_t *nodes, struct meta_tree *out,
                     struct ckpt_error *e);
 void meta_tree_free(struct meta_tree *t);
+/* Re-derives the checkpoints from the disks' bitmaps. */
+void meta_tree_derive(struct meta_tree *t);
 /* Index lookups; -1 when absent. */
 ssize_t meta_tree_find_ckpt(const struct meta_tree *t, const char *name);
 ssize_t meta_tree_find_disk(const struct meta_tree *t, const char *disk);
@@ -106,5 +110,13 @@ static inline ssize_t meta_tree_parent(const struct meta_tree *t, size_t i)
     (void) t;
     return (ssize_t) i - 1;
 }
+
+/* --- apply.c --- */
+/* Applies the bitmap actions (add, remove, enable, disable, merge) of a
+ * transaction QEMU has accepted to the tree's bitmaps, then re-derives the
+ * checkpoints: the tree QEMU now has, without a round trip.  Dirty counts
+ * after a merge are an upper bound.  Returns -1, tree unchanged, if an
+ * action is of another kind or does not fit: then re-read from QEMU. */
+int meta_tree_apply(struct meta_tree *t, json_t *actions);
 
 #endif

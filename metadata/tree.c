@@ -205,13 +205,30 @@ cmp_seq(const void *a, const void *b)
     return x->rec.seq < y->rec.seq ? -1 : x->rec.seq > y->rec.seq;
 }
 
+/* Checkpoints from the disks' bitmaps: records joined by name, sorted by
+ * sequence.  Replaces whatever checkpoints the tree had. */
+void
+meta_tree_derive(struct meta_tree *t)
+{
+    for (size_t i = 0; i < t->nckpts; i++) {
+        meta_record_clear(&t->ckpts[i].rec);
+        free(t->ckpts[i].members);
+    }
+    free(t->ckpts);
+    t->ckpts = NULL;
+    t->nckpts = 0;
+    collect_records(t);
+    if (t->nckpts)
+        qsort(t->ckpts, t->nckpts, sizeof *t->ckpts, cmp_seq);
+    t->next_seq = t->nckpts ? t->ckpts[t->nckpts - 1].rec.seq + 1 : 1;
+}
+
 int
 meta_tree_build(json_t *blocks, json_t *nodes, struct meta_tree *out,
                 struct ckpt_error *e)
 {
     memset(out, 0, sizeof *out);
-    if (!json_is_array(blocks) || !json_is_array(nodes))
-        {
+    if (!json_is_array(blocks) || !json_is_array(nodes)) {
         ckpt_fail(e, CKPT_ERR_QEMU, "QEMU answered the block queries with no list");
         return -1;
     }
@@ -221,10 +238,7 @@ meta_tree_build(json_t *blocks, json_t *nodes, struct meta_tree *out,
     json_array_foreach(blocks, i, block)
         if (read_disk(block, nodes, &out->disks[out->ndisks]) == 0)
             out->ndisks++;
-    collect_records(out);
-    if (out->nckpts)
-        qsort(out->ckpts, out->nckpts, sizeof *out->ckpts, cmp_seq);
-    out->next_seq = out->nckpts ? out->ckpts[out->nckpts - 1].rec.seq + 1 : 1;
+    meta_tree_derive(out);
     return 0;
 }
 
@@ -246,12 +260,10 @@ meta_tree_free(struct meta_tree *t)
 {
     for (size_t i = 0; i < t->ndisks; i++)
         disk_free(&t->disks[i]);
-    for (size_t i = 0; i < t->nckpts; i++) {
-        meta_record_clear(&t->ckpts[i].rec);
-        free(t->ckpts[i].members);
-    }
     free(t->disks);
-    free(t->ckpts);
+    t->disks = NULL;
+    t->ndisks = 0;
+    meta_tree_derive(t);                /* with no disks: frees the checkpoints */
     memset(t, 0, sizeof *t);
 }
 
