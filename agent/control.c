@@ -100,7 +100,7 @@ ctl_listen(struct agent *a)
     mode_t old = umask(0177);
     int r = bind(fd, (struct sockaddr *) &sun, sizeof sun);
     umask(old);
-    if (r < 0 || listen(fd, 64) < 0) {
+    if (r < 0 || listen(fd, SOMAXCONN) < 0) {
         log_error("cannot listen on %s: %m", a->opt.control_path);
         close(fd);
         return -1;
@@ -160,15 +160,8 @@ greet(struct client *c)
 }
 
 static void
-accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+accept_one(struct agent *a, int fd)
 {
-    struct agent *a = w->data;
-    int fd = accept4(a->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    if (fd < 0) {
-        if (errno == EMFILE || errno == ENFILE)
-            log_warn("out of file descriptors; refusing a client");
-        return;
-    }
     uid_t uid = (uid_t) -1;
     if (!peer_allowed(a, fd, &uid)) {
         log_warn("refused a control client with uid %d", (int) uid);
@@ -181,6 +174,23 @@ accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         return;
     }
     ctl_add_client(a, fd, uid);
+}
+
+/* Drains the backlog (a bounded number per wake-up, so a flood of
+ * connections cannot starve the clients already there). */
+static void
+accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct agent *a = w->data;
+    for (int i = 0; i < 64; i++) {
+        int fd = accept4(a->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE)
+                log_warn("out of file descriptors; refusing a client");
+            return;
+        }
+        accept_one(a, fd);
+    }
 }
 
 struct client *
