@@ -151,6 +151,7 @@ struct agent {
     struct agent_options opt;
     int listen_fd;
     ev_io accept_w;
+    ev_timer accept_pause_w;            /* out of fds: accept again later */
     ev_prepare reap_w;                  /* frees closing clients */
     ev_signal sigterm_w, sigint_w, sighup_w;
     ev_timer reconnect_w;

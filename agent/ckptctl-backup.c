@@ -9,7 +9,7 @@
 /* Long-only options; values above any character getopt may return. */
 enum {
     OPT_INCREMENTAL = 256, OPT_CHECKPOINT, OPT_DESCRIPTION, OPT_DISK,
-    OPT_SCRATCH_DIR, OPT_SERVER_SOCKET, OPT_TCP,
+    OPT_SCRATCH_DIR, OPT_SERVER_SOCKET, OPT_TCP, OPT_XML, OPT_CHECKPOINT_XML,
 };
 
 /* --- the Backup job object --- */
@@ -163,6 +163,13 @@ ctl_begin_option(struct ctl_ctx *ctx, int c, json_t *args, json_t *disks)
         if (json_object_get(args, "server"))
             return ctl_usage_error(ctx, "--server-socket and --tcp exclude each other");
         return ctl_tcp_server(ctx, optarg, args);
+    case OPT_XML:
+    case OPT_CHECKPOINT_XML: {
+        const char *key = c == OPT_XML ? "xml" : "checkpoint-xml";
+        if (json_object_get(args, key))
+            return ctl_usage_error(ctx, "--%s given twice", key);
+        return ctl_xml_file_arg(ctx, args, key, optarg);
+    }
     default: return CTL_EXIT_USAGE;
     }
 }
@@ -178,6 +185,8 @@ ctl_cmd_backup_begin(struct ctl_ctx *ctx, int argc, char **argv)
         { "scratch-dir", required_argument, NULL, OPT_SCRATCH_DIR },
         { "server-socket", required_argument, NULL, OPT_SERVER_SOCKET },
         { "tcp", required_argument, NULL, OPT_TCP },
+        { "xml", required_argument, NULL, OPT_XML },
+        { "checkpoint-xml", required_argument, NULL, OPT_CHECKPOINT_XML },
         CTL_OPT_HELP, { 0 }
     };
     CLEANUP_JSON json_t *args = json_object();
@@ -196,6 +205,14 @@ ctl_cmd_backup_begin(struct ctl_ctx *ctx, int argc, char **argv)
     if (json_object_get(args, "checkpoint") &&
         !json_object_get(json_object_get(args, "checkpoint"), "name"))
         return ctl_usage_error(ctx, "--description needs --checkpoint");
+    /* The <domainbackup> says everything the other options would. */
+    if (json_object_get(args, "checkpoint-xml") && !json_object_get(args, "xml"))
+        return ctl_usage_error(ctx, "--checkpoint-xml needs --xml");
+    if (json_object_get(args, "xml") &&
+        (json_object_size(args) > (json_object_get(args, "checkpoint-xml") ? 2u : 1u) ||
+         json_array_size(disks) > 0))
+        return ctl_usage_error(ctx, "--xml excludes the other options except"
+                               " --checkpoint-xml");
     if (json_array_size(disks) > 0)
         json_object_set(args, "disks", disks);
     if ((r = ctl_backup_begin(ctx, json_incref(args), &job)) != CTL_EXIT_OK)
@@ -289,20 +306,32 @@ ctl_print_jobs(const char *command, json_t *ret, const void *opaque)
 int
 ctl_cmd_backup_info(struct ctl_ctx *ctx, int argc, char **argv)
 {
-    static const struct option opts[] = { CTL_OPT_HELP, { 0 } };
+    static const struct option opts[] = {
+        { "xml", no_argument, NULL, OPT_XML }, CTL_OPT_HELP, { 0 }
+    };
     json_t *args = NULL;
+    bool xml = false;
     int c, r;
 
-    while ((c = ctl_getopt(ctx, argc, argv, opts)) != -1)
-        return c == 'h' ? CTL_EXIT_OK : CTL_EXIT_USAGE;
+    while ((c = ctl_getopt(ctx, argc, argv, opts)) != -1) {
+        if (c != OPT_XML)
+            return c == 'h' ? CTL_EXIT_OK : CTL_EXIT_USAGE;
+        xml = true;
+    }
     if ((r = ctl_operands(ctx, argc, argv, 0, 1)) != CTL_EXIT_OK)
         return r;
-    if (optind < argc) {
+    if (optind < argc || xml) {
         args = json_object();
-        if ((r = ctl_add_string(ctx, args, "id", argv[optind])) != CTL_EXIT_OK) {
+        if (xml)
+            json_object_set_new(args, "xml", json_true());
+        if (optind < argc &&
+            (r = ctl_add_string(ctx, args, "id", argv[optind])) != CTL_EXIT_OK) {
             json_decref(args);
             return r;
         }
     }
-    return ctl_call_print(ctx, "query-backup", args, ctl_print_jobs, NULL);
+    /* --xml: libvirt's backup-dumpxml of the job (ID may be left out when
+     * only one job runs). */
+    return ctl_call_print(ctx, "query-backup", args,
+                          xml ? ctl_print_xml_reply : ctl_print_jobs, NULL);
 }

@@ -8,7 +8,7 @@
 /* Long-only options; values above any character getopt may return. */
 enum {
     OPT_DESCRIPTION = 256, OPT_DISK, OPT_QUIESCE, OPT_SIZE, OPT_FROM,
-    OPT_CHILDREN, OPT_CHILDREN_ONLY,
+    OPT_CHILDREN, OPT_CHILDREN_ONLY, OPT_XML,
 };
 
 /* A Checkpoint object, checked against the protocol's shape.  The strings
@@ -86,6 +86,10 @@ ctl_create_option(struct ctl_ctx *ctx, int c, json_t *args, json_t *disks)
     case OPT_QUIESCE:
         json_object_set_new(args, "quiesce", json_true());
         return CTL_EXIT_OK;
+    case OPT_XML:
+        if (json_object_get(args, "xml"))
+            return ctl_usage_error(ctx, "--xml given twice");
+        return ctl_xml_file_arg(ctx, args, "xml", optarg);
     default: return CTL_EXIT_USAGE;
     }
 }
@@ -97,6 +101,7 @@ ctl_cmd_checkpoint_create(struct ctl_ctx *ctx, int argc, char **argv)
         { "description", required_argument, NULL, OPT_DESCRIPTION },
         { "disk", required_argument, NULL, OPT_DISK },
         { "quiesce", no_argument, NULL, OPT_QUIESCE },
+        { "xml", required_argument, NULL, OPT_XML },
         CTL_OPT_HELP, { 0 }
     };
     CLEANUP_JSON json_t *args = json_object();
@@ -111,6 +116,11 @@ ctl_cmd_checkpoint_create(struct ctl_ctx *ctx, int argc, char **argv)
     }
     if ((r = ctl_operands(ctx, argc, argv, 0, 1)) != CTL_EXIT_OK)
         return r;
+    /* The XML names the checkpoint, its description and its disks. */
+    if (json_object_get(args, "xml") &&
+        (optind < argc || json_object_get(args, "description") ||
+         json_array_size(disks) > 0))
+        return ctl_usage_error(ctx, "--xml excludes NAME, --description and --disk");
     if (optind < argc &&
         (r = ctl_add_string(ctx, args, "name", argv[optind])) != CTL_EXIT_OK)
         return r;

@@ -30,11 +30,6 @@ ctl_slurp(int fd, size_t *len)
     for (;;) {
         ssize_t r;
         if (n == cap) {
-            if (cap > META_XML_MAX_BYTES) {
-                free(buf);
-                errno = EFBIG;
-                return NULL;
-            }
             cap *= 2;
             buf = xrealloc(buf, cap + 1);
         }
@@ -50,11 +45,11 @@ ctl_slurp(int fd, size_t *len)
         if (r == 0)
             break;
         n += (size_t) r;
-    }
-    if (n > META_XML_MAX_BYTES) {
-        free(buf);
-        errno = EFBIG;
-        return NULL;
+        if (n > META_XML_MAX_BYTES) {
+            free(buf);
+            errno = EFBIG;
+            return NULL;
+        }
     }
     buf[n] = '\0';
     *len = n;

@@ -26,6 +26,32 @@ static const char *const create_options[] = {
     "--disk DISK         cover DISK (repeatable; default: every disk that",
     "                    can hold checkpoints)",
     "--quiesce           ask the agent to quiesce the guest first",
+    "--xml FILE          the checkpoint as libvirt <domaincheckpoint> XML",
+    "                    (name, description, disks with checkpoint='bitmap'",
+    "                    or 'no'); instead of NAME, --description and --disk",
+    NULL
+};
+
+static const char *const redefine_options[] = {
+    "--xml FILE          a <domaincheckpoint> or a <checkpoints> list ('-':",
+    "                    standard input); every bitmap must already be in the",
+    "                    images, named like its checkpoint; all or nothing",
+    NULL
+};
+
+static const char *const export_options[] = {
+    "--output DIR        write DIR/NAME.xml per checkpoint (a",
+    "                    <domaincheckpoint>; DIR made if missing, files never",
+    "                    overwritten) and print, oldest first, the",
+    "                    `virsh checkpoint-create DOMAIN DIR/NAME.xml",
+    "                    --redefine` commands that give them to libvirt",
+    "--domain NAME       with --output: the libvirt domain in those commands",
+    "                    (default: the placeholder DOMAIN)",
+    "--release           also hand the images back to libvirt's layout: every",
+    "                    checkpoint's bitmap is made to cover all writes since",
+    "                    it and records, ckptd's records are removed, and ckptd",
+    "                    stops tracking the checkpoints (it lists none",
+    "                    afterwards; `checkpoint adopt` takes them back)",
     NULL
 };
 
@@ -65,6 +91,18 @@ static const char *const begin_options[] = {
     "--server-socket PATH",
     "                    serve NBD on this Unix socket",
     "--tcp HOST:PORT     serve NBD over TCP (the agent must allow it)",
+    "--xml FILE          the backup as libvirt <domainbackup mode='pull'> XML",
+    "                    (<incremental>, <server>, <disks>), instead of the",
+    "                    options above",
+    "--checkpoint-xml FILE",
+    "                    with --xml: a <domaincheckpoint> (name, description)",
+    "                    created at the backup's point in time",
+    NULL
+};
+
+static const char *const info_options[] = {
+    "--xml               print the job as libvirt's backup-dumpxml would (a",
+    "                    <domainbackup>; ID may be left out when one job runs)",
     NULL
 };
 
@@ -105,7 +143,8 @@ static const struct ctl_cmd ctl_commands[] = {
     { "disks", "", "list the VM's disks and whether they can hold checkpoints",
       NULL, ctl_cmd_disks },
     { "checkpoint create",
-      "[--description TEXT] [--disk DISK]... [--quiesce] [NAME]",
+      "[--description TEXT] [--disk DISK]... [--quiesce] [NAME]\n"
+      "| --xml FILE [--quiesce]",
       "create a checkpoint (the agent picks NAME when it is omitted)",
       create_options, ctl_cmd_checkpoint_create },
     { "checkpoint list",
@@ -121,17 +160,27 @@ static const struct ctl_cmd ctl_commands[] = {
     { "checkpoint dumpxml", "[--size] NAME",
       "print a checkpoint as libvirt <domaincheckpoint> XML",
       size_options, ctl_cmd_checkpoint_dumpxml },
+    { "checkpoint redefine", "FILE",
+      "recreate checkpoints whose bitmaps the images hold, from libvirt XML",
+      redefine_options, ctl_cmd_checkpoint_redefine },
+    { "checkpoint adopt", "--xml FILE",
+      "take over a VM checkpointed by libvirt (as redefine); prints them",
+      redefine_options, ctl_cmd_checkpoint_redefine },
+    { "checkpoint export-xml", "[--output DIR [--domain NAME]] [--release]",
+      "print the checkpoints as libvirt XML, or write one file each",
+      export_options, ctl_cmd_checkpoint_export_xml },
     { "backup begin",
       "[--incremental C] [--checkpoint NAME [--description TEXT]]\n"
       "[--disk DISK]... [--scratch-dir DIR]\n"
-      "[--server-socket PATH | --tcp HOST:PORT]",
+      "[--server-socket PATH | --tcp HOST:PORT]\n"
+      "| --xml FILE [--checkpoint-xml FILE]",
       "start a pull backup; prints the job id and each disk's NBD URI",
       begin_options, ctl_cmd_backup_begin },
     { "backup end", "ID",
       "end a backup job: its exports, scratch files and bitmaps go away",
       NULL, ctl_cmd_backup_end },
-    { "backup info", "[ID]", "show one backup job, or all of them",
-      NULL, ctl_cmd_backup_info },
+    { "backup info", "[--xml] [ID]", "show one backup job, or all of them",
+      info_options, ctl_cmd_backup_info },
     { "pull",
       "--output DIR [--incremental C] [--checkpoint NAME]\n"
       "[--disk DISK]... [--requests N] [--json]",

@@ -152,6 +152,17 @@ int ctl_backup_begin(struct ctl_ctx *ctx, json_t *args, json_t **job);
  * lost, because a job left running pins exports and scratch files. */
 int ctl_backup_end(struct ctl_ctx *ctx, const char *id);
 
+/* --- ckptctl-xml.c --- */
+int ctl_cmd_checkpoint_redefine(struct ctl_ctx *ctx, int argc, char **argv);
+int ctl_cmd_checkpoint_export_xml(struct ctl_ctx *ctx, int argc, char **argv);
+/* Reads the XML file `path` ("-": standard input), at most 1 MiB of UTF-8
+ * without NUL bytes, into args[key].  Usage error (2) for a file that is
+ * too large, empty or not UTF-8; CTL_EXIT_LOCAL when it cannot be read. */
+int ctl_xml_file_arg(const struct ctl_ctx *ctx, json_t *args, const char *key,
+                     const char *path);
+/* Prints a {"xml": TEXT} reply as is, ending with a newline. */
+int ctl_print_xml_reply(const char *command, json_t *ret, const void *opaque);
+
 /* --- ckptctl-pull.c --- */
 int ctl_cmd_pull(struct ctl_ctx *ctx, int argc, char **argv);
 

@@ -54,6 +54,13 @@ clear_stale_socket(const char *path)
 static void accept_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void reap_cb(struct ev_loop *loop, ev_prepare *w, int revents);
 
+static void
+accept_resume(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct agent *a = w->data;
+    ev_io_start(loop, &a->accept_w);
+}
+
 /* The socket's mode is the first guard; its directory the second: it is
  * created owner-only when missing, and a shared one is reported. */
 static void
@@ -108,6 +115,8 @@ ctl_listen(struct agent *a)
     a->listen_fd = fd;
     ev_io_init(&a->accept_w, accept_cb, fd, EV_READ);
     a->accept_w.data = a;
+    ev_timer_init(&a->accept_pause_w, accept_resume, 1., 0.);
+    a->accept_pause_w.data = a;
     ev_io_start(a->loop, &a->accept_w);
     ev_prepare_init(&a->reap_w, reap_cb);
     a->reap_w.data = a;
@@ -122,6 +131,7 @@ ctl_close_listener(struct agent *a)
     if (a->listen_fd < 0)
         return;
     ev_io_stop(a->loop, &a->accept_w);
+    ev_timer_stop(a->loop, &a->accept_pause_w);
     close(a->listen_fd);
     a->listen_fd = -1;
     unlink(a->opt.control_path);
@@ -185,8 +195,13 @@ accept_cb(struct ev_loop *loop, ev_io *w, int revents)
     for (int i = 0; i < 64; i++) {
         int fd = accept4(a->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (fd < 0) {
-            if (errno == EMFILE || errno == ENFILE)
-                log_warn("out of file descriptors; refusing a client");
+            /* Out of descriptors the connection stays queued and the socket
+             * readable: pause accepting for a second instead of spinning. */
+            if (errno == EMFILE || errno == ENFILE) {
+                log_warn("out of file descriptors; accepting again in 1 s");
+                ev_io_stop(loop, &a->accept_w);
+                ev_timer_start(loop, &a->accept_pause_w);
+            }
             return;
         }
         accept_one(a, fd);
