@@ -15,7 +15,7 @@ create_finish(struct change *ch)
 {
     struct agent *a = ch->req->agent;
     char what[300];
-    snprintf(what, sizeof what, "checkpoint '%s'", ch->name);
+    snprintf(what, sizeof what, "creating checkpoint '%s'", ch->name);
     if (change_reply_qemu_error(ch, what))
         return;
     ssize_t i = meta_tree_find_ckpt(&a->tree, ch->name);

@@ -52,16 +52,20 @@ req_fail(struct request *req, const struct ckpt_error *e)
     req_error(req, e->code, "%s", e->msg);
 }
 
+/* what: the action, as "creating checkpoint 'c1'". */
 void
 req_qmp_error(struct request *req, const struct qmp_error *err, const char *what)
 {
     if (strcmp(err->class, "Disconnected") == 0)
         req_error(req, CKPT_ERR_NOT_CONNECTED,
-                  "QEMU went away while %s; check the result once it is back", what);
+                  "QEMU went away while %s; once it is back, check whether "
+                  "that happened", what);
     else if (strcmp(err->class, "Timeout") == 0)
-        req_error(req, CKPT_ERR_QEMU, "QEMU did not answer while %s", what);
+        req_error(req, CKPT_ERR_QEMU,
+                  "QEMU did not answer in time while %s; the connection was "
+                  "reset: once it is back, check whether that happened", what);
     else
-        req_error(req, CKPT_ERR_QEMU, "QEMU refused %s: %s", what, err->desc);
+        req_error(req, CKPT_ERR_QEMU, "%s failed in QEMU: %s", what, err->desc);
 }
 
 void
