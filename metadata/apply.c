@@ -72,9 +72,12 @@ apply_one(struct meta_tree *t, json_t *action)
         return -1;
     if (strcmp(type, "block-dirty-bitmap-merge") == 0)
         return merge(d, b, data);
-    if (strcmp(type, "block-dirty-bitmap-enable") == 0 ||
-        strcmp(type, "block-dirty-bitmap-disable") == 0) {
-        b->recording = type[20] == 'e';
+    if (strcmp(type, "block-dirty-bitmap-enable") == 0) {
+        b->recording = true;
+        return 0;
+    }
+    if (strcmp(type, "block-dirty-bitmap-disable") == 0) {
+        b->recording = false;
         return 0;
     }
     if (strcmp(type, "block-dirty-bitmap-remove") == 0) {
