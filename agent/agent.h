@@ -297,6 +297,7 @@ struct change {
     struct str_vec names;               /* deleted or redefined */
     char *qemu_class, *qemu_desc;       /* QEMU's refusal, kept for the reply */
     json_t *actions;                    /* in flight, to replay on the tree */
+    char *replayed;                     /* CKPTD_DEBUG_VERIFY_TREE only */
     void (*finish)(struct change *ch);  /* replies once the tree is fresh */
     /* Optional: plans again on the fresh tree after QEMU refused, to name
      * the cause (a bitmap added behind our back) with our own class. */

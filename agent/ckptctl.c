@@ -42,9 +42,9 @@ static const char *const redefine_options[] = {
 static const char *const export_options[] = {
     "--output DIR        write DIR/NAME.xml per checkpoint (a",
     "                    <domaincheckpoint>; DIR made if missing, files never",
-    "                    overwritten) and print, oldest first, the",
-    "                    `virsh checkpoint-create DOMAIN DIR/NAME.xml",
-    "                    --redefine` commands that give them to libvirt",
+    "                    overwritten) and print, oldest first, the virsh",
+    "                    checkpoint-create commands (in redefine mode) that",
+    "                    give them to libvirt",
     "--domain NAME       with --output: the libvirt domain in those commands",
     "                    (default: the placeholder DOMAIN)",
     "--release           also hand the images back to libvirt's layout: every",

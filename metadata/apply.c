@@ -7,6 +7,8 @@
  * unexpected makes the caller re-read instead: QEMU stays the truth. */
 #include "metadata/metadata.h"
 
+#include <stdio.h>
+
 static struct meta_disk *
 disk_of(struct meta_tree *t, json_t *data)
 {
@@ -132,4 +134,40 @@ meta_tree_apply(struct meta_tree *t, json_t *actions)
     if (r == 0)
         meta_tree_derive(t);
     return r;
+}
+
+static int
+cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+/* What a replay must get right, as text: per checkpoint and member disk,
+ * its record and its data bitmap's recording and persistent flags, sorted
+ * (counts are estimates; other people's bitmaps are not ours to track). */
+char *
+meta_tree_signature(const struct meta_tree *t)
+{
+    struct str_vec lines = { 0 };
+    for (size_t i = 0; i < t->nckpts; i++)
+        for (size_t k = 0; k < t->ckpts[i].nmembers; k++) {
+            const struct meta_member *m = &t->ckpts[i].members[k];
+            const struct meta_bitmap *b = m->bitmap;
+            str_vec_append(&lines, xasprintf("%s %s %s%s%s",
+                                             t->disks[m->disk].node, m->record,
+                                             b ? b->name : "(no data bitmap)",
+                                             b && b->recording ? " rec" : "",
+                                             b && b->persistent ? " pers" : ""));
+        }
+    if (lines.len)
+        qsort(lines.ptr, lines.len, sizeof *lines.ptr, cmp_str);
+    size_t len = 1;
+    for (size_t i = 0; i < lines.len; i++)
+        len += strlen(lines.ptr[i]) + 1;
+    char *sig = xmalloc(len), *p = sig;
+    for (size_t i = 0; i < lines.len; i++)
+        p += sprintf(p, "%s\n", lines.ptr[i]);
+    *p = '\0';
+    str_vec_free_all(&lines);
+    return sig;
 }

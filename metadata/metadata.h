@@ -118,5 +118,8 @@ static inline ssize_t meta_tree_parent(const struct meta_tree *t, size_t i)
  * after a merge are an upper bound.  Returns -1, tree unchanged, if an
  * action is of another kind or does not fit: then re-read from QEMU. */
 int meta_tree_apply(struct meta_tree *t, json_t *actions);
+/* The checkpoints' records and data bitmaps (recording, persistent) as
+ * sorted text, to compare a replayed tree with one read from QEMU. */
+char *meta_tree_signature(const struct meta_tree *t);
 
 #endif

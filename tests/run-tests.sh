@@ -4,6 +4,9 @@
 # one of ours that ends with "N passed, N failed".  A binary that crashes or
 # exits non-zero without a summary counts as one failure.
 # Ends with the line "N passed, N failed".
+# Every change the agent replays on its cached tree is checked against a
+# re-read from QEMU (a mismatch aborts the agent, failing the test).
+export CKPTD_DEBUG_VERIFY_TREE=1
 passed=0
 failed=0
 log=$(mktemp)
