@@ -30,6 +30,7 @@ struct begin {
     char *ckpt_desc;
     int64_t now;
     bool start_server;
+    json_t *ckpt_disks;                 /* the new checkpoint's, if given */
     char *error;
     enum ckpt_err error_class;          /* of error: QemuError unless set */
 };
@@ -327,6 +328,32 @@ fill_begin_req(const struct begin *b, struct nbdx_begin_req *r,
     };
 }
 
+/* The new checkpoint's disks: as given, else the backed-up disks that can
+ * hold checkpoints (the point where this backup's data ends).  names has
+ * room for the tree's disks and the given list. */
+static size_t
+checkpoint_disks(const struct agent *a, const struct begin *b, const char **names)
+{
+    size_t n = 0, i;
+    json_t *d;
+    if (b->ckpt_disks) {
+        json_array_foreach(b->ckpt_disks, i, d)
+            names[n++] = json_string_value(d);
+        return n;
+    }
+    for (size_t k = 0; k < b->nplan; k++)
+        if (a->tree.disks[b->plan[k].disk].can_checkpoint)
+            names[n++] = a->tree.disks[b->plan[k].disk].disk;
+    return n;
+}
+
+static const char **
+names_room(const struct agent *a, const struct begin *b)
+{
+    return xcalloc(a->tree.ndisks + json_array_size(b->ckpt_disks) + 1,
+                   sizeof (const char *));
+}
+
 static void
 step_transaction(struct begin *b, struct batch *bt)
 {
@@ -334,14 +361,9 @@ step_transaction(struct begin *b, struct batch *bt)
     struct ckpt_create_req c;
     struct ckpt_error e = { 0 };
     fill_begin_req(b, &r, &c);
-    /* Checkpoints that can be in the new one: the job's capable disks. */
-    const char *names[b->nplan + 1];
-    size_t n = 0;
-    for (size_t k = 0; k < b->nplan; k++)
-        if (b->job->agent->tree.disks[b->plan[k].disk].can_checkpoint)
-            names[n++] = b->job->disks[k].disk;
+    CLEANUP_FREE const char **names = names_room(b->job->agent, b);
     c.disks = names;
-    c.ndisks = n;
+    c.ndisks = checkpoint_disks(b->job->agent, b, names);
     json_t *actions = json_array();
     if (nbdx_plan_begin(&b->job->agent->tree, &r, b->plan, b->nplan, actions, &e)) {
         json_decref(actions);
@@ -376,6 +398,7 @@ begin_free(struct begin *b)
     free(b->scratch_dir);
     free(b->plan);
     free(b->ckpt_desc);
+    json_decref(b->ckpt_disks);
     free(b->error);
     free(b);
 }
@@ -466,9 +489,17 @@ check_checkpoint_arg(json_t *arg, const char **name, const char **desc,
     if (!arg)
         return CKPT_OK;
     json_object_foreach(arg, key, v)
-        if (strcmp(key, "name") && strcmp(key, "description"))
+        if (strcmp(key, "name") && strcmp(key, "description") && strcmp(key, "disks"))
             return ckpt_fail(e, CKPT_ERR_INVALID_PARAMETER,
                              "checkpoint has no member '%s'", key);
+    json_t *disks = json_object_get(arg, "disks");
+    size_t i;
+    json_array_foreach(disks, i, v)
+        if (!json_is_string(v))
+            disks = NULL;
+    if (json_object_get(arg, "disks") && !disks)
+        return ckpt_fail(e, CKPT_ERR_INVALID_PARAMETER,
+                         "checkpoint 'disks' must be a list of disk names");
     *name = json_string_value(json_object_get(arg, "name"));
     *desc = json_string_value(json_object_get(arg, "description"));
     if (!*name || (json_object_get(arg, "description") && !*desc))
@@ -501,13 +532,9 @@ plan_request(struct agent *a, struct request *req, struct begin *b,
     /* Dry run of the transaction: a bad checkpoint name fails here. */
     struct ckpt_create_req c = { .name = probe->checkpoint,
                                  .description = b->ckpt_desc, .now = b->now };
-    const char *cnames[b->nplan + 1];
-    size_t n = 0;
-    for (size_t k = 0; k < b->nplan; k++)
-        if (a->tree.disks[b->plan[k].disk].can_checkpoint)
-            cnames[n++] = a->tree.disks[b->plan[k].disk].disk;
+    CLEANUP_FREE const char **cnames = names_room(a, b);
     c.disks = cnames;
-    c.ndisks = n;
+    c.ndisks = checkpoint_disks(a, b, cnames);
     r.checkpoint = probe->checkpoint ? &c : NULL;
     json_t *dry = json_array();
     err = nbdx_plan_begin(&a->tree, &r, b->plan, b->nplan, dry, e);
@@ -553,6 +580,7 @@ cmd_begin(struct request *req)
     b->req = req;
     b->now = (int64_t) time(NULL);
     b->ckpt_desc = ckpt_desc ? xstrdup(ckpt_desc) : NULL;
+    b->ckpt_disks = json_incref(json_object_get(json_object_get(args, "checkpoint"), "disks"));
     b->start_server = !a->nbd_server;
     /* A stand-in job carries the names for planning before the real one. */
     struct backup_job probe = {

@@ -211,48 +211,67 @@ reply_conflict(struct request *req, const char *const *keys)
     return false;
 }
 
-/* checkpoint-create {xml}: name, description and the disks whose
- * checkpoint='bitmap'; the bitmap must be named like the checkpoint. */
+/* A parsed <domaincheckpoint> as checkpoint-create's JSON arguments: name,
+ * description, and "disks" only when the document lists them (those with
+ * checkpoint='bitmap', whose bitmap must be named like the checkpoint). */
+static json_t *
+ckpt_args_from_xml(struct request *req, const struct meta_xml_ckpt *c)
+{
+    json_t *args = json_object();
+    if (c->name)
+        json_object_set_new(args, "name", json_string(c->name));
+    if (c->description)
+        json_object_set_new(args, "description", json_string(c->description));
+    if (!c->ndisks)
+        return args;
+    json_t *disks = json_array();
+    json_object_set_new(args, "disks", disks);
+    for (size_t k = 0; k < c->ndisks; k++) {
+        const struct meta_xml_disk *d = &c->disks[k];
+        if (d->checkpoint && d->bitmap && c->name && strcmp(d->bitmap, c->name) != 0) {
+            req_error(req, CKPT_ERR_UNSUPPORTED, "disk '%s': ckptd names each "
+                      "checkpoint's bitmap like the checkpoint, not '%s'",
+                      d->name, d->bitmap);
+            json_decref(args);
+            return NULL;
+        }
+        if (d->checkpoint)
+            json_array_append_new(disks, json_string(d->name));
+    }
+    return args;
+}
+
+static json_t *
+parse_ckpt_args(struct request *req, const char *xml)
+{
+    struct meta_xml_ckpt c;
+    struct ckpt_error e = { 0 };
+    if (meta_xml_parse_checkpoint(xml, strlen(xml), &c, &e) < 0) {
+        req_fail(req, &e);
+        return NULL;
+    }
+    json_t *args = ckpt_args_from_xml(req, &c);
+    meta_xml_ckpt_clear(&c);
+    return args;
+}
+
+/* checkpoint-create {xml}. */
 bool
 xml_create_args(struct request *req)
 {
     static const char *const own[] = { "name", "description", "disks", NULL };
     const char *xml = json_string_value(json_object_get(req->args, "xml"));
-    struct meta_xml_ckpt c;
-    struct ckpt_error e = { 0 };
     if (!xml)
         return true;
     if (reply_conflict(req, own))
         return false;
-    if (meta_xml_parse_checkpoint(xml, strlen(xml), &c, &e) < 0) {
-        req_fail(req, &e);
+    json_t *args = parse_ckpt_args(req, xml);
+    if (!args)
         return false;
-    }
-    json_t *disks = c.ndisks ? json_array() : NULL;
-    bool ok = true;
-    for (size_t k = 0; k < c.ndisks && ok; k++) {
-        const struct meta_xml_disk *d = &c.disks[k];
-        if (d->checkpoint && d->bitmap && c.name && strcmp(d->bitmap, c.name) != 0) {
-            req_error(req, CKPT_ERR_UNSUPPORTED, "disk '%s': ckptd names each "
-                      "checkpoint's bitmap like the checkpoint, not '%s'",
-                      d->name, d->bitmap);
-            ok = false;
-        } else if (d->checkpoint) {
-            json_array_append_new(disks, json_string(d->name));
-        }
-    }
-    if (ok) {
-        json_object_del(req->args, "xml");
-        if (c.name)
-            json_object_set_new(req->args, "name", json_string(c.name));
-        if (c.description)
-            json_object_set_new(req->args, "description", json_string(c.description));
-        if (disks)
-            json_object_set(req->args, "disks", disks);
-    }
-    json_decref(disks);
-    meta_xml_ckpt_clear(&c);
-    return ok;
+    json_object_del(req->args, "xml");
+    json_object_update(req->args, args);
+    json_decref(args);
+    return true;
 }
 
 /* One disk of a <domainbackup>: what ckptd cannot do is refused, not
@@ -322,24 +341,26 @@ scratch_dir_of(struct request *req, const struct meta_xml_backup *b, json_t **di
     return ok;
 }
 
+/* checkpoint-xml of backup-begin: as libvirt, a checkpoint without <disks>
+ * covers every disk that can hold one, whether or not the backup reads it. */
 static json_t *
 xml_checkpoint_arg(struct request *req, const char *xml, bool *ok)
 {
-    struct meta_xml_ckpt c;
-    struct ckpt_error e = { 0 };
     if (!xml)
         return NULL;
-    if (meta_xml_parse_checkpoint(xml, strlen(xml), &c, &e) < 0) {
-        req_fail(req, &e);
+    json_t *arg = parse_ckpt_args(req, xml);
+    if (!arg) {
         *ok = false;
         return NULL;
     }
-    json_t *arg = json_object();
-    if (c.name)
-        json_object_set_new(arg, "name", json_string(c.name));
-    if (c.description)
-        json_object_set_new(arg, "description", json_string(c.description));
-    meta_xml_ckpt_clear(&c);
+    const struct meta_tree *t = &req->agent->tree;
+    if (!json_object_get(arg, "disks")) {
+        json_t *disks = json_array();
+        for (size_t d = 0; d < t->ndisks; d++)
+            if (t->disks[d].can_checkpoint)
+                json_array_append_new(disks, json_string(t->disks[d].disk));
+        json_object_set_new(arg, "disks", disks);
+    }
     return arg;
 }
 
