@@ -279,7 +279,12 @@ ctl_print_help(FILE *fp)
           "\n"
           "Global options (before COMMAND):\n"
           "  -s, --socket PATH   the agent's control socket (default: $CKPTD_SOCKET,\n"
-          "                      else " CTL_DEFAULT_SOCKET ")\n"
+          "                      else the VM's of --vm or $CKPTD_VM, else\n"
+          "                      " CTL_DEFAULT_SOCKET ")\n"
+          "  -m, --vm NAME       the agent of VM NAME, where ckptd@NAME and\n"
+          "                      launch-vm.sh put it: RUN/ckptd.sock with RUN\n"
+          "                      $XDG_RUNTIME_DIR/ckptd/NAME, or /run/ckptd/NAME\n"
+          "                      as root\n"
           "  -j, --json          print the agent's reply (its \"return\" value) as one\n"
           "                      line of compact JSON instead of text\n"
           "  -t, --timeout SEC   wait at most SEC seconds for each reply (default 60;\n"
@@ -330,6 +335,7 @@ ctl_usage_error(const struct ctl_ctx *ctx, const char *fmt, ...)
 /* The global options, also used to spot one misplaced after the command. */
 static const struct option ctl_global_options[] = {
     { "socket", required_argument, NULL, 's' },
+    { "vm", required_argument, NULL, 'm' },
     { "json", no_argument, NULL, 'j' },
     { "timeout", required_argument, NULL, 't' },
     { "help", no_argument, NULL, 'h' },
@@ -558,10 +564,11 @@ ctl_parse_global(struct ctl_ctx *ctx, int argc, char **argv)
     int c, r;
 
     opterr = 0;     /* our own messages, each followed by a usage line */
-    while ((c = getopt_long(argc, argv, "+:s:jt:hV", ctl_global_options,
+    while ((c = getopt_long(argc, argv, "+:s:m:jt:hV", ctl_global_options,
                             NULL)) != -1) {
         switch (c) {
-        case 's': ctx->socket_path = optarg; break;
+        case 's': ctx->socket_path = optarg; ctx->vm = NULL; break;
+        case 'm': ctx->vm = optarg; break;
         case 'j': ctx->json = true; break;
         case 't':
             if ((r = ctl_parse_timeout(optarg, &ctx->timeout_sec)) != CTL_EXIT_OK)
@@ -593,15 +600,33 @@ ctl_finish_output(int r)
     return r;
 }
 
+/* The control socket of VM name, where the systemd unit and launch-vm.sh
+ * put it (the launcher's non-root fallback is under /tmp). */
+static void
+ctl_vm_socket(const char *name, char *buf, size_t len)
+{
+    const char *run = getenv("XDG_RUNTIME_DIR");
+    if (run && *run == '/')
+        snprintf(buf, len, "%s/ckptd/%s/ckptd.sock", run, name);
+    else
+        snprintf(buf, len, "/run/ckptd/%s/ckptd.sock", name);
+}
+
 int
 main(int argc, char **argv)
 {
-    const char *env = getenv("CKPTD_SOCKET");
+    const char *env = getenv("CKPTD_SOCKET"), *vm = getenv("CKPTD_VM");
+    static char vm_path[4096];
     struct ctl_ctx ctx = {
         .socket_path = env && *env ? env : CTL_DEFAULT_SOCKET,
+        .vm = !(env && *env) && vm && *vm ? vm : NULL,
         .timeout_sec = CTL_DEFAULT_TIMEOUT,
     };
     int r = ctl_parse_global(&ctx, argc, argv);
+    if (ctx.vm) {
+        ctl_vm_socket(ctx.vm, vm_path, sizeof vm_path);
+        ctx.socket_path = vm_path;
+    }
 
     if (r < 0) {
         r = ctl_dispatch(&ctx, argc - optind, argv + optind);

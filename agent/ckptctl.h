@@ -44,6 +44,7 @@ struct ctl_cmd;
  * which is opened on the first call so that help never touches the socket. */
 struct ctl_ctx {
     const char *socket_path;
+    const char *vm;                 /* --vm NAME: socket_path from it */
     int timeout_sec;
     bool json;
     const struct ctl_cmd *cmd;      /* the command being run */
