@@ -242,6 +242,20 @@ server_start_args(json_t *server)
     return args;
 }
 
+/* The server is ours from the moment QEMU says it started, so that any
+ * failure after this, even in the same batch, stops it again. */
+static void
+server_started(json_t *ret, void *opaque)
+{
+    struct backup_job *job = opaque;
+    struct agent *a = job->agent;
+    json_decref(a->nbd_server);
+    a->nbd_server = json_incref(job->server);
+    const char *path = json_string_value(json_object_get(job->server, "path"));
+    if (path && chmod(path, 0600) < 0)
+        log_warn("cannot make %s private: %m", path);
+}
+
 static void
 step_nodes(struct begin *b, struct batch *bt)
 {
@@ -252,7 +266,8 @@ step_nodes(struct begin *b, struct batch *bt)
                              "id", NBDX_TLS_ID, "dir", job->agent->opt.tls_dir,
                              "endpoint", "server", "verify-peer", 0), NULL, NULL);
     if (b->start_server)
-        batch_send(bt, "nbd-server-start", server_start_args(job->server), NULL, NULL);
+        batch_send(bt, "nbd-server-start", server_start_args(job->server),
+                   server_started, job);
     for (size_t k = 0; k < job->ndisks; k++) {
         CLEANUP_FREE char *node = nbdx_node_name('s', job->num, k);
         batch_send(bt, "blockdev-add",
@@ -272,13 +287,6 @@ static void
 step_format(struct begin *b, struct batch *bt)
 {
     struct backup_job *job = b->job;
-    struct agent *a = job->agent;
-    if (b->start_server) {
-        a->nbd_server = json_incref(job->server);
-        const char *path = json_string_value(json_object_get(job->server, "path"));
-        if (path && chmod(path, 0600) < 0)
-            log_warn("cannot make %s private: %m", path);
-    }
     for (size_t k = 0; k < job->ndisks; k++) {
         CLEANUP_FREE char *id = create_job_id(job, k);
         CLEANUP_FREE char *node = nbdx_node_name('s', job->num, k);
