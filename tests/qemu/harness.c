@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <dirent.h>
 #include <ftw.h>
 #include <inttypes.h>
 #include <poll.h>
@@ -17,6 +18,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <libnbd.h>
+
 #define HQ_TIMEOUT 10.0          /* seconds for any single QMP exchange */
 #define HQ_MAX_LIVE 16
 
@@ -25,7 +28,9 @@
 static const char *cur_case = "";
 static bool cur_failed;
 static char cur_reason[1024];
-static int n_passed, n_failed;
+static bool cur_skipped;
+static char cur_skip_reason[512];
+static int n_passed, n_failed, n_skipped;
 
 /* VMs alive now, so that exit and signals can kill and remove them. */
 static struct hq_vm *live[HQ_MAX_LIVE];
@@ -78,6 +83,17 @@ hq_fail_at(int line, const char *cond, const char *fmt, ...)
     va_list ap;
     va_start(ap, fmt);
     vfail(prefix, fmt, ap);
+    va_end(ap);
+}
+
+void
+hq_skip(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    if (!cur_skipped)
+        vsnprintf(cur_skip_reason, sizeof cur_skip_reason, fmt, ap);
+    cur_skipped = true;
     va_end(ap);
 }
 
@@ -206,6 +222,8 @@ hq_run(const struct hq_case *cases, size_t n)
         cur_case = cases[i].name;
         cur_failed = false;
         cur_reason[0] = 0;
+        cur_skipped = false;
+        cur_skip_reason[0] = 0;
         alarm(timeout);
         int r = cases[i].fn();
         alarm(0);
@@ -214,12 +232,19 @@ hq_run(const struct hq_case *cases, size_t n)
         if (cur_failed) {
             printf("FAIL %s: %s\n", cur_case, cur_reason);
             n_failed++;
+        } else if (cur_skipped) {
+            printf("SKIP %s: %s\n", cur_case, cur_skip_reason);
+            n_skipped++;
         } else {
             printf("PASS %s\n", cur_case);
             n_passed++;
         }
     }
-    printf("%d passed, %d failed\n", n_passed, n_failed);
+    if (n_skipped)
+        printf("%d passed, %d failed, %d skipped\n", n_passed, n_failed,
+               n_skipped);
+    else
+        printf("%d passed, %d failed\n", n_passed, n_failed);
     return n_failed ? 1 : 0;
 }
 
@@ -862,6 +887,8 @@ hq_vm_free(struct hq_vm *vm)
     free(vm->ctl_sock);
     free(vm->agent_log);
     free(vm->qemu_log);
+    for (int i = 0; i < vm->nagent_args; i++)
+        free(vm->agent_args[i]);
     free(vm);
 }
 
@@ -1271,8 +1298,12 @@ hq_agent_spawn(struct hq_vm *vm)
         fprintf(f, "==== hq: starting %s\n", bin);
         fclose(f);
     }
-    char *argv[] = { (char *) bin, "--qmp", vm->qmp_sock, "--control",
-                     vm->ctl_sock, "--log-level", "debug", NULL };
+    char *argv[8 + ARRAY_SIZE(vm->agent_args)] = {
+        (char *) bin, "--qmp", vm->qmp_sock, "--control", vm->ctl_sock,
+        "--log-level", "debug" };
+    for (int i = 0; i < vm->nagent_args; i++)
+        argv[7 + i] = vm->agent_args[i];
+    argv[7 + vm->nagent_args] = NULL;
     vm->agent_pid = spawn(argv, vm->agent_log);
     if (vm->agent_pid < 0) {
         vm->agent_pid = 0;
@@ -1357,6 +1388,17 @@ hq_agent_stop(struct hq_vm *vm)
     return ret;
 }
 
+int
+hq_agent_add_arg(struct hq_vm *vm, const char *arg)
+{
+    if (vm->nagent_args == (int) ARRAY_SIZE(vm->agent_args)) {
+        hq_fail("too many extra agent arguments");
+        return -1;
+    }
+    vm->agent_args[vm->nagent_args++] = xstrdup(arg);
+    return 0;
+}
+
 void
 hq_agent_kill(struct hq_vm *vm)
 {
@@ -1420,4 +1462,198 @@ hq_ckpt_get(struct hq_conn *ctl, const char *name, bool size)
     if (size)
         json_object_set_new(args, "size", json_true());
     return hq_cmd(ctl, "checkpoint-get", args);
+}
+
+/* --------------------------------------------------------------- backup */
+
+struct nbd_handle *
+hq_nbd_open(const char *uri, const char *ctx)
+{
+    struct nbd_handle *h = nbd_create();
+    if (!h) {
+        hq_fail("nbd_create: %s", nbd_get_error());
+        return NULL;
+    }
+    if ((ctx && nbd_add_meta_context(h, ctx) == -1) ||
+        nbd_connect_uri(h, uri) == -1) {
+        hq_fail("NBD %s: %s", uri, nbd_get_error());
+        nbd_close(h);
+        return NULL;
+    }
+    if (ctx && nbd_can_meta_context(h, ctx) != 1) {
+        hq_fail("NBD %s: the server does not offer meta context %s", uri, ctx);
+        nbd_close(h);
+        return NULL;
+    }
+    return h;
+}
+
+void
+hq_nbd_close(struct nbd_handle *h)
+{
+    if (h) {
+        nbd_shutdown(h, 0);
+        nbd_close(h);
+    }
+}
+
+int
+hq_nbd_read(struct nbd_handle *h, void *buf, int64_t off, int64_t len)
+{
+    const int64_t chunk = 4 * 1024 * 1024;
+    for (int64_t done = 0; done < len; done += chunk) {
+        int64_t n = len - done < chunk ? len - done : chunk;
+        if (nbd_pread(h, (char *) buf + done, (size_t) n,
+                      (uint64_t) (off + done), 0) == -1) {
+            hq_fail("nbd_pread %" PRId64 "+%" PRId64 ": %s", off + done, n,
+                    nbd_get_error());
+            return -1;
+        }
+    }
+    return 0;
+}
+
+struct map_walk {
+    const char *ctx;
+    int64_t pos, size, gran;
+    uint32_t mask;
+    bool all;
+    uint8_t *map;
+    bool seen;
+};
+
+static int
+map_extent(void *opaque, const char *metacontext, uint64_t offset,
+           uint32_t *entries, size_t nr_entries, int *error)
+{
+    struct map_walk *w = opaque;
+    (void) error;
+    if (strcmp(metacontext, w->ctx) != 0)
+        return 0;
+    w->seen = true;
+    int64_t pos = (int64_t) offset;
+    for (size_t i = 0; i + 1 < nr_entries && pos < w->size; i += 2) {
+        int64_t end = pos + entries[i];
+        if (end > w->size)
+            end = w->size;
+        bool flagged = (entries[i + 1] & w->mask) != 0;
+        for (int64_t g = pos / w->gran; g * w->gran < end; g++) {
+            if (w->all) {
+                if (!flagged)
+                    w->map[g] = 0;
+            } else if (flagged) {
+                w->map[g] = 1;
+            }
+        }
+        pos = end;
+    }
+    w->pos = pos;
+    return 0;
+}
+
+int
+hq_nbd_map(struct nbd_handle *h, const char *ctx, int64_t size, int64_t gran,
+           uint32_t mask, bool all, uint8_t *map)
+{
+    int64_t n = (size + gran - 1) / gran;
+    memset(map, all ? 1 : 0, (size_t) n);
+    struct map_walk w = { .ctx = ctx, .size = size, .gran = gran,
+                          .mask = mask, .all = all, .map = map };
+    while (w.pos < size) {
+        int64_t before = w.pos;
+        int64_t len = size - w.pos;
+        if (len > (int64_t) 1 << 30)
+            len = (int64_t) 1 << 30;
+        w.seen = false;
+        if (nbd_block_status(h, (uint64_t) len, (uint64_t) w.pos,
+                             (nbd_extent_callback) { .callback = map_extent,
+                                                     .user_data = &w }, 0) == -1) {
+            hq_fail("nbd_block_status %s at %" PRId64 ": %s", ctx, w.pos,
+                    nbd_get_error());
+            return -1;
+        }
+        if (!w.seen || w.pos <= before) {
+            hq_fail("nbd_block_status %s at %" PRId64 " returned no extent",
+                    ctx, before);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+char *
+hq_nbd_sock(struct hq_vm *vm)
+{
+    size_t n = strlen(vm->ctl_sock);
+    if (n > 5 && strcmp(vm->ctl_sock + n - 5, ".sock") == 0)
+        return xasprintf("%.*s-nbd.sock", (int) (n - 5), vm->ctl_sock);
+    return xasprintf("%s-nbd.sock", vm->ctl_sock);
+}
+
+bool
+hq_sock_listening(const char *path)
+{
+    int fd = connect_unix(path);
+    if (fd < 0)
+        return false;
+    close(fd);
+    return true;
+}
+
+static void
+add_leftover(char **acc, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    char *t = xasprintf("%s%s%s", *acc ? *acc : "", *acc ? "; " : "", msg);
+    free(*acc);
+    *acc = t;
+}
+
+char *
+hq_backup_leftovers(struct hq_vm *vm, const char *scratch_dir)
+{
+    char *acc = NULL;
+    size_t i, k;
+    json_t *e, *b;
+    if (vm->mon) {
+        CLEANUP_JSON json_t *exports = hq_cmd(vm->mon, "query-block-exports", NULL);
+        json_array_foreach(exports, i, e)
+            add_leftover(&acc, "export %s", hq_str(e));
+        CLEANUP_JSON json_t *jobs = hq_cmd(vm->mon, "query-jobs", NULL);
+        json_array_foreach(jobs, i, e) {
+            const char *id = hq_jstr(e, "id");
+            if (id && strncmp(id, "ckptd", 5) == 0)
+                add_leftover(&acc, "job %s", hq_str(e));
+        }
+        CLEANUP_JSON json_t *nodes = hq_cmd(vm->mon, "query-named-block-nodes",
+                                            json_pack("{s:b}", "flat", 1));
+        json_array_foreach(nodes, i, e) {
+            const char *n = hq_jstr(e, "node-name");
+            if (n && strncmp(n, "ckptd", 5) == 0)
+                add_leftover(&acc, "node %s", n);
+            json_array_foreach(json_object_get(e, "dirty-bitmaps"), k, b) {
+                const char *bn = hq_jstr(b, "name");
+                if (!bn || strncmp(bn, "ckptd:", 6) == 0)
+                    add_leftover(&acc, "bitmap on %s: %s", n ? n : "?",
+                                 hq_str(b));
+            }
+        }
+    }
+    if (scratch_dir) {
+        DIR *d = opendir(scratch_dir);
+        struct dirent *de;
+        while (d && (de = readdir(d)) != NULL)
+            if (strncmp(de->d_name, "ckptd", 5) == 0)
+                add_leftover(&acc, "file %s/%s", scratch_dir, de->d_name);
+        if (d)
+            closedir(d);
+    }
+    CLEANUP_FREE char *sock = hq_nbd_sock(vm);
+    if (hq_sock_listening(sock))
+        add_leftover(&acc, "an NBD server still listens on %s", sock);
+    return acc;
 }

@@ -54,6 +54,11 @@ bool hq_failed(void);
 void hq_fail_at(int line, const char *cond, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Marks the current case skipped (it cannot run here: not root, ...):
+ * unless it also failed, hq_run prints "SKIP name: reason" and counts it
+ * as neither passed nor failed.  The case should return 0 right after. */
+void hq_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 /* A note in the output that is not a result line. */
 void hq_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -147,6 +152,9 @@ struct hq_vm {
     struct hq_disk disks[HQ_MAX_DISKS];
     int ndisks;
     int root_ports_used;
+    /* Extra arguments for every later hq_agent_spawn (hq_agent_add_arg). */
+    char *agent_args[16];
+    int nagent_args;
 };
 
 /* A new directory; the VM is registered for cleanup at exit. */
@@ -236,6 +244,9 @@ int hq_agent_wait_qemu(struct hq_vm *vm, const char *state, double timeout);
 int hq_agent_stop(struct hq_vm *vm);
 /* SIGKILL and reap. */
 void hq_agent_kill(struct hq_vm *vm);
+/* Appends one argument to the agent's command line for every later start
+ * (e.g. "--scratch-dir", dir).  0, or -1 with hq_fail when full. */
+int hq_agent_add_arg(struct hq_vm *vm, const char *arg);
 /* Prints the agent's log as "# " lines. */
 void hq_agent_dump_log(struct hq_vm *vm);
 
@@ -255,6 +266,37 @@ int hq_jbool(json_t *obj, const char *key);
 /* The element of array arr whose member key equals the string val
  * (borrowed), or NULL. */
 json_t *hq_jfind(json_t *arr, const char *key, const char *val);
+
+/* --- backup: NBD exports read with libnbd, and the agent's leftovers --- */
+
+struct nbd_handle;
+/* Connects to an NBD URI with libnbd, asking for the meta context ctx
+ * (e.g. "qemu:dirty-bitmap:NAME" or "base:allocation") when not NULL.
+ * NULL with hq_fail. */
+struct nbd_handle *hq_nbd_open(const char *uri, const char *ctx);
+void hq_nbd_close(struct nbd_handle *h);
+static inline void hq_nbd_cleanup(struct nbd_handle **h) { hq_nbd_close(*h); }
+#define HQ_CLEANUP_NBD __attribute__((cleanup(hq_nbd_cleanup)))
+/* Reads [off, off+len) into buf in chunks.  0 or -1 with hq_fail. */
+int hq_nbd_read(struct nbd_handle *h, void *buf, int64_t off, int64_t len);
+/* Walks the extents of meta context ctx over [0, size): for every
+ * granule of gran bytes, sets map[i] to 1 if any part of it has one of
+ * the flags in mask, else 0 (map holds size/gran entries, rounded up).
+ * With all = true a granule is set only when ALL of it has those flags.
+ * 0 or -1 with hq_fail. */
+int hq_nbd_map(struct nbd_handle *h, const char *ctx, int64_t size,
+               int64_t gran, uint32_t mask, bool all, uint8_t *map);
+/* The default NBD socket of the VM's agent: the control path with
+ * ".sock" replaced by "-nbd.sock".  Caller frees. */
+char *hq_nbd_sock(struct hq_vm *vm);
+/* True when something accepts connections on the Unix socket path. */
+bool hq_sock_listening(const char *path);
+/* What a backup may leave behind, checked over QEMU's test monitor and
+ * in the scratch directory: exports, ckptd-* block jobs, ckptd-* nodes,
+ * ckptd: bitmaps and anonymous bitmaps on any node, ckptd-* files in
+ * scratch_dir (when not NULL), and a listening default NBD socket.
+ * NULL when nothing is left, else a description (caller frees). */
+char *hq_backup_leftovers(struct hq_vm *vm, const char *scratch_dir);
 
 /* Reads a whole file (caller frees) or NULL. */
 char *hq_read_file(const char *path);
