@@ -169,3 +169,18 @@ deb:
 
 clean:
 	rm -rf build build-asan build-fuzz
+
+# `make bench`: ckptd against libvirt 9.0 and against the limit (bare QMP,
+# nbdcopy) on this machine, in one run; prints one table and writes it to
+# BENCHMARKS.md (bench/bench.sh; as root it installs and starts libvirt).
+# BENCH_QUICK=1 runs fewer repetitions.  The tools are built here.
+BENCH_TOOLS := $(addprefix $(BUILD)/bench/,qmpbench timeit agentstart nbdpull)
+.PHONY: bench
+
+$(BUILD)/bench/%: bench/%.c $(LIB) $(wildcard */*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Wall -Wextra -Werror $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+
+bench: deps
+	$(MAKE) --no-print-directory all $(BENCH_TOOLS)
+	@BUILD=$(BUILD) bench/bench.sh
