@@ -151,31 +151,55 @@ read_disk(json_t *block, json_t *nodes, struct meta_disk *d)
     return 0;
 }
 
-static struct meta_ckpt *
-find_or_add_ckpt(struct meta_tree *t, struct meta_record *rec, size_t *cap)
+/* One record bitmap found on one disk. */
+struct found_record {
+    struct meta_record rec;
+    size_t disk;
+    const char *bitmap;
+};
+
+static int
+cmp_found(const void *x, const void *y)
 {
-    ssize_t i = meta_tree_find_ckpt(t, rec->name);
-    if (i >= 0) {
-        if (t->ckpts[i].rec.seq != rec->seq)
-            log_warn("checkpoint '%s' has records of different sequence on "
-                     "different disks; using the first", rec->name);
-        meta_record_clear(rec);
-        return &t->ckpts[i];
-    }
-    if (t->nckpts == *cap) {
-        *cap = *cap ? *cap * 2 : 8;
-        t->ckpts = xrealloc(t->ckpts, *cap * sizeof *t->ckpts);
-    }
-    struct meta_ckpt *c = &t->ckpts[t->nckpts++];
-    *c = (struct meta_ckpt) { .rec = *rec };
-    c->members = xcalloc(t->ndisks, sizeof *c->members);
-    return c;
+    const struct found_record *a = x, *b = y;
+    int c = strcmp(a->rec.name, b->rec.name);
+    return c ? c : a->disk < b->disk ? -1 : a->disk > b->disk;
 }
 
-static void
-collect_records(struct meta_tree *t)
+static int
+cmp_bitmap_name(const void *x, const void *y)
 {
-    size_t cap = 0;
+    return strcmp((*(const struct meta_bitmap *const *) x)->name,
+                  (*(const struct meta_bitmap *const *) y)->name);
+}
+
+/* A disk's bitmaps sorted by name, to find data bitmaps in log time: an
+ * image can hold thousands (two per checkpoint). */
+static const struct meta_bitmap **
+sorted_bitmaps(const struct meta_disk *d)
+{
+    const struct meta_bitmap **v = xcalloc(d->nbitmaps + 1, sizeof *v);
+    for (size_t i = 0; i < d->nbitmaps; i++)
+        v[i] = &d->bitmaps[i];
+    if (d->nbitmaps)
+        qsort(v, d->nbitmaps, sizeof *v, cmp_bitmap_name);
+    return v;
+}
+
+static const struct meta_bitmap *
+find_sorted(const struct meta_bitmap **v, size_t n, const char *name)
+{
+    struct meta_bitmap key = { .name = (char *) name };
+    const struct meta_bitmap *kp = &key;
+    const struct meta_bitmap **hit = n ? bsearch(&kp, v, n, sizeof *v, cmp_bitmap_name) : NULL;
+    return hit ? *hit : NULL;
+}
+
+static size_t
+find_records(struct meta_tree *t, struct found_record **out)
+{
+    size_t n = 0, cap = 0;
+    *out = NULL;
     for (size_t d = 0; d < t->ndisks; d++) {
         struct meta_disk *disk = &t->disks[d];
         for (size_t b = 0; b < disk->nbitmaps; b++) {
@@ -187,15 +211,58 @@ collect_records(struct meta_tree *t)
                          disk->disk, disk->bitmaps[b].name);
             if (r <= 0)
                 continue;
-            struct meta_ckpt *c = find_or_add_ckpt(t, &rec, &cap);
-            if (meta_ckpt_member(c, d))
-                continue;
-            c->members[c->nmembers++] = (struct meta_member) {
-                .disk = d, .bitmap = meta_disk_find_bitmap(disk, c->rec.name),
-                .record = disk->bitmaps[b].name,
-            };
+            if (n == cap) {
+                cap = cap ? cap * 2 : 16;
+                *out = xrealloc(*out, cap * sizeof **out);
+            }
+            (*out)[n++] = (struct found_record) { rec, d, disk->bitmaps[b].name };
         }
     }
+    return n;
+}
+
+/* Records joined by checkpoint name: sorted by (name, disk), each run of
+ * one name is one checkpoint with its members in disk order.  O(n log n)
+ * in the number of bitmaps. */
+static void
+collect_records(struct meta_tree *t)
+{
+    struct found_record *f;
+    size_t n = find_records(t, &f);
+    if (n)
+        qsort(f, n, sizeof *f, cmp_found);
+    const struct meta_bitmap ***sorted = xcalloc(t->ndisks + 1, sizeof *sorted);
+    for (size_t d = 0; d < t->ndisks; d++)
+        sorted[d] = sorted_bitmaps(&t->disks[d]);
+    t->ckpts = xcalloc(n + 1, sizeof *t->ckpts);
+    for (size_t i = 0; i < n; i++) {
+        /* Compared with the checkpoint, not f[i - 1]: merged records are
+         * cleared as they go. */
+        bool same = t->nckpts && strcmp(f[i].rec.name, t->ckpts[t->nckpts - 1].rec.name) == 0;
+        if (!same) {
+            struct meta_ckpt *c = &t->ckpts[t->nckpts++];
+            *c = (struct meta_ckpt) { .rec = f[i].rec };
+            c->members = xcalloc(t->ndisks + 1, sizeof *c->members);
+        } else {
+            bool second_on_disk = f[i].disk == f[i - 1].disk;
+            if (!second_on_disk && f[i].rec.seq != t->ckpts[t->nckpts - 1].rec.seq)
+                log_warn("checkpoint '%s' has records of different sequence on "
+                         "different disks; using the first", f[i].rec.name);
+            meta_record_clear(&f[i].rec);
+            if (second_on_disk)
+                continue;
+        }
+        struct meta_ckpt *c = &t->ckpts[t->nckpts - 1];
+        c->members[c->nmembers++] = (struct meta_member) {
+            .disk = f[i].disk, .record = f[i].bitmap,
+            .bitmap = find_sorted(sorted[f[i].disk], t->disks[f[i].disk].nbitmaps,
+                                  c->rec.name),
+        };
+    }
+    for (size_t d = 0; d < t->ndisks; d++)
+        free(sorted[d]);
+    free(sorted);
+    free(f);
 }
 
 static int
