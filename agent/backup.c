@@ -142,11 +142,14 @@ struct ending {
     void *opaque;
 };
 
+/* Everything in QEMU is gone: the files, the event, the caller.  Ending a
+ * backup changes no checkpoint, so the tree needs no re-read. */
 static void
-end_refreshed(struct agent *a, const struct qmp_error *err, void *opaque)
+end_swept(const char *err, void *opaque)
 {
     struct ending *e = opaque;
     struct backup_job *job = e->job;
+    struct agent *a = job->agent;
     remove_scratch_files(job);
     backup_unlink(a, job);
     emit_end(job, e->status);
@@ -162,17 +165,6 @@ end_refreshed(struct agent *a, const struct qmp_error *err, void *opaque)
     backup_free(job);
     if (done)
         done(NULL, done_opaque);
-}
-
-static void
-end_swept(const char *err, void *opaque)
-{
-    struct ending *e = opaque;
-    struct agent *a = e->job->agent;
-    if (a->qemu_ready)
-        vm_refresh(a, end_refreshed, e);
-    else
-        end_refreshed(a, NULL, e);
 }
 
 void

@@ -170,6 +170,21 @@ server_still_needed(struct sweep *s)
     return false;
 }
 
+/* After the last job (or, at start-up, whatever a dead agent started). */
+static void
+stop_server(struct sweep *s, struct batch *b)
+{
+    struct agent *a = s->agent;
+    if (server_still_needed(s) || (!a->nbd_server && s->job))
+        return;
+    bool tls = !s->job || json_is_true(json_object_get(a->nbd_server, "tls"));
+    batch_send(b, "nbd-server-stop", NULL, NULL, NULL);
+    if (tls)
+        batch_send(b, "object-del", json_pack("{s:s}", "id", NBDX_TLS_ID), NULL, NULL);
+    json_decref(a->nbd_server);
+    a->nbd_server = NULL;
+}
+
 static void
 sweep_finish(struct sweep *s)
 {
@@ -210,23 +225,17 @@ sweep_step(const char *err, void *opaque)
                    keep_result, &s->nodes);
         break;
     case 3:
+        /* QEMU runs one connection's commands in order, so one batch can
+         * remove the format nodes before the protocol nodes under them. */
         dismiss_jobs(s, b);
         delete_nodes(s, b, 'f');
         remove_bitmaps(s, b);
-        break;
-    case 4:
         delete_nodes(s, b, 's');
-        break;
-    case 5:
         if (!s->job)
             list_stale_files(s);
         unlink_files(s);
-        if (!server_still_needed(s) && (s->agent->nbd_server || !s->job)) {
-            batch_send(b, "nbd-server-stop", NULL, NULL, NULL);
-            batch_send(b, "object-del", json_pack("{s:s}", "id", NBDX_TLS_ID), NULL, NULL);
-            json_decref(s->agent->nbd_server);
-            s->agent->nbd_server = NULL;
-        }
+        stop_server(s, b);
+        s->step = 6;
         break;
     }
     batch_arm(b);
