@@ -274,8 +274,8 @@ cmp_seq(const void *a, const void *b)
 
 /* Checkpoints from the disks' bitmaps: records joined by name, sorted by
  * sequence.  Replaces whatever checkpoints the tree had. */
-void
-meta_tree_derive(struct meta_tree *t)
+static void
+ckpts_free(struct meta_tree *t)
 {
     for (size_t i = 0; i < t->nckpts; i++) {
         meta_record_clear(&t->ckpts[i].rec);
@@ -284,6 +284,12 @@ meta_tree_derive(struct meta_tree *t)
     free(t->ckpts);
     t->ckpts = NULL;
     t->nckpts = 0;
+}
+
+void
+meta_tree_derive(struct meta_tree *t)
+{
+    ckpts_free(t);
     collect_records(t);
     if (t->nckpts)
         qsort(t->ckpts, t->nckpts, sizeof *t->ckpts, cmp_seq);
@@ -328,9 +334,7 @@ meta_tree_free(struct meta_tree *t)
     for (size_t i = 0; i < t->ndisks; i++)
         disk_free(&t->disks[i]);
     free(t->disks);
-    t->disks = NULL;
-    t->ndisks = 0;
-    meta_tree_derive(t);                /* with no disks: frees the checkpoints */
+    ckpts_free(t);
     memset(t, 0, sizeof *t);
 }
 

@@ -20,6 +20,34 @@
 
 #include "metadata/metadata.h"
 #include "metadata/xml.h"
+#include "metadata/xmldl.h"
+
+/* Every libxml2 call goes through the table loaded by xmldl_get (read_doc
+ * sets X before anything else runs). */
+static const struct xmldl *X;
+#undef xmlStructuredError
+#undef xmlStructuredErrorContext
+#undef xmlGenericError
+#undef xmlGenericErrorContext
+#undef xmlFree
+#define xmlInitParser X->InitParser
+#define xmlNewParserCtxt X->NewParserCtxt
+#define xmlCtxtReadMemory X->CtxtReadMemory
+#define xmlStopParser X->StopParser
+#define xmlCtxtGetLastError X->CtxtGetLastError
+#define xmlFreeParserCtxt X->FreeParserCtxt
+#define xmlFreeDoc X->FreeDoc
+#define xmlDocGetRootElement X->DocGetRootElement
+#define xmlStrEqual X->StrEqual
+#define xmlNodeGetContent X->NodeGetContent
+#define xmlGetNoNsProp X->GetNoNsProp
+#define xmlSetStructuredErrorFunc X->SetStructuredErrorFunc
+#define xmlSetGenericErrorFunc X->SetGenericErrorFunc
+#define xmlStructuredError (*X->StructuredError())
+#define xmlStructuredErrorContext (*X->StructuredErrorContext())
+#define xmlGenericError (*X->GenericError())
+#define xmlGenericErrorContext (*X->GenericErrorContext())
+#define xmlFree (*X->Free)
 
 #define INVALID CKPT_ERR_INVALID_PARAMETER
 
@@ -103,8 +131,8 @@ read_doc(const char *xml, size_t len, struct ckpt_error *e)
     }
     if (xml == NULL)
         xml = "";
-
-    xmlInitParser();
+    if (!(X = xmldl_get(e)))
+        return NULL;
     struct parse_state st = { 0 };
     xmlParserCtxtPtr ctxt = xmlNewParserCtxt();
     if (ctxt == NULL) {
