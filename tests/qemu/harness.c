@@ -317,8 +317,8 @@ hq_err_desc(json_t *reply)
 
 /* ------------------------------------------------------------------ qmp */
 
-static int
-connect_unix(const char *path)
+int
+hq_connect_unix(const char *path)
 {
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
     if (strlen(path) >= sizeof sa.sun_path) {
@@ -351,7 +351,7 @@ conn_open_watch(const char *path, double timeout, pid_t watch)
 {
     double end = hq_now() + timeout;
     int fd;
-    while ((fd = connect_unix(path)) < 0) {
+    while ((fd = hq_connect_unix(path)) < 0) {
         if (hq_now() > end) {
             hq_fail("cannot connect to %s: %s", path, strerror(errno));
             return NULL;
@@ -1411,21 +1411,48 @@ hq_agent_kill(struct hq_vm *vm)
     vm->agent_pid = 0;
 }
 
+/* n qcow2 disks vda, vdb, ... of size each.  0 or -1. */
+static int
+add_disks(struct hq_vm *vm, int n, int64_t size)
+{
+    for (int i = 0; i < n; i++) {
+        char name[8];
+        snprintf(name, sizeof name, "vd%c", 'a' + i);
+        if (hq_vm_add_disk(vm, name, "qcow2", size, false) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 struct hq_vm *
 hq_vm_simple(int n, int64_t size, bool agent)
 {
     struct hq_vm *vm = hq_vm_new();
     if (!vm)
         return NULL;
-    for (int i = 0; i < n; i++) {
-        char name[8];
-        snprintf(name, sizeof name, "vd%c", 'a' + i);
-        if (hq_vm_add_disk(vm, name, "qcow2", size, false) < 0)
-            goto fail;
-    }
+    if (add_disks(vm, n, size) < 0)
+        goto fail;
     if (hq_qemu_start(vm) < 0)
         goto fail;
     if (agent && hq_agent_start(vm) < 0)
+        goto fail;
+    return vm;
+fail:
+    hq_vm_free(vm);
+    return NULL;
+}
+
+struct hq_vm *
+hq_vm_with_agent(int n, int64_t size, const char *const *extra)
+{
+    struct hq_vm *vm = hq_vm_simple(n, size, false);
+    if (!vm)
+        return NULL;
+    setenv("XDG_RUNTIME_DIR", vm->dir, 1);
+    for (; extra && *extra; extra++)
+        if (hq_agent_add_arg(vm, *extra) < 0)
+            goto fail;
+    if (hq_agent_start(vm) < 0)
         goto fail;
     return vm;
 fail:
@@ -1593,7 +1620,7 @@ hq_nbd_sock(struct hq_vm *vm)
 bool
 hq_sock_listening(const char *path)
 {
-    int fd = connect_unix(path);
+    int fd = hq_connect_unix(path);
     if (fd < 0)
         return false;
     close(fd);
@@ -1656,4 +1683,123 @@ hq_backup_leftovers(struct hq_vm *vm, const char *scratch_dir)
     if (hq_sock_listening(sock))
         add_leftover(&acc, "an NBD server still listens on %s", sock);
     return acc;
+}
+
+char *
+hq_scratch_dir(struct hq_vm *vm)
+{
+    return xasprintf("%s/scratch", vm->dir);
+}
+
+struct hq_vm *
+hq_vm_scratch(int n, int64_t size, const char *const *extra, bool start)
+{
+    struct hq_vm *vm = hq_vm_new();
+    if (!vm)
+        return NULL;
+    CLEANUP_FREE char *sd = hq_scratch_dir(vm);
+    if (mkdir(sd, 0700) < 0) {
+        hq_fail("mkdir %s", sd);
+        goto fail;
+    }
+    if (add_disks(vm, n, size) < 0)
+        goto fail;
+    if (hq_agent_add_arg(vm, "--scratch-dir") < 0 || hq_agent_add_arg(vm, sd) < 0)
+        goto fail;
+    for (; extra && *extra; extra++)
+        if (hq_agent_add_arg(vm, *extra) < 0)
+            goto fail;
+    if (start && (hq_qemu_start(vm) < 0 || hq_agent_start(vm) < 0))
+        goto fail;
+    return vm;
+fail:
+    hq_vm_free(vm);
+    return NULL;
+}
+
+int
+hq_count_scratch(const char *dir, const char *substr)
+{
+    int n = 0;
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    while (d && (de = readdir(d)))
+        if (strncmp(de->d_name, "ckptd-scratch-", 14) == 0) {
+            char *sub = xasprintf("%s/%s", dir, de->d_name);
+            DIR *s = opendir(sub);
+            struct dirent *f;
+            while (s && (f = readdir(s)))
+                n += substr ? strstr(f->d_name, substr) != NULL
+                            : f->d_name[0] != '.';
+            if (s)
+                closedir(s);
+            free(sub);
+        }
+    if (d)
+        closedir(d);
+    return n;
+}
+
+json_t *
+hq_json(const char *text)
+{
+    json_error_t err;
+    json_t *a = json_loads(text, 0, &err);
+    if (!a)
+        hq_fail("bad test JSON %s: %s", text, err.text);
+    return a;
+}
+
+json_t *
+hq_backup_begin(struct hq_vm *vm, const char *args)
+{
+    json_t *a = NULL;
+    if (args && !(a = hq_json(args)))
+        return NULL;
+    return hq_cmd(vm->ctl, "backup-begin", a);
+}
+
+int
+hq_backup_end(struct hq_vm *vm, json_t *job)
+{
+    const char *id = hq_jstr(job, "id");
+    if (!id) {
+        hq_fail("job without id: %s", hq_str(job));
+        return -1;
+    }
+    CLEANUP_JSON json_t *r = hq_cmd(vm->ctl, "backup-end",
+                                    json_pack("{s:s}", "id", id));
+    if (!json_is_object(r) || json_object_size(r) != 0) {
+        hq_fail("backup-end %s returned %s", id, hq_str(r));
+        return -1;
+    }
+    return 0;
+}
+
+int
+hq_backup_expect_clean(struct hq_vm *vm, const char *when)
+{
+    CLEANUP_FREE char *sd = hq_scratch_dir(vm);
+    CLEANUP_FREE char *left = hq_backup_leftovers(vm, sd);
+    if (left) {
+        hq_fail("%s, left behind: %s", when, left);
+        return -1;
+    }
+    if (vm->ctl) {
+        CLEANUP_JSON json_t *l = hq_cmd(vm->ctl, "query-backup", NULL);
+        if (!json_is_array(l) || json_array_size(l) != 0) {
+            hq_fail("%s, query-backup: %s", when, hq_str(l));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int64_t
+hq_first_diff(const uint8_t *a, const uint8_t *b, int64_t len)
+{
+    for (int64_t i = 0; i < len; i++)
+        if (a[i] != b[i])
+            return i;
+    return -1;
 }

@@ -86,6 +86,8 @@ struct hq_conn *hq_conn_open_raw(const char *path, double timeout);
 /* hq_conn_open_raw plus qmp_capabilities. */
 struct hq_conn *hq_conn_open(const char *path, double timeout);
 void hq_conn_close(struct hq_conn *c);
+/* One connect to a Unix socket, no retry: the fd, or -1 with errno. */
+int hq_connect_unix(const char *path);
 static inline void hq_conn_cleanup(struct hq_conn **c) { hq_conn_close(*c); }
 #define CLEANUP_CONN __attribute__((cleanup(hq_conn_cleanup)))
 
@@ -174,6 +176,11 @@ struct hq_disk *hq_vm_disk(struct hq_vm *vm, const char *name);
 /* A new VM with n qcow2 disks vda, vdb, ... of size each, QEMU started and
  * (if agent) the agent started and connected.  NULL with hq_fail. */
 struct hq_vm *hq_vm_simple(int n, int64_t size, bool agent);
+/* hq_vm_simple(n, size, false), $XDG_RUNTIME_DIR set to the VM's directory
+ * (the agent's default runtime directory), then the agent started with the
+ * extra arguments (NULL-terminated, or NULL) and connected.  NULL with
+ * hq_fail. */
+struct hq_vm *hq_vm_with_agent(int n, int64_t size, const char *const *extra);
 
 /* Starts QEMU (-S) over the disks and opens vm->mon.  0 or -1. */
 int hq_qemu_start(struct hq_vm *vm);
@@ -297,6 +304,31 @@ bool hq_sock_listening(const char *path);
  * scratch_dir (when not NULL), and a listening default NBD socket.
  * NULL when nothing is left, else a description (caller frees). */
 char *hq_backup_leftovers(struct hq_vm *vm, const char *scratch_dir);
+/* The VM's scratch directory for backups, DIR/scratch.  Caller frees. */
+char *hq_scratch_dir(struct hq_vm *vm);
+/* A new VM with n qcow2 disks vda, vdb, ... of size, DIR/scratch created
+ * and given to the agent as --scratch-dir, then the extra agent arguments
+ * (NULL-terminated, or NULL); with start, QEMU and the agent started and
+ * connected.  NULL with hq_fail. */
+struct hq_vm *hq_vm_scratch(int n, int64_t size, const char *const *extra,
+                            bool start);
+/* Files in the ckptd-scratch-* directories right under dir (the agent's
+ * default scratch directories when $XDG_RUNTIME_DIR is dir): those whose
+ * name contains substr, or with substr NULL all but dot files. */
+int hq_count_scratch(const char *dir, const char *substr);
+/* JSON text written by a test, parsed (new reference); NULL with hq_fail. */
+json_t *hq_json(const char *text);
+/* backup-begin on vm->ctl with arguments given as JSON text (NULL: none);
+ * the job (new reference), or NULL with hq_fail. */
+json_t *hq_backup_begin(struct hq_vm *vm, const char *args);
+/* backup-end of job's id, which must return {}.  0 or -1 with hq_fail. */
+int hq_backup_end(struct hq_vm *vm, json_t *job);
+/* No hq_backup_leftovers in QEMU, DIR/scratch or the NBD socket and, when
+ * vm->ctl is open, an empty query-backup; when names the moment in the
+ * failure message.  0 or -1 with hq_fail. */
+int hq_backup_expect_clean(struct hq_vm *vm, const char *when);
+/* The first offset at which a and b differ over len bytes, or -1. */
+int64_t hq_first_diff(const uint8_t *a, const uint8_t *b, int64_t len);
 
 /* Reads a whole file (caller frees) or NULL. */
 char *hq_read_file(const char *path);

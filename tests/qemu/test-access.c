@@ -18,7 +18,6 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <grp.h>
 #include <libgen.h>
 #include <libnbd.h>
@@ -30,7 +29,6 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -39,115 +37,6 @@
 #define NOBODY 65534
 
 /* ------------------------------------------------------------- helpers */
-
-static int
-connect_unix(const char *path)
-{
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
-    if (connect(fd, (struct sockaddr *) &sa, sizeof sa) < 0) {
-        int e = errno;
-        close(fd);
-        errno = e;
-        return -1;
-    }
-    return fd;
-}
-
-/* Starts the agent with extra options, like hq_agent_spawn, and waits for
- * QEMU to be connected.  The harness stops it (SIGTERM, clean exit). */
-static int
-spawn_agent(struct hq_vm *vm, const char *const *extra)
-{
-    const char *argv[32];
-    int n = 0;
-    argv[n++] = hq_agent_path();
-    argv[n++] = "--qmp";
-    argv[n++] = vm->qmp_sock;
-    argv[n++] = "--control";
-    argv[n++] = vm->ctl_sock;
-    argv[n++] = "--log-level";
-    argv[n++] = "debug";
-    for (; extra && *extra && n < 30; extra++)
-        argv[n++] = *extra;
-    argv[n] = NULL;
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid < 0) {
-        hq_fail("fork: %s", strerror(errno));
-        return -1;
-    }
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        int in = open("/dev/null", O_RDONLY);
-        int log = open(vm->agent_log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-        if (in >= 0)
-            dup2(in, STDIN_FILENO);
-        if (log >= 0) {
-            dup2(log, STDOUT_FILENO);
-            dup2(log, STDERR_FILENO);
-        }
-        signal(SIGPIPE, SIG_DFL);
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        execv(argv[0], (char *const *) argv);
-        _exit(127);
-    }
-    vm->agent_pid = pid;
-    vm->ctl = hq_conn_open(vm->ctl_sock, 10);
-    if (!vm->ctl)
-        return -1;
-    return hq_agent_wait_qemu(vm, "connected", 10);
-}
-
-static struct hq_vm *
-vm_with_agent(const char *const *extra)
-{
-    struct hq_vm *vm = hq_vm_simple(1, 64 * MiB, false);
-    if (!vm)
-        return NULL;
-    setenv("XDG_RUNTIME_DIR", vm->dir, 1);
-    if ((extra ? spawn_agent(vm, extra) : hq_agent_start(vm)) < 0) {
-        hq_vm_free(vm);
-        return NULL;
-    }
-    return vm;
-}
-
-static int
-count_scratch(const char *dir)
-{
-    int n = 0;
-    DIR *d = opendir(dir);
-    struct dirent *de;
-    while (d && (de = readdir(d)))
-        if (strncmp(de->d_name, "ckptd-scratch-", 14) == 0) {
-            char *sub = xasprintf("%s/%s", dir, de->d_name);
-            DIR *s = opendir(sub);
-            struct dirent *f;
-            /* Scratch images only: the test puts links and dirs there. */
-            while (s && (f = readdir(s)))
-                n += strstr(f->d_name, ".qcow2") != NULL;
-            if (s)
-                closedir(s);
-            free(sub);
-        }
-    if (d)
-        closedir(d);
-    return n;
-}
-
-/* The default NBD socket: the control path with ".sock" -> "-nbd.sock". */
-static char *
-nbd_sock_path(struct hq_vm *vm)
-{
-    size_t n = strlen(vm->ctl_sock) - strlen(".sock");
-    return xasprintf("%.*s-nbd.sock", (int) n, vm->ctl_sock);
-}
 
 /* A TCP port nobody listens on right now. */
 static int
@@ -199,8 +88,9 @@ check_nothing_created(struct hq_vm *vm, json_t *before)
     }
     CLEANUP_JSON json_t *bj = hq_cmd(vm->ctl, "query-backup", NULL);
     HQ_CHECK(json_is_array(bj) && json_array_size(bj) == 0, "backup jobs: %s", hq_str(bj));
-    HQ_CHECK(count_scratch(vm->dir) == 0, "scratch files in %s", vm->dir);
-    CLEANUP_FREE char *nbd = nbd_sock_path(vm);
+    /* Scratch images only: the test puts links and dirs there. */
+    HQ_CHECK(hq_count_scratch(vm->dir, ".qcow2") == 0, "scratch files in %s", vm->dir);
+    CLEANUP_FREE char *nbd = hq_nbd_sock(vm);
     struct stat st;
     HQ_CHECK(lstat(nbd, &st) < 0, "an NBD socket %s exists", nbd);
     return 0;
@@ -255,7 +145,7 @@ end_backup(struct hq_vm *vm, json_t *job)
     HQ_CHECK(e, "backup-end");
     CLEANUP_JSON json_t *ex = hq_cmd(vm->mon, "query-block-exports", NULL);
     HQ_CHECK(ex && json_array_size(ex) == 0, "exports after backup-end: %s", hq_str(ex));
-    HQ_CHECK(count_scratch(vm->dir) == 0, "scratch files after backup-end");
+    HQ_CHECK(hq_count_scratch(vm->dir, ".qcow2") == 0, "scratch files after backup-end");
     return 0;
 }
 
@@ -278,7 +168,7 @@ as_nobody(const char *path)
         signal(SIGALRM, SIG_DFL);
         if (setgroups(0, NULL) < 0 || setgid(NOBODY) < 0 || setuid(NOBODY) < 0)
             _exit(4);
-        int fd = connect_unix(path);
+        int fd = hq_connect_unix(path);
         if (fd < 0)
             _exit(errno == EACCES ? 3 : 4);
         char buf[4096];
@@ -336,7 +226,7 @@ open_up(struct hq_vm *vm)
 static int
 case_socket_modes(void)
 {
-    CLEANUP_VM struct hq_vm *vm = vm_with_agent(NULL);
+    CLEANUP_VM struct hq_vm *vm = hq_vm_with_agent(1, 64 * MiB, NULL);
     if (!vm)
         return -1;
     struct stat st;
@@ -372,7 +262,7 @@ case_socket_modes(void)
         return -1;
     CLEANUP_JSON json_t *job = hq_cmd(vm->ctl, "backup-begin", json_object());
     HQ_CHECK(job, "backup-begin");
-    CLEANUP_FREE char *nbd = nbd_sock_path(vm);
+    CLEANUP_FREE char *nbd = hq_nbd_sock(vm);
     HQ_CHECK(lstat(nbd, &st) == 0, "no NBD socket at %s", nbd);
     HQ_CHECK(S_ISSOCK(st.st_mode) && (st.st_mode & 07777) == 0600,
              "NBD socket %s has mode %o", nbd, (unsigned) (st.st_mode & 07777));
@@ -394,7 +284,7 @@ static int
 case_other_uid(void)
 {
     {
-        CLEANUP_VM struct hq_vm *vm = vm_with_agent(NULL);
+        CLEANUP_VM struct hq_vm *vm = hq_vm_with_agent(1, 64 * MiB, NULL);
         if (!vm)
             return -1;
         /* As created, the kernel keeps nobody out. */
@@ -417,7 +307,7 @@ case_other_uid(void)
     }
     {
         const char *extra[] = { "--allow-uid", "65534", NULL };
-        CLEANUP_VM struct hq_vm *vm = vm_with_agent(extra);
+        CLEANUP_VM struct hq_vm *vm = hq_vm_with_agent(1, 64 * MiB, extra);
         if (!vm || open_up(vm) < 0)
             return -1;
         int r = as_nobody(vm->ctl_sock);
@@ -433,7 +323,7 @@ case_other_uid(void)
 static int
 case_tcp_refused(void)
 {
-    CLEANUP_VM struct hq_vm *vm = vm_with_agent(NULL);
+    CLEANUP_VM struct hq_vm *vm = hq_vm_with_agent(1, 64 * MiB, NULL);
     if (!vm || write_data(vm) < 0)
         return -1;
     CLEANUP_JSON json_t *before = hq_snapshot(vm);
@@ -470,7 +360,7 @@ static int
 case_tcp_insecure(void)
 {
     const char *extra[] = { "--insecure-tcp", NULL };
-    CLEANUP_VM struct hq_vm *vm = vm_with_agent(extra);
+    CLEANUP_VM struct hq_vm *vm = hq_vm_with_agent(1, 64 * MiB, extra);
     if (!vm || write_data(vm) < 0)
         return -1;
     int port = free_port();
@@ -554,7 +444,7 @@ case_tcp_tls(void)
     CLEANUP_FREE char *server_dir = xasprintf("%s/server", certs);
     CLEANUP_FREE char *client_dir = xasprintf("%s/client", certs);
     const char *extra[] = { "--tls-dir", server_dir, NULL };
-    struct hq_vm *vm = ret ? NULL : vm_with_agent(extra);
+    struct hq_vm *vm = ret ? NULL : hq_vm_with_agent(1, 64 * MiB, extra);
     int port = free_port();
     json_t *job = NULL;
     if (!vm || write_data(vm) < 0 || port <= 0) {
@@ -654,7 +544,7 @@ out:
 static int
 case_path_escape(void)
 {
-    CLEANUP_VM struct hq_vm *vm = vm_with_agent(NULL);
+    CLEANUP_VM struct hq_vm *vm = hq_vm_with_agent(1, 64 * MiB, NULL);
     if (!vm || write_data(vm) < 0)
         return -1;
     CLEANUP_JSON json_t *before = hq_snapshot(vm);

@@ -22,12 +22,6 @@
 #define K64 (64 * KiB)
 #define DISK_SIZE (16 * MiB)
 
-static char *
-scratch_dir(struct hq_vm *vm)
-{
-    return xasprintf("%s/scratch", vm->dir);
-}
-
 /* A tmpfs over a scratch directory, mounted in a private mount namespace
  * of this test process (and so of the QEMU and agent it starts), unmounted
  * when the variable goes out of scope. */
@@ -73,15 +67,11 @@ static struct hq_vm *
 backup_vm(int n, const char *const *extra, int tmpfs_mib, char **mnt,
           bool *skip)
 {
-    struct hq_vm *vm = hq_vm_new();
+    struct hq_vm *vm = hq_vm_scratch(n, DISK_SIZE, extra, false);
     if (!vm)
         return NULL;
-    CLEANUP_FREE char *sd = scratch_dir(vm);
-    if (mkdir(sd, 0700) < 0) {
-        hq_fail("mkdir %s", sd);
-        goto fail;
-    }
     if (tmpfs_mib > 0) {
+        CLEANUP_FREE char *sd = hq_scratch_dir(vm);
         char why[256];
         int r = mount_tmpfs(sd, tmpfs_mib, why, sizeof why);
         if (r <= 0) {
@@ -93,17 +83,6 @@ backup_vm(int n, const char *const *extra, int tmpfs_mib, char **mnt,
         }
         *mnt = xstrdup(sd);
     }
-    for (int i = 0; i < n; i++) {
-        char name[8];
-        snprintf(name, sizeof name, "vd%c", 'a' + i);
-        if (hq_vm_add_disk(vm, name, "qcow2", DISK_SIZE, false) < 0)
-            goto fail;
-    }
-    if (hq_agent_add_arg(vm, "--scratch-dir") < 0 || hq_agent_add_arg(vm, sd) < 0)
-        goto fail;
-    for (int i = 0; extra && extra[i]; i++)
-        if (hq_agent_add_arg(vm, extra[i]) < 0)
-            goto fail;
     if (hq_qemu_start(vm) < 0 || hq_agent_start(vm) < 0)
         goto fail;
     return vm;
@@ -123,50 +102,6 @@ simple_vm(int n)
     char *mnt = NULL;
     bool skip = false;
     return backup_vm(n, NULL, 0, &mnt, &skip);
-}
-
-static json_t *
-jargs(const char *text)
-{
-    json_error_t err;
-    json_t *a = json_loads(text, 0, &err);
-    if (!a)
-        hq_fail("bad test JSON %s: %s", text, err.text);
-    return a;
-}
-
-static json_t *
-begin(struct hq_vm *vm, const char *args)
-{
-    return hq_cmd(vm->ctl, "backup-begin", args ? jargs(args) : NULL);
-}
-
-static int
-end(struct hq_vm *vm, json_t *job)
-{
-    const char *id = hq_jstr(job, "id");
-    HQ_CHECK(id, "job without id: %s", hq_str(job));
-    CLEANUP_JSON json_t *r = hq_cmd(vm->ctl, "backup-end",
-                                    json_pack("{s:s}", "id", id));
-    HQ_CHECK(json_is_object(r) && json_object_size(r) == 0,
-             "backup-end %s returned %s", id, hq_str(r));
-    return 0;
-}
-
-/* Nothing in QEMU, the scratch directory or the NBD socket; and when the
- * agent is up, no job. */
-static int
-expect_clean(struct hq_vm *vm, const char *when)
-{
-    CLEANUP_FREE char *sd = scratch_dir(vm);
-    CLEANUP_FREE char *left = hq_backup_leftovers(vm, sd);
-    HQ_CHECK(!left, "%s, left behind: %s", when, left);
-    if (vm->ctl) {
-        CLEANUP_JSON json_t *l = hq_cmd(vm->ctl, "query-backup", NULL);
-        HQ_CHECK(json_is_array(l) && json_array_size(l) == 0,
-                 "%s, query-backup: %s", when, hq_str(l));
-    }
-    return 0;
 }
 
 /* Every entry of dir (a tmpfs must be empty again). */
@@ -200,10 +135,11 @@ busy_backup(struct hq_vm *vm)
     for (int i = 0; i < vm->ndisks; i++)
         if (hq_write(vm, vm->disks[i].name, 0x11 + i, (i + 1) * MiB, K64) < 0)
             return NULL;
-    json_t *job = begin(vm, "{\"incremental\": \"c1\", \"checkpoint\": {\"name\": \"c2\"}}");
+    json_t *job = hq_backup_begin(vm, "{\"incremental\": \"c1\", "
+                                  "\"checkpoint\": {\"name\": \"c2\"}}");
     if (!job)
         return NULL;
-    CLEANUP_FREE char *sd = scratch_dir(vm);
+    CLEANUP_FREE char *sd = hq_scratch_dir(vm);
     CLEANUP_FREE char *during = hq_backup_leftovers(vm, sd);
     if (!during || !strstr(during, "export") || !strstr(during, "ckptd:") ||
         !strstr(during, ".qcow2")) {
@@ -241,7 +177,7 @@ test_sigterm(void)
     HQ_CHECK(strcmp(hq_jstr(data, "id") ?: "", id) == 0 &&
              strcmp(hq_jstr(data, "status") ?: "", "cancelled") == 0,
              "BACKUP_END: %s", hq_str(ev));
-    if (expect_clean(vm, "after SIGTERM") < 0)
+    if (hq_backup_expect_clean(vm, "after SIGTERM") < 0)
         return -1;
     /* The checkpoint of the cancelled backup stays (it marks a time). */
     CLEANUP_JSON json_t *b2 = hq_bitmap(vm, "vda", "c2");
@@ -260,19 +196,19 @@ test_kill9_restart(void)
     CLEANUP_JSON json_t *job = busy_backup(vm);
     HQ_CHECK(job, "backup");
     hq_agent_kill(vm);
-    CLEANUP_FREE char *sd = scratch_dir(vm);
+    CLEANUP_FREE char *sd = hq_scratch_dir(vm);
     CLEANUP_FREE char *left = hq_backup_leftovers(vm, sd);
     HQ_CHECK(left && strstr(left, "export") && strstr(left, ".qcow2"),
              "kill -9 should leave things to sweep: %s", left ? left : "");
     if (hq_agent_start(vm) < 0)
         return -1;
-    if (expect_clean(vm, "when the new agent reports QEMU connected") < 0)
+    if (hq_backup_expect_clean(vm, "when the new agent reports QEMU connected") < 0)
         return -1;
     CLEANUP_FREE char *names = hq_ckpt_names(vm->ctl);
     HQ_CHECK(names && strcmp(names, "c1,c2") == 0, "checkpoints: %s", names);
     /* A new incremental from c2 works (server, nodes, names all free). */
     HQ_CHECK(hq_write(vm, "vdb", 0x77, 0, K64) == 0, "write");
-    CLEANUP_JSON json_t *j2 = begin(vm, "{\"incremental\": \"c2\"}");
+    CLEANUP_JSON json_t *j2 = hq_backup_begin(vm, "{\"incremental\": \"c2\"}");
     HQ_CHECK(j2, "backup-begin after the restart");
     HQ_CHECK(json_array_size(json_object_get(j2, "disks")) == 2, "job: %s",
              hq_str(j2));
@@ -285,9 +221,9 @@ test_kill9_restart(void)
              buf[K64 - 1] == 0x77, "export data");
     hq_nbd_close(h);
     h = NULL;
-    if (end(vm, j2) < 0)
+    if (hq_backup_end(vm, j2) < 0)
         return -1;
-    return expect_clean(vm, "after the new backup");
+    return hq_backup_expect_clean(vm, "after the new backup");
 }
 
 /* QEMU quits during a backup: BACKUP_END failed with a reason, scratch
@@ -315,20 +251,20 @@ test_qemu_quit(void)
         return -1;
     CLEANUP_JSON json_t *st = hq_cmd(vm->ctl, "query-status", NULL);
     HQ_CHECK(hq_jint(st, "jobs") == 0, "query-status: %s", hq_str(st));
-    if (expect_clean(vm, "after QEMU quit") < 0)
+    if (hq_backup_expect_clean(vm, "after QEMU quit") < 0)
         return -1;
     CLEANUP_JSON json_t *r = hq_cmd_err(vm->ctl, "NotConnected", "backup-begin", NULL);
     HQ_CHECK(r, "backup-begin without QEMU");
     /* A new QEMU: the agent reconnects by itself; all is usable. */
     if (hq_qemu_start(vm) < 0 || hq_agent_wait_qemu(vm, "connected", 10) < 0)
         return -1;
-    if (expect_clean(vm, "with the new QEMU") < 0)
+    if (hq_backup_expect_clean(vm, "with the new QEMU") < 0)
         return -1;
-    CLEANUP_JSON json_t *j2 = begin(vm, "{\"incremental\": \"c2\"}");
+    CLEANUP_JSON json_t *j2 = hq_backup_begin(vm, "{\"incremental\": \"c2\"}");
     HQ_CHECK(j2, "backup-begin with the new QEMU");
-    if (end(vm, j2) < 0)
+    if (hq_backup_end(vm, j2) < 0)
         return -1;
-    return expect_clean(vm, "after the new backup");
+    return hq_backup_expect_clean(vm, "after the new backup");
 }
 
 /* A refused backup-begin leaves bitmaps, checkpoints, QEMU and the
@@ -338,7 +274,7 @@ expect_refused(struct hq_vm *vm, const char *cls, const char *args)
 {
     CLEANUP_JSON json_t *before = hq_snapshot(vm);
     CLEANUP_FREE char *names = hq_ckpt_names(vm->ctl);
-    CLEANUP_JSON json_t *r = hq_cmd_err(vm->ctl, cls, "backup-begin", jargs(args));
+    CLEANUP_JSON json_t *r = hq_cmd_err(vm->ctl, cls, "backup-begin", hq_json(args));
     HQ_CHECK(r, "backup-begin %s", args);
     CLEANUP_JSON json_t *after = hq_snapshot(vm);
     HQ_CHECK(json_equal(before, after), "%s: bitmaps changed: %s", args,
@@ -346,7 +282,7 @@ expect_refused(struct hq_vm *vm, const char *cls, const char *args)
     CLEANUP_FREE char *names2 = hq_ckpt_names(vm->ctl);
     HQ_CHECK(names && names2 && strcmp(names, names2) == 0,
              "%s: checkpoints %s, were %s", args, names2, names);
-    return expect_clean(vm, args);
+    return hq_backup_expect_clean(vm, args);
 }
 
 /* scratch-dir must be an existing directory inside the agent's own. */
@@ -355,7 +291,7 @@ test_bad_scratch_dir(void)
 {
     CLEANUP_VM struct hq_vm *vm = simple_vm(1);
     HQ_CHECK(vm, "setup");
-    CLEANUP_FREE char *sd = scratch_dir(vm);
+    CLEANUP_FREE char *sd = hq_scratch_dir(vm);
     CLEANUP_FREE char *sub = xasprintf("%s/sub", sd);
     CLEANUP_FREE char *link = xasprintf("%s/link", sd);
     CLEANUP_FREE char *out = xasprintf("%s/outside", vm->dir);
@@ -379,16 +315,16 @@ test_bad_scratch_dir(void)
     HQ_CHECK(!*ls, "files outside the scratch directory:%s", ls);
     /* A subdirectory is fine, and the file goes there. */
     CLEANUP_FREE char *a3 = xasprintf("{\"scratch-dir\": \"%s\"}", sub);
-    CLEANUP_JSON json_t *job = begin(vm, a3);
+    CLEANUP_JSON json_t *job = hq_backup_begin(vm, a3);
     HQ_CHECK(job, "backup-begin with scratch-dir %s", sub);
     CLEANUP_FREE char *f = xasprintf("%s/ckptd-%s-vda.qcow2", sub, hq_jstr(job, "id"));
     HQ_CHECK(access(f, F_OK) == 0, "no scratch file %s", f);
-    if (end(vm, job) < 0)
+    if (hq_backup_end(vm, job) < 0)
         return -1;
     HQ_CHECK(access(f, F_OK) != 0, "scratch file %s left", f);
     CLEANUP_FREE char *ls2 = dir_entries(sub);
     HQ_CHECK(!*ls2, "left in %s:%s", sub, ls2);
-    return expect_clean(vm, "at the end");
+    return hq_backup_expect_clean(vm, "at the end");
 }
 
 /* QEMU refuses a step of backup-begin (a node named like the agent's
@@ -399,7 +335,7 @@ test_qemu_refuses(void)
 {
     CLEANUP_VM struct hq_vm *vm = simple_vm(1);
     HQ_CHECK(vm, "setup");
-    CLEANUP_FREE char *sd = scratch_dir(vm);
+    CLEANUP_FREE char *sd = hq_scratch_dir(vm);
     CLEANUP_JSON json_t *c1 = hq_cmd(vm->ctl, "checkpoint-create",
                                      json_pack("{s:s}", "name", "c1"));
     HQ_CHECK(c1, "checkpoint-create c1");
@@ -409,7 +345,7 @@ test_qemu_refuses(void)
                   "size", (json_int_t) MiB));
     HQ_CHECK(n, "blockdev-add ckptd-s1-0");
     CLEANUP_JSON json_t *before = hq_snapshot(vm);
-    CLEANUP_JSON json_t *r = hq_exec(vm->ctl, "backup-begin", jargs(
+    CLEANUP_JSON json_t *r = hq_exec(vm->ctl, "backup-begin", hq_json(
         "{\"incremental\": \"c1\", \"checkpoint\": {\"name\": \"c2\"}}"));
     HQ_CHECK(r && hq_err_class(r), "backup-begin should fail: %s", hq_str(r));
     hq_note("backup-begin with ckptd-s1-0 taken: %s: %s", hq_err_class(r),
@@ -438,8 +374,8 @@ test_qemu_refuses(void)
     }
     CLEANUP_JSON json_t *st = hq_cmd(vm->ctl, "query-status", NULL);
     HQ_CHECK(hq_jint(st, "jobs") == 0, "query-status: %s", hq_str(st));
-    CLEANUP_JSON json_t *job = begin(vm, "{\"incremental\": \"c1\", "
-                                     "\"checkpoint\": {\"name\": \"c2\"}}");
+    CLEANUP_JSON json_t *job = hq_backup_begin(vm, "{\"incremental\": \"c1\", "
+                                                   "\"checkpoint\": {\"name\": \"c2\"}}");
     HQ_CHECK(job, "backup-begin after the failure");
     const char *uri = hq_jstr(json_array_get(json_object_get(job, "disks"), 0), "uri");
     CLEANUP_FREE char *ctx = xasprintf("qemu:dirty-bitmap:%s",
@@ -455,9 +391,9 @@ test_qemu_refuses(void)
              map[0]);
     hq_nbd_close(h);
     h = NULL;
-    if (end(vm, job) < 0)
+    if (hq_backup_end(vm, job) < 0)
         return -1;
-    return expect_clean(vm, "at the end");
+    return hq_backup_expect_clean(vm, "at the end");
 }
 
 /* The scratch directory (a 16 MiB tmpfs, --scratch-reserve 8) fills up
@@ -477,15 +413,15 @@ test_scratch_full(void)
     if (skip)
         return 0;
     HQ_CHECK(vm, "setup");
-    CLEANUP_FREE char *sd = scratch_dir(vm);
+    CLEANUP_FREE char *sd = hq_scratch_dir(vm);
     CLEANUP_CONN struct hq_conn *c2 = hq_conn_open(vm->ctl_sock, 5);
     HQ_CHECK(c2, "second client");
     HQ_CHECK(hq_write(vm, "vda", 0xa1, 0, 12 * MiB) == 0, "write A");
     CLEANUP_JSON json_t *c1 = hq_cmd(vm->ctl, "checkpoint-create",
                                      json_pack("{s:s}", "name", "c1"));
     HQ_CHECK(c1, "checkpoint-create c1");
-    CLEANUP_JSON json_t *job = begin(vm, "{\"incremental\": \"c1\", "
-                                     "\"checkpoint\": {\"name\": \"c2\"}}");
+    CLEANUP_JSON json_t *job = hq_backup_begin(vm, "{\"incremental\": \"c1\", "
+                                                   "\"checkpoint\": {\"name\": \"c2\"}}");
     HQ_CHECK(job, "backup-begin");
     const char *id = hq_jstr(job, "id");
     for (int i = 0; i < 12; i++)
@@ -502,7 +438,7 @@ test_scratch_full(void)
     CLEANUP_JSON json_t *r = hq_cmd_err(vm->ctl, "NotFound", "backup-end",
                                         json_pack("{s:s}", "id", id));
     HQ_CHECK(r, "backup-end of the failed job");
-    if (expect_clean(vm, "after the failure") < 0)
+    if (hq_backup_expect_clean(vm, "after the failure") < 0)
         return -1;
     CLEANUP_FREE char *ls = dir_entries(sd);
     HQ_CHECK(!*ls, "left in the scratch tmpfs:%s", ls);
@@ -513,7 +449,7 @@ test_scratch_full(void)
     HQ_CHECK(hq_bitmap_dirty(vm, "vda", "c2") == 12 * MiB &&
              hq_bitmap_recording(vm, "vda", "c2") == 1, "c2: %" PRId64,
              hq_bitmap_dirty(vm, "vda", "c2"));
-    CLEANUP_JSON json_t *j2 = begin(vm, "{\"incremental\": \"c2\"}");
+    CLEANUP_JSON json_t *j2 = hq_backup_begin(vm, "{\"incremental\": \"c2\"}");
     HQ_CHECK(j2, "incremental from the failed backup's checkpoint");
     const char *bm = hq_jstr(json_array_get(json_object_get(j2, "disks"), 0), "bitmap");
     CLEANUP_FREE char *ctx = xasprintf("qemu:dirty-bitmap:%s", bm ? bm : "");
@@ -530,7 +466,7 @@ test_scratch_full(void)
         HQ_CHECK(buf[i] == 0xb2, "byte %" PRId64 " is 0x%02x", i, buf[i]);
     hq_nbd_close(h);
     h = NULL;
-    if (end(vm, j2) < 0 || expect_clean(vm, "at the end") < 0)
+    if (hq_backup_end(vm, j2) < 0 || hq_backup_expect_clean(vm, "at the end") < 0)
         return -1;
     return hq_agent_stop(vm);
 }
@@ -554,9 +490,9 @@ test_scratch_enospc(void)
     if (skip)
         return 0;
     HQ_CHECK(vm, "setup");
-    CLEANUP_FREE char *sd = scratch_dir(vm);
+    CLEANUP_FREE char *sd = hq_scratch_dir(vm);
     HQ_CHECK(hq_write(vm, "vda", 0xa1, 0, 8 * MiB) == 0, "write A");
-    CLEANUP_JSON json_t *job = begin(vm, NULL);
+    CLEANUP_JSON json_t *job = hq_backup_begin(vm, NULL);
     HQ_CHECK(job, "backup-begin");
     const char *id = hq_jstr(job, "id");
     CLEANUP_JSON json_t *w = hq_cmd(vm->mon, "human-monitor-command",
@@ -604,15 +540,15 @@ test_scratch_enospc(void)
         CLEANUP_JSON json_t *q = hq_cmd(vm->ctl, "query-backup",
                                         json_pack("{s:s}", "id", id));
         HQ_CHECK(q, "query-backup");
-        if (end(vm, job) < 0)
+        if (hq_backup_end(vm, job) < 0)
             return -1;
     }
-    if (expect_clean(vm, "at the end") < 0)
+    if (hq_backup_expect_clean(vm, "at the end") < 0)
         return -1;
     CLEANUP_FREE char *ls = dir_entries(sd);
     HQ_CHECK(!*ls, "left in the scratch tmpfs:%s", ls);
     /* The disk holds the write only if QEMU said it was done. */
-    CLEANUP_JSON json_t *j2 = begin(vm, NULL);
+    CLEANUP_JSON json_t *j2 = hq_backup_begin(vm, NULL);
     HQ_CHECK(j2, "full backup after the end");
     HQ_CLEANUP_NBD struct nbd_handle *h2 = hq_nbd_open(
         hq_jstr(json_array_get(json_object_get(j2, "disks"), 0), "uri"), NULL);
@@ -624,7 +560,7 @@ test_scratch_enospc(void)
              "a write QEMU %s", first[0], refused ? "refused" : "reported done");
     hq_nbd_close(h2);
     h2 = NULL;
-    if (end(vm, j2) < 0 || expect_clean(vm, "after the last backup") < 0)
+    if (hq_backup_end(vm, j2) < 0 || hq_backup_expect_clean(vm, "after the last backup") < 0)
         return -1;
     return hq_agent_stop(vm);
 }

@@ -44,77 +44,6 @@ mwrite(struct hq_vm *vm, struct model *m, int pat, int64_t off, int64_t len)
     return 0;
 }
 
-/* First differing offset of a and b over len bytes, or -1. */
-static int64_t
-first_diff(const uint8_t *a, const uint8_t *b, int64_t len)
-{
-    for (int64_t i = 0; i < len; i++)
-        if (a[i] != b[i])
-            return i;
-    return -1;
-}
-
-static char *
-scratch_dir(struct hq_vm *vm)
-{
-    return xasprintf("%s/scratch", vm->dir);
-}
-
-/* A VM with n disks and the agent, its scratch files in DIR/scratch. */
-static struct hq_vm *
-backup_vm(int n)
-{
-    struct hq_vm *vm = hq_vm_new();
-    if (!vm)
-        return NULL;
-    CLEANUP_FREE char *sd = scratch_dir(vm);
-    if (mkdir(sd, 0700) < 0) {
-        hq_fail("mkdir %s", sd);
-        goto fail;
-    }
-    for (int i = 0; i < n; i++) {
-        char name[8];
-        snprintf(name, sizeof name, "vd%c", 'a' + i);
-        if (hq_vm_add_disk(vm, name, "qcow2", DISK_SIZE, false) < 0)
-            goto fail;
-    }
-    if (hq_agent_add_arg(vm, "--scratch-dir") < 0 || hq_agent_add_arg(vm, sd) < 0 ||
-        hq_qemu_start(vm) < 0 || hq_agent_start(vm) < 0)
-        goto fail;
-    return vm;
-fail:
-    hq_vm_free(vm);
-    return NULL;
-}
-
-/* backup-begin with arguments given as JSON text (NULL: none). */
-static json_t *
-begin(struct hq_vm *vm, const char *args)
-{
-    json_t *a = NULL;
-    if (args) {
-        json_error_t err;
-        a = json_loads(args, 0, &err);
-        if (!a) {
-            hq_fail("bad test JSON %s: %s", args, err.text);
-            return NULL;
-        }
-    }
-    return hq_cmd(vm->ctl, "backup-begin", a);
-}
-
-static int
-end(struct hq_vm *vm, json_t *job)
-{
-    const char *id = hq_jstr(job, "id");
-    HQ_CHECK(id, "job without id: %s", hq_str(job));
-    CLEANUP_JSON json_t *r = hq_cmd(vm->ctl, "backup-end",
-                                    json_pack("{s:s}", "id", id));
-    HQ_CHECK(json_is_object(r) && json_object_size(r) == 0,
-             "backup-end %s returned %s", id, hq_str(r));
-    return 0;
-}
-
 static const char *
 uri_of(json_t *job, const char *disk)
 {
@@ -134,21 +63,18 @@ expect_export(json_t *job, const char *disk, const uint8_t *want,
              uri, nbd_get_size(h));
     CLEANUP_FREE uint8_t *got = xmalloc(DISK_SIZE);
     HQ_CHECK(hq_nbd_read(h, got, 0, DISK_SIZE) == 0, "read %s", uri);
-    int64_t d = first_diff(got, want, DISK_SIZE);
+    int64_t d = hq_first_diff(got, want, DISK_SIZE);
     HQ_CHECK(d < 0, "%s (%s): byte %" PRId64 " is 0x%02x, want 0x%02x", disk,
              what, d, got[d < 0 ? 0 : d], want[d < 0 ? 0 : d]);
     return 0;
 }
 
+/* hq_backup_expect_clean, and no job in query-status. */
 static int
 expect_clean(struct hq_vm *vm, const char *when)
 {
-    CLEANUP_FREE char *sd = scratch_dir(vm);
-    CLEANUP_FREE char *left = hq_backup_leftovers(vm, sd);
-    HQ_CHECK(!left, "%s, left behind: %s", when, left);
-    CLEANUP_JSON json_t *l = hq_cmd(vm->ctl, "query-backup", NULL);
-    HQ_CHECK(json_is_array(l) && json_array_size(l) == 0,
-             "%s, query-backup: %s", when, hq_str(l));
+    if (hq_backup_expect_clean(vm, when) < 0)
+        return -1;
     CLEANUP_JSON json_t *st = hq_cmd(vm->ctl, "query-status", NULL);
     HQ_CHECK(hq_jint(st, "jobs") == 0, "%s, query-status: %s", when, hq_str(st));
     return 0;
@@ -159,7 +85,7 @@ expect_clean(struct hq_vm *vm, const char *when)
 static int
 test_point_in_time(void)
 {
-    CLEANUP_VM struct hq_vm *vm = backup_vm(1);
+    CLEANUP_VM struct hq_vm *vm = hq_vm_scratch(1, DISK_SIZE, NULL, true);
     HQ_CHECK(vm, "setup");
     CLEANUP_MODEL struct model m = model_new("vda");
     if (mwrite(vm, &m, 0xa1, 0, 4 * MiB) < 0 ||
@@ -168,7 +94,7 @@ test_point_in_time(void)
     CLEANUP_FREE uint8_t *at_begin = xmalloc(DISK_SIZE);
     memcpy(at_begin, m.data, DISK_SIZE);
 
-    CLEANUP_JSON json_t *job = begin(vm, NULL);
+    CLEANUP_JSON json_t *job = hq_backup_begin(vm, NULL);
     HQ_CHECK(job, "backup-begin");
     /* The Backup job object of a full backup without a checkpoint. */
     CLEANUP_FREE char *sock = hq_nbd_sock(vm);
@@ -204,12 +130,12 @@ test_point_in_time(void)
         return -1;
     HQ_CHECK(hq_nbd_read(h, got + DISK_SIZE / 2, DISK_SIZE / 2, DISK_SIZE / 2) == 0,
              "read");
-    int64_t d = first_diff(got, at_begin, DISK_SIZE);
+    int64_t d = hq_first_diff(got, at_begin, DISK_SIZE);
     HQ_CHECK(d < 0, "export byte %" PRId64 " is 0x%02x, was 0x%02x at "
              "backup-begin", d, got[d < 0 ? 0 : d], at_begin[d < 0 ? 0 : d]);
     /* Read again after the writes: the first half too is still A. */
     HQ_CHECK(hq_nbd_read(h, got, 0, DISK_SIZE) == 0, "read");
-    d = first_diff(got, at_begin, DISK_SIZE);
+    d = hq_first_diff(got, at_begin, DISK_SIZE);
     HQ_CHECK(d < 0, "re-read: export byte %" PRId64 " changed to 0x%02x", d,
              got[d < 0 ? 0 : d]);
 
@@ -236,19 +162,19 @@ test_point_in_time(void)
     HQ_CHECK(nbd_pwrite(h, junk, sizeof junk, 0, 0) == -1,
              "a write through the export succeeded");
     HQ_CHECK(hq_nbd_read(h, got, 0, DISK_SIZE) == 0, "read");
-    HQ_CHECK(first_diff(got, at_begin, DISK_SIZE) < 0, "export changed");
+    HQ_CHECK(hq_first_diff(got, at_begin, DISK_SIZE) < 0, "export changed");
     hq_nbd_close(h);
     h = NULL;
-    if (end(vm, job) < 0 || expect_clean(vm, "after backup-end") < 0)
+    if (hq_backup_end(vm, job) < 0 || expect_clean(vm, "after backup-end") < 0)
         return -1;
 
     /* A second full backup sees the disk as it is now: B where written. */
-    CLEANUP_JSON json_t *job2 = begin(vm, NULL);
+    CLEANUP_JSON json_t *job2 = hq_backup_begin(vm, NULL);
     HQ_CHECK(job2, "second backup-begin");
     HQ_CHECK(strcmp(hq_jstr(job2, "id") ?: "", id) != 0, "same id again: %s",
              hq_str(job2));
     if (expect_export(job2, "vda", m.data, "second full backup") < 0 ||
-        end(vm, job2) < 0 || expect_clean(vm, "after the second backup-end") < 0)
+        hq_backup_end(vm, job2) < 0 || expect_clean(vm, "after the second backup-end") < 0)
         return -1;
     return 0;
 }
@@ -258,14 +184,14 @@ test_point_in_time(void)
 static int
 test_query_events(void)
 {
-    CLEANUP_VM struct hq_vm *vm = backup_vm(1);
+    CLEANUP_VM struct hq_vm *vm = hq_vm_scratch(1, DISK_SIZE, NULL, true);
     HQ_CHECK(vm, "setup");
     CLEANUP_CONN struct hq_conn *c2 = hq_conn_open(vm->ctl_sock, 5);
     HQ_CHECK(c2, "second client");
     CLEANUP_JSON json_t *l0 = hq_cmd(vm->ctl, "query-backup", NULL);
     HQ_CHECK(json_is_array(l0) && json_array_size(l0) == 0,
              "query-backup before: %s", hq_str(l0));
-    CLEANUP_JSON json_t *job = begin(vm, NULL);
+    CLEANUP_JSON json_t *job = hq_backup_begin(vm, NULL);
     HQ_CHECK(job, "backup-begin");
     const char *id = hq_jstr(job, "id");
     CLEANUP_JSON json_t *ev = hq_wait_event(c2, "BACKUP_BEGIN", 5);
@@ -282,7 +208,7 @@ test_query_events(void)
     HQ_CHECK(json_equal(one, job), "query-backup id: %s", hq_str(one));
     CLEANUP_JSON json_t *st = hq_cmd(c2, "query-status", NULL);
     HQ_CHECK(hq_jint(st, "jobs") == 1, "query-status: %s", hq_str(st));
-    if (end(vm, job) < 0)
+    if (hq_backup_end(vm, job) < 0)
         return -1;
     CLEANUP_JSON json_t *ev2 = hq_wait_event(c2, "BACKUP_END", 5);
     HQ_CHECK(ev2, "no BACKUP_END on the second client");
@@ -304,16 +230,16 @@ test_query_events(void)
 static int
 test_end_leaves_nothing(void)
 {
-    CLEANUP_VM struct hq_vm *vm = backup_vm(2);
+    CLEANUP_VM struct hq_vm *vm = hq_vm_scratch(2, DISK_SIZE, NULL, true);
     HQ_CHECK(vm, "setup");
-    CLEANUP_FREE char *sd = scratch_dir(vm);
+    CLEANUP_FREE char *sd = hq_scratch_dir(vm);
     CLEANUP_JSON json_t *c1 = hq_cmd(vm->ctl, "checkpoint-create",
                                      json_pack("{s:s}", "name", "c1"));
     HQ_CHECK(c1, "checkpoint-create c1");
     HQ_CHECK(hq_write(vm, "vda", 0x11, 0, K64) == 0 &&
              hq_write(vm, "vdb", 0x22, MiB, 2 * K64) == 0, "writes");
-    CLEANUP_JSON json_t *job = begin(vm, "{\"incremental\": \"c1\", "
-                                     "\"checkpoint\": {\"name\": \"c2\"}}");
+    CLEANUP_JSON json_t *job = hq_backup_begin(vm, "{\"incremental\": \"c1\", "
+                                                   "\"checkpoint\": {\"name\": \"c2\"}}");
     HQ_CHECK(job, "backup-begin");
     const char *id = hq_jstr(job, "id");
     /* While it runs: exports, jobs, nodes, bitmaps, files, the server. */
@@ -332,8 +258,8 @@ test_end_leaves_nothing(void)
     HQ_CLEANUP_NBD struct nbd_handle *ha = hq_nbd_open(uri_of(job, "vda"), NULL);
     HQ_CLEANUP_NBD struct nbd_handle *hb = hq_nbd_open(uri_of(job, "vdb"), NULL);
     HQ_CHECK(ha && hb, "connect");
-    if (end(vm, job) < 0 || expect_clean(vm, "after backup-end with clients "
-                                         "connected") < 0)
+    if (hq_backup_end(vm, job) < 0 || expect_clean(vm, "after backup-end with clients "
+                                                   "connected") < 0)
         return -1;
     char buf[512];
     HQ_CHECK(nbd_pread(ha, buf, sizeof buf, 0, 0) == -1,
@@ -356,9 +282,9 @@ test_end_leaves_nothing(void)
 static int
 test_busy(void)
 {
-    CLEANUP_VM struct hq_vm *vm = backup_vm(2);
+    CLEANUP_VM struct hq_vm *vm = hq_vm_scratch(2, DISK_SIZE, NULL, true);
     HQ_CHECK(vm, "setup");
-    CLEANUP_JSON json_t *job = begin(vm, "{\"disks\": [\"vda\"]}");
+    CLEANUP_JSON json_t *job = hq_backup_begin(vm, "{\"disks\": [\"vda\"]}");
     HQ_CHECK(job, "backup-begin vda");
     CLEANUP_JSON json_t *before = hq_snapshot(vm);
     CLEANUP_JSON json_t *r1 = hq_cmd_err(vm->ctl, "Busy", "backup-begin",
@@ -382,12 +308,12 @@ test_busy(void)
         HQ_CHECK(!nn || strncmp(nn, "ckptd-", 6) != 0 ||
                  strstr(nn, "1-0"), "a refused begin left node %s", nn);
     }
-    if (end(vm, job) < 0)
+    if (hq_backup_end(vm, job) < 0)
         return -1;
     /* Once it has ended the disk is free again. */
-    CLEANUP_JSON json_t *job2 = begin(vm, "{\"disks\": [\"vda\"]}");
+    CLEANUP_JSON json_t *job2 = hq_backup_begin(vm, "{\"disks\": [\"vda\"]}");
     HQ_CHECK(job2, "backup-begin vda after the end");
-    if (end(vm, job2) < 0)
+    if (hq_backup_end(vm, job2) < 0)
         return -1;
     return expect_clean(vm, "at the end");
 }
@@ -395,7 +321,7 @@ test_busy(void)
 static int
 test_not_found(void)
 {
-    CLEANUP_VM struct hq_vm *vm = backup_vm(1);
+    CLEANUP_VM struct hq_vm *vm = hq_vm_scratch(1, DISK_SIZE, NULL, true);
     HQ_CHECK(vm, "setup");
     CLEANUP_JSON json_t *r1 = hq_cmd_err(vm->ctl, "NotFound", "query-backup",
                                          json_pack("{s:s}", "id", "backup-1"));
@@ -406,7 +332,7 @@ test_not_found(void)
     CLEANUP_JSON json_t *r3 = hq_cmd_err(vm->ctl, "NotFound", "backup-begin",
                                          json_pack("{s:[s]}", "disks", "vdz"));
     HQ_CHECK(r3, "backup of no disk");
-    CLEANUP_JSON json_t *job = begin(vm, NULL);
+    CLEANUP_JSON json_t *job = hq_backup_begin(vm, NULL);
     HQ_CHECK(job, "backup-begin");
     CLEANUP_JSON json_t *r4 = hq_cmd_err(vm->ctl, "NotFound", "backup-end",
                                          json_pack("{s:s}", "id", "backup-99"));
@@ -417,7 +343,7 @@ test_not_found(void)
     CLEANUP_JSON json_t *q = hq_cmd(vm->ctl, "query-backup",
                                     json_pack("{s:s}", "id", hq_jstr(job, "id")));
     HQ_CHECK(json_equal(q, job), "the real job: %s", hq_str(q));
-    if (end(vm, job) < 0)
+    if (hq_backup_end(vm, job) < 0)
         return -1;
     /* Ended jobs are gone. */
     CLEANUP_JSON json_t *r6 = hq_cmd_err(vm->ctl, "NotFound", "backup-end",
@@ -431,7 +357,7 @@ test_not_found(void)
 static int
 test_two_concurrent(void)
 {
-    CLEANUP_VM struct hq_vm *vm = backup_vm(2);
+    CLEANUP_VM struct hq_vm *vm = hq_vm_scratch(2, DISK_SIZE, NULL, true);
     HQ_CHECK(vm, "setup");
     CLEANUP_MODEL struct model ma = model_new("vda");
     CLEANUP_MODEL struct model mb = model_new("vdb");
@@ -439,13 +365,13 @@ test_two_concurrent(void)
         return -1;
     CLEANUP_FREE uint8_t *a0 = xmalloc(DISK_SIZE);
     memcpy(a0, ma.data, DISK_SIZE);
-    CLEANUP_JSON json_t *ja = begin(vm, "{\"disks\": [\"vda\"]}");
+    CLEANUP_JSON json_t *ja = hq_backup_begin(vm, "{\"disks\": [\"vda\"]}");
     HQ_CHECK(ja, "backup-begin vda");
     if (mwrite(vm, &ma, 0xa2, MiB, 2 * MiB) < 0 || mwrite(vm, &mb, 0xb2, 0, 2 * MiB) < 0)
         return -1;
     CLEANUP_FREE uint8_t *b0 = xmalloc(DISK_SIZE);
     memcpy(b0, mb.data, DISK_SIZE);
-    CLEANUP_JSON json_t *jb = begin(vm, "{\"disks\": [\"vdb\"]}");
+    CLEANUP_JSON json_t *jb = hq_backup_begin(vm, "{\"disks\": [\"vdb\"]}");
     HQ_CHECK(jb, "backup-begin vdb");
     HQ_CHECK(strcmp(hq_jstr(ja, "id"), hq_jstr(jb, "id")) != 0, "same ids");
     HQ_CHECK(json_array_size(json_object_get(ja, "disks")) == 1 &&
@@ -464,7 +390,7 @@ test_two_concurrent(void)
     if (expect_export(ja, "vda", a0, "backup of vda") < 0 ||
         expect_export(jb, "vdb", b0, "backup of vdb") < 0)
         return -1;
-    if (end(vm, ja) < 0)
+    if (hq_backup_end(vm, ja) < 0)
         return -1;
     HQ_CHECK(hq_sock_listening(sock), "the NBD server stopped while vdb's "
              "backup still runs");
@@ -473,7 +399,7 @@ test_two_concurrent(void)
              strstr(hq_jstr(json_array_get(ex, 0), "id"), "vdb"),
              "exports after ending vda's backup: %s", hq_str(ex));
     if (expect_export(jb, "vdb", b0, "backup of vdb after the other ended") < 0 ||
-        end(vm, jb) < 0)
+        hq_backup_end(vm, jb) < 0)
         return -1;
     return expect_clean(vm, "after both ended");
 }

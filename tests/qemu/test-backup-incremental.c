@@ -10,7 +10,6 @@
 #include <inttypes.h>
 #include <libnbd.h>
 #include <stdio.h>
-#include <sys/stat.h>
 
 #define KiB 1024
 #define MiB (1024 * 1024)
@@ -63,87 +62,6 @@ mwrite(struct hq_vm *vm, struct model *m, int pat, int64_t off, int64_t len)
         if (m->active[s])
             for (int64_t c = off / K64; c * K64 < off + len; c++)
                 m->since[s][c] = 1;
-    return 0;
-}
-
-static int64_t
-first_diff(const uint8_t *a, const uint8_t *b, int64_t len)
-{
-    for (int64_t i = 0; i < len; i++)
-        if (a[i] != b[i])
-            return i;
-    return -1;
-}
-
-static char *
-scratch_dir(struct hq_vm *vm)
-{
-    return xasprintf("%s/scratch", vm->dir);
-}
-
-static struct hq_vm *
-backup_vm(int n)
-{
-    struct hq_vm *vm = hq_vm_new();
-    if (!vm)
-        return NULL;
-    CLEANUP_FREE char *sd = scratch_dir(vm);
-    if (mkdir(sd, 0700) < 0) {
-        hq_fail("mkdir %s", sd);
-        goto fail;
-    }
-    for (int i = 0; i < n; i++) {
-        char name[8];
-        snprintf(name, sizeof name, "vd%c", 'a' + i);
-        if (hq_vm_add_disk(vm, name, "qcow2", DISK_SIZE, false) < 0)
-            goto fail;
-    }
-    if (hq_agent_add_arg(vm, "--scratch-dir") < 0 || hq_agent_add_arg(vm, sd) < 0 ||
-        hq_qemu_start(vm) < 0 || hq_agent_start(vm) < 0)
-        goto fail;
-    return vm;
-fail:
-    hq_vm_free(vm);
-    return NULL;
-}
-
-static json_t *
-jargs(const char *text)
-{
-    json_error_t err;
-    json_t *a = json_loads(text, 0, &err);
-    if (!a)
-        hq_fail("bad test JSON %s: %s", text, err.text);
-    return a;
-}
-
-static json_t *
-begin(struct hq_vm *vm, const char *args)
-{
-    return hq_cmd(vm->ctl, "backup-begin", args ? jargs(args) : NULL);
-}
-
-static int
-end(struct hq_vm *vm, json_t *job)
-{
-    const char *id = hq_jstr(job, "id");
-    HQ_CHECK(id, "job without id: %s", hq_str(job));
-    CLEANUP_JSON json_t *r = hq_cmd(vm->ctl, "backup-end",
-                                    json_pack("{s:s}", "id", id));
-    HQ_CHECK(json_is_object(r) && json_object_size(r) == 0,
-             "backup-end %s returned %s", id, hq_str(r));
-    return 0;
-}
-
-static int
-expect_clean(struct hq_vm *vm, const char *when)
-{
-    CLEANUP_FREE char *sd = scratch_dir(vm);
-    CLEANUP_FREE char *left = hq_backup_leftovers(vm, sd);
-    HQ_CHECK(!left, "%s, left behind: %s", when, left);
-    CLEANUP_JSON json_t *l = hq_cmd(vm->ctl, "query-backup", NULL);
-    HQ_CHECK(json_is_array(l) && json_array_size(l) == 0,
-             "%s, query-backup: %s", when, hq_str(l));
     return 0;
 }
 
@@ -208,7 +126,7 @@ apply_incremental(json_t *job, const char *disk, const uint8_t *want,
         if (dirty[c])
             HQ_CHECK(hq_nbd_read(h, base + (int64_t) c * K64, (int64_t) c * K64,
                                  K64) == 0, "read cluster %d", c);
-    int64_t x = first_diff(base, expect, DISK_SIZE);
+    int64_t x = hq_first_diff(base, expect, DISK_SIZE);
     HQ_CHECK(x < 0, "%s: previous backup + incremental differs from the disk at "
              "backup-begin at byte %" PRId64 " (cluster %" PRId64 "): 0x%02x, "
              "want 0x%02x", disk, x, x / K64, base[x < 0 ? 0 : x],
@@ -222,15 +140,15 @@ static int
 expect_disk(struct hq_vm *vm, const struct model *m)
 {
     CLEANUP_FREE char *args = xasprintf("{\"disks\": [\"%s\"]}", m->disk);
-    CLEANUP_JSON json_t *job = begin(vm, args);
+    CLEANUP_JSON json_t *job = hq_backup_begin(vm, args);
     HQ_CHECK(job, "final full backup");
     CLEANUP_FREE uint8_t *buf = xmalloc(DISK_SIZE);
     if (read_full(job, m->disk, buf) < 0)
         return -1;
-    int64_t x = first_diff(buf, m->data, DISK_SIZE);
+    int64_t x = hq_first_diff(buf, m->data, DISK_SIZE);
     HQ_CHECK(x < 0, "%s: disk byte %" PRId64 " is 0x%02x, model says 0x%02x",
              m->disk, x, buf[x < 0 ? 0 : x], m->data[x < 0 ? 0 : x]);
-    return end(vm, job);
+    return hq_backup_end(vm, job);
 }
 
 /* Full backup with checkpoint c1 kept as a local copy; writes (aligned,
@@ -241,13 +159,13 @@ expect_disk(struct hq_vm *vm, const struct model *m)
 static int
 test_apply(void)
 {
-    CLEANUP_VM struct hq_vm *vm = backup_vm(1);
+    CLEANUP_VM struct hq_vm *vm = hq_vm_scratch(1, DISK_SIZE, NULL, true);
     HQ_CHECK(vm, "setup");
     struct model mm;
     CLEANUP_MODEL struct model *m = model_init(&mm, "vda");
     if (mwrite(vm, m, 0x10, 0, 3 * MiB) < 0 || mwrite(vm, m, 0x11, 9 * MiB, 3 * K64) < 0)
         return -1;
-    CLEANUP_JSON json_t *full = begin(vm, "{\"checkpoint\": {\"name\": \"c1\"}}");
+    CLEANUP_JSON json_t *full = hq_backup_begin(vm, "{\"checkpoint\": {\"name\": \"c1\"}}");
     HQ_CHECK(full, "full backup with c1");
     HQ_CHECK(strcmp(hq_jstr(full, "checkpoint") ?: "", "c1") == 0 &&
              !json_object_get(full, "incremental") &&
@@ -256,14 +174,14 @@ test_apply(void)
     model_mark(m, 0);
     CLEANUP_FREE uint8_t *local = xmalloc(DISK_SIZE);
     HQ_CHECK(read_full(full, "vda", local) == 0, "read full");
-    HQ_CHECK(first_diff(local, m->data, DISK_SIZE) < 0, "full backup differs");
+    HQ_CHECK(hq_first_diff(local, m->data, DISK_SIZE) < 0, "full backup differs");
     if (mwrite(vm, m, 0x21, 2 * MiB, K64) < 0 ||            /* one cluster */
         mwrite(vm, m, 0x22, 5 * MiB + 4 * KiB, 4 * KiB) < 0 ||   /* inside one */
         mwrite(vm, m, 0x23, 7 * MiB - KiB, 2 * KiB) < 0 ||       /* across two */
         mwrite(vm, m, 0x24, 12 * MiB + 512, 200 * KiB) < 0 ||    /* 4 clusters */
         mwrite(vm, m, 0x25, DISK_SIZE - K64, K64) < 0)           /* the last */
         return -1;
-    if (end(vm, full) < 0)
+    if (hq_backup_end(vm, full) < 0)
         return -1;
     HQ_CHECK(hq_bitmap_dirty(vm, "vda", "c1") == 9 * K64, "c1 counts %" PRId64,
              hq_bitmap_dirty(vm, "vda", "c1"));
@@ -272,8 +190,8 @@ test_apply(void)
     uint8_t want[NCL];
     memcpy(want, m->since[0], NCL);
 
-    CLEANUP_JSON json_t *inc = begin(vm, "{\"incremental\": \"c1\", "
-                                     "\"checkpoint\": {\"name\": \"c2\"}}");
+    CLEANUP_JSON json_t *inc = hq_backup_begin(vm, "{\"incremental\": \"c1\", "
+                                                   "\"checkpoint\": {\"name\": \"c2\"}}");
     HQ_CHECK(inc, "incremental from c1");
     HQ_CHECK(strcmp(hq_jstr(inc, "incremental") ?: "", "c1") == 0 &&
              strcmp(hq_jstr(inc, "checkpoint") ?: "", "c2") == 0,
@@ -285,7 +203,7 @@ test_apply(void)
         mwrite(vm, m, 0x33, 14 * MiB, MiB) < 0)
         return -1;
     if (apply_incremental(inc, "vda", want, local, at_begin) < 0 ||
-        end(vm, inc) < 0 || expect_clean(vm, "after backup-end") < 0)
+        hq_backup_end(vm, inc) < 0 || hq_backup_expect_clean(vm, "after backup-end") < 0)
         return -1;
     /* The copy is the disk at the second backup; the disk moved on. */
     return expect_disk(vm, m);
@@ -297,17 +215,17 @@ test_apply(void)
 static int
 test_merge_older(void)
 {
-    CLEANUP_VM struct hq_vm *vm = backup_vm(1);
+    CLEANUP_VM struct hq_vm *vm = hq_vm_scratch(1, DISK_SIZE, NULL, true);
     HQ_CHECK(vm, "setup");
     struct model mm;
     CLEANUP_MODEL struct model *m = model_init(&mm, "vda");
     if (mwrite(vm, m, 0x01, 0, 4 * MiB) < 0)
         return -1;
-    CLEANUP_JSON json_t *full = begin(vm, "{\"checkpoint\": {\"name\": \"c1\"}}");
+    CLEANUP_JSON json_t *full = hq_backup_begin(vm, "{\"checkpoint\": {\"name\": \"c1\"}}");
     HQ_CHECK(full, "full backup with c1");
     model_mark(m, 0);
     CLEANUP_FREE uint8_t *local = xmalloc(DISK_SIZE);
-    if (read_full(full, "vda", local) < 0 || end(vm, full) < 0)
+    if (read_full(full, "vda", local) < 0 || hq_backup_end(vm, full) < 0)
         return -1;
     if (mwrite(vm, m, 0x11, 1 * MiB, 2 * K64) < 0 ||
         mwrite(vm, m, 0x12, 6 * MiB, K64) < 0)
@@ -331,7 +249,7 @@ test_merge_older(void)
     const char *from[] = { "c1", "c2", "c3" };
     for (int i = 0; i < 3; i++) {
         CLEANUP_FREE char *a = xasprintf("{\"incremental\": \"%s\"}", from[i]);
-        CLEANUP_JSON json_t *inc = begin(vm, a);
+        CLEANUP_JSON json_t *inc = hq_backup_begin(vm, a);
         HQ_CHECK(inc, "incremental from %s", from[i]);
         HQ_CHECK(strcmp(hq_jstr(inc, "incremental") ?: "", from[i]) == 0 &&
                  !json_object_get(inc, "checkpoint"), "job: %s", hq_str(inc));
@@ -341,14 +259,14 @@ test_merge_older(void)
         memcpy(base, i == 0 ? local : m->data, DISK_SIZE);
         if (apply_incremental(inc, "vda", m->since[i], base, m->data) < 0)
             return -1;
-        if (end(vm, inc) < 0)
+        if (hq_backup_end(vm, inc) < 0)
             return -1;
     }
     /* Backups without a new checkpoint change no checkpoint bitmap. */
     CLEANUP_JSON json_t *after = hq_snapshot(vm);
     HQ_CHECK(json_equal(before, after), "bitmaps changed: %s", hq_str(after));
     HQ_CHECK(hq_bitmap_recording(vm, "vda", "c3") == 1, "c3 not recording");
-    if (expect_clean(vm, "at the end") < 0)
+    if (hq_backup_expect_clean(vm, "at the end") < 0)
         return -1;
     return expect_disk(vm, m);
 }
@@ -359,7 +277,7 @@ test_merge_older(void)
 static int
 test_new_checkpoint(void)
 {
-    CLEANUP_VM struct hq_vm *vm = backup_vm(2);
+    CLEANUP_VM struct hq_vm *vm = hq_vm_scratch(2, DISK_SIZE, NULL, true);
     HQ_CHECK(vm, "setup");
     struct model ma_, mb_;
     CLEANUP_MODEL struct model *ma = model_init(&ma_, "vda");
@@ -378,8 +296,9 @@ test_new_checkpoint(void)
     memcpy(wa, ma->since[0], NCL);
     memcpy(wb, mb->since[0], NCL);
 
-    CLEANUP_JSON json_t *inc = begin(vm, "{\"incremental\": \"c1\", \"checkpoint\": "
-                                     "{\"name\": \"c2\", \"description\": \"d2\"}}");
+    CLEANUP_JSON json_t *inc = hq_backup_begin(vm, "{\"incremental\": \"c1\", "
+                                                   "\"checkpoint\": {\"name\": \"c2\", "
+                                                   "\"description\": \"d2\"}}");
     HQ_CHECK(inc, "incremental c1 with checkpoint c2");
     model_mark(ma, 1);
     model_mark(mb, 1);
@@ -407,23 +326,23 @@ test_new_checkpoint(void)
         return -1;
     free(base);
     base = xcalloc(1, DISK_SIZE);
-    if (apply_incremental(inc, "vdb", wb, base, b0) < 0 || end(vm, inc) < 0)
+    if (apply_incremental(inc, "vdb", wb, base, b0) < 0 || hq_backup_end(vm, inc) < 0)
         return -1;
 
     /* The next one, from c2: the writes after the first began, exactly. */
-    CLEANUP_JSON json_t *inc2 = begin(vm, "{\"incremental\": \"c2\", "
-                                      "\"checkpoint\": {\"name\": \"c3\"}}");
+    CLEANUP_JSON json_t *inc2 = hq_backup_begin(vm, "{\"incremental\": \"c2\", "
+                                                    "\"checkpoint\": {\"name\": \"c3\"}}");
     HQ_CHECK(inc2, "incremental from c2");
     memcpy(base, a0, DISK_SIZE);
     if (apply_incremental(inc2, "vda", ma->since[1], base, ma->data) < 0)
         return -1;
     memcpy(base, b0, DISK_SIZE);
     if (apply_incremental(inc2, "vdb", mb->since[1], base, mb->data) < 0 ||
-        end(vm, inc2) < 0)
+        hq_backup_end(vm, inc2) < 0)
         return -1;
     CLEANUP_FREE char *names = hq_ckpt_names(vm->ctl);
     HQ_CHECK(names && strcmp(names, "c1,c2,c3") == 0, "checkpoints: %s", names);
-    return expect_clean(vm, "at the end");
+    return hq_backup_expect_clean(vm, "at the end");
 }
 
 /* During an incremental from c1: deleting c1 is Busy (and changes
@@ -432,7 +351,7 @@ test_new_checkpoint(void)
 static int
 test_delete_during(void)
 {
-    CLEANUP_VM struct hq_vm *vm = backup_vm(1);
+    CLEANUP_VM struct hq_vm *vm = hq_vm_scratch(1, DISK_SIZE, NULL, true);
     HQ_CHECK(vm, "setup");
     struct model mm;
     CLEANUP_MODEL struct model *m = model_init(&mm, "vda");
@@ -449,7 +368,7 @@ test_delete_during(void)
     memcpy(at_begin, m->data, DISK_SIZE);
     uint8_t want[NCL];
     memcpy(want, m->since[1], NCL);
-    CLEANUP_JSON json_t *inc = begin(vm, "{\"incremental\": \"c1\"}");
+    CLEANUP_JSON json_t *inc = hq_backup_begin(vm, "{\"incremental\": \"c1\"}");
     HQ_CHECK(inc, "incremental from c1");
     CLEANUP_JSON json_t *before = hq_snapshot(vm);
     CLEANUP_JSON json_t *r = hq_cmd_err(vm->ctl, "Busy", "checkpoint-delete",
@@ -475,7 +394,7 @@ test_delete_during(void)
     for (int c = 0; c < NCL; c++)
         if (!want[c])
             memcpy(base + (int64_t) c * K64, at_begin + (int64_t) c * K64, K64);
-    if (apply_incremental(inc, "vda", want, base, at_begin) < 0 || end(vm, inc) < 0)
+    if (apply_incremental(inc, "vda", want, base, at_begin) < 0 || hq_backup_end(vm, inc) < 0)
         return -1;
     CLEANUP_JSON json_t *d1 = hq_cmd(vm->ctl, "checkpoint-delete",
                                      json_pack("{s:s}", "name", "c1"));
@@ -483,13 +402,13 @@ test_delete_during(void)
     CLEANUP_FREE char *l2 = hq_ckpt_names(vm->ctl);
     HQ_CHECK(l2 && strcmp(l2, "c2") == 0, "checkpoints: %s", l2);
     /* c2 still covers every write since it. */
-    CLEANUP_JSON json_t *inc2 = begin(vm, "{\"incremental\": \"c2\"}");
+    CLEANUP_JSON json_t *inc2 = hq_backup_begin(vm, "{\"incremental\": \"c2\"}");
     HQ_CHECK(inc2, "incremental from c2");
     memcpy(base, m->data, DISK_SIZE);
     if (apply_incremental(inc2, "vda", m->since[2], base, m->data) < 0 ||
-        end(vm, inc2) < 0)
+        hq_backup_end(vm, inc2) < 0)
         return -1;
-    return expect_clean(vm, "at the end");
+    return hq_backup_expect_clean(vm, "at the end");
 }
 
 /* A refused backup-begin: the error class, and before/after the same
@@ -500,8 +419,8 @@ expect_refused(struct hq_vm *vm, const char *cls, const char *args)
     CLEANUP_JSON json_t *before = hq_snapshot(vm);
     CLEANUP_FREE char *names = hq_ckpt_names(vm->ctl);
     CLEANUP_JSON json_t *r = cls
-        ? hq_cmd_err(vm->ctl, cls, "backup-begin", jargs(args))
-        : hq_exec(vm->ctl, "backup-begin", jargs(args));
+        ? hq_cmd_err(vm->ctl, cls, "backup-begin", hq_json(args))
+        : hq_exec(vm->ctl, "backup-begin", hq_json(args));
     HQ_CHECK(r, "backup-begin %s", args);
     HQ_CHECK(hq_err_class(r) && *hq_err_desc(r), "backup-begin %s: %s", args,
              hq_str(r));
@@ -512,13 +431,13 @@ expect_refused(struct hq_vm *vm, const char *cls, const char *args)
     CLEANUP_FREE char *names2 = hq_ckpt_names(vm->ctl);
     HQ_CHECK(names && names2 && strcmp(names, names2) == 0,
              "%s: checkpoints %s, were %s", args, names2, names);
-    return expect_clean(vm, args);
+    return hq_backup_expect_clean(vm, args);
 }
 
 static int
 test_not_found(void)
 {
-    CLEANUP_VM struct hq_vm *vm = backup_vm(1);
+    CLEANUP_VM struct hq_vm *vm = hq_vm_scratch(1, DISK_SIZE, NULL, true);
     HQ_CHECK(vm, "setup");
     if (expect_refused(vm, "NotFound", "{\"incremental\": \"nope\"}") < 0)
         return -1;
@@ -534,9 +453,9 @@ test_not_found(void)
                        "\"checkpoint\": {\"name\": \"bad/name\"}}") < 0)
         return -1;
     /* And the checkpoint still works afterwards. */
-    CLEANUP_JSON json_t *inc = begin(vm, "{\"incremental\": \"c1\"}");
+    CLEANUP_JSON json_t *inc = hq_backup_begin(vm, "{\"incremental\": \"c1\"}");
     HQ_CHECK(inc, "incremental from c1 after the refusals");
-    return end(vm, inc) < 0 ? -1 : expect_clean(vm, "at the end");
+    return hq_backup_end(vm, inc) < 0 ? -1 : hq_backup_expect_clean(vm, "at the end");
 }
 
 /* c1 holds only vda: an incremental from c1 of vdb (alone or with vda)
@@ -544,7 +463,7 @@ test_not_found(void)
 static int
 test_not_on_disk(void)
 {
-    CLEANUP_VM struct hq_vm *vm = backup_vm(2);
+    CLEANUP_VM struct hq_vm *vm = hq_vm_scratch(2, DISK_SIZE, NULL, true);
     HQ_CHECK(vm, "setup");
     CLEANUP_JSON json_t *c1 = hq_cmd(vm->ctl, "checkpoint-create",
         json_pack("{s:s,s:[s]}", "name", "c1", "disks", "vda"));
@@ -556,7 +475,7 @@ test_not_on_disk(void)
                        "[\"vda\", \"vdb\"], \"checkpoint\": {\"name\": \"c2\"}}") < 0)
         return -1;
     /* Without disks, the checkpoint's own disks. */
-    CLEANUP_JSON json_t *inc = begin(vm, "{\"incremental\": \"c1\"}");
+    CLEANUP_JSON json_t *inc = hq_backup_begin(vm, "{\"incremental\": \"c1\"}");
     HQ_CHECK(inc, "incremental from c1");
     HQ_CHECK(json_array_size(json_object_get(inc, "disks")) == 1 &&
              disk_of(inc, "vda"), "disks: %s", hq_str(inc));
@@ -564,9 +483,9 @@ test_not_on_disk(void)
     CLEANUP_FREE uint8_t *base = xcalloc(1, DISK_SIZE);
     CLEANUP_FREE uint8_t *expect = xcalloc(1, DISK_SIZE);
     memset(expect, 0x11, K64);
-    if (apply_incremental(inc, "vda", want, base, expect) < 0 || end(vm, inc) < 0)
+    if (apply_incremental(inc, "vda", want, base, expect) < 0 || hq_backup_end(vm, inc) < 0)
         return -1;
-    return expect_clean(vm, "at the end");
+    return hq_backup_expect_clean(vm, "at the end");
 }
 
 int

@@ -8,7 +8,6 @@
  * with its data bitmap, and exactly one recording bitmap per disk. */
 #include "tests/qemu/harness.h"
 
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -56,28 +55,6 @@ run_script(struct hq_vm *vm)
 }
 
 static int
-count_scratch(const char *dir)
-{
-    int n = 0;
-    DIR *d = opendir(dir);
-    struct dirent *de;
-    while (d && (de = readdir(d)))
-        if (strncmp(de->d_name, "ckptd-scratch-", 14) == 0) {
-            char *sub = xasprintf("%s/%s", dir, de->d_name);
-            DIR *s = opendir(sub);
-            struct dirent *f;
-            while (s && (f = readdir(s)))
-                n += f->d_name[0] != '.';
-            if (s)
-                closedir(s);
-            free(sub);
-        }
-    if (d)
-        closedir(d);
-    return n;
-}
-
-static int
 check_no_leftovers(struct hq_vm *vm)
 {
     CLEANUP_JSON json_t *ex = hq_cmd(vm->mon, "query-block-exports", NULL);
@@ -97,7 +74,7 @@ check_no_leftovers(struct hq_vm *vm)
         HQ_CHECK(hq_bitmap_count_prefix(vm, disk, "ckptd:") == 0,
                  "temporary bitmap left on %s: %s", disk, hq_bitmap_names(vm, disk));
     }
-    HQ_CHECK(count_scratch(vm->dir) == 0, "scratch files left in %s", vm->dir);
+    HQ_CHECK(hq_count_scratch(vm->dir, NULL) == 0, "scratch files left in %s", vm->dir);
     return 0;
 }
 
@@ -146,11 +123,8 @@ reset(struct hq_vm *vm)
 static int
 case_every_step(void)
 {
-    CLEANUP_VM struct hq_vm *vm = hq_vm_simple(2, 64 * MiB, false);
-    if (!vm)
-        return -1;
-    setenv("XDG_RUNTIME_DIR", vm->dir, 1);
-    if (hq_agent_start(vm) < 0 || reset(vm) < 0 || hq_agent_stop(vm) < 0)
+    CLEANUP_VM struct hq_vm *vm = hq_vm_with_agent(2, 64 * MiB, NULL);
+    if (!vm || reset(vm) < 0 || hq_agent_stop(vm) < 0)
         return -1;
     int crashes = 0;
     for (int n = 1; n < 200 && !hq_failed(); n++) {

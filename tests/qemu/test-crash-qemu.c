@@ -15,7 +15,6 @@
  */
 #include "tests/qemu/harness.h"
 
-#include <dirent.h>
 #include <libnbd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,29 +24,6 @@
 #define KiB 1024
 
 /* ------------------------------------------------------------- helpers */
-
-/* Files in the agent's scratch directories under dir. */
-static int
-count_scratch(const char *dir)
-{
-    int n = 0;
-    DIR *d = opendir(dir);
-    struct dirent *de;
-    while (d && (de = readdir(d)))
-        if (strncmp(de->d_name, "ckptd-scratch-", 14) == 0) {
-            char *sub = xasprintf("%s/%s", dir, de->d_name);
-            DIR *s = opendir(sub);
-            struct dirent *f;
-            while (s && (f = readdir(s)))
-                n += f->d_name[0] != '.';
-            if (s)
-                closedir(s);
-            free(sub);
-        }
-    if (d)
-        closedir(d);
-    return n;
-}
 
 /* An NBD connection to uri (optionally asking for a meta context). */
 static struct nbd_handle *
@@ -239,11 +215,8 @@ static const char *const DISKS[] = { "vda", "vdb" };
 static int
 case_kill9(void)
 {
-    CLEANUP_VM struct hq_vm *vm = hq_vm_simple(2, 64 * MiB, false);
+    CLEANUP_VM struct hq_vm *vm = hq_vm_with_agent(2, 64 * MiB, NULL);
     if (!vm)
-        return -1;
-    setenv("XDG_RUNTIME_DIR", vm->dir, 1);
-    if (hq_agent_start(vm) < 0)
         return -1;
 
     /* c1 reaches the images through a clean quit. */
@@ -322,7 +295,7 @@ case_kill9(void)
         CLEANUP_JSON json_t *after = hq_snapshot(vm);
         HQ_CHECK(json_equal(before, after), "a refused backup changed bitmaps: %s",
                  hq_str(after));
-        HQ_CHECK(count_scratch(vm->dir) == 0, "a refused backup left scratch files");
+        HQ_CHECK(hq_count_scratch(vm->dir, NULL) == 0, "a refused backup left scratch files");
     }
     {
         /* An incremental from the lost c2 says lost, too. */
@@ -358,7 +331,7 @@ case_kill9(void)
         CLEANUP_JSON json_t *ev = hq_wait_event(vm->ctl, "BACKUP_END", 5);
         HQ_CHECK(ev && strcmp(hq_jstr(json_object_get(ev, "data"), "status"), "completed") == 0,
                  "BACKUP_END: %s", hq_str(ev));
-        HQ_CHECK(count_scratch(vm->dir) == 0, "scratch files left after backup-end");
+        HQ_CHECK(hq_count_scratch(vm->dir, NULL) == 0, "scratch files left after backup-end");
     }
 
     /* The broken chain goes at once, bitmaps and records too. */
@@ -432,11 +405,8 @@ case_kill9(void)
 static int
 case_killed_during_backup(void)
 {
-    CLEANUP_VM struct hq_vm *vm = hq_vm_simple(2, 64 * MiB, false);
+    CLEANUP_VM struct hq_vm *vm = hq_vm_with_agent(2, 64 * MiB, NULL);
     if (!vm)
-        return -1;
-    setenv("XDG_RUNTIME_DIR", vm->dir, 1);
-    if (hq_agent_start(vm) < 0)
         return -1;
     CLEANUP_JSON json_t *c1 = hq_cmd(vm->ctl, "checkpoint-create",
                                      json_pack("{s:s}", "name", "c1"));
@@ -453,8 +423,8 @@ case_killed_during_backup(void)
     HQ_CHECK(job, "backup-begin incremental c1 + c2");
     const char *id = hq_jstr(job, "id");
     HQ_CHECK(id, "job without an id: %s", hq_str(job));
-    HQ_CHECK(count_scratch(vm->dir) == 2, "expected 2 scratch files, found %d",
-             count_scratch(vm->dir));
+    HQ_CHECK(hq_count_scratch(vm->dir, NULL) == 2, "expected 2 scratch files, found %d",
+             hq_count_scratch(vm->dir, NULL));
 
     hq_qemu_kill(vm);
     {
@@ -468,8 +438,8 @@ case_killed_during_backup(void)
     }
     if (wait_disconnected(vm) < 0)
         return -1;
-    HQ_CHECK(count_scratch(vm->dir) == 0, "%d scratch files left after QEMU died",
-             count_scratch(vm->dir));
+    HQ_CHECK(hq_count_scratch(vm->dir, NULL) == 0, "%d scratch files left after QEMU died",
+             hq_count_scratch(vm->dir, NULL));
     {
         CLEANUP_JSON json_t *st = hq_cmd(vm->ctl, "query-status", NULL);
         HQ_CHECK(st && hq_jint(st, "jobs") == 0, "jobs after QEMU died: %s", hq_str(st));
@@ -527,7 +497,7 @@ case_killed_during_backup(void)
         HQ_CHECK(e, "backup-end");
         CLEANUP_JSON json_t *g = hq_ckpt_get(vm->ctl, "c3", false);
         HQ_CHECK(g && hq_jbool(ckpt_disk(g, "vda"), "consistent") == 1, "c3: %s", hq_str(g));
-        HQ_CHECK(count_scratch(vm->dir) == 0, "scratch files left");
+        HQ_CHECK(hq_count_scratch(vm->dir, NULL) == 0, "scratch files left");
     }
     return 0;
 }
@@ -576,11 +546,8 @@ check_image_clean(struct hq_vm *vm, const char *disk, const char *want)
 static int
 case_quit_during_backup(void)
 {
-    CLEANUP_VM struct hq_vm *vm = hq_vm_simple(2, 64 * MiB, false);
+    CLEANUP_VM struct hq_vm *vm = hq_vm_with_agent(2, 64 * MiB, NULL);
     if (!vm)
-        return -1;
-    setenv("XDG_RUNTIME_DIR", vm->dir, 1);
-    if (hq_agent_start(vm) < 0)
         return -1;
     CLEANUP_JSON json_t *c1 = hq_cmd(vm->ctl, "checkpoint-create",
                                      json_pack("{s:s}", "name", "c1"));
@@ -616,7 +583,7 @@ case_quit_during_backup(void)
     }
     if (wait_disconnected(vm) < 0)
         return -1;
-    HQ_CHECK(count_scratch(vm->dir) == 0, "scratch files left after quit");
+    HQ_CHECK(hq_count_scratch(vm->dir, NULL) == 0, "scratch files left after quit");
     for (int d = 0; d < 2; d++)
         if (check_image_clean(vm, DISKS[d], "c1,c2") < 0)
             return -1;

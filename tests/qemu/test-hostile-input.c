@@ -22,14 +22,11 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -37,23 +34,6 @@
 #define KiB 1024
 
 /* ------------------------------------------------------------- helpers */
-
-static int
-connect_unix(const char *path)
-{
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
-    if (connect(fd, (struct sockaddr *) &sa, sizeof sa) < 0) {
-        int e = errno;
-        close(fd);
-        errno = e;
-        return -1;
-    }
-    return fd;
-}
 
 /* A harness connection over an already connected fd; reads the greeting.
  * NULL (no failure recorded, fd left open) when the agent closed it or
@@ -75,53 +55,6 @@ conn_from_fd(int fd, const char *path, double timeout, bool *eof)
         return NULL;
     }
     return c;
-}
-
-/* Starts the agent with extra options (the harness passes none), the way
- * hq_agent_spawn does, and waits for QEMU to be connected. */
-static int
-spawn_agent(struct hq_vm *vm, const char *const *extra)
-{
-    const char *argv[32];
-    int n = 0;
-    argv[n++] = hq_agent_path();
-    argv[n++] = "--qmp";
-    argv[n++] = vm->qmp_sock;
-    argv[n++] = "--control";
-    argv[n++] = vm->ctl_sock;
-    argv[n++] = "--log-level";
-    argv[n++] = "debug";
-    for (; extra && *extra && n < 30; extra++)
-        argv[n++] = *extra;
-    argv[n] = NULL;
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid < 0) {
-        hq_fail("fork: %s", strerror(errno));
-        return -1;
-    }
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        int in = open("/dev/null", O_RDONLY);
-        int log = open(vm->agent_log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-        if (in >= 0)
-            dup2(in, STDIN_FILENO);
-        if (log >= 0) {
-            dup2(log, STDOUT_FILENO);
-            dup2(log, STDERR_FILENO);
-        }
-        signal(SIGPIPE, SIG_DFL);
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        execv(argv[0], (char *const *) argv);
-        _exit(127);
-    }
-    vm->agent_pid = pid;
-    vm->ctl = hq_conn_open(vm->ctl_sock, 10);
-    if (!vm->ctl)
-        return -1;
-    return hq_agent_wait_qemu(vm, "connected", 10);
 }
 
 static bool
@@ -241,11 +174,10 @@ log_count(struct hq_vm *vm, const char *a, const char *b)
 static struct hq_vm *
 vm_with_witness(struct hq_conn **w)
 {
-    struct hq_vm *vm = hq_vm_simple(2, 64 * MiB, false);
+    struct hq_vm *vm = hq_vm_with_agent(2, 64 * MiB, NULL);
     if (!vm)
         return NULL;
-    setenv("XDG_RUNTIME_DIR", vm->dir, 1);
-    if (hq_agent_start(vm) < 0 || !(*w = hq_conn_open(vm->ctl_sock, 10))) {
+    if (!(*w = hq_conn_open(vm->ctl_sock, 10))) {
         hq_vm_free(vm);
         return NULL;
     }
@@ -281,7 +213,7 @@ case_framing(void)
 
     /* Truncated and left open: the client then vanishes. */
     {
-        int fd = connect_unix(vm->ctl_sock);
+        int fd = hq_connect_unix(vm->ctl_sock);
         HQ_CHECK(fd >= 0, "connect: %s", strerror(errno));
         const char *open_msg = "{\"execute\": \"qmp_capabilities\"}\n"
                                "{\"execute\": \"query-status\", \"arguments\": {\"a\": [";
@@ -537,7 +469,7 @@ case_many_clients(void)
     pid_t pid = vm->agent_pid;
     /* Warm up (first allocations, log buffers) before the baseline. */
     for (int i = 0; i < 200; i++) {
-        int fd = connect_unix(vm->ctl_sock);
+        int fd = hq_connect_unix(vm->ctl_sock);
         if (fd >= 0)
             close(fd);
     }
@@ -556,7 +488,7 @@ case_many_clients(void)
     int connected = 0;
     for (int done = 0; done < total; done += batch) {
         for (int i = 0; i < batch; i++) {
-            fds[i] = connect_unix(vm->ctl_sock);
+            fds[i] = hq_connect_unix(vm->ctl_sock);
             connected += fds[i] >= 0;
             if (fds[i] >= 0 && (i & 1))
                 (void) !send(fds[i], partial, sizeof partial - 1, MSG_NOSIGNAL);
@@ -621,7 +553,7 @@ case_client_cap(void)
     static struct hq_conn *conns[N];
     int fds[N];
     for (int i = 0; i < N; i++) {
-        fds[i] = connect_unix(vm->ctl_sock);
+        fds[i] = hq_connect_unix(vm->ctl_sock);
         HQ_CHECK(fds[i] >= 0, "connect %d: %s", i, strerror(errno));
     }
     int greeted = 0, first_refused = -1, refused = 0, ret = 0;
@@ -678,7 +610,7 @@ case_client_cap(void)
     double end = hq_now() + 5;
     struct hq_conn *again = NULL;
     while (!again && hq_now() < end) {
-        int fd = connect_unix(vm->ctl_sock);
+        int fd = hq_connect_unix(vm->ctl_sock);
         again = fd >= 0 ? conn_from_fd(fd, vm->ctl_sock, 1, NULL) : NULL;
         if (!again) {
             if (fd >= 0)
@@ -768,12 +700,9 @@ case_unread_replies(void)
 static int
 case_hung_qemu(void)
 {
-    CLEANUP_VM struct hq_vm *vm = hq_vm_simple(2, 64 * MiB, false);
-    if (!vm)
-        return -1;
-    setenv("XDG_RUNTIME_DIR", vm->dir, 1);
     const char *extra[] = { "--qmp-timeout", "2", NULL };
-    if (spawn_agent(vm, extra) < 0)
+    CLEANUP_VM struct hq_vm *vm = hq_vm_with_agent(2, 64 * MiB, extra);
+    if (!vm)
         return -1;
     CLEANUP_CONN struct hq_conn *w = hq_conn_open(vm->ctl_sock, 5);
     HQ_CHECK(w, "witness");
