@@ -228,6 +228,12 @@ void vm_stop(struct agent *a);
 typedef void vm_refresh_cb(struct agent *a, const struct qmp_error *err,
                            void *opaque);
 void vm_refresh(struct agent *a, vm_refresh_cb *cb, void *opaque);
+/* After a transaction QEMU accepted: its actions replayed on the tree (no
+ * round trip), or, when they cannot be replayed or actions is NULL, the
+ * tree re-read.  Under CKPTD_DEBUG_VERIFY_TREE every replay is checked
+ * against a re-read, and a difference aborts. */
+void vm_tree_after(struct agent *a, json_t *actions, vm_refresh_cb *cb,
+                   void *opaque);
 /* Sends a command; a thin wrapper that fails at once when disconnected. */
 void vm_send(struct agent *a, const char *cmd, json_t *args,
              qmp_reply_cb *cb, void *opaque);
@@ -297,7 +303,6 @@ struct change {
     struct str_vec names;               /* deleted or redefined */
     char *qemu_class, *qemu_desc;       /* QEMU's refusal, kept for the reply */
     json_t *actions;                    /* in flight, to replay on the tree */
-    char *replayed;                     /* CKPTD_DEBUG_VERIFY_TREE only */
     void (*finish)(struct change *ch);  /* replies once the tree is fresh */
     /* Optional: plans again on the fresh tree after QEMU refused, to name
      * the cause (a bitmap added behind our back) with our own class. */

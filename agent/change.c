@@ -22,7 +22,6 @@ change_free(struct change *ch)
     free(ch->qemu_class);
     free(ch->qemu_desc);
     json_decref(ch->actions);
-    free(ch->replayed);
     free(ch);
 }
 
@@ -34,21 +33,6 @@ change_refreshed(struct agent *a, const struct qmp_error *err, void *opaque)
         log_warn("cannot re-read the tree after a change: %s", err->desc);
     ch->finish(ch);
     change_free(ch);
-}
-
-/* Tests run with CKPTD_DEBUG_VERIFY_TREE set: every replayed tree is
- * checked against QEMU's own answer, and a difference is a crash. */
-static void
-verify_replay(struct agent *a, const struct qmp_error *err, void *opaque)
-{
-    struct change *ch = opaque;
-    CLEANUP_FREE char *read_back = err ? NULL : meta_tree_signature(&a->tree);
-    if (read_back && strcmp(read_back, ch->replayed) != 0) {
-        log_error("replayed tree differs from QEMU's:\n--- replayed\n%s--- QEMU\n%s",
-                  ch->replayed, read_back);
-        abort();
-    }
-    change_refreshed(a, err, ch);
 }
 
 static void
@@ -63,18 +47,8 @@ transaction_done(struct qmp *q, json_t *ret, const struct qmp_error *err,
         ch->qemu_desc = xstrdup(err->desc);
     }
     /* Accepted: the tree QEMU now has is the old one with these actions
-     * applied, no need to ask.  Refused, or not replayable: re-read. */
-    struct agent *a = ch->req->agent;
-    if (!err && meta_tree_apply(&a->tree, actions) == 0) {
-        if (getenv("CKPTD_DEBUG_VERIFY_TREE")) {
-            ch->replayed = meta_tree_signature(&a->tree);
-            vm_refresh(a, verify_replay, ch);
-        } else {
-            change_refreshed(a, NULL, ch);
-        }
-    } else {
-        vm_refresh(a, change_refreshed, ch);
-    }
+     * applied, no need to ask.  Refused: re-read. */
+    vm_tree_after(ch->req->agent, err ? NULL : actions, change_refreshed, ch);
     json_decref(actions);
 }
 

@@ -31,6 +31,7 @@ struct begin {
     int64_t now;
     bool start_server;
     json_t *ckpt_disks;                 /* the new checkpoint's, if given */
+    json_t *actions;                    /* the transaction, to replay */
     char *error;
     enum ckpt_err error_class;          /* of error: QemuError unless set */
 };
@@ -379,6 +380,7 @@ step_transaction(struct begin *b, struct batch *bt)
         b->error_class = e.code;
         return;
     }
+    b->actions = json_incref(actions);
     batch_send(bt, "transaction", json_pack("{s:o}", "actions", actions), NULL, NULL);
 }
 
@@ -407,6 +409,7 @@ begin_free(struct begin *b)
     free(b->plan);
     free(b->ckpt_desc);
     json_decref(b->ckpt_disks);
+    json_decref(b->actions);
     free(b->error);
     free(b);
 }
@@ -470,7 +473,7 @@ begin_step(const char *err, void *opaque)
         return;
     }
     if (b->step == 6) {
-        vm_refresh(b->job->agent, begin_answered, b);
+        vm_tree_after(b->job->agent, b->actions, begin_answered, b);
         return;
     }
     struct batch *bt = batch_new(b->job->agent, begin_step, b);

@@ -334,3 +334,43 @@ vm_refresh(struct agent *a, vm_refresh_cb *cb, void *opaque)
     *r = (struct refresh) { .agent = a, .cb = cb, .opaque = opaque };
     vm_send(a, "query-block", NULL, blocks_done, r);
 }
+
+/* --- the tree after a transaction --- */
+struct replay_check {
+    char *replayed;
+    vm_refresh_cb *cb;
+    void *opaque;
+};
+
+static void
+verify_replay(struct agent *a, const struct qmp_error *err, void *opaque)
+{
+    struct replay_check *rc = opaque;
+    CLEANUP_FREE char *read_back = err ? NULL : meta_tree_signature(&a->tree);
+    if (read_back && strcmp(read_back, rc->replayed) != 0) {
+        log_error("replayed tree differs from QEMU's:\n--- replayed\n%s--- QEMU\n%s",
+                  rc->replayed, read_back);
+        abort();
+    }
+    vm_refresh_cb *cb = rc->cb;
+    void *cb_opaque = rc->opaque;
+    free(rc->replayed);
+    free(rc);
+    cb(a, err, cb_opaque);
+}
+
+void
+vm_tree_after(struct agent *a, json_t *actions, vm_refresh_cb *cb, void *opaque)
+{
+    if (!actions || meta_tree_apply(&a->tree, actions) < 0) {
+        vm_refresh(a, cb, opaque);
+        return;
+    }
+    if (!getenv("CKPTD_DEBUG_VERIFY_TREE")) {
+        cb(a, NULL, opaque);
+        return;
+    }
+    struct replay_check *rc = xmalloc(sizeof *rc);
+    *rc = (struct replay_check) { meta_tree_signature(&a->tree), cb, opaque };
+    vm_refresh(a, verify_replay, rc);
+}
