@@ -11,6 +11,7 @@
  * Writing: the layout virsh prints (two-space indent, attributes in single
  * quotes, the same attribute order as libvirt's formatters). */
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 
 #include <libxml/parser.h>
@@ -331,6 +332,25 @@ find_duplicate(const char **names, size_t n)
     return NULL;
 }
 
+/* <disks> may name a disk once: disks is an array of n structs of `size`
+ * bytes whose first member is the disk's name (both disk structs are). */
+_Static_assert(offsetof(struct meta_xml_disk, name) == 0, "name first");
+_Static_assert(offsetof(struct meta_xml_backup_disk, name) == 0, "name first");
+
+static int
+check_disks_unique(const void *disks, size_t n, size_t size, struct ckpt_error *e)
+{
+    CLEANUP_FREE const char **names = xcalloc(n + 1, sizeof *names);
+    for (size_t i = 0; i < n; i++)
+        names[i] = *(char *const *) ((const char *) disks + i * size);
+    const char *dup = find_duplicate(names, n);
+    if (dup) {
+        ckpt_fail(e, INVALID, "disk '%.64s' is listed twice in <disks>", dup);
+        return -1;
+    }
+    return 0;
+}
+
 static size_t
 count_children(xmlNodePtr parent, const char *name)
 {
@@ -427,14 +447,8 @@ parse_ckpt_node(xmlNodePtr root, struct meta_xml_ckpt *c, struct ckpt_error *e)
             if (parse_ckpt_disk(n, &c->disks[c->ndisks++], e) < 0)
                 return -1;
         }
-        CLEANUP_FREE const char **names = xcalloc(c->ndisks + 1, sizeof *names);
-        for (size_t i = 0; i < c->ndisks; i++)
-            names[i] = c->disks[i].name;
-        const char *dup = find_duplicate(names, c->ndisks);
-        if (dup) {
-            ckpt_fail(e, INVALID, "disk '%.64s' is listed twice in <disks>", dup);
+        if (check_disks_unique(c->disks, c->ndisks, sizeof *c->disks, e) < 0)
             return -1;
-        }
     }
     return 0;
 }
@@ -750,14 +764,8 @@ parse_backup_node(xmlNodePtr root, struct meta_xml_backup *b, struct ckpt_error 
             if (parse_backup_disk(n, b->pull, &b->disks[b->ndisks++], e) < 0)
                 return -1;
         }
-        CLEANUP_FREE const char **names = xcalloc(b->ndisks + 1, sizeof *names);
-        for (size_t i = 0; i < b->ndisks; i++)
-            names[i] = b->disks[i].name;
-        const char *dup = find_duplicate(names, b->ndisks);
-        if (dup) {
-            ckpt_fail(e, INVALID, "disk '%.64s' is listed twice in <disks>", dup);
+        if (check_disks_unique(b->disks, b->ndisks, sizeof *b->disks, e) < 0)
             return -1;
-        }
     }
     return 0;
 }
