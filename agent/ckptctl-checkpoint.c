@@ -448,20 +448,6 @@ ctl_cmd_checkpoint_info(struct ctl_ctx *ctx, int argc, char **argv)
                           ctl_print_info, NULL);
 }
 
-static int
-ctl_print_xml(const char *command, json_t *ret, const void *opaque)
-{
-    const char *xml;
-    json_error_t err;
-
-    if (json_unpack_ex(ret, &err, 0, "{s:s}", "xml", &xml) < 0)
-        return ctl_bad_reply(command, err.text);
-    fputs(xml, stdout);
-    if (!*xml || xml[strlen(xml) - 1] != '\n')
-        putchar('\n');
-    return CTL_EXIT_OK;
-}
-
 int
 ctl_cmd_checkpoint_dumpxml(struct ctl_ctx *ctx, int argc, char **argv)
 {
@@ -471,7 +457,7 @@ ctl_cmd_checkpoint_dumpxml(struct ctl_ctx *ctx, int argc, char **argv)
     if (r != CTL_EXIT_OK)
         return r < 0 ? CTL_EXIT_OK : r;
     return ctl_call_print(ctx, "checkpoint-dumpxml", json_incref(args),
-                          ctl_print_xml, NULL);
+                          ctl_print_xml_reply, NULL);
 }
 
 /* --- delete --- */
