@@ -29,14 +29,8 @@ xml_from_tree(const struct meta_tree *t, size_t i, bool with_size,
             continue;
         xd->bitmap = xstrdup(c->rec.name);
         if (with_size) {
-            uint64_t sum = 0;
-            for (size_t j = i; j < t->nckpts; j++) {
-                const struct meta_member *m = meta_ckpt_member(&t->ckpts[j], d);
-                if (m && m->bitmap)
-                    sum += m->bitmap->count;
-            }
             xd->has_size = true;
-            xd->size = sum;
+            xd->size = meta_tree_changed_since(t, i, d);
         }
     }
 }

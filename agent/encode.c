@@ -14,20 +14,6 @@ enc_disk(const struct meta_disk *d)
     return o;
 }
 
-/* Bytes changed since checkpoint i on disk d: its bitmap plus every newer
- * one on that disk.  A sum of counts, so an upper bound of the union. */
-static uint64_t
-changed_since(const struct meta_tree *t, size_t i, size_t d)
-{
-    uint64_t sum = 0;
-    for (size_t j = i; j < t->nckpts; j++) {
-        const struct meta_member *m = meta_ckpt_member(&t->ckpts[j], d);
-        if (m && m->bitmap)
-            sum += m->bitmap->count;
-    }
-    return sum;
-}
-
 static json_t *
 enc_member(const struct meta_tree *t, size_t i, const struct meta_member *m,
            bool with_size)
@@ -39,7 +25,7 @@ enc_member(const struct meta_tree *t, size_t i, const struct meta_member *m,
                           "consistent", consistent);
     if (with_size)
         json_object_set_new(o, "size",
-                            json_integer((json_int_t) changed_since(t, i, m->disk)));
+                            json_integer((json_int_t) meta_tree_changed_since(t, i, m->disk)));
     return o;
 }
 

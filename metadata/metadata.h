@@ -102,6 +102,9 @@ const struct meta_bitmap *meta_disk_find_bitmap(const struct meta_disk *d,
                                                 const char *name);
 /* The member entry of checkpoint c on disk index d, or NULL. */
 const struct meta_member *meta_ckpt_member(const struct meta_ckpt *c, size_t d);
+/* Bytes written on disk d since checkpoint i: its bitmap plus every newer
+ * one on the disk.  A sum of counts, so an upper bound of their union. */
+uint64_t meta_tree_changed_since(const struct meta_tree *t, size_t i, size_t d);
 /* The newest checkpoint older than index i that has disk d; -1 if none. */
 ssize_t meta_tree_prev_on_disk(const struct meta_tree *t, size_t i, size_t d);
 /* Parent in the chain: the previous checkpoint by seq; -1 for the root. */

@@ -382,3 +382,15 @@ meta_tree_prev_on_disk(const struct meta_tree *t, size_t i, size_t d)
             return (ssize_t) i;
     return -1;
 }
+
+uint64_t
+meta_tree_changed_since(const struct meta_tree *t, size_t i, size_t d)
+{
+    uint64_t sum = 0;
+    for (size_t j = i; j < t->nckpts; j++) {
+        const struct meta_member *m = meta_ckpt_member(&t->ckpts[j], d);
+        if (m && m->bitmap)
+            sum += m->bitmap->count;
+    }
+    return sum;
+}
