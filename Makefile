@@ -29,10 +29,11 @@ BUILD   := build-asan
 endif
 
 # Every module's .c goes into one static library; the two programs and the
-# tests link against it.  agent/main.c and agent/ckptctl*.c hold the mains.
+# tests link against it.  agent/main.c is the daemon's main; ckptctl/ is the
+# client, a program of its own on the same library.
 LIB_SRCS := $(wildcard common/*.c qmp/*.c metadata/*.c bitmap/*.c nbd/*.c agent/*.c)
-LIB_SRCS := $(filter-out agent/main.c agent/ckptctl%.c,$(LIB_SRCS))
-CTL_SRCS := $(wildcard agent/ckptctl*.c)
+LIB_SRCS := $(filter-out agent/main.c,$(LIB_SRCS))
+CTL_SRCS := $(wildcard ckptctl/*.c)
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 CTL_OBJS := $(CTL_SRCS:%.c=$(BUILD)/%.o)
 LIB      := $(BUILD)/libckptd.a

@@ -9,7 +9,7 @@
  * does not finish removes the files it created, so a directory never
  * holds a backup that looks complete but is not.
  */
-#include "agent/ckptctl.h"
+#include "ckptctl/ckptctl.h"
 #include "nbd/pull.h"
 
 #include <errno.h>

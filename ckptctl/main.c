@@ -4,7 +4,7 @@
  * getopt at the first operand), so each command parses its own options
  * and an option name can mean different things to different commands.
  */
-#include "agent/ckptctl.h"
+#include "ckptctl/ckptctl.h"
 
 #include <ctype.h>
 #include <errno.h>

@@ -2,7 +2,7 @@
  * checkpoint export-xml, and the XML file arguments that checkpoint create,
  * backup begin and backup info take.  The XML itself is the agent's (and
  * metadata/xml.c's, used here only to split an exported list per file). */
-#include "agent/ckptctl.h"
+#include "ckptctl/ckptctl.h"
 #include "metadata/xml.h"
 
 #include <errno.h>

@@ -2,7 +2,7 @@
  *
  * The tool is a small blocking QMP client plus a table of commands.  Each
  * command family lives in its own file and is one or more entries of the
- * table in ckptctl.c; adding a command (backup begin, pull, restore...) is
+ * table in main.c; adding a command (backup begin, pull, restore...) is
  * adding a handler and an entry.
  */
 #ifndef CKPTD_CKPTCTL_H
@@ -62,7 +62,7 @@ struct ctl_cmd {
     int (*run)(struct ctl_ctx *ctx, int argc, char **argv);
 };
 
-/* --- ckptctl.c --- */
+/* --- main.c --- */
 /* Every subcommand accepts -h/--help; put this last before the {0}. */
 #define CTL_OPT_HELP { "help", no_argument, NULL, 'h' }
 /* Parses a subcommand's options; returns the option value, -1 at the end
@@ -82,7 +82,7 @@ int ctl_add_string(const struct ctl_ctx *ctx, json_t *to, const char *key,
 int ctl_operands(const struct ctl_ctx *ctx, int argc, char **argv,
                  int min, int max);
 
-/* --- ckptctl-conn.c --- */
+/* --- conn.c --- */
 /* Sends one agent command and waits for its reply.  `args` (may be NULL)
  * is consumed.  On success returns CTL_EXIT_OK and a new reference in *ret;
  * otherwise the error is already on stderr and the exit code is returned. */
@@ -91,7 +91,7 @@ int ctl_call(struct ctl_ctx *ctx, const char *command, json_t *args,
 void ctl_disconnect(struct ctl_ctx *ctx);
 int ctl_exit_for_class(const char *error_class);
 
-/* --- ckptctl-output.c --- */
+/* --- output.c --- */
 /* The one way to fail: "ckptctl: MSG" on stderr; returns `code`. */
 int ctl_fail(int code, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -129,20 +129,20 @@ void ctl_table_cell(struct ctl_table *t, const char *fmt, ...)
 void ctl_table_print(struct ctl_table *t);  /* prints and frees */
 void ctl_table_free(struct ctl_table *t);
 
-/* --- ckptctl-query.c --- */
+/* --- query.c --- */
 int ctl_cmd_status(struct ctl_ctx *ctx, int argc, char **argv);
 int ctl_cmd_version(struct ctl_ctx *ctx, int argc, char **argv);
 int ctl_cmd_disks(struct ctl_ctx *ctx, int argc, char **argv);
 int ctl_cmd_raw(struct ctl_ctx *ctx, int argc, char **argv);
 
-/* --- ckptctl-checkpoint.c --- */
+/* --- checkpoint.c --- */
 int ctl_cmd_checkpoint_create(struct ctl_ctx *ctx, int argc, char **argv);
 int ctl_cmd_checkpoint_list(struct ctl_ctx *ctx, int argc, char **argv);
 int ctl_cmd_checkpoint_info(struct ctl_ctx *ctx, int argc, char **argv);
 int ctl_cmd_checkpoint_delete(struct ctl_ctx *ctx, int argc, char **argv);
 int ctl_cmd_checkpoint_dumpxml(struct ctl_ctx *ctx, int argc, char **argv);
 
-/* --- ckptctl-backup.c --- */
+/* --- backup.c --- */
 int ctl_cmd_backup_begin(struct ctl_ctx *ctx, int argc, char **argv);
 int ctl_cmd_backup_end(struct ctl_ctx *ctx, int argc, char **argv);
 int ctl_cmd_backup_info(struct ctl_ctx *ctx, int argc, char **argv);
@@ -153,7 +153,7 @@ int ctl_backup_begin(struct ctl_ctx *ctx, json_t *args, json_t **job);
  * lost, because a job left running pins exports and scratch files. */
 int ctl_backup_end(struct ctl_ctx *ctx, const char *id);
 
-/* --- ckptctl-xml.c --- */
+/* --- xml.c --- */
 int ctl_cmd_checkpoint_redefine(struct ctl_ctx *ctx, int argc, char **argv);
 int ctl_cmd_checkpoint_export_xml(struct ctl_ctx *ctx, int argc, char **argv);
 /* Reads the XML file `path` ("-": standard input), at most 1 MiB of UTF-8
@@ -164,10 +164,10 @@ int ctl_xml_file_arg(const struct ctl_ctx *ctx, json_t *args, const char *key,
 /* Prints a {"xml": TEXT} reply as is, ending with a newline. */
 int ctl_print_xml_reply(const char *command, json_t *ret, const void *opaque);
 
-/* --- ckptctl-pull.c --- */
+/* --- pull.c --- */
 int ctl_cmd_pull(struct ctl_ctx *ctx, int argc, char **argv);
 
-/* --- ckptctl-restore.c --- */
+/* --- restore.c --- */
 int ctl_cmd_restore(struct ctl_ctx *ctx, int argc, char **argv);
 int ctl_cmd_verify(struct ctl_ctx *ctx, int argc, char **argv);
 /* Child processes (qemu-img, qemu-nbd): found on PATH, run without a

@@ -6,7 +6,7 @@
  * id arrives, skipping events.  Every wait is bounded by poll() and the
  * --timeout deadline, so a stuck agent never hangs a script.
  */
-#include "agent/ckptctl.h"
+#include "ckptctl/ckptctl.h"
 
 #include <errno.h>
 #include <poll.h>

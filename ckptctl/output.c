@@ -1,5 +1,5 @@
 /* ckptctl output: errors, JSON, sizes, times and tables. */
-#include "agent/ckptctl.h"
+#include "ckptctl/ckptctl.h"
 
 #include <stdarg.h>
 #include <stdio.h>

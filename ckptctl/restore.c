@@ -5,7 +5,7 @@
  * DIR/D.C.inc.qcow2; an .inc file's backing file is the previous backup of
  * D (a relative name), so the newest file of a chain is the whole disk.
  */
-#include "agent/ckptctl.h"
+#include "ckptctl/ckptctl.h"
 
 #include <dirent.h>
 #include <endian.h>

@@ -1,5 +1,5 @@
 /* ckptctl commands about the agent itself: status, version, disks, raw. */
-#include "agent/ckptctl.h"
+#include "ckptctl/ckptctl.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -1,6 +1,6 @@
 /* ckptctl backup commands: begin, end, info (pull jobs driven by hand;
  * `ckptctl pull` does all three and the copy). */
-#include "agent/ckptctl.h"
+#include "ckptctl/ckptctl.h"
 
 #include <errno.h>
 #include <stdio.h>

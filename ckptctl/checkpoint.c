@@ -1,5 +1,5 @@
 /* ckptctl checkpoint commands: create, list, info, delete, dumpxml. */
-#include "agent/ckptctl.h"
+#include "ckptctl/ckptctl.h"
 
 #include <stddef.h>
 #include <stdio.h>
