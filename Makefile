@@ -34,8 +34,10 @@ endif
 LIB_SRCS := $(wildcard common/*.c qmp/*.c metadata/*.c bitmap/*.c nbd/*.c agent/*.c)
 LIB_SRCS := $(filter-out agent/main.c,$(LIB_SRCS))
 CTL_SRCS := $(wildcard ckptctl/*.c)
-LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
-CTL_OBJS := $(CTL_SRCS:%.c=$(BUILD)/%.o)
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
+# Objects live under obj/ so that the client folder ckptctl/ and the
+# program build/ckptctl do not collide.
+CTL_OBJS := $(CTL_SRCS:%.c=$(BUILD)/obj/%.o)
 LIB      := $(BUILD)/libckptd.a
 
 UNIT_SRCS := $(wildcard tests/unit/test-*.c)
@@ -43,7 +45,7 @@ UNIT_BINS := $(UNIT_SRCS:%.c=$(BUILD)/%)
 QEMU_SRCS := $(wildcard tests/qemu/test-*.c)
 QEMU_BINS := $(QEMU_SRCS:%.c=$(BUILD)/%)
 QEMU_SHELL_TESTS := $(wildcard tests/qemu/test-*.sh)
-HARNESS   := $(BUILD)/tests/qemu/harness.o
+HARNESS   := $(BUILD)/obj/tests/qemu/harness.o
 
 .PHONY: all deps check check-unit check-qemu check-fuzz fuzz demo clean install uninstall deb
 .SECONDARY:
@@ -55,7 +57,7 @@ $(BUILD)/qmp-send: tests/tools/qmp-send.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LDLIBS)
 
-$(BUILD)/%.o: %.c $(wildcard */*.h) Makefile
+$(BUILD)/obj/%.o: %.c $(wildcard */*.h) Makefile
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
@@ -63,7 +65,7 @@ $(LIB): $(LIB_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/ckptd: $(BUILD)/agent/main.o $(LIB)
+$(BUILD)/ckptd: $(BUILD)/obj/agent/main.o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/ckptctl: $(CTL_OBJS) $(LIB)
