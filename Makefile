@@ -16,12 +16,12 @@ CC      ?= cc
 PKGS    := jansson libxml-2.0 libnbd
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
-           -Wshadow -Wformat=2 -fno-strict-aliasing \
+           -Wshadow -Wformat=2 -Wvla -fno-strict-aliasing \
            -DCKPTD_VERSION='"$(VERSION)"' -I. \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 # libxml2 is not linked: metadata/xmldl.c opens it on first use (it brings
 # ICU and libstdc++, 2.4 MB resident, that a VM without XML never needs).
-LDLIBS  += $(shell pkg-config --libs jansson libnbd 2>/dev/null) -lev -ldl
+LDLIBS  += $(shell pkg-config --libs jansson libnbd 2>/dev/null) -lev -ldl -pthread
 ifeq ($(SANITIZE),1)
 CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -O1
 LDFLAGS += -fsanitize=address,undefined
@@ -45,15 +45,20 @@ UNIT_BINS := $(UNIT_SRCS:%.c=$(BUILD)/%)
 QEMU_SRCS := $(wildcard tests/qemu/test-*.c)
 QEMU_BINS := $(QEMU_SRCS:%.c=$(BUILD)/%)
 QEMU_SHELL_TESTS := $(wildcard tests/qemu/test-*.sh)
-HARNESS   := $(BUILD)/obj/tests/qemu/harness.o
+HARNESS   := $(BUILD)/obj/tests/qemu/harness.o $(BUILD)/obj/tests/qemu/hq-inject.o
 
 .PHONY: all deps check check-unit check-qemu check-fuzz fuzz demo clean install uninstall deb
 .SECONDARY:
 
-all: $(BUILD)/ckptd $(BUILD)/ckptctl $(BUILD)/qmp-send
+all: $(BUILD)/ckptd $(BUILD)/ckptctl $(BUILD)/qmp-send $(BUILD)/qmp-inject
 
 # A one-shot QMP client for the demo and the shell tests (not installed).
 $(BUILD)/qmp-send: tests/tools/qmp-send.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LDLIBS)
+
+# The failure injector between the agent and QEMU (tests only).
+$(BUILD)/qmp-inject: tests/tools/qmp-inject.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LDLIBS)
 

@@ -8,16 +8,21 @@
  * dispatch.c:       dispatch_* command table lookup, central argument
  *                              checks, per-client order, the change queue
  * reply.c:          req_*      replies, errors and events
- * vm.c:             vm_*       the QEMU connection and the cached tree
+ * debug.c:          debug_*    the CKPTD_DEBUG_* test hooks, read once
+ * vm.c:             vm_*       the QEMU connection: connect, reconnect, send
+ * events.c:         vm_*       waiting for QEMU events
+ * tree.c:           vm_*       the cached tree: re-read, replayed, lost
+ * txn.c:            txn_*      the one path of every transaction
+ * change.c:         change_*   a checkpoint change: transaction, reply
+ * batch.c:          batch_*    several QMP commands, one completion
  * cmd-query.c:      query and negotiation commands
- * change.c:         change_*   a transaction, a re-read, a reply
  * cmd-checkpoint.c: checkpoint-* commands
  * cmd-xml.c:        checkpoint-dumpxml, checkpoint-redefine (libvirt XML)
  * encode.c:         enc_*      checkpoint and disk objects as JSON
- * batch.c:          batch_*    several QMP commands, one completion
- * sweep.c:          sweep_*    removing a job's (or every) temporary object
- * backup.c:         backup_*   backup jobs: state, QEMU events, ending
- * cmd-backup.c:     backup-begin, query-backup, backup-end
+ * job.c:            job_*      a backup job's life: the state machine,
+ *                              every ending, QEMU's events, the sweep
+ * job-steps.c:      job_steps  the steps of a pull job, each with its undo
+ * cmd-backup.c:     backup-begin (arguments), query-backup, backup-end
  */
 #ifndef CKPTD_AGENT_H
 #define CKPTD_AGENT_H
@@ -118,32 +123,75 @@ struct agent_options {                  /* every string owned */
     size_t nallow_uids;
 };
 
-/* --- one backup job --- */
-struct backup_disk {
-    char *disk;                         /* the disk's name */
-    char *node;                         /* its format node */
+/* --- one backup job (job.c, job-steps.c) --- */
+struct job_disk {
+    char *disk;                         /* the disk's name: never an index */
+    char *node;                         /* its format node when planned */
     char *scratch;                      /* scratch file we created, or NULL */
     char *bitmap;                       /* temporary bitmap, or NULL (full) */
     uint64_t size;
+    uint64_t granularity;
 };
 
-enum backup_state { BACKUP_STARTING, BACKUP_RUNNING, BACKUP_ENDING };
+enum job_state { JOB_STARTING, JOB_RUNNING, JOB_ENDING };
 
 struct backup_job {
     struct agent *agent;
     char *id;                           /* "backup-N" */
-    int num;                            /* N */
-    enum backup_state state;
+    int num;                            /* N (-1: the sweep) */
+    enum job_state state;
+    bool sweep;                         /* stands for every object of ours */
+    int started;                        /* forward steps begun */
+    bool in_step;                       /* a step's batch is out */
+    bool stop;                          /* unwind once that batch is back */
+    int undo_next;                      /* the next step to undo */
+    int undo_again;
+    bool relist;                        /* list QEMU again before it */
+    char *end_status;                   /* completed, cancelled, failed */
+    bool txn_accepted;                  /* the new checkpoint exists */
+    bool committed;                     /* it ran: the new checkpoint stays */
     char *incremental, *checkpoint;     /* NULL when absent */
+    char *ckpt_desc;
+    json_t *ckpt_disks;                 /* the new checkpoint's, if given */
+    int64_t now;
     json_t *server;                     /* the NBD server it is exported on */
-    struct backup_disk *disks;
+    bool start_server, server_started;
+    struct job_disk *disks;
     size_t ndisks;
+    char *scratch_dir;                  /* where its scratch files are */
+    struct str_vec files;               /* scratch files to remove */
+    json_t *exports, *qjobs, *nodes;    /* QEMU's listing, for the undos */
     bool qemu_gone;                     /* QEMU went away mid-step */
     bool announced;                     /* BACKUP_BEGIN was sent */
     bool resume_vm;                     /* an I/O error paused the guest */
-    char *scratch_dir;                  /* where its scratch files are */
-    char *failure;                      /* why it failed, for BACKUP_END */
+    char *failure;                      /* why it ended, for BACKUP_END */
+    char *error;                        /* why it did not start */
+    enum ckpt_err error_class;          /* of error: QemuError unless set */
+    struct request *begin_req, *end_req;/* waiting for it, or NULL */
+    void (*swept)(struct agent *a, void *opaque);   /* the sweep's end */
+    void *swept_opaque;
     struct backup_job *next;
+};
+
+/* One step of a job: run adds its QMP commands to the batch (or sets
+ * job->error); undo adds the commands that remove what the step made. */
+enum undo_result {
+    UNDO_DONE,                          /* the next undo may follow at once */
+    UNDO_WAIT,                          /* the next undo waits for this batch */
+    UNDO_AGAIN,                         /* list QEMU again, then run me again */
+};
+struct batch;
+struct job_step {
+    const char *name;
+    void (*run)(struct backup_job *job, struct batch *b);
+    enum undo_result (*undo)(struct backup_job *job, struct batch *b);
+};
+extern const struct job_step job_steps[];
+extern const int job_nsteps;
+
+struct agent_debug {
+    bool verify_tree;                   /* CKPTD_DEBUG_VERIFY_TREE */
+    long abort_after;                   /* CKPTD_DEBUG_ABORT_AFTER */
 };
 
 struct agent {
@@ -169,8 +217,8 @@ struct agent {
     struct event_waiter *waiters;
     struct str_vec known;               /* checkpoint names when QEMU left */
     struct str_vec lost;                /* known then, gone after it came back */
+    struct agent_debug debug;
     long qmp_sent;                      /* commands sent, for CKPTD_DEBUG_ABORT_AFTER */
-    long abort_after;
     struct backup_job *jobs;
     int next_job;
     json_t *nbd_server;                 /* the running server's address */
@@ -223,6 +271,11 @@ void agent_event(struct agent *a, const char *event, json_t *data); /* steals */
 /* --- vm.c --- */
 void vm_start(struct agent *a);
 void vm_stop(struct agent *a);
+/* Sends a command; a thin wrapper that fails at once when disconnected. */
+void vm_send(struct agent *a, const char *cmd, json_t *args,
+             qmp_reply_cb *cb, void *opaque);
+
+/* --- tree.c --- */
 /* Re-reads disks, bitmaps and checkpoints from QEMU, then calls cb with
  * the tree updated (err == NULL) or the QMP error. */
 typedef void vm_refresh_cb(struct agent *a, const struct qmp_error *err,
@@ -234,15 +287,35 @@ void vm_refresh(struct agent *a, vm_refresh_cb *cb, void *opaque);
  * against a re-read, and a difference aborts. */
 void vm_tree_after(struct agent *a, json_t *actions, vm_refresh_cb *cb,
                    void *opaque);
-/* Sends a command; a thin wrapper that fails at once when disconnected. */
-void vm_send(struct agent *a, const char *cmd, json_t *args,
-             qmp_reply_cb *cb, void *opaque);
+/* Checkpoints known before QEMU left and missing after it came back. */
+void vm_note_lost(struct agent *a);
+/* Answers NotFound, saying why, when name is a checkpoint that vanished
+ * in a QEMU crash; returns true if it did. */
+bool vm_reply_if_lost(struct request *req, const char *name);
 
+
+/* --- events.c --- */
 /* Waits for a QEMU event whose data has every member of match (stolen);
  * cb gets the data, or NULL after timeout seconds or on disconnect. */
 typedef void vm_event_cb(struct agent *a, json_t *data, void *opaque);
-void vm_wait_event(struct agent *a, const char *event, json_t *match,
-                   double timeout, vm_event_cb *cb, void *opaque);
+struct event_waiter *vm_wait_event(struct agent *a, const char *event,
+                                   json_t *match, double timeout,
+                                   vm_event_cb *cb, void *opaque);
+/* Forgets a waiter that has not fired; its callback never runs. */
+void vm_cancel_wait(struct agent *a, struct event_waiter *w);
+/* Fires the waiters of event (all of them with NULL when event is NULL:
+ * QEMU went away). */
+void vm_fire_waiters(struct agent *a, const char *event, json_t *data);
+
+/* --- debug.c --- */
+void debug_read(struct agent_debug *d);
+
+/* --- txn.c --- */
+/* Sends a transaction (steals actions); when cb runs, the cached tree is
+ * what QEMU holds (err: QEMU's refusal, or the connection lost). */
+typedef void txn_done_cb(struct agent *a, const struct qmp_error *err,
+                         void *opaque);
+void txn_send(struct agent *a, json_t *actions, txn_done_cb *cb, void *opaque);
 
 /* --- batch.c --- */
 /* err is NULL when every command succeeded, else the first failure. */
@@ -262,39 +335,48 @@ void batch_send(struct batch *b, const char *cmd, json_t *args,
                 batch_reply_cb *cb, void *opaque);
 void batch_expect_event(struct batch *b, const char *event, json_t *match,
                         double timeout);
+/* cmd and the event it causes; no wait when QEMU refuses cmd. */
+void batch_send_expect(struct batch *b, const char *cmd, json_t *args,
+                       const char *event, json_t *match, double timeout);
+/* Something else the batch waits for: one hold, one release. */
+void batch_hold(struct batch *b);
+void batch_release(struct batch *b, const char *err);
 /* No more commands: done runs once all have answered (at once if none
  * is pending). */
 void batch_arm(struct batch *b);
 
-/* --- sweep.c --- */
-/* Removes, quietly and in order, every temporary object of job (exports,
- * block jobs, nodes, bitmaps, then files), or of every job when job is
- * NULL (the start-up sweep, which also clears the scratch directory and
- * stops the NBD server).  files: scratch files to unlink (may be NULL). */
-void sweep_run(struct agent *a, const char *job, int jobnum,
-               const struct str_vec *files, batch_done_cb *done, void *opaque);
+/* --- job.c --- */
+struct backup_job *job_new(struct agent *a);        /* not yet in a->jobs */
+void job_free(struct backup_job *job);
+/* Adds the job to a->jobs and runs its steps; the begin request (if
+ * set) is answered when it runs or has failed and unwound. */
+void job_start(struct backup_job *job);
+/* Ends a job wherever it is: status for BACKUP_END, why (stolen, may be
+ * NULL) its error.  A job already ending goes on as it is. */
+void job_stop(struct backup_job *job, const char *status, char *why);
+void job_unwind(struct backup_job *job);
+void job_list_qemu(struct backup_job *job, struct batch *b);
+struct backup_job *job_find(struct agent *a, const char *id);
+size_t job_count(const struct agent *a);
+bool job_disk_busy(const struct agent *a, const char *disk);
+const struct backup_job *job_holding_checkpoint(const struct agent *a,
+                                                const char *name);
+json_t *job_encode(const struct backup_job *job);
+void job_qemu_event(struct agent *a, const char *event, json_t *data);
+void job_qemu_gone(struct agent *a);
+void job_watch_scratch(struct agent *a);
+/* SIGTERM: ends every job; the loop stops once the last is gone. */
+void job_end_all(struct agent *a);
+/* Removes every temporary object and scratch file of ours (start-up,
+ * reconnect), with the same undos; then done. */
+void job_sweep_all(struct agent *a, void (*done)(struct agent *, void *),
+                   void *opaque);
 
-/* --- backup.c --- */
-struct backup_job *backup_find(struct agent *a, const char *id);
-size_t backup_count(const struct agent *a);
-bool backup_disk_busy(const struct agent *a, const char *disk);
-bool backup_uses_checkpoint(const struct agent *a, const char *name);
-json_t *backup_encode(const struct backup_job *job);
-void backup_free(struct backup_job *job);
-void backup_unlink(struct agent *a, struct backup_job *job);
-/* Tears the job down; emits BACKUP_END with status; then calls done. */
-void backup_end(struct backup_job *job, const char *status,
-                batch_done_cb *done, void *opaque);
-void backup_qemu_event(struct agent *a, const char *event, json_t *data);
-void backup_qemu_gone(struct agent *a);
-/* Starts watching the scratch space of running jobs (idempotent). */
-void backup_watch_scratch(struct agent *a);
-/* Ends every job (SIGTERM); done runs when all are gone. */
-void backup_end_all(struct agent *a, void (*done)(struct agent *a));
-
-/* Answers NotFound, saying why, when name is a checkpoint that vanished
- * in a QEMU crash; returns true if it did. */
-bool vm_reply_if_lost(struct request *req, const char *name);
+/* --- job-steps.c --- */
+/* The begin transaction of job against tree t. */
+enum ckpt_err job_plan_transaction(const struct backup_job *job,
+                                   const struct meta_tree *t, json_t *actions,
+                                   struct ckpt_error *e);
 
 /* --- change.c --- */
 struct change {
@@ -302,7 +384,6 @@ struct change {
     char *name;                         /* the checkpoint created, or asked */
     struct str_vec names;               /* deleted or redefined */
     char *qemu_class, *qemu_desc;       /* QEMU's refusal, kept for the reply */
-    json_t *actions;                    /* in flight, to replay on the tree */
     void (*finish)(struct change *ch);  /* replies once the tree is fresh */
     /* Optional: plans again on the fresh tree after QEMU refused, to name
      * the cause (a bitmap added behind our back) with our own class. */

@@ -94,6 +94,82 @@ batch_expect_event(struct batch *b, const char *event, json_t *match,
     vm_wait_event(b->agent, event, match, timeout, item_event, it);
 }
 
+/* A command and the event it causes: the waiter is set before the
+ * command is sent, and cancelled if QEMU refuses the command (a missing
+ * export or job, when cleaning up), so the batch never waits for an
+ * event that cannot come. */
+struct expect_item {
+    struct batch *b;
+    char *cmd;
+    struct event_waiter *w;
+    bool replied, fired;
+};
+
+static void
+expect_settle(struct expect_item *it)
+{
+    struct batch *b = it->b;
+    free(it->cmd);
+    free(it);
+    b->pending--;
+    batch_settle(b);
+}
+
+static void
+expect_event(struct agent *a, json_t *data, void *opaque)
+{
+    struct expect_item *it = opaque;
+    it->w = NULL;
+    it->fired = true;
+    if (!data)
+        note_error(it->b, it->cmd, "QEMU did not report its end in time");
+    if (it->replied)
+        expect_settle(it);
+}
+
+static void
+expect_reply(struct qmp *q, json_t *ret, const struct qmp_error *err, void *opaque)
+{
+    struct expect_item *it = opaque;
+    it->replied = true;
+    if (err) {
+        note_error(it->b, it->cmd, err->desc);
+        if (it->w)
+            vm_cancel_wait(it->b->agent, it->w);
+        it->w = NULL;
+        expect_settle(it);
+    } else if (it->fired) {
+        expect_settle(it);
+    }
+}
+
+void
+batch_send_expect(struct batch *b, const char *cmd, json_t *args,
+                  const char *event, json_t *match, double timeout)
+{
+    struct expect_item *it = xcalloc(1, sizeof *it);
+    it->b = b;
+    it->cmd = xstrdup(cmd);
+    b->pending++;
+    it->w = vm_wait_event(b->agent, event, match, timeout, expect_event, it);
+    vm_send(b->agent, cmd, args, expect_reply, it);
+}
+
+void
+batch_hold(struct batch *b)
+{
+    b->pending++;
+}
+
+void
+batch_release(struct batch *b, const char *err)
+{
+    if (err)
+        note_error(b, "step", err);
+    b->pending--;
+    batch_settle(b);
+}
+
 void
 batch_arm(struct batch *b)
 {

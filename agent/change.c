@@ -1,6 +1,6 @@
-/* A change in flight: one transaction, then a re-read of the tree (the
- * images are the truth), then the command's own reply.  Shared by every
- * command that changes checkpoints. */
+/* A checkpoint change in flight: one transaction (txn.c: afterwards the
+ * tree is what QEMU holds), then the command's own reply.  Shared by
+ * every command that changes checkpoints. */
 #include "agent/agent.h"
 
 struct change *
@@ -21,35 +21,19 @@ change_free(struct change *ch)
     str_vec_free_all(&ch->names);
     free(ch->qemu_class);
     free(ch->qemu_desc);
-    json_decref(ch->actions);
     free(ch);
 }
 
 static void
-change_refreshed(struct agent *a, const struct qmp_error *err, void *opaque)
+change_done(struct agent *a, const struct qmp_error *err, void *opaque)
 {
     struct change *ch = opaque;
-    if (err && !ch->qemu_class)
-        log_warn("cannot re-read the tree after a change: %s", err->desc);
-    ch->finish(ch);
-    change_free(ch);
-}
-
-static void
-transaction_done(struct qmp *q, json_t *ret, const struct qmp_error *err,
-                 void *opaque)
-{
-    struct change *ch = opaque;
-    json_t *actions = ch->actions;
-    ch->actions = NULL;
     if (err) {
         ch->qemu_class = xstrdup(err->class);
         ch->qemu_desc = xstrdup(err->desc);
     }
-    /* Accepted: the tree QEMU now has is the old one with these actions
-     * applied, no need to ask.  Refused: re-read. */
-    vm_tree_after(ch->req->agent, err ? NULL : actions, change_refreshed, ch);
-    json_decref(actions);
+    ch->finish(ch);
+    change_free(ch);
 }
 
 void
@@ -57,9 +41,7 @@ change_send(struct change *ch, json_t *actions)
 {
     log_debug("%s: transaction of %zu actions", ch->req->cmd->name,
               json_array_size(actions));
-    ch->actions = json_incref(actions);
-    vm_send(ch->req->agent, "transaction",
-            json_pack("{s:o}", "actions", actions), transaction_done, ch);
+    txn_send(ch->req->agent, actions, change_done, ch);
 }
 
 /* True (and the request answered) when QEMU refused the change.  The
@@ -80,4 +62,3 @@ change_reply_qemu_error(struct change *ch, const char *what)
     req_qmp_error(ch->req, &e, what);
     return true;
 }
-

@@ -1,13 +1,8 @@
-/* backup-begin, query-backup, backup-end.
- *
- * Beginning a pull backup is a chain of batches (see DESIGN.md):
- *   scratch files -> NBD server and protocol nodes -> qcow2 formatting
- *   jobs -> qcow2 scratch nodes over the disks -> the one transaction
- *   (temporary bitmaps, new checkpoint, copy-before-write jobs) -> exports.
- * A failure at any step hands the job to the sweep, which removes
- * whatever of it exists, and the request gets the first error. */
+/* backup-begin, query-backup, backup-end: the requests.  Everything that
+ * can be checked is checked here, before anything is created; the job
+ * itself is job.c's state machine over job-steps.c. */
 #include "agent/agent.h"
-#include "nbd/nbdx.h"
+#include "bitmap/plan.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -17,26 +12,6 @@
 #include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
-
-#define BEGIN_EVENT_TIMEOUT 60.0
-
-struct begin {
-    struct request *req;
-    struct backup_job *job;
-    int step;
-    char *scratch_dir;
-    struct nbdx_disk *plan;
-    size_t nplan;
-    char *ckpt_desc;
-    int64_t now;
-    bool start_server;
-    json_t *ckpt_disks;                 /* the new checkpoint's, if given */
-    json_t *actions;                    /* the transaction, to replay */
-    char *error;
-    enum ckpt_err error_class;          /* of error: QemuError unless set */
-};
-
-static void begin_step(const char *err, void *opaque);
 
 /* --- checking the request --- */
 
@@ -184,310 +159,6 @@ scratch_dir_from_args(struct agent *a, const char *arg, struct ckpt_error *e)
     return check_room(a, want, e);
 }
 
-/* --- the job's steps --- */
-static struct backup_job *
-new_job(struct agent *a, const struct begin *b, json_t *server)
-{
-    struct backup_job *job = xcalloc(1, sizeof *job);
-    job->agent = a;
-    job->num = a->next_job++;
-    job->id = xasprintf("backup-%d", job->num);
-    job->server = server;
-    job->state = BACKUP_STARTING;
-    job->disks = xcalloc(b->nplan, sizeof *job->disks);
-    job->ndisks = b->nplan;
-    for (size_t k = 0; k < b->nplan; k++) {
-        const struct meta_disk *d = &a->tree.disks[b->plan[k].disk];
-        job->disks[k].disk = xstrdup(d->disk);
-        job->disks[k].node = xstrdup(d->node);
-        job->disks[k].size = d->virtual_size;
-        if (b->plan[k].incremental)
-            job->disks[k].bitmap = nbdx_bitmap_name(job->id, d->disk);
-    }
-    job->next = a->jobs;
-    a->jobs = job;
-    return job;
-}
-
-static int
-create_scratch_files(struct begin *b, struct ckpt_error *e)
-{
-    struct backup_job *job = b->job;
-    for (size_t k = 0; k < job->ndisks; k++) {
-        char *path = nbdx_scratch_file(b->scratch_dir, job->id, job->disks[k].disk);
-        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        if (fd < 0) {
-            ckpt_fail(e, CKPT_ERR_GENERIC, "cannot create scratch file %s: %s",
-                      path, strerror(errno));
-            free(path);
-            return -1;
-        }
-        close(fd);
-        job->disks[k].scratch = path;
-    }
-    return 0;
-}
-
-static json_t *
-server_start_args(json_t *server)
-{
-    const char *transport = json_string_value(json_object_get(server, "transport"));
-    if (strcmp(transport, "unix") == 0)
-        return json_pack("{s:{s:s,s:{s:O}}}", "addr", "type", "unix", "data",
-                         "path", json_object_get(server, "path"));
-    json_t *args = json_pack("{s:{s:s,s:{s:O,s:O}}}", "addr", "type", "inet", "data",
-                             "host", json_object_get(server, "host"),
-                             "port", json_object_get(server, "port"));
-    if (json_is_true(json_object_get(server, "tls")))
-        json_object_set_new(args, "tls-creds", json_string(NBDX_TLS_ID));
-    return args;
-}
-
-/* The server is ours from the moment QEMU says it started, so that any
- * failure after this, even in the same batch, stops it again. */
-static void
-server_started(json_t *ret, void *opaque)
-{
-    struct backup_job *job = opaque;
-    struct agent *a = job->agent;
-    json_decref(a->nbd_server);
-    a->nbd_server = json_incref(job->server);
-    const char *path = json_string_value(json_object_get(job->server, "path"));
-    if (path && chmod(path, 0600) < 0)
-        log_warn("cannot make %s private: %m", path);
-}
-
-static void
-step_nodes(struct begin *b, struct batch *bt)
-{
-    struct backup_job *job = b->job;
-    if (b->start_server && json_is_true(json_object_get(job->server, "tls")))
-        batch_send(bt, "object-add",
-                   json_pack("{s:s,s:s,s:s,s:s,s:b}", "qom-type", "tls-creds-x509",
-                             "id", NBDX_TLS_ID, "dir", job->agent->opt.tls_dir,
-                             "endpoint", "server", "verify-peer", 0), NULL, NULL);
-    if (b->start_server)
-        batch_send(bt, "nbd-server-start", server_start_args(job->server),
-                   server_started, job);
-    for (size_t k = 0; k < job->ndisks; k++) {
-        CLEANUP_FREE char *node = nbdx_node_name('s', job->num, k);
-        batch_send(bt, "blockdev-add",
-                   json_pack("{s:s,s:s,s:s}", "driver", "file", "node-name", node,
-                             "filename", job->disks[k].scratch), NULL, NULL);
-    }
-}
-
-static char *
-create_job_id(const struct backup_job *job, size_t k)
-{
-    CLEANUP_FREE char *base = nbdx_job_name(job->id, job->disks[k].disk);
-    return xasprintf("%s.create", base);
-}
-
-static void
-step_format(struct begin *b, struct batch *bt)
-{
-    struct backup_job *job = b->job;
-    for (size_t k = 0; k < job->ndisks; k++) {
-        CLEANUP_FREE char *id = create_job_id(job, k);
-        CLEANUP_FREE char *node = nbdx_node_name('s', job->num, k);
-        batch_expect_event(bt, "JOB_STATUS_CHANGE",
-                           json_pack("{s:s,s:s}", "id", id, "status", "concluded"),
-                           BEGIN_EVENT_TIMEOUT);
-        batch_send(bt, "blockdev-create",
-                   json_pack("{s:s,s:{s:s,s:s,s:I}}", "job-id", id, "options",
-                             "driver", "qcow2", "file", node,
-                             "size", (json_int_t) job->disks[k].size), NULL, NULL);
-    }
-}
-
-static void
-step_dismiss(struct begin *b, struct batch *bt)
-{
-    for (size_t k = 0; k < b->job->ndisks; k++) {
-        CLEANUP_FREE char *id = create_job_id(b->job, k);
-        batch_send(bt, "job-dismiss", json_pack("{s:s}", "id", id), NULL, NULL);
-    }
-}
-
-static void
-step_overlays(struct begin *b, struct batch *bt)
-{
-    struct backup_job *job = b->job;
-    for (size_t k = 0; k < job->ndisks; k++) {
-        CLEANUP_FREE char *fmt = nbdx_node_name('f', job->num, k);
-        CLEANUP_FREE char *file = nbdx_node_name('s', job->num, k);
-        batch_send(bt, "blockdev-add",
-                   json_pack("{s:s,s:s,s:s,s:s}", "driver", "qcow2", "node-name", fmt,
-                             "file", file, "backing", job->disks[k].node), NULL, NULL);
-    }
-}
-
-static void
-fill_begin_req(const struct begin *b, struct nbdx_begin_req *r,
-               struct ckpt_create_req *c)
-{
-    const struct backup_job *job = b->job;
-    *c = (struct ckpt_create_req) {
-        .name = job->checkpoint, .description = b->ckpt_desc, .now = b->now,
-    };
-    *r = (struct nbdx_begin_req) {
-        .job = job->id, .jobnum = job->num, .incremental = job->incremental,
-        .checkpoint = job->checkpoint ? c : NULL,
-    };
-}
-
-/* The new checkpoint's disks: as given, else the backed-up disks that can
- * hold checkpoints (the point where this backup's data ends).  names has
- * room for the tree's disks and the given list. */
-static size_t
-checkpoint_disks(const struct agent *a, const struct begin *b, const char **names)
-{
-    size_t n = 0, i;
-    json_t *d;
-    if (b->ckpt_disks) {
-        json_array_foreach(b->ckpt_disks, i, d)
-            names[n++] = json_string_value(d);
-        return n;
-    }
-    for (size_t k = 0; k < b->nplan; k++)
-        if (a->tree.disks[b->plan[k].disk].can_checkpoint)
-            names[n++] = a->tree.disks[b->plan[k].disk].disk;
-    return n;
-}
-
-static const char **
-names_room(const struct agent *a, const struct begin *b)
-{
-    return xcalloc(a->tree.ndisks + json_array_size(b->ckpt_disks) + 1,
-                   sizeof (const char *));
-}
-
-static void
-step_transaction(struct begin *b, struct batch *bt)
-{
-    struct nbdx_begin_req r;
-    struct ckpt_create_req c;
-    struct ckpt_error e = { 0 };
-    fill_begin_req(b, &r, &c);
-    CLEANUP_FREE const char **names = names_room(b->job->agent, b);
-    c.disks = names;
-    c.ndisks = checkpoint_disks(b->job->agent, b, names);
-    json_t *actions = json_array();
-    if (nbdx_plan_begin(&b->job->agent->tree, &r, b->plan, b->nplan, actions, &e)) {
-        json_decref(actions);
-        b->error = xstrdup(e.msg);
-        b->error_class = e.code;
-        return;
-    }
-    b->actions = json_incref(actions);
-    batch_send(bt, "transaction", json_pack("{s:o}", "actions", actions), NULL, NULL);
-}
-
-static void
-step_exports(struct begin *b, struct batch *bt)
-{
-    struct backup_job *job = b->job;
-    for (size_t k = 0; k < job->ndisks; k++) {
-        CLEANUP_FREE char *id = nbdx_job_name(job->id, job->disks[k].disk);
-        CLEANUP_FREE char *node = nbdx_node_name('f', job->num, k);
-        json_t *args = json_pack("{s:s,s:s,s:s,s:s,s:b}", "type", "nbd", "id", id,
-                                 "node-name", node, "name", job->disks[k].disk,
-                                 "writable", 0);
-        if (job->disks[k].bitmap)
-            json_object_set_new(args, "bitmaps",
-                json_pack("[{s:s,s:s}]", "node", job->disks[k].node,
-                          "name", job->disks[k].bitmap));
-        batch_send(bt, "block-export-add", args, NULL, NULL);
-    }
-}
-
-static void
-begin_free(struct begin *b)
-{
-    free(b->scratch_dir);
-    free(b->plan);
-    free(b->ckpt_desc);
-    json_decref(b->ckpt_disks);
-    json_decref(b->actions);
-    free(b->error);
-    free(b);
-}
-
-static void
-begin_answered(struct agent *a, const struct qmp_error *err, void *opaque)
-{
-    struct begin *b = opaque;
-    struct backup_job *job = b->job;
-    job->state = BACKUP_RUNNING;
-    job->announced = true;
-    job->scratch_dir = xstrdup(b->scratch_dir);
-    backup_watch_scratch(a);
-    req_reply(b->req, backup_encode(job));
-    log_info("backup %s running", job->id);
-    if (job->checkpoint)
-        agent_event(a, "CHECKPOINT_CREATED", json_pack("{s:s}", "name", job->checkpoint));
-    agent_event(a, "BACKUP_BEGIN", json_pack("{s:s}", "id", job->id));
-    begin_free(b);
-}
-
-static void
-begin_failed_cleaned(const char *err, void *opaque)
-{
-    struct begin *b = opaque;
-    req_error(b->req, b->error_class ? b->error_class : CKPT_ERR_QEMU,
-              "backup not started: %s", b->error);
-    begin_free(b);
-}
-
-static void
-begin_fail(struct begin *b)
-{
-    struct backup_job *job = b->job;
-    log_warn("backup %s not started: %s", job->id, b->error);
-    if (job->qemu_gone) {
-        for (size_t k = 0; k < job->ndisks; k++)
-            if (job->disks[k].scratch)
-                unlink(job->disks[k].scratch);
-        backup_unlink(job->agent, job);
-        backup_free(job);
-        b->job = NULL;
-        req_error(b->req, CKPT_ERR_NOT_CONNECTED,
-                  "backup not started: QEMU went away (%s)", b->error);
-        begin_free(b);
-        return;
-    }
-    backup_end(job, "failed", begin_failed_cleaned, b);
-}
-
-static void
-begin_step(const char *err, void *opaque)
-{
-    struct begin *b = opaque;
-    if (err && !b->error)
-        b->error = xstrdup(err);
-    if (b->error || b->job->qemu_gone) {
-        if (!b->error)
-            b->error = xstrdup("QEMU went away");
-        begin_fail(b);
-        return;
-    }
-    if (b->step == 6) {
-        vm_tree_after(b->job->agent, b->actions, begin_answered, b);
-        return;
-    }
-    struct batch *bt = batch_new(b->job->agent, begin_step, b);
-    switch (b->step++) {
-    case 0: step_nodes(b, bt); break;
-    case 1: step_format(b, bt); break;
-    case 2: step_dismiss(b, bt); break;
-    case 3: step_overlays(b, bt); break;
-    case 4: step_transaction(b, bt); break;
-    case 5: step_exports(b, bt); break;
-    }
-    batch_arm(bt);
-}
-
 /* --- backup-begin: everything that can be checked is checked before
  * anything is created --- */
 static enum ckpt_err
@@ -519,38 +190,58 @@ check_checkpoint_arg(json_t *arg, const char **name, const char **desc,
     return CKPT_OK;
 }
 
+/* The disks of the backup, checked against the tree: by name, copied
+ * into the job, which never looks at a tree index again. */
 static enum ckpt_err
-plan_request(struct agent *a, struct request *req, struct begin *b,
-             struct backup_job *probe, struct ckpt_error *e)
+plan_disks(struct agent *a, struct request *req, struct backup_job *job,
+           struct ckpt_error *e)
 {
-    json_t *args = req->args;
-    json_t *disks = json_object_get(args, "disks");
+    json_t *disks = json_object_get(req->args, "disks");
     size_t ndisks = json_array_size(disks);
     CLEANUP_FREE const char **names = xcalloc(ndisks + 1, sizeof *names);
     for (size_t i = 0; i < ndisks; i++)
         names[i] = json_string_value(json_array_get(disks, i));
-    CLEANUP_FREE bool *busy = xcalloc(a->tree.ndisks + 1, sizeof *busy);
+    CLEANUP_FREE const char **busy = xcalloc(a->tree.ndisks + 1, sizeof *busy);
+    size_t nbusy = 0;
     for (size_t d = 0; d < a->tree.ndisks; d++)
-        busy[d] = backup_disk_busy(a, a->tree.disks[d].disk);
-    struct nbdx_begin_req r = {
-        .job = probe->id, .jobnum = probe->num, .incremental = probe->incremental,
-        .disks = disks ? names : NULL, .ndisks = ndisks, .busy = busy,
+        if (job_disk_busy(a, a->tree.disks[d].disk))
+            busy[nbusy++] = a->tree.disks[d].disk;
+    struct ckpt_backup_req r = {
+        .job = job->id, .jobnum = job->num, .incremental = job->incremental,
+        .disks = disks ? names : NULL, .ndisks = ndisks, .busy = busy, .nbusy = nbusy,
     };
-    b->plan = xcalloc(a->tree.ndisks + 1, sizeof *b->plan);
-    enum ckpt_err err = nbdx_plan_disks(&a->tree, &r, b->plan, &b->nplan, e);
+    struct ckpt_backup_disk *plan = xcalloc(a->tree.ndisks + 1, sizeof *plan);
+    size_t n = 0;
+    enum ckpt_err err = ckpt_plan_backup_disks(&a->tree, &r, plan, &n, e);
+    if (!err) {
+        job->disks = xcalloc(n + 1, sizeof *job->disks);
+        job->ndisks = n;
+        for (size_t k = 0; k < n; k++) {
+            const struct meta_disk *d =
+                &a->tree.disks[meta_tree_find_disk(&a->tree, plan[k].disk)];
+            job->disks[k] = (struct job_disk) {
+                .disk = xstrdup(d->disk), .node = xstrdup(d->node),
+                .size = d->virtual_size, .granularity = plan[k].granularity,
+                .bitmap = plan[k].incremental ? ckpt_tmp_bitmap(job->id, d->disk) : NULL,
+            };
+        }
+    }
+    ckpt_backup_disks_free(plan, n);
     if (err)
         return err;
     /* Dry run of the transaction: a bad checkpoint name fails here. */
-    struct ckpt_create_req c = { .name = probe->checkpoint,
-                                 .description = b->ckpt_desc, .now = b->now };
-    CLEANUP_FREE const char **cnames = names_room(a, b);
-    c.disks = cnames;
-    c.ndisks = checkpoint_disks(a, b, cnames);
-    r.checkpoint = probe->checkpoint ? &c : NULL;
     json_t *dry = json_array();
-    err = nbdx_plan_begin(&a->tree, &r, b->plan, b->nplan, dry, e);
+    err = job_plan_transaction(job, &a->tree, dry, e);
     json_decref(dry);
     return err;
+}
+
+static enum cmd_result
+begin_refuse(struct request *req, struct backup_job *job, const struct ckpt_error *e)
+{
+    job_free(job);
+    req_fail(req, e);
+    return CMD_DONE;
 }
 
 static enum cmd_result
@@ -563,7 +254,8 @@ cmd_begin(struct request *req)
     const char *ckpt_name, *ckpt_desc;
     if (!xml_backup_args(req))
         return CMD_DONE;
-    if (vm_reply_if_lost(req, json_string_value(json_object_get(args, "incremental"))))
+    const char *incremental = json_string_value(json_object_get(args, "incremental"));
+    if (vm_reply_if_lost(req, incremental))
         return CMD_DONE;
     if (mode && strcmp(mode, "pull") != 0) {
         req_error(req, strcmp(mode, "push") == 0 ? CKPT_ERR_UNSUPPORTED
@@ -587,41 +279,23 @@ cmd_begin(struct request *req)
                   "elsewhere; use the same server or end that backup first");
         return CMD_DONE;
     }
-    struct begin *b = xcalloc(1, sizeof *b);
-    b->req = req;
-    b->now = (int64_t) time(NULL);
-    b->ckpt_desc = ckpt_desc ? xstrdup(ckpt_desc) : NULL;
-    b->ckpt_disks = json_incref(json_object_get(json_object_get(args, "checkpoint"), "disks"));
-    b->start_server = !a->nbd_server;
-    /* A stand-in job carries the names for planning before the real one. */
-    struct backup_job probe = {
-        .id = xasprintf("backup-%d", a->next_job), .num = a->next_job,
-        .incremental = (char *) json_string_value(json_object_get(args, "incremental")),
-        .checkpoint = (char *) ckpt_name,
-    };
-    enum ckpt_err err = plan_request(a, req, b, &probe, &e);
-    free(probe.id);
-    if (!err && !(b->scratch_dir = scratch_dir_from_args(
-                      a, json_string_value(json_object_get(args, "scratch-dir")), &e)))
-        err = e.code;
-    if (err) {
-        json_decref(server);
-        begin_free(b);
-        req_fail(req, &e);
-        return CMD_DONE;
-    }
-    b->job = new_job(a, b, server);
-    b->job->incremental = probe.incremental ? xstrdup(probe.incremental) : NULL;
-    b->job->checkpoint = ckpt_name ? xstrdup(ckpt_name) : NULL;
-    if (create_scratch_files(b, &e) < 0) {
-        b->error = xstrdup(e.msg);
-        b->error_class = e.code;
-        begin_fail(b);
-        return CMD_WAIT;
-    }
-    log_info("backup %s starting: %zu disks, %s", b->job->id, b->job->ndisks,
-             b->job->incremental ? "incremental" : "full");
-    begin_step(NULL, b);
+    struct backup_job *job = job_new(a);
+    job->server = server;
+    job->start_server = !a->nbd_server;
+    job->now = (int64_t) time(NULL);
+    job->incremental = incremental ? xstrdup(incremental) : NULL;
+    job->checkpoint = ckpt_name ? xstrdup(ckpt_name) : NULL;
+    job->ckpt_desc = ckpt_desc ? xstrdup(ckpt_desc) : NULL;
+    job->ckpt_disks = json_incref(json_object_get(json_object_get(args, "checkpoint"),
+                                                  "disks"));
+    if (plan_disks(a, req, job, &e))
+        return begin_refuse(req, job, &e);
+    job->scratch_dir = scratch_dir_from_args(
+        a, json_string_value(json_object_get(args, "scratch-dir")), &e);
+    if (!job->scratch_dir)
+        return begin_refuse(req, job, &e);
+    job->begin_req = req;
+    job_start(job);
     return CMD_WAIT;
 }
 
@@ -635,14 +309,14 @@ cmd_query(struct request *req)
     if (xml && !id && a->jobs && !a->jobs->next)
         id = a->jobs->id;               /* the one job there is */
     if (id) {
-        struct backup_job *job = backup_find(a, id);
+        struct backup_job *job = job_find(a, id);
         if (!job) {
             req_error(req, CKPT_ERR_NOT_FOUND, "no backup job '%s'", id);
         } else if (xml) {
             CLEANUP_FREE char *doc = xml_backup_dump(job);
             req_reply(req, json_pack("{s:s}", "xml", doc));
         } else {
-            req_reply(req, backup_encode(job));
+            req_reply(req, job_encode(job));
         }
         return CMD_DONE;
     }
@@ -654,32 +328,27 @@ cmd_query(struct request *req)
     }
     json_t *list = json_array();
     for (struct backup_job *j = a->jobs; j; j = j->next)
-        json_array_insert_new(list, 0, backup_encode(j));
+        json_array_insert_new(list, 0, job_encode(j));
     req_reply(req, list);
     return CMD_DONE;
-}
-
-static void
-end_done(const char *err, void *opaque)
-{
-    req_reply(opaque, NULL);
 }
 
 static enum cmd_result
 cmd_end(struct request *req)
 {
     const char *id = json_string_value(json_object_get(req->args, "id"));
-    struct backup_job *job = backup_find(req->agent, id);
+    struct backup_job *job = job_find(req->agent, id);
     if (!job) {
         req_error(req, CKPT_ERR_NOT_FOUND, "no backup job '%s'", id);
         return CMD_DONE;
     }
-    if (job->state != BACKUP_RUNNING) {
+    if (job->state != JOB_RUNNING) {
         req_error(req, CKPT_ERR_BUSY, "backup job '%s' is %s", id,
-                  job->state == BACKUP_STARTING ? "still starting" : "already ending");
+                  job->state == JOB_STARTING ? "still starting" : "already ending");
         return CMD_DONE;
     }
-    backup_end(job, "completed", end_done, req);
+    job->end_req = req;
+    job_stop(job, "completed", NULL);
     return CMD_WAIT;
 }
 

@@ -135,14 +135,18 @@ cmd_delete(struct request *req)
         req_fail(req, &e);
         return CMD_DONE;
     }
-    for (size_t i = 0; i < ch->names.len; i++)
-        if (backup_uses_checkpoint(a, ch->names.ptr[i])) {
+    for (size_t i = 0; i < ch->names.len; i++) {
+        const struct backup_job *j = job_holding_checkpoint(a, ch->names.ptr[i]);
+        if (j) {
             json_decref(actions);
-            req_error(req, CKPT_ERR_BUSY, "checkpoint '%s' is the base of a running "
-                      "incremental backup; end the backup first", ch->names.ptr[i]);
+            req_error(req, CKPT_ERR_BUSY, "checkpoint '%s' is %s of backup %s; end "
+                      "the backup first", ch->names.ptr[i],
+                      j->incremental && strcmp(j->incremental, ch->names.ptr[i]) == 0
+                          ? "the base" : "the new checkpoint", j->id);
             change_free(ch);
             return CMD_DONE;
         }
+    }
     if (json_array_size(actions) == 0) {        /* children-only of a leaf */
         json_decref(actions);
         change_free(ch);

@@ -36,7 +36,7 @@ status_done(struct qmp *q, json_t *ret, const struct qmp_error *err, void *opaqu
                              a->qemu_ready ? "connected" : "disconnected",
                              "vm", vm ? vm : "unknown",
                              "checkpoints", (json_int_t) a->tree.nckpts,
-                             "jobs", (json_int_t) backup_count(a)));
+                             "jobs", (json_int_t) job_count(a)));
 }
 
 static enum cmd_result
@@ -52,17 +52,30 @@ cmd_status(struct request *req)
     return CMD_WAIT;
 }
 
+static const char *const arg_type_names[] = {
+    [ARG_STRING] = "str", [ARG_BOOL] = "bool", [ARG_INT] = "int",
+    [ARG_STRING_LIST] = "[str]", [ARG_OBJECT] = "object",
+};
+
+/* The table is the description: each command with its arguments, their
+ * types and whether they are required, as the dispatcher checks them. */
 static void
-add_name(const struct ckpt_cmd *cmd, void *opaque)
+add_command(const struct ckpt_cmd *cmd, void *opaque)
 {
-    json_array_append_new(opaque, json_pack("{s:s}", "name", cmd->name));
+    json_t *args = json_array();
+    for (const struct cmd_arg *a = cmd->args; a && a->name; a++)
+        json_array_append_new(args, json_pack("{s:s,s:s,s:b}", "name", a->name,
+                                              "type", arg_type_names[a->type],
+                                              "required", a->required));
+    json_array_append_new(opaque, json_pack("{s:s,s:o}", "name", cmd->name,
+                                            "arguments", args));
 }
 
 static enum cmd_result
 cmd_commands(struct request *req)
 {
     json_t *list = json_array();
-    dispatch_for_each(add_name, list);
+    dispatch_for_each(add_command, list);
     req_reply(req, list);
     return CMD_DONE;
 }

@@ -149,7 +149,7 @@ cmd_export(struct request *req)
         return CMD_DONE;
     }
     for (size_t i = 0; i < a->tree.nckpts; i++)
-        if (backup_uses_checkpoint(a, a->tree.ckpts[i].rec.name)) {
+        if (job_holding_checkpoint(a, a->tree.ckpts[i].rec.name)) {
             req_error(req, CKPT_ERR_BUSY, "checkpoint '%s' is in use by a backup",
                       a->tree.ckpts[i].rec.name);
             return CMD_DONE;

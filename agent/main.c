@@ -5,12 +5,6 @@
 #include <stdio.h>
 #include <unistd.h>
 
-static void
-all_ended(struct agent *a)
-{
-    ev_break(a->loop, EVBREAK_ALL);
-}
-
 /* Backups are ended cleanly first: exports, jobs, nodes and scratch files
  * go; a second signal stops at once. */
 static void
@@ -22,9 +16,8 @@ stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
         ev_break(loop, EVBREAK_ALL);
         return;
     }
-    log_info("signal %d: ending %zu backups, then exiting", w->signum, backup_count(a));
-    a->shutting_down = true;
-    backup_end_all(a, all_ended);
+    log_info("signal %d: ending %zu backups, then exiting", w->signum, job_count(a));
+    job_end_all(a);
 }
 
 static void
@@ -56,6 +49,7 @@ main(int argc, char **argv)
         return r;
     }
     log_setup(a.opt.log_level, a.opt.log_format);
+    debug_read(&a.debug);
     a.loop = ev_default_loop(EVFLAG_AUTO);
     watch_signals(&a);
     if (ctl_listen(&a) < 0 || life_write_pidfile(&a) < 0) {

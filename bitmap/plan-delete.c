@@ -33,7 +33,8 @@ fold_into(struct disk_pass *p, ssize_t s, size_t from, size_t to)
     if (!target || target->inconsistent)
         return CKPT_OK;         /* nothing that could still be kept whole */
     const char *node = p->t->disks[p->d].node;
-    const char *srcs[to - from + 1];
+    /* On the heap: a chain can be thousands of checkpoints long. */
+    CLEANUP_FREE const char **srcs = xcalloc(to - from + 1, sizeof *srcs);
     size_t n = 0;
     bool was_recording = false;
     for (size_t j = from; j < to; j++) {

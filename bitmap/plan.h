@@ -2,9 +2,12 @@
  * a request and returns the QMP `transaction` actions that make the change
  * on every disk at once, or an error naming the object.  Pure: no I/O.
  *
- * plan-create.c: ckpt_plan_create
- * plan-delete.c: ckpt_plan_delete
- * plan-redefine.c: ckpt_plan_redefine
+ * plan-create.c:   ckpt_plan_create
+ * plan-delete.c:   ckpt_plan_delete
+ * plan-redefine.c: ckpt_plan_redefine, ckpt_plan_release
+ * plan-backup.c:   ckpt_plan_backup*  disk selection, the begin transaction
+ * names.c:         ckpt_tmp_*         names of temporary objects: the
+ *                  contract between a job, its undo and the start-up sweep
  */
 #ifndef CKPTD_BITMAP_PLAN_H
 #define CKPTD_BITMAP_PLAN_H
@@ -54,5 +57,69 @@ enum ckpt_err ckpt_plan_redefine(const struct meta_tree *t,
  * bitmap made to cover every write since it and recording, records gone. */
 enum ckpt_err ckpt_plan_release(const struct meta_tree *t, json_t *actions,
                                 struct ckpt_error *e);
+
+
+/* --- names.c ---
+ * Job "backup-N", disk D at index I of the job:
+ *   scratch file      SCRATCHDIR/ckptd-backup-N-D.qcow2
+ *   protocol node     ckptd-sN-I   (node names: 31 bytes at most)
+ *   qcow2 node        ckptd-fN-I   (backing: the disk's format node)
+ *   filter node       ckptd-cN-I   (copy-before-write, made by the job)
+ *   block job/export  ckptd-backup-N-D
+ *   temporary bitmap  ckptd:backup-N:D   (on the disk's format node)
+ * Everything starts "ckptd-" or "ckptd:": no checkpoint name can (":" is
+ * not allowed in one), and no launcher plausibly uses it. */
+#define CKPT_TMP_PREFIX "ckptd-"
+#define CKPT_TMP_TLS_ID "ckptd-tls"         /* the tls-creds-x509 object */
+char *ckpt_tmp_node(char kind, int job, size_t i);   /* kind: 's', 'f', 'c' */
+char *ckpt_tmp_job(const char *job, const char *disk);
+char *ckpt_tmp_bitmap(const char *job, const char *disk);
+char *ckpt_tmp_scratch(const char *dir, const char *job, const char *disk);
+/* Does a name belong to job (or to any job when job is NULL)? */
+bool ckpt_tmp_node_is_ours(const char *node, int jobnum /* -1: any */);
+bool ckpt_tmp_id_is_ours(const char *id, const char *job /* NULL: any */);
+bool ckpt_tmp_bitmap_is_ours(const char *bitmap, const char *job /* NULL: any */);
+/* Is a file name (no directory) one of our scratch files? */
+bool ckpt_tmp_file_is_ours(const char *leaf);
+
+/* --- plan-backup.c ---
+ * A job keeps its disks by name, never by index: the tree it was planned
+ * on may be replaced (by any query) before its transaction is built. */
+struct ckpt_backup_disk {
+    char *disk;                 /* the disk's name (owned) */
+    bool incremental;           /* has a temporary bitmap */
+    uint64_t granularity;
+};
+void ckpt_backup_disks_free(struct ckpt_backup_disk *d, size_t n);
+
+struct ckpt_backup_req {
+    const char *job;            /* "backup-N" */
+    int jobnum;                 /* N */
+    const char *incremental;    /* checkpoint name, or NULL for full */
+    const char *const *disks;   /* NULL: default selection */
+    size_t ndisks;
+    const struct ckpt_create_req *checkpoint;   /* new checkpoint, or NULL */
+    const char *const *busy;    /* disks in another job */
+    size_t nbusy;
+};
+
+/* Chooses and checks the disks: every disk for a full backup, or the
+ * incremental checkpoint's disks; each consistent and not busy.  Fills
+ * out[] (room for tree->ndisks) and *n. */
+enum ckpt_err ckpt_plan_backup_disks(const struct meta_tree *t,
+                                     const struct ckpt_backup_req *r,
+                                     struct ckpt_backup_disk *out, size_t *n,
+                                     struct ckpt_error *e);
+
+/* The transaction that starts the job: temporary bitmaps holding the
+ * merge of the incremental checkpoint and every newer one, the new
+ * checkpoint if asked for, and a `blockdev-backup sync=none` per disk
+ * into its scratch node.  All in one transaction: the exported view, the
+ * exported bitmap and the new checkpoint share one point in time.  Disks
+ * are looked up by name in t: one that is gone is NotFound. */
+enum ckpt_err ckpt_plan_backup(const struct meta_tree *t,
+                               const struct ckpt_backup_req *r,
+                               const struct ckpt_backup_disk *disks, size_t n,
+                               json_t *actions, struct ckpt_error *e);
 
 #endif

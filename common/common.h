@@ -72,6 +72,15 @@ static inline void cleanup_json(json_t **j) { json_decref(*j); }
 DEFINE_VECTOR(str_vec, char *)
 void str_vec_free_all(struct str_vec *v);   /* frees each string, then the array */
 
+/* --- unlink.c --- */
+/* Removes path's name now and its blocks in a background thread (a
+ * multi-gigabyte unlink would stall the loop).  0, or -1 with errno. */
+int unlink_later(const char *path);
+/* The dot name a file has while its blocks are freed, and the test for
+ * one (original: the name it had).  For the start-up sweep. */
+char *unlink_trash_name(const char *path);
+bool unlink_is_trash(const char *leaf, const char **original);
+
 
 
 /* --- error classes of the control protocol (PROTOCOL.md) --- */

@@ -709,8 +709,8 @@ child_setup(const char *log)
     sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
-static pid_t
-spawn(char *const argv[], const char *log)
+pid_t
+hq_spawn(char *const argv[], const char *log)
 {
     fflush(stdout);
     pid_t pid = fork();
@@ -873,6 +873,7 @@ hq_vm_free(struct hq_vm *vm)
         hq_agent_stop(vm);
     hq_agent_kill(vm);
     hq_qemu_kill(vm);
+    hq_inject_stop(vm);
     if (hq_failed()) {
         hq_agent_dump_log(vm);
         dump_file("qemu log", vm->qemu_log, 40);
@@ -883,6 +884,7 @@ hq_vm_free(struct hq_vm *vm)
         free(vm->disks[i].path);
     free(vm->dir);
     free(vm->qmp_sock);
+    free(vm->agent_qmp);
     free(vm->test_sock);
     free(vm->ctl_sock);
     free(vm->agent_log);
@@ -949,7 +951,7 @@ hq_vm_add_disk(struct hq_vm *vm, const char *name, const char *format,
 
 /* Spare PCIe root ports so that disks can be hot-added to a q35 machine,
  * whose root bus does not take hotplug. */
-#define HQ_ROOT_PORTS 2
+#define HQ_ROOT_PORTS 4
 
 static void
 qemu_argv(struct hq_vm *vm, struct str_vec *a)
@@ -1004,7 +1006,7 @@ hq_qemu_start(struct hq_vm *vm)
     struct str_vec a = { 0 };
     qemu_argv(vm, &a);
     vm->root_ports_used = 0;
-    vm->qemu_pid = spawn(a.ptr, vm->qemu_log);
+    vm->qemu_pid = hq_spawn(a.ptr, vm->qemu_log);
     str_vec_free_all(&a);
     if (vm->qemu_pid < 0) {
         vm->qemu_pid = 0;
@@ -1299,12 +1301,13 @@ hq_agent_spawn(struct hq_vm *vm)
         fclose(f);
     }
     char *argv[8 + ARRAY_SIZE(vm->agent_args)] = {
-        (char *) bin, "--qmp", vm->qmp_sock, "--control", vm->ctl_sock,
+        (char *) bin, "--qmp", vm->agent_qmp ? vm->agent_qmp : vm->qmp_sock,
+        "--control", vm->ctl_sock,
         "--log-level", "debug" };
     for (int i = 0; i < vm->nagent_args; i++)
         argv[7 + i] = vm->agent_args[i];
     argv[7 + vm->nagent_args] = NULL;
-    vm->agent_pid = spawn(argv, vm->agent_log);
+    vm->agent_pid = hq_spawn(argv, vm->agent_log);
     if (vm->agent_pid < 0) {
         vm->agent_pid = 0;
         return -1;
@@ -1728,9 +1731,11 @@ hq_count_scratch(const char *dir, const char *substr)
             char *sub = xasprintf("%s/%s", dir, de->d_name);
             DIR *s = opendir(sub);
             struct dirent *f;
+            /* Dot files are on their way out: the agent renames a
+             * scratch file and frees its blocks off the loop. */
             while (s && (f = readdir(s)))
-                n += substr ? strstr(f->d_name, substr) != NULL
-                            : f->d_name[0] != '.';
+                n += f->d_name[0] != '.' &&
+                     (!substr || strstr(f->d_name, substr) != NULL);
             if (s)
                 closedir(s);
             free(sub);

@@ -143,6 +143,9 @@ struct hq_disk {
 struct hq_vm {
     char *dir;
     char *qmp_sock;         /* the agent's QEMU monitor */
+    char *agent_qmp;        /* where the agent connects instead (the
+                             * failure injector), or NULL */
+    pid_t inject_pid;       /* tests/tools/qmp-inject, or 0 */
     char *test_sock;        /* the test's QEMU monitor */
     char *ctl_sock;         /* the agent's control socket */
     char *agent_log;
@@ -263,6 +266,21 @@ char *hq_ckpt_names(struct hq_conn *ctl);
 /* One checkpoint from checkpoint-get (new reference) or NULL. */
 json_t *hq_ckpt_get(struct hq_conn *ctl, const char *name, bool size);
 
+/* --- inject: QEMU's failures, scripted (tests/tools/qmp-inject.c) ---
+ * hq-inject.c.  hq_inject_start puts the proxy between the agent and
+ * QEMU for every later hq_agent_spawn; rules as in qmp-inject.c. */
+int hq_inject_start(struct hq_vm *vm);
+void hq_inject_stop(struct hq_vm *vm);
+/* Replaces the rules ("fail transaction 1\n", "" for none).  0 or -1. */
+int hq_inject_rules(struct hq_vm *vm, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Names of the commands the agent sent since the last hq_inject_mark,
+ * in order (a JSON array of strings, new reference). */
+json_t *hq_inject_seen(struct hq_vm *vm);
+void hq_inject_mark(struct hq_vm *vm);
+/* Forks and execs argv with stdout and stderr appended to log. */
+pid_t hq_spawn(char *const argv[], const char *log);
+
 /* --- small JSON accessors for assertions --- */
 /* obj.key as a string, or NULL when absent or not a string. */
 const char *hq_jstr(json_t *obj, const char *key);
@@ -313,8 +331,8 @@ char *hq_scratch_dir(struct hq_vm *vm);
 struct hq_vm *hq_vm_scratch(int n, int64_t size, const char *const *extra,
                             bool start);
 /* Files in the ckptd-scratch-* directories right under dir (the agent's
- * default scratch directories when $XDG_RUNTIME_DIR is dir): those whose
- * name contains substr, or with substr NULL all but dot files. */
+ * default scratch directories when $XDG_RUNTIME_DIR is dir), leaving out
+ * dot files (being removed): those whose name contains substr, or all. */
 int hq_count_scratch(const char *dir, const char *substr);
 /* JSON text written by a test, parsed (new reference); NULL with hq_fail. */
 json_t *hq_json(const char *text);

@@ -339,13 +339,25 @@ test_query_commands(void)
     for (size_t i = 0; i < ARRAY_SIZE(need); i++)
         HQ_CHECK(hq_jfind(l, "name", need[i]), "%s not listed: %s", need[i],
                  hq_str(l));
-    /* Every entry is an object with a name, nothing else is promised. */
+    /* Every entry has a name and its arguments with their types, the
+     * ones the agent checks: a required argument left out is refused. */
     size_t i;
     json_t *e;
     json_array_foreach(l, i, e) {
         const char *n = hq_jstr(e, "name");
         HQ_CHECK(n, "entry without name: %s", hq_str(e));
+        HQ_CHECK(json_is_array(json_object_get(e, "arguments")),
+                 "%s has no argument list: %s", n, hq_str(e));
     }
+    json_t *get = hq_jfind(l, "name", "checkpoint-get");
+    json_t *name = hq_jfind(json_object_get(get, "arguments"), "name", "name");
+    HQ_CHECK(name && strcmp(hq_jstr(name, "type"), "str") == 0 &&
+             hq_jbool(name, "required") == 1, "checkpoint-get name: %s", hq_str(get));
+    json_t *size = hq_jfind(json_object_get(get, "arguments"), "name", "size");
+    HQ_CHECK(size && strcmp(hq_jstr(size, "type"), "bool") == 0 &&
+             hq_jbool(size, "required") == 0, "checkpoint-get size: %s", hq_str(get));
+    CLEANUP_JSON json_t *r = hq_cmd_err(vm->ctl, "InvalidParameter", "checkpoint-get", NULL);
+    HQ_CHECK(r, "checkpoint-get without its required name");
     return 0;
 }
 

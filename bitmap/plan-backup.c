@@ -1,10 +1,18 @@
 /* Planning backup-begin: which disks, and the one transaction. */
-#include "nbd/nbdx.h"
+#include "bitmap/plan.h"
 #include "qmp/qmp.h"
+
+void
+ckpt_backup_disks_free(struct ckpt_backup_disk *d, size_t n)
+{
+    for (size_t k = 0; d && k < n; k++)
+        free(d[k].disk);
+    free(d);
+}
 
 static enum ckpt_err
 check_incremental_disk(const struct meta_tree *t, const struct meta_ckpt *c,
-                       size_t d, struct nbdx_disk *out, struct ckpt_error *e)
+                       size_t d, struct ckpt_backup_disk *out, struct ckpt_error *e)
 {
     const struct meta_member *m = meta_ckpt_member(c, d);
     const char *disk = t->disks[d].disk;
@@ -35,28 +43,30 @@ check_incremental_disk(const struct meta_tree *t, const struct meta_ckpt *c,
 }
 
 static enum ckpt_err
-add_disk(const struct meta_tree *t, const struct nbdx_begin_req *r,
-         const struct meta_ckpt *c, size_t d, struct nbdx_disk *out,
+add_disk(const struct meta_tree *t, const struct ckpt_backup_req *r,
+         const struct meta_ckpt *c, size_t d, struct ckpt_backup_disk *out,
          size_t *n, struct ckpt_error *e)
 {
+    const char *name = t->disks[d].disk;
     for (size_t k = 0; k < *n; k++)
-        if (out[k].disk == d)
+        if (strcmp(out[k].disk, name) == 0)
             return ckpt_fail(e, CKPT_ERR_INVALID_PARAMETER,
-                             "disk '%s' is listed twice", t->disks[d].disk);
-    if (r->busy && r->busy[d])
-        return ckpt_fail(e, CKPT_ERR_BUSY,
-                         "disk '%s' is already in a running backup", t->disks[d].disk);
-    struct nbdx_disk *nd = &out[*n];
-    *nd = (struct nbdx_disk) { .disk = d };
+                             "disk '%s' is listed twice", name);
+    for (size_t k = 0; k < r->nbusy; k++)
+        if (strcmp(r->busy[k], name) == 0)
+            return ckpt_fail(e, CKPT_ERR_BUSY,
+                             "disk '%s' is already in a running backup", name);
+    struct ckpt_backup_disk *nd = &out[*n];
+    *nd = (struct ckpt_backup_disk) { 0 };
     enum ckpt_err err = c ? check_incremental_disk(t, c, d, nd, e) : CKPT_OK;
     if (!err)
-        (*n)++;
+        out[(*n)++].disk = xstrdup(name);
     return err;
 }
 
 enum ckpt_err
-nbdx_plan_disks(const struct meta_tree *t, const struct nbdx_begin_req *r,
-                struct nbdx_disk *out, size_t *n, struct ckpt_error *e)
+ckpt_plan_backup_disks(const struct meta_tree *t, const struct ckpt_backup_req *r,
+                struct ckpt_backup_disk *out, size_t *n, struct ckpt_error *e)
 {
     const struct meta_ckpt *c = NULL;
     enum ckpt_err err;
@@ -92,16 +102,16 @@ nbdx_plan_disks(const struct meta_tree *t, const struct nbdx_begin_req *r,
  * checkpoint's bitmap on the disk.  Not persistent: it never reaches the
  * image, so a crash cannot leave it behind there. */
 static void
-plan_temp_bitmap(const struct meta_tree *t, const struct nbdx_begin_req *r,
-                 const struct nbdx_disk *nd, json_t *actions)
+plan_temp_bitmap(const struct meta_tree *t, const struct ckpt_backup_req *r,
+                 const struct ckpt_backup_disk *nd, size_t d, json_t *actions)
 {
-    const struct meta_disk *disk = &t->disks[nd->disk];
-    CLEANUP_FREE char *tmp = nbdx_bitmap_name(r->job, disk->disk);
+    const struct meta_disk *disk = &t->disks[d];
+    CLEANUP_FREE char *tmp = ckpt_tmp_bitmap(r->job, disk->disk);
     ssize_t i = meta_tree_find_ckpt(t, r->incremental);
     CLEANUP_FREE const char **srcs = xcalloc(t->nckpts + 1, sizeof *srcs);
     size_t n = 0;
     for (size_t j = (size_t) i; j < t->nckpts; j++) {
-        const struct meta_member *m = meta_ckpt_member(&t->ckpts[j], nd->disk);
+        const struct meta_member *m = meta_ckpt_member(&t->ckpts[j], d);
         if (m && m->bitmap)
             srcs[n++] = m->bitmap->name;
     }
@@ -111,23 +121,31 @@ plan_temp_bitmap(const struct meta_tree *t, const struct nbdx_begin_req *r,
 }
 
 enum ckpt_err
-nbdx_plan_begin(const struct meta_tree *t, const struct nbdx_begin_req *r,
-                const struct nbdx_disk *disks, size_t n, json_t *actions,
+ckpt_plan_backup(const struct meta_tree *t, const struct ckpt_backup_req *r,
+                const struct ckpt_backup_disk *disks, size_t n, json_t *actions,
                 struct ckpt_error *e)
 {
+    CLEANUP_FREE size_t *idx = xcalloc(n + 1, sizeof *idx);
+    for (size_t k = 0; k < n; k++) {
+        ssize_t d = meta_tree_find_disk(t, disks[k].disk);
+        if (d < 0)
+            return ckpt_fail(e, CKPT_ERR_NOT_FOUND, "disk '%s' was detached while "
+                             "the backup was starting", disks[k].disk);
+        idx[k] = (size_t) d;
+    }
     json_t *planned = json_array();
     for (size_t k = 0; k < n; k++)
         if (disks[k].incremental)
-            plan_temp_bitmap(t, r, &disks[k], planned);
+            plan_temp_bitmap(t, r, &disks[k], idx[k], planned);
     if (r->checkpoint && ckpt_plan_create(t, r->checkpoint, planned, e)) {
         json_decref(planned);
         return e->code;
     }
     for (size_t k = 0; k < n; k++) {
-        const struct meta_disk *disk = &t->disks[disks[k].disk];
-        CLEANUP_FREE char *job = nbdx_job_name(r->job, disk->disk);
-        CLEANUP_FREE char *target = nbdx_node_name('f', r->jobnum, k);
-        CLEANUP_FREE char *filter = nbdx_node_name('c', r->jobnum, k);
+        const struct meta_disk *disk = &t->disks[idx[k]];
+        CLEANUP_FREE char *job = ckpt_tmp_job(r->job, disk->disk);
+        CLEANUP_FREE char *target = ckpt_tmp_node('f', r->jobnum, k);
+        CLEANUP_FREE char *filter = ckpt_tmp_node('c', r->jobnum, k);
         json_array_append_new(planned, qmp_action("blockdev-backup",
             json_pack("{s:s,s:s,s:s,s:s,s:s,s:b}", "job-id", job,
                       "device", disk->node, "target", target, "sync", "none",

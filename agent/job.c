@@ -1,0 +1,520 @@
+/* A backup job's life: one state machine over the step table of
+ * job-steps.c.
+ *
+ *   STARTING  steps run forward, one batch each: steps[0] ... steps[N-1]
+ *   RUNNING   every step done: the exports serve the backup
+ *   ENDING    the undos of every step begun run in reverse, from one place
+ *
+ * Every ending takes the same road, job_unwind: backup-end, a failed
+ * step, a failed running job (scratch full, I/O error, lost fleecing
+ * job), SIGTERM, QEMU leaving, and the start-up sweep (a job that stands
+ * for every object of ours, with every step "begun").  A stop asked for
+ * while a step's batch is out waits for that batch, then unwinds.
+ * Undos find what to remove in QEMU's own listing, by the names of
+ * bitmap/names.c, so they remove exactly what exists. */
+#include "agent/agent.h"
+#include "bitmap/plan.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+static void job_advance(struct backup_job *job);
+static void unwind_step(const char *err, void *opaque);
+
+/* --- looking jobs up --- */
+struct backup_job *
+job_find(struct agent *a, const char *id)
+{
+    for (struct backup_job *j = a->jobs; j; j = j->next)
+        if (strcmp(j->id, id) == 0)
+            return j;
+    return NULL;
+}
+
+size_t
+job_count(const struct agent *a)
+{
+    size_t n = 0;
+    for (const struct backup_job *j = a->jobs; j; j = j->next)
+        n++;
+    return n;
+}
+
+bool
+job_disk_busy(const struct agent *a, const char *disk)
+{
+    for (const struct backup_job *j = a->jobs; j; j = j->next)
+        for (size_t k = 0; k < j->ndisks; k++)
+            if (strcmp(j->disks[k].disk, disk) == 0)
+                return true;
+    return false;
+}
+
+/* A running job's base and its own new checkpoint are held by it. */
+const struct backup_job *
+job_holding_checkpoint(const struct agent *a, const char *name)
+{
+    for (const struct backup_job *j = a->jobs; j; j = j->next)
+        if ((j->incremental && strcmp(j->incremental, name) == 0) ||
+            (j->checkpoint && strcmp(j->checkpoint, name) == 0))
+            return j;
+    return NULL;
+}
+
+/* --- the JSON form --- */
+static char *
+disk_uri(const json_t *server, const char *export)
+{
+    const char *transport = json_string_value(json_object_get(server, "transport"));
+    if (transport && strcmp(transport, "unix") == 0)
+        return xasprintf("nbd+unix:///%s?socket=%s", export,
+                         json_string_value(json_object_get(server, "path")));
+    const char *host = json_string_value(json_object_get(server, "host"));
+    const char *port = json_string_value(json_object_get(server, "port"));
+    bool v6 = host && strchr(host, ':');
+    bool tls = json_is_true(json_object_get(server, "tls"));
+    return xasprintf("%s://%s%s%s:%s/%s", tls ? "nbds" : "nbd", v6 ? "[" : "",
+                     host, v6 ? "]" : "", port, export);
+}
+
+static const char *const state_names[] = { "starting", "running", "ending" };
+
+json_t *
+job_encode(const struct backup_job *job)
+{
+    json_t *o = json_pack("{s:s,s:s,s:s}", "id", job->id, "mode", "pull",
+                          "status", state_names[job->state]);
+    if (job->incremental)
+        json_object_set_new(o, "incremental", json_string(job->incremental));
+    if (job->checkpoint)
+        json_object_set_new(o, "checkpoint", json_string(job->checkpoint));
+    json_t *disks = json_array();
+    for (size_t k = 0; k < job->ndisks; k++) {
+        const struct job_disk *d = &job->disks[k];
+        CLEANUP_FREE char *uri = disk_uri(job->server, d->disk);
+        json_t *jd = json_pack("{s:s,s:s,s:s,s:I}", "disk", d->disk, "export",
+                               d->disk, "uri", uri, "size", (json_int_t) d->size);
+        if (d->bitmap)
+            json_object_set_new(jd, "bitmap", json_string(d->bitmap));
+        json_array_append_new(disks, jd);
+    }
+    json_object_set_new(o, "disks", disks);
+    return o;
+}
+
+/* --- creating and freeing --- */
+struct backup_job *
+job_new(struct agent *a)
+{
+    struct backup_job *job = xcalloc(1, sizeof *job);
+    job->agent = a;
+    job->num = a->next_job++;
+    job->id = xasprintf("backup-%d", job->num);
+    job->state = JOB_STARTING;
+    return job;
+}
+
+void
+job_free(struct backup_job *job)
+{
+    for (size_t k = 0; k < job->ndisks; k++) {
+        free(job->disks[k].disk);
+        free(job->disks[k].node);
+        free(job->disks[k].scratch);
+        free(job->disks[k].bitmap);
+    }
+    free(job->disks);
+    free(job->id);
+    free(job->incremental);
+    free(job->checkpoint);
+    free(job->ckpt_desc);
+    json_decref(job->ckpt_disks);
+    free(job->failure);
+    free(job->error);
+    free(job->end_status);
+    free(job->scratch_dir);
+    str_vec_free_all(&job->files);
+    json_decref(job->server);
+    json_decref(job->exports);
+    json_decref(job->qjobs);
+    json_decref(job->nodes);
+    free(job);
+}
+
+static void
+job_unlink(struct agent *a, struct backup_job *job)
+{
+    for (struct backup_job **p = &a->jobs; *p; p = &(*p)->next)
+        if (*p == job) {
+            *p = job->next;
+            return;
+        }
+}
+
+/* --- forward --- */
+void
+job_start(struct backup_job *job)
+{
+    struct agent *a = job->agent;
+    job->next = a->jobs;
+    a->jobs = job;
+    log_info("backup %s starting: %zu disks, %s", job->id, job->ndisks,
+             job->incremental ? "incremental" : "full");
+    job_advance(job);
+}
+
+static void
+step_done(const char *err, void *opaque)
+{
+    struct backup_job *job = opaque;
+    job->in_step = false;
+    if (err && !job->error)
+        job->error = xstrdup(err);
+    job_advance(job);
+}
+
+static void
+job_running(struct backup_job *job)
+{
+    struct agent *a = job->agent;
+    job->state = JOB_RUNNING;
+    job->committed = true;
+    job->announced = true;
+    job_watch_scratch(a);
+    struct request *req = job->begin_req;
+    job->begin_req = NULL;
+    log_info("backup %s running", job->id);
+    if (req)
+        req_reply(req, job_encode(job));
+    if (job->checkpoint)
+        agent_event(a, "CHECKPOINT_CREATED", json_pack("{s:s}", "name", job->checkpoint));
+    agent_event(a, "BACKUP_BEGIN", json_pack("{s:s}", "id", job->id));
+}
+
+static void
+job_advance(struct backup_job *job)
+{
+    if (job->qemu_gone && !job->error)
+        job->error = xstrdup("QEMU went away");
+    if (job->error || job->stop) {
+        if (!job->end_status)
+            job->end_status = xstrdup(job->stop ? "cancelled" : "failed");
+        job_unwind(job);
+        return;
+    }
+    if (job->started == job_nsteps) {
+        job_running(job);
+        return;
+    }
+    const struct job_step *s = &job_steps[job->started++];
+    log_debug("backup %s: %s", job->id, s->name);
+    struct batch *bt = batch_new(job->agent, step_done, job);
+    job->in_step = true;
+    s->run(job, bt);
+    batch_arm(bt);
+}
+
+/* --- ending: every road leads here --- */
+void
+job_stop(struct backup_job *job, const char *status, char *why)
+{
+    if (why && !job->failure)
+        job->failure = why;
+    else
+        free(why);
+    if (job->state == JOB_ENDING || job->stop)
+        return;
+    free(job->end_status);
+    job->end_status = xstrdup(status);
+    if (job->state == JOB_STARTING) {
+        job->stop = true;       /* the step in flight returns first */
+        return;
+    }
+    job_unwind(job);
+}
+
+static void
+keep_result(json_t *ret, void *opaque)
+{
+    json_t **slot = opaque;
+    json_decref(*slot);
+    *slot = json_incref(ret);
+}
+
+/* QEMU's listing of what exists: the undos remove only that. */
+void
+job_list_qemu(struct backup_job *job, struct batch *b)
+{
+    batch_send(b, "query-block-exports", NULL, keep_result, &job->exports);
+    batch_send(b, "query-jobs", NULL, keep_result, &job->qjobs);
+    batch_send(b, "query-named-block-nodes", json_pack("{s:b}", "flat", 1),
+               keep_result, &job->nodes);
+}
+
+void
+job_unwind(struct backup_job *job)
+{
+    job->state = JOB_ENDING;
+    job->undo_next = job->started - 1;
+    log_debug("backup %s: undoing %d steps", job->id, job->started);
+    struct batch *b = batch_new(job->agent, unwind_step, job);
+    b->quiet = true;
+    job_list_qemu(job, b);
+    batch_arm(b);
+}
+
+static void
+emit_end(struct backup_job *job)
+{
+    if (!job->announced)
+        return;
+    json_t *data = json_pack("{s:s,s:s}", "id", job->id, "status", job->end_status);
+    if (job->failure)
+        json_object_set_new(data, "error", json_string(job->failure));
+    agent_event(job->agent, "BACKUP_END", data);
+}
+
+static void
+unwind_done(struct backup_job *job)
+{
+    struct agent *a = job->agent;
+    if (job->sweep) {
+        void (*done)(struct agent *, void *) = job->swept;
+        void *opaque = job->swept_opaque;
+        job_free(job);
+        done(a, opaque);
+        return;
+    }
+    job_unlink(a, job);
+    emit_end(job);
+    log_info("backup %s ended: %s", job->id, job->end_status);
+    if (job->resume_vm && a->qemu_ready) {
+        log_info("resuming the guest, paused by the scratch I/O error");
+        vm_send(a, "cont", NULL, NULL, NULL);
+    }
+    if (job->begin_req) {
+        bool gone = job->qemu_gone || !a->qemu_ready;
+        req_error(job->begin_req,
+                  gone ? CKPT_ERR_NOT_CONNECTED
+                       : job->error_class ? job->error_class : CKPT_ERR_QEMU,
+                  "backup not started: %s", job->error ? job->error
+                                                       : "the agent is shutting down");
+    }
+    if (job->end_req)
+        req_reply(job->end_req, NULL);
+    job_free(job);
+    if (a->shutting_down && !a->jobs)
+        ev_break(a->loop, EVBREAK_ALL);
+}
+
+/* Runs the undos from job->undo_next down to 0 in one batch, until one
+ * says the rest must wait for what it sent (an export's or a job's end),
+ * or asks for a fresh listing and to run again. */
+static void
+unwind_step(const char *err, void *opaque)
+{
+    struct backup_job *job = opaque;
+    if (job->undo_next < 0) {
+        unwind_done(job);
+        return;
+    }
+    struct batch *b = batch_new(job->agent, unwind_step, job);
+    b->quiet = true;
+    if (job->relist) {
+        job->relist = false;
+        job_list_qemu(job, b);
+        batch_arm(b);
+        return;
+    }
+    while (job->undo_next >= 0) {
+        const struct job_step *s = &job_steps[job->undo_next];
+        enum undo_result r = s->undo(job, b);
+        if (r == UNDO_AGAIN && job->undo_again++ < 2) {
+            job->relist = true;     /* listed again once the waits end */
+            break;
+        }
+        job->undo_again = 0;
+        job->undo_next--;
+        if (r != UNDO_DONE)
+            break;
+    }
+    batch_arm(b);
+}
+
+/* --- the start-up sweep: the same undos, for every object of ours --- */
+void
+job_sweep_all(struct agent *a, void (*done)(struct agent *, void *), void *opaque)
+{
+    struct backup_job *job = xcalloc(1, sizeof *job);
+    job->agent = a;
+    job->num = -1;
+    job->id = xstrdup("sweep");
+    job->sweep = true;
+    job->started = job_nsteps;
+    job->swept = done;
+    job->swept_opaque = opaque;
+    job_unwind(job);
+}
+
+/* --- QEMU's side --- */
+static void
+fail_job(struct backup_job *job, char *why)
+{
+    log_error("backup %s failed: %s", job->id, why);
+    job_stop(job, "failed", why);
+}
+
+/* QEMU 7.2's copy-before-write filter, as blockdev-backup sets it up,
+ * fails the guest's write when it cannot copy the old data to the scratch
+ * image: a full scratch disk would break the guest.  So the scratch space
+ * is watched, and the backup ends (failed) while room is left.  statvfs
+ * is one system call answered from the superblock (about 1 µs here),
+ * bounded and cheap at 4 calls a second per job. */
+static void
+scratch_tick(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct agent *a = w->data;
+    bool any = false;
+    struct backup_job *job = a->jobs;
+    while (job) {
+        struct backup_job *next = job->next;
+        struct statvfs st;
+        if (job->state == JOB_RUNNING && job->scratch_dir) {
+            any = true;
+            if (statvfs(job->scratch_dir, &st) == 0 &&
+                (uint64_t) st.f_bavail * st.f_frsize < a->opt.scratch_reserve)
+                fail_job(job, xasprintf(
+                    "the scratch directory %s has less than %llu MiB free; the "
+                    "backup was ended before a full scratch disk could fail the "
+                    "guest's writes; give it more room (--scratch-dir)",
+                    job->scratch_dir,
+                    (unsigned long long) (a->opt.scratch_reserve >> 20)));
+        }
+        job = next;
+    }
+    if (!any)
+        ev_timer_stop(loop, w);
+}
+
+void
+job_watch_scratch(struct agent *a)
+{
+    if (!a->opt.scratch_reserve || ev_is_active(&a->scratch_w))
+        return;
+    ev_timer_init(&a->scratch_w, scratch_tick, 0.25, 0.25);
+    a->scratch_w.data = a;
+    ev_timer_start(a->loop, &a->scratch_w);
+}
+
+static bool
+job_has_node(const struct backup_job *job, const char *node)
+{
+    for (size_t k = 0; k < job->ndisks; k++) {
+        CLEANUP_FREE char *filter = ckpt_tmp_node('c', job->num, k);
+        if (strcmp(job->disks[k].node, node) == 0 || strcmp(filter, node) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* A guest write failed on a disk in a backup: most likely the scratch
+ * image (see scratch_tick).  End the backup so the guest can write again,
+ * and resume the guest if the error paused it. */
+static void
+io_error(struct agent *a, json_t *data)
+{
+    const char *node = json_string_value(json_object_get(data, "node-name"));
+    const char *action = json_string_value(json_object_get(data, "action"));
+    const char *reason = json_string_value(json_object_get(data, "reason"));
+    for (struct backup_job *job = a->jobs; node && job; job = job->next)
+        if (job->state == JOB_RUNNING && job_has_node(job, node)) {
+            job->resume_vm = action && strcmp(action, "stop") == 0;
+            fail_job(job, xasprintf("a guest write to node '%s' failed during the "
+                                    "backup (%s), most likely in the scratch image; "
+                                    "the backup was ended so the guest can write",
+                                    node, reason ? reason : "I/O error"));
+            return;
+        }
+}
+
+static struct backup_job *
+job_of_block_job(struct agent *a, const char *id, const char **disk)
+{
+    for (struct backup_job *j = a->jobs; j; j = j->next)
+        for (size_t k = 0; k < j->ndisks; k++) {
+            CLEANUP_FREE char *name = ckpt_tmp_job(j->id, j->disks[k].disk);
+            if (strcmp(name, id) == 0) {
+                *disk = j->disks[k].disk;
+                return j;
+            }
+        }
+    return NULL;
+}
+
+/* A fleecing job ending on its own means the point-in-time view is gone
+ * (scratch full, I/O error): the backup has failed. */
+void
+job_qemu_event(struct agent *a, const char *event, json_t *data)
+{
+    /* QEMU persists its bitmaps as it closes; ours are not persistent and
+     * the scratch nodes go with the process, so only the reason changes:
+     * the jobs end when the connection does. */
+    if (strcmp(event, "SHUTDOWN") == 0) {
+        a->qemu_shutting_down = true;
+        for (struct backup_job *j = a->jobs; j; j = j->next)
+            if (!j->failure)
+                j->failure = xstrdup("QEMU shut down during the backup");
+        return;
+    }
+    if (a->qemu_shutting_down)
+        return;                 /* QEMU cancels the jobs as it closes */
+    if (strcmp(event, "BLOCK_IO_ERROR") == 0) {
+        io_error(a, data);
+        return;
+    }
+    if (strcmp(event, "BLOCK_JOB_COMPLETED") != 0 &&
+        strcmp(event, "BLOCK_JOB_CANCELLED") != 0)
+        return;
+    const char *id = json_string_value(json_object_get(data, "device"));
+    const char *disk = NULL;
+    struct backup_job *job = id ? job_of_block_job(a, id, &disk) : NULL;
+    if (!job || job->state != JOB_RUNNING)
+        return;
+    const char *why = json_string_value(json_object_get(data, "error"));
+    fail_job(job, xasprintf("the point-in-time view of disk '%s' was lost: %s; "
+                            "the backup must be taken again", disk,
+                            why ? why : "its block job stopped"));
+}
+
+/* QEMU is gone and took every export, job and node with it: each job
+ * unwinds (its QMP commands fail at once) and so removes its files. */
+void
+job_qemu_gone(struct agent *a)
+{
+    json_decref(a->nbd_server);
+    a->nbd_server = NULL;
+    struct backup_job *job = a->jobs;
+    while (job) {
+        struct backup_job *next = job->next;
+        job->qemu_gone = true;
+        job_stop(job, "failed", xstrdup("QEMU exited during the backup"));
+        job = next;
+    }
+}
+
+/* SIGTERM: every job ends, wherever it is; the loop stops after the last. */
+void
+job_end_all(struct agent *a)
+{
+    a->shutting_down = true;
+    struct backup_job *j = a->jobs;
+    while (j) {
+        struct backup_job *next = j->next;
+        job_stop(j, "cancelled", xstrdup("the agent is shutting down"));
+        j = next;
+    }
+    if (!a->jobs)
+        ev_break(a->loop, EVBREAK_ALL);
+}
