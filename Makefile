@@ -45,7 +45,7 @@ UNIT_BINS := $(UNIT_SRCS:%.c=$(BUILD)/%)
 QEMU_SRCS := $(wildcard tests/qemu/test-*.c)
 QEMU_BINS := $(QEMU_SRCS:%.c=$(BUILD)/%)
 QEMU_SHELL_TESTS := $(wildcard tests/qemu/test-*.sh)
-HARNESS   := $(BUILD)/obj/tests/qemu/harness.o $(BUILD)/obj/tests/qemu/hq-inject.o
+HARNESS   := $(addprefix $(BUILD)/obj/tests/qemu/,harness.o hq-inject.o hq-model.o)
 
 .PHONY: all deps check check-unit check-qemu check-fuzz fuzz demo clean install uninstall deb
 .SECONDARY:

@@ -58,6 +58,7 @@ enum cmd_flags {
     CMD_NEEDS_QEMU = 1 << 0,    /* NotConnected unless QEMU is ready */
     CMD_CHANGE     = 1 << 1,    /* goes through the one-at-a-time queue */
     CMD_BEFORE_CAPS = 1 << 2,   /* allowed before qmp_capabilities */
+    CMD_FRESH      = 1 << 3,    /* a change planned on the tree read afresh */
 };
 
 enum cmd_result { CMD_DONE, CMD_WAIT };
@@ -129,6 +130,7 @@ struct job_disk {
     char *node;                         /* its format node when planned */
     char *scratch;                      /* scratch file we created, or NULL */
     char *bitmap;                       /* temporary bitmap, or NULL (full) */
+    char *reason;                       /* copied in full in an incremental: why */
     uint64_t size;
     uint64_t granularity;
 };
@@ -396,6 +398,8 @@ void change_send(struct change *ch, json_t *actions);
 /* True, and the request answered, when QEMU refused the change. */
 bool change_reply_qemu_error(struct change *ch, const char *what);
 void change_free(struct change *ch);
+/* Runs a queued change: CMD_FRESH ones once the tree is read again. */
+void change_run(struct request *req);
 
 /* --- cmd-xml.c --- */
 /* Turn an "xml" argument into the command's JSON arguments; false when

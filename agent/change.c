@@ -62,3 +62,27 @@ change_reply_qemu_error(struct change *ch, const char *what)
     req_qmp_error(ch->req, &e, what);
     return true;
 }
+
+/* --- starting a change: on a tree read afresh ---
+ * Disks come and go, and other QMP clients take snapshots or commit
+ * layers without an event we could follow: a change (CMD_FRESH) is
+ * planned on the tree QEMU has now, not on the one cached. */
+static void
+fresh_then_run(struct agent *a, const struct qmp_error *err, void *opaque)
+{
+    struct request *req = opaque;
+    if (err) {
+        req_qmp_error(req, err, "reading the disks before the change");
+        return;
+    }
+    req->cmd->run(req);
+}
+
+void
+change_run(struct request *req)
+{
+    if (req->cmd->flags & CMD_FRESH)
+        vm_refresh(req->agent, fresh_then_run, req);
+    else
+        req->cmd->run(req);
+}

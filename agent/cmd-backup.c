@@ -209,6 +209,7 @@ plan_disks(struct agent *a, struct request *req, struct backup_job *job,
     struct ckpt_backup_req r = {
         .job = job->id, .jobnum = job->num, .incremental = job->incremental,
         .disks = disks ? names : NULL, .ndisks = ndisks, .busy = busy, .nbusy = nbusy,
+        .strict = json_is_true(json_object_get(req->args, "strict")),
     };
     struct ckpt_backup_disk *plan = xcalloc(a->tree.ndisks + 1, sizeof *plan);
     size_t n = 0;
@@ -220,9 +221,10 @@ plan_disks(struct agent *a, struct request *req, struct backup_job *job,
             const struct meta_disk *d =
                 &a->tree.disks[meta_tree_find_disk(&a->tree, plan[k].disk)];
             job->disks[k] = (struct job_disk) {
-                .disk = xstrdup(d->disk), .node = xstrdup(d->node),
+                .disk = xstrdup(d->disk), .node = xstrdup(d->active),
                 .size = d->virtual_size, .granularity = plan[k].granularity,
                 .bitmap = plan[k].incremental ? ckpt_tmp_bitmap(job->id, d->disk) : NULL,
+                .reason = plan[k].reason ? xstrdup(plan[k].reason) : NULL,
             };
         }
     }
@@ -357,7 +359,8 @@ static const struct cmd_arg begin_args[] = {
     { "checkpoint", ARG_OBJECT, false }, { "disks", ARG_STRING_LIST, false },
     { "server", ARG_OBJECT, false }, { "scratch-dir", ARG_STRING, false },
     { "targets", ARG_OBJECT, false }, { "xml", ARG_STRING, false },
-    { "checkpoint-xml", ARG_STRING, false }, { NULL, 0, false },
+    { "checkpoint-xml", ARG_STRING, false }, { "strict", ARG_BOOL, false },
+    { NULL, 0, false },
 };
 static const struct cmd_arg query_args[] = {
     { "id", ARG_STRING, false }, { "xml", ARG_BOOL, false }, { NULL, 0, false },
@@ -367,7 +370,7 @@ static const struct cmd_arg end_args[] = {
 };
 
 const struct ckpt_cmd backup_cmds[] = {
-    { "backup-begin", begin_args, CMD_NEEDS_QEMU | CMD_CHANGE, cmd_begin },
+    { "backup-begin", begin_args, CMD_NEEDS_QEMU | CMD_CHANGE | CMD_FRESH, cmd_begin },
     { "query-backup", query_args, 0, cmd_query },
     { "backup-end", end_args, CMD_CHANGE, cmd_end },
     { NULL, NULL, 0, NULL },

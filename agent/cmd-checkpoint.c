@@ -306,9 +306,9 @@ static const struct cmd_arg delete_args[] = {
 };
 
 const struct ckpt_cmd checkpoint_cmds[] = {
-    { "checkpoint-create", create_args, CMD_NEEDS_QEMU | CMD_CHANGE, cmd_create },
+    { "checkpoint-create", create_args, CMD_NEEDS_QEMU | CMD_CHANGE | CMD_FRESH, cmd_create },
     { "checkpoint-list", list_args, CMD_NEEDS_QEMU, cmd_list },
     { "checkpoint-get", get_args, CMD_NEEDS_QEMU, cmd_get },
-    { "checkpoint-delete", delete_args, CMD_NEEDS_QEMU | CMD_CHANGE, cmd_delete },
+    { "checkpoint-delete", delete_args, CMD_NEEDS_QEMU | CMD_CHANGE | CMD_FRESH, cmd_delete },
     { NULL, NULL, 0, NULL },
 };

@@ -184,8 +184,8 @@ static const struct cmd_arg redefine_args[] = {
 
 const struct ckpt_cmd xml_cmds[] = {
     { "checkpoint-dumpxml", dumpxml_args, CMD_NEEDS_QEMU, cmd_dumpxml },
-    { "checkpoint-redefine", redefine_args, CMD_NEEDS_QEMU | CMD_CHANGE, cmd_redefine },
-    { "checkpoint-export", export_args, CMD_NEEDS_QEMU | CMD_CHANGE, cmd_export },
+    { "checkpoint-redefine", redefine_args, CMD_NEEDS_QEMU | CMD_CHANGE | CMD_FRESH, cmd_redefine },
+    { "checkpoint-export", export_args, CMD_NEEDS_QEMU | CMD_CHANGE | CMD_FRESH, cmd_export },
     { NULL, NULL, 0, NULL },
 };
 

@@ -125,7 +125,7 @@ kick_changes(struct agent *a)
         if (!a->qemu_ready)
             req_error(req, CKPT_ERR_NOT_CONNECTED, "QEMU is not connected");
         else
-            req->cmd->run(req);
+            change_run(req);
     }
     a->kicking = false;
 }

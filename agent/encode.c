@@ -4,13 +4,15 @@
 json_t *
 enc_disk(const struct meta_disk *d)
 {
-    json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:I,s:b}", "disk", d->disk,
-                          "node-name", d->node, "format", d->format,
+    json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:I,s:b,s:b}", "disk", d->disk,
+                          "node-name", d->active, "format", d->format,
                           "filename", d->filename,
                           "virtual-size", (json_int_t) d->virtual_size,
-                          "checkpoints", d->can_checkpoint);
+                          "checkpoints", d->can_checkpoint,
+                          "tracking", d->tracking);
     if (d->reason)
-        json_object_set_new(o, "reason", json_string(d->reason));
+        json_object_set_new(o, "reason", json_string(d->untracked ? d->untracked
+                                                                  : d->reason));
     return o;
 }
 
@@ -20,9 +22,11 @@ enc_member(const struct meta_tree *t, size_t i, const struct meta_member *m,
 {
     const struct meta_disk *d = &t->disks[m->disk];
     bool consistent = m->bitmap && !m->bitmap->inconsistent;
-    json_t *o = json_pack("{s:s,s:s,s:s,s:b}", "disk", d->disk, "node-name",
+    json_t *o = json_pack("{s:s,s:s,s:s,s:b,s:b}", "disk", d->disk, "node-name",
                           d->node, "bitmap", t->ckpts[i].rec.name,
-                          "consistent", consistent);
+                          "consistent", consistent, "tracking", d->tracking);
+    if (!d->tracking)
+        json_object_set_new(o, "reason", json_string(d->untracked));
     if (with_size)
         json_object_set_new(o, "size",
                             json_integer((json_int_t) meta_tree_changed_since(t, i, m->disk)));

@@ -96,8 +96,11 @@ job_encode(const struct backup_job *job)
         CLEANUP_FREE char *uri = disk_uri(job->server, d->disk);
         json_t *jd = json_pack("{s:s,s:s,s:s,s:I}", "disk", d->disk, "export",
                                d->disk, "uri", uri, "size", (json_int_t) d->size);
+        json_object_set_new(jd, "mode", json_string(d->bitmap ? "incremental" : "full"));
         if (d->bitmap)
             json_object_set_new(jd, "bitmap", json_string(d->bitmap));
+        if (d->reason)
+            json_object_set_new(jd, "reason", json_string(d->reason));
         json_array_append_new(disks, jd);
     }
     json_object_set_new(o, "disks", disks);
@@ -124,6 +127,7 @@ job_free(struct backup_job *job)
         free(job->disks[k].node);
         free(job->disks[k].scratch);
         free(job->disks[k].bitmap);
+        free(job->disks[k].reason);
     }
     free(job->disks);
     free(job->id);

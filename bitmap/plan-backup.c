@@ -5,9 +5,32 @@
 void
 ckpt_backup_disks_free(struct ckpt_backup_disk *d, size_t n)
 {
-    for (size_t k = 0; d && k < n; k++)
+    for (size_t k = 0; d && k < n; k++) {
         free(d[k].disk);
+        free(d[k].reason);
+    }
     free(d);
+}
+
+/* Why disk d cannot be copied incrementally from c, or NULL when it can
+ * (then the bitmaps decide, below).  Such a disk is copied in full: an
+ * incremental backup never leaves a disk out, nor takes it from a wrong
+ * point in time. */
+static char *
+full_reason(const struct meta_tree *t, const struct meta_ckpt *c, size_t d)
+{
+    const struct meta_disk *disk = &t->disks[d];
+    if (!disk->tracking && meta_ckpt_member(c, d))
+        return xasprintf("%s's chain changed since '%s': %s", disk->disk,
+                         c->rec.name, disk->untracked);
+    if (!disk->can_checkpoint && !disk->tracking)
+        return xasprintf("%s does not track writes: %s", disk->disk, disk->untracked);
+    if (!disk->can_checkpoint)
+        return xasprintf("%s cannot hold checkpoints: %s", disk->disk, disk->reason);
+    if (!meta_ckpt_member(c, d))
+        return xasprintf("%s is not in checkpoint '%s': attached after it, or "
+                         "left out of it", disk->disk, c->rec.name);
+    return NULL;
 }
 
 static enum ckpt_err
@@ -16,10 +39,8 @@ check_incremental_disk(const struct meta_tree *t, const struct meta_ckpt *c,
 {
     const struct meta_member *m = meta_ckpt_member(c, d);
     const char *disk = t->disks[d].disk;
-    if (!m)
-        return ckpt_fail(e, CKPT_ERR_INVALID_PARAMETER,
-                         "disk '%s' is not in checkpoint '%s'; back it up in "
-                         "full", disk, c->rec.name);
+    if ((out->reason = full_reason(t, c, d)))
+        return CKPT_OK;
     if (!m->bitmap || m->bitmap->inconsistent)
         return ckpt_fail(e, CKPT_ERR_INCONSISTENT,
                          "the bitmap of checkpoint '%s' on disk '%s' is %s "
@@ -59,9 +80,17 @@ add_disk(const struct meta_tree *t, const struct ckpt_backup_req *r,
     struct ckpt_backup_disk *nd = &out[*n];
     *nd = (struct ckpt_backup_disk) { 0 };
     enum ckpt_err err = c ? check_incremental_disk(t, c, d, nd, e) : CKPT_OK;
-    if (!err)
-        out[(*n)++].disk = xstrdup(name);
-    return err;
+    if (!err && nd->reason && r->strict)
+        err = ckpt_fail(e, CKPT_ERR_UNSUPPORTED, "strict: the incremental backup "
+                        "from '%s' would copy disk %s in full: %s", c->rec.name,
+                        name, nd->reason);
+    if (err) {
+        free(nd->reason);
+        nd->reason = NULL;
+        return err;
+    }
+    out[(*n)++].disk = xstrdup(name);
+    return CKPT_OK;
 }
 
 enum ckpt_err
@@ -88,10 +117,10 @@ ckpt_plan_backup_disks(const struct meta_tree *t, const struct ckpt_backup_req *
                 return err;
         }
     } else {
+        /* The same disks a full backup takes: every one. */
         for (size_t d = 0; d < t->ndisks; d++)
-            if (!c || meta_ckpt_member(c, d))
-                if ((err = add_disk(t, r, c, d, out, n, e)))
-                    return err;
+            if ((err = add_disk(t, r, c, d, out, n, e)))
+                return err;
     }
     if (*n == 0)
         return ckpt_fail(e, CKPT_ERR_INVALID_PARAMETER, "the backup has no disk");
@@ -148,7 +177,7 @@ ckpt_plan_backup(const struct meta_tree *t, const struct ckpt_backup_req *r,
         CLEANUP_FREE char *filter = ckpt_tmp_node('c', r->jobnum, k);
         json_array_append_new(planned, qmp_action("blockdev-backup",
             json_pack("{s:s,s:s,s:s,s:s,s:s,s:b}", "job-id", job,
-                      "device", disk->node, "target", target, "sync", "none",
+                      "device", disk->active, "target", target, "sync", "none",
                       "filter-node-name", filter, "auto-dismiss", 1)));
     }
     json_array_extend(actions, planned);

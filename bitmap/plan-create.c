@@ -88,14 +88,17 @@ ckpt_plan_create(const struct meta_tree *t, const struct ckpt_create_req *r,
     CLEANUP_FREE char *record = meta_record_encode(&rec, e);
     if (!record)
         return e->code;
+    CLEANUP_JSON json_t *removes = json_array();   /* last, on every node */
     for (size_t d = 0; d < t->ndisks; d++) {
         if (!sel[d])
             continue;
         const char *node = t->disks[d].node;
         stop_recording(t, d, actions);
+        ckpt_plan_drop_marks(&t->disks[d], removes);
         json_array_append_new(actions, qmp_bitmap_add(node, r->name, true, false, 0));
         json_array_append_new(actions, qmp_bitmap_add(node, record, true, true,
                                                       META_RECORD_GRANULARITY));
     }
+    json_array_extend(actions, removes);
     return CKPT_OK;
 }

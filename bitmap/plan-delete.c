@@ -117,10 +117,59 @@ ckpt_plan_delete(const struct meta_tree *t, const char *name,
             return err;
         }
     }
+    bool survivors = false;
+    for (size_t j = 0; j < t->nckpts; j++)
+        survivors |= !del[j];
+    if (del[t->nckpts - 1] && survivors) {
+        /* Adds first: a transaction's removes come last on each node. */
+        json_t *adds = json_array(), *removes = json_array();
+        ckpt_plan_next_mark(t, &t->ckpts[t->nckpts - 1], adds, removes);
+        json_array_extend(adds, planned);
+        json_array_extend(adds, removes);
+        json_decref(planned);
+        json_decref(removes);
+        planned = adds;
+    }
+    if (!survivors)             /* the last one: the images left clean */
+        for (size_t d = 0; d < t->ndisks; d++)
+            ckpt_plan_drop_marks(&t->disks[d], planned);
     json_array_extend(actions, planned);
     json_decref(planned);
     for (size_t j = 0; j < t->nckpts; j++)
         if (del[j])
             str_vec_append(deleted, xstrdup(t->ckpts[j].rec.name));
     return CKPT_OK;
+}
+
+/* The newest checkpoint carries the highest sequence number in its
+ * record: when it goes, each of its disks keeps the next number to hand
+ * out, so a deleted checkpoint's number never comes back within a chain
+ * (a backup that recorded it could not tell the new one from the old).
+ * When no checkpoint is left the images are left clean: a new chain
+ * starts, and backups tell its checkpoints apart by creation time. */
+void
+ckpt_plan_next_mark(const struct meta_tree *t, const struct meta_ckpt *newest,
+                    json_t *adds, json_t *removes)
+{
+    CLEANUP_FREE char *mark = meta_next_encode(t->next_seq);
+    for (size_t k = 0; k < newest->nmembers; k++) {
+        const struct meta_disk *d = &t->disks[newest->members[k].disk];
+        if (meta_disk_find_bitmap(d, mark))
+            continue;
+        ckpt_plan_drop_marks(d, removes);
+        json_array_append_new(adds, qmp_bitmap_add(d->node, mark, true, true,
+                                                   META_RECORD_GRANULARITY));
+    }
+}
+
+/* Removes the disk's high-water marks (a new record supersedes them). */
+void
+ckpt_plan_drop_marks(const struct meta_disk *d, json_t *actions)
+{
+    for (size_t b = 0; b < d->nbitmaps; b++) {
+        uint64_t n;
+        if (meta_next_decode(d->bitmaps[b].name, &n))
+            json_array_append_new(actions, qmp_bitmap_action(
+                "block-dirty-bitmap-remove", d->node, d->bitmaps[b].name));
+    }
 }

@@ -229,6 +229,7 @@ ckpt_plan_release(const struct meta_tree *t, json_t *actions, struct ckpt_error 
             json_array_append_new(planned, qmp_bitmap_action(
                 "block-dirty-bitmap-remove", node, m->record));
         }
+        ckpt_plan_drop_marks(&t->disks[d], planned);
     }
     json_array_extend(actions, planned);
     json_decref(planned);

@@ -44,6 +44,12 @@ enum ckpt_err ckpt_plan_delete(const struct meta_tree *t, const char *name,
                                enum ckpt_delete_mode mode, json_t *actions,
                                struct str_vec *deleted, struct ckpt_error *e);
 
+/* The high-water mark of sequence numbers (metadata.h), kept on the
+ * disks of a deleted newest checkpoint, and removed by a new record. */
+void ckpt_plan_next_mark(const struct meta_tree *t, const struct meta_ckpt *newest,
+                         json_t *adds, json_t *removes);
+void ckpt_plan_drop_marks(const struct meta_disk *d, json_t *actions);
+
 /* --- plan-redefine.c --- */
 struct meta_xml_ckpt;
 /* Records for checkpoints whose bitmaps exist already (libvirt's, say),
@@ -89,6 +95,8 @@ struct ckpt_backup_disk {
     char *disk;                 /* the disk's name (owned) */
     bool incremental;           /* has a temporary bitmap */
     uint64_t granularity;
+    char *reason;               /* in an incremental backup, why this disk is
+                                 * copied in full (owned), else NULL */
 };
 void ckpt_backup_disks_free(struct ckpt_backup_disk *d, size_t n);
 
@@ -101,11 +109,15 @@ struct ckpt_backup_req {
     const struct ckpt_create_req *checkpoint;   /* new checkpoint, or NULL */
     const char *const *busy;    /* disks in another job */
     size_t nbusy;
+    bool strict;                /* refuse instead of copying a disk in full */
 };
 
-/* Chooses and checks the disks: every disk for a full backup, or the
- * incremental checkpoint's disks; each consistent and not busy.  Fills
- * out[] (room for tree->ndisks) and *n. */
+/* Chooses and checks the disks: the listed ones, else every disk, for a
+ * full backup and an incremental alike.  In an incremental, a disk that is
+ * not in the checkpoint, cannot hold checkpoints or no longer tracks
+ * writes is copied in full, with the reason (strict: refused).  Each disk
+ * must be free of other jobs, and its bitmaps consistent.  Fills out[]
+ * (room for tree->ndisks) and *n. */
 enum ckpt_err ckpt_plan_backup_disks(const struct meta_tree *t,
                                      const struct ckpt_backup_req *r,
                                      struct ckpt_backup_disk *out, size_t *n,

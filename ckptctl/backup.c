@@ -10,6 +10,7 @@
 enum {
     OPT_INCREMENTAL = 256, OPT_CHECKPOINT, OPT_DESCRIPTION, OPT_DISK,
     OPT_SCRATCH_DIR, OPT_SERVER_SOCKET, OPT_TCP, OPT_XML, OPT_CHECKPOINT_XML,
+    OPT_STRICT,
 };
 
 /* --- the Backup job object --- */
@@ -154,6 +155,9 @@ ctl_begin_option(struct ctl_ctx *ctx, int c, json_t *args, json_t *disks)
     case OPT_DESCRIPTION: return ctl_checkpoint_arg(ctx, args, "description", optarg);
     case OPT_DISK: return ctl_add_string(ctx, disks, "--disk", optarg);
     case OPT_SCRATCH_DIR: return ctl_add_string(ctx, args, "scratch-dir", optarg);
+    case OPT_STRICT:
+        json_object_set_new(args, "strict", json_true());
+        return CTL_EXIT_OK;
     case OPT_SERVER_SOCKET:
         if (json_object_get(args, "server"))
             return ctl_usage_error(ctx, "--server-socket and --tcp exclude each other");
@@ -187,6 +191,7 @@ ctl_cmd_backup_begin(struct ctl_ctx *ctx, int argc, char **argv)
         { "tcp", required_argument, NULL, OPT_TCP },
         { "xml", required_argument, NULL, OPT_XML },
         { "checkpoint-xml", required_argument, NULL, OPT_CHECKPOINT_XML },
+        { "strict", no_argument, NULL, OPT_STRICT },
         CTL_OPT_HELP, { 0 }
     };
     CLEANUP_JSON json_t *args = json_object();

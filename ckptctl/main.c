@@ -85,8 +85,11 @@ static const char *const begin_options[] = {
     "                    the NBD meta context qemu:dirty-bitmap:BITMAP)",
     "--checkpoint NAME   create checkpoint NAME at the backup's point in time",
     "--description TEXT  with --checkpoint: stored with the checkpoint",
-    "--disk DISK         back up DISK (repeatable; default: every disk, or",
-    "                    the disks of the --incremental checkpoint)",
+    "--disk DISK         back up DISK (repeatable; default: every disk, for",
+    "                    --incremental too: a disk not in C, raw or not",
+    "                    tracking is exported whole, with its reason)",
+    "--strict            with --incremental: refuse if any disk would be",
+    "                    exported whole",
     "--scratch-dir DIR   fleecing scratch files go in DIR",
     "--server-socket PATH",
     "                    serve NBD on this Unix socket",
@@ -110,7 +113,11 @@ static const char *const pull_options[] = {
     "--output DIR        write DIR/DISK.NAME.full.qcow2 (with --incremental:",
     "                    DIR/DISK.NAME.inc.qcow2 over the previous backup)",
     "--incremental C     copy only what changed since checkpoint C; needs",
-    "                    DIR/DISK.C.full.qcow2 or DIR/DISK.C.inc.qcow2",
+    "                    DIR/DISK.C.full.qcow2 or DIR/DISK.C.inc.qcow2; a disk",
+    "                    the agent exports whole (not in C, raw, not",
+    "                    tracking) gets DIR/DISK.NAME.full.qcow2",
+    "--strict            with --incremental: refuse if any disk would be",
+    "                    copied whole",
     "--checkpoint NAME   the new checkpoint (default: Unix time in seconds)",
     "--disk DISK         back up DISK (repeatable)",
     "--requests N        NBD requests in flight (default 16, at most 256)",
@@ -171,7 +178,7 @@ static const struct ctl_cmd ctl_commands[] = {
       export_options, ctl_cmd_checkpoint_export_xml },
     { "backup begin",
       "[--incremental C] [--checkpoint NAME [--description TEXT]]\n"
-      "[--disk DISK]... [--scratch-dir DIR]\n"
+      "[--disk DISK]... [--strict] [--scratch-dir DIR]\n"
       "[--server-socket PATH | --tcp HOST:PORT]\n"
       "| --xml FILE [--checkpoint-xml FILE]",
       "start a pull backup; prints the job id and each disk's NBD URI",
@@ -183,7 +190,7 @@ static const struct ctl_cmd ctl_commands[] = {
       info_options, ctl_cmd_backup_info },
     { "pull",
       "--output DIR [--incremental C] [--checkpoint NAME]\n"
-      "[--disk DISK]... [--requests N] [--json]",
+      "[--disk DISK]... [--strict] [--requests N] [--json]",
       "back up into DIR: begin, copy over NBD, end (also on error or signal)",
       pull_options, ctl_cmd_pull },
     { "restore",

@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 enum { OPT_OUTPUT = 256, OPT_INCREMENTAL, OPT_CHECKPOINT, OPT_DISK,
-       OPT_REQUESTS, OPT_JSON };
+       OPT_REQUESTS, OPT_JSON, OPT_STRICT };
 
 #define CTL_PULL_DEFAULT_REQUESTS 16
 #define CTL_PULL_MAX_REQUESTS 256
@@ -33,6 +33,7 @@ static volatile sig_atomic_t ctl_pull_signal;
 
 struct ctl_pull_disk {
     const char *disk, *uri, *bitmap;    /* point into the job */
+    bool full;                  /* copied whole, also in an incremental */
     uint64_t size;
     char *file;                 /* DIR/D.C.{full,inc}.qcow2 */
     char *previous;             /* basename of the backing file, or NULL */
@@ -44,6 +45,7 @@ struct ctl_pull_disk {
 struct ctl_pull {
     struct ctl_ctx *ctx;
     const char *dir, *incremental;
+    bool strict;                /* refuse an incremental with a full disk */
     char *checkpoint;
     json_t *disks;              /* --disk names */
     unsigned requests;
@@ -260,14 +262,16 @@ ctl_pull_disk(struct ctl_pull *p, struct ctl_pull_disk *d, size_t i)
     double start = ctl_now();
     int r;
 
-    if (p->incremental && !d->bitmap)
+    /* A disk the agent copies whole (not in the base checkpoint, raw, not
+     * tracking) gets a full image even in an incremental backup, so that
+     * restore at this checkpoint takes it from this point in time. */
+    bool inc = p->incremental && !d->full;
+    if (inc && !d->bitmap)
         return ctl_bad_reply("backup-begin", "an incremental disk without"
                              " \"bitmap\"");
-    if (p->incremental && !(d->previous = ctl_previous_backup(p->dir, d->disk,
-                                                            p->incremental)))
+    if (inc && !(d->previous = ctl_previous_backup(p->dir, d->disk, p->incremental)))
         return CTL_EXIT_NOT_FOUND;
-    d->file = ctl_backup_path(p->dir, d->disk, p->checkpoint,
-                              p->incremental ? "inc" : "full");
+    d->file = ctl_backup_path(p->dir, d->disk, p->checkpoint, inc ? "inc" : "full");
     if ((r = ctl_create_target(d)) != CTL_EXIT_OK || ctl_pull_signal)
         return r;
     r = ctl_pull_copy(p, d, i);
@@ -290,29 +294,44 @@ ctl_pull_take_job(struct ctl_pull *p)
         p->d[i].disk = json_string_value(json_object_get(j, "disk"));
         p->d[i].uri = json_string_value(json_object_get(j, "uri"));
         p->d[i].bitmap = json_string_value(json_object_get(j, "bitmap"));
+        const char *mode = json_string_value(json_object_get(j, "mode"));
+        p->d[i].full = mode ? strcmp(mode, "full") == 0 : !p->d[i].bitmap;
         p->d[i].size = (uint64_t) json_integer_value(json_object_get(j, "size"));
     }
 }
 
-/* The disks the backup will cover, before it begins: --disk, else the
- * incremental checkpoint's disks, else every disk (query-disks). */
+/* The disks the backup will cover, before it begins: --disk, else every
+ * disk (query-disks), for an incremental too; and for an incremental the
+ * base checkpoint's disks, the ones that need their previous backup. */
 static int
-ctl_pull_disk_names(struct ctl_pull *p, json_t **reply, json_t **list)
+ctl_pull_disk_names(struct ctl_pull *p, json_t **reply, json_t **list,
+                    json_t **base)
 {
-    int r;
+    int r = CTL_EXIT_OK;
 
     *list = p->disks;
-    if (json_array_size(p->disks) > 0)
-        return CTL_EXIT_OK;
-    if (p->incremental) {
-        r = ctl_call(p->ctx, "checkpoint-get",
-                     json_pack("{s:s}", "name", p->incremental), reply);
-        *list = json_object_get(*reply, "disks");
-    } else {
+    if (json_array_size(p->disks) == 0) {
         r = ctl_call(p->ctx, "query-disks", NULL, reply);
         *list = *reply;
     }
+    if (r == CTL_EXIT_OK && p->incremental)
+        r = ctl_call(p->ctx, "checkpoint-get",
+                     json_pack("{s:s}", "name", p->incremental), base);
     return r;
+}
+
+/* Will disk be incremental: in the base checkpoint, and tracking? */
+static bool
+ctl_pull_in_base(json_t *base, const char *disk)
+{
+    size_t i;
+    json_t *d;
+    json_array_foreach(json_object_get(base, "disks"), i, d) {
+        const char *name = json_string_value(json_object_get(d, "disk"));
+        if (name && strcmp(name, disk) == 0)
+            return !json_is_false(json_object_get(d, "tracking"));
+    }
+    return false;
 }
 
 /* Before anything is created: an incremental needs the previous backup of
@@ -322,9 +341,10 @@ static int
 ctl_pull_precheck(struct ctl_pull *p)
 {
     CLEANUP_JSON json_t *reply = NULL;
+    CLEANUP_JSON json_t *base = NULL;
     json_t *list, *d;
     size_t i;
-    int r = ctl_pull_disk_names(p, &reply, &list);
+    int r = ctl_pull_disk_names(p, &reply, &list, &base);
 
     if (r != CTL_EXIT_OK)
         return r;
@@ -336,11 +356,10 @@ ctl_pull_precheck(struct ctl_pull *p)
 
         if (!name)
             return ctl_bad_reply(reply ? "query" : "--disk", "a disk without a name");
-        if (p->incremental &&
-            !(prev = ctl_previous_backup(p->dir, name, p->incremental)))
+        bool inc = p->incremental && ctl_pull_in_base(base, name);
+        if (inc && !(prev = ctl_previous_backup(p->dir, name, p->incremental)))
             return CTL_EXIT_NOT_FOUND;
-        file = ctl_backup_path(p->dir, name, p->checkpoint,
-                               p->incremental ? "inc" : "full");
+        file = ctl_backup_path(p->dir, name, p->checkpoint, inc ? "inc" : "full");
         if (ctl_exists(file))
             return ctl_fail(CTL_EXIT_EXISTS, "%s already exists (not"
                             " overwritten); choose another --checkpoint", file);
@@ -355,6 +374,8 @@ ctl_pull_begin_args(const struct ctl_pull *p)
 
     if (p->incremental)
         json_object_set_new(args, "incremental", json_string(p->incremental));
+    if (p->strict)
+        json_object_set_new(args, "strict", json_true());
     if (json_array_size(p->disks) > 0)
         json_object_set(args, "disks", p->disks);
     return args;
@@ -403,11 +424,21 @@ ctl_pull_summary(const struct ctl_pull *p)
 {
     json_t *disks = json_array();
 
-    for (size_t i = 0; i < p->n; i++)
-        json_array_append_new(disks, json_pack(
-            "{s:s, s:s, s:I, s:I, s:f}", "disk", p->d[i].disk, "file", p->d[i].file,
-            "bytes", (json_int_t) p->d[i].res.copied,
-            "zeroed", (json_int_t) p->d[i].res.zeroed, "seconds", p->d[i].seconds));
+    json_t *jd;
+    size_t k;
+
+    json_array_foreach(json_object_get(p->job, "disks"), k, jd)
+        if (k < p->n) {
+            const char *reason = json_string_value(json_object_get(jd, "reason"));
+            json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:f}", "disk", p->d[k].disk,
+                "file", p->d[k].file,
+                "mode", p->incremental && !p->d[k].full ? "incremental" : "full",
+                "bytes", (json_int_t) p->d[k].res.copied,
+                "zeroed", (json_int_t) p->d[k].res.zeroed, "seconds", p->d[k].seconds);
+            if (reason)
+                json_object_set_new(o, "reason", json_string(reason));
+            json_array_append_new(disks, o);
+        }
     return json_pack("{s:O, s:s, s:o, s:o}", "job", json_object_get(p->job, "id"),
                      "checkpoint", p->checkpoint, "incremental",
                      p->incremental ? json_string(p->incremental) : json_null(),
@@ -417,7 +448,7 @@ ctl_pull_summary(const struct ctl_pull *p)
 static int
 ctl_print_pulled(const char *command, json_t *s, const void *opaque)
 {
-    static const char *const head[] = { "DISK", "FILE", "COPIED", "ZEROED",
+    static const char *const head[] = { "DISK", "MODE", "FILE", "COPIED", "ZEROED",
                                         "SECONDS" };
     const char *inc = json_string_value(json_object_get(s, "incremental"));
     struct ctl_table t = { 0 };
@@ -437,12 +468,17 @@ ctl_print_pulled(const char *command, json_t *s, const void *opaque)
                        zeroed, sizeof zeroed);
         ctl_table_row(&t);
         ctl_table_cell(&t, "%s", json_string_value(json_object_get(d, "disk")));
+        ctl_table_cell(&t, "%s", json_string_value(json_object_get(d, "mode")));
         ctl_table_cell(&t, "%s", json_string_value(json_object_get(d, "file")));
         ctl_table_cell(&t, "%s", copied);
         ctl_table_cell(&t, "%s", zeroed);
         ctl_table_cell(&t, "%.2f", json_real_value(json_object_get(d, "seconds")));
     }
     ctl_table_print(&t);
+    json_array_foreach(json_object_get(s, "disks"), i, d)
+        if (json_object_get(d, "reason"))
+            printf("%s copied in full: %s\n", json_string_value(json_object_get(d, "disk")),
+                   json_string_value(json_object_get(d, "reason")));
     return CTL_EXIT_OK;
 }
 
@@ -476,6 +512,7 @@ ctl_pull_option(struct ctl_ctx *ctx, int c, struct ctl_pull *p)
     case OPT_DISK: return ctl_add_string(ctx, p->disks, "--disk", optarg);
     case OPT_REQUESTS: return ctl_parse_requests(ctx, optarg, &p->requests);
     case OPT_JSON: ctx->json = true; return CTL_EXIT_OK;
+    case OPT_STRICT: p->strict = true; return CTL_EXIT_OK;
     default: return CTL_EXIT_USAGE;
     }
 }
@@ -490,6 +527,7 @@ ctl_pull_parse(struct ctl_ctx *ctx, int argc, char **argv, struct ctl_pull *p)
         { "disk", required_argument, NULL, OPT_DISK },
         { "requests", required_argument, NULL, OPT_REQUESTS },
         { "json", no_argument, NULL, OPT_JSON },
+        { "strict", no_argument, NULL, OPT_STRICT },
         CTL_OPT_HELP, { 0 }
     };
     int c, r;

@@ -41,6 +41,12 @@ char *meta_record_encode(const struct meta_record *r, struct ckpt_error *e);
  * record at all; -1: has our prefix but is malformed (left alone). */
 int meta_record_decode(const char *bitmap, struct meta_record *out);
 void meta_record_clear(struct meta_record *r);
+/* The sequence high-water mark, so that a number is never handed out
+ * twice (deleting the newest checkpoint removes the highest record).
+ * One disabled bitmap "ckptd1:next:N" per disk at most. */
+#define META_NEXT_PREFIX "ckptd1:next:"
+char *meta_next_encode(uint64_t next);
+bool meta_next_decode(const char *bitmap, uint64_t *next);
 /* Does this bitmap name belong to ckptd: a record ("ckptdN:") or a
  * temporary bitmap ("ckptd:")?  Such names cannot be checkpoint names. */
 #define META_TEMP_PREFIX "ckptd:"
@@ -56,7 +62,12 @@ struct meta_bitmap {
 
 struct meta_disk {
     char *disk;                 /* guest device id, else node name */
-    char *node;                 /* format node: where bitmaps live */
+    char *node;                 /* format node: where its bitmaps live */
+    char *active;               /* the active layer's format node: what the
+                                 * guest writes and a backup copies; the same
+                                 * as node while the disk tracks writes */
+    bool tracking;              /* node == active: the checkpoints see writes */
+    char *untracked;            /* why not, when !tracking */
     char *format;
     char *filename;
     uint64_t virtual_size;

@@ -135,7 +135,8 @@ int
 meta_record_decode(const char *bitmap, struct meta_record *out)
 {
     size_t plen = strlen(META_RECORD_PREFIX);
-    if (strncmp(bitmap, META_RECORD_PREFIX, plen) != 0)
+    if (strncmp(bitmap, META_RECORD_PREFIX, plen) != 0 ||
+        strncmp(bitmap, META_NEXT_PREFIX, strlen(META_NEXT_PREFIX)) == 0)
         return 0;
     const char *p = bitmap + plen;
     uint64_t seq, ctime;
@@ -183,4 +184,23 @@ meta_bitmap_is_ours(const char *bitmap)
     while (*p >= '0' && *p <= '9')
         p++;
     return *p == ':';
+}
+
+/* The sequence high-water mark: "ckptd1:next:N", the next sequence
+ * number to hand out, kept where the newest checkpoint was deleted (its
+ * record, which held the highest number, is gone). */
+char *
+meta_next_encode(uint64_t next)
+{
+    return xasprintf(META_NEXT_PREFIX "%llu", (unsigned long long) next);
+}
+
+bool
+meta_next_decode(const char *bitmap, uint64_t *next)
+{
+    size_t plen = strlen(META_NEXT_PREFIX);
+    if (strncmp(bitmap, META_NEXT_PREFIX, plen) != 0)
+        return false;
+    const char *p = bitmap + plen;
+    return parse_u64(&p, next) && *p == '\0';
 }

@@ -12,8 +12,12 @@ jstr(json_t *o, const char *key)
     return json_is_string(v) ? json_string_value(v) : NULL;
 }
 
-/* Disks attached to a device are named by its id: the qdev path is
- * "/machine/peripheral/ID" or "/machine/peripheral/ID/virtio-backend". */
+/* Disks attached to a device are named by its id, which a launcher
+ * keeps across boots (node names it may number afresh each time).
+ * query-block's qdev is the id itself for devices that have one (scsi-hd,
+ * ide-hd, nvme: "vdc"), or a QOM path "/machine/peripheral/ID/..."
+ * (virtio-blk: ".../virtio-backend").  A device without an id sits under
+ * /machine/peripheral-anon: then the drive's name, else the node's. */
 static char *
 disk_name(json_t *block, const char *node)
 {
@@ -25,6 +29,8 @@ disk_name(json_t *block, const char *node)
         if (len)
             return strndup(id, len);
     }
+    if (qdev && *qdev && qdev[0] != '/')
+        return xstrdup(qdev);
     const char *device = jstr(block, "device");
     return xstrdup(device && *device ? device : node);
 }
@@ -122,6 +128,68 @@ below_filter(json_t *nodes, json_t *filter)
     return NULL;
 }
 
+/* The format node under layer in its backing chain, or NULL.  QEMU names
+ * the backing file, not the backing node: the node is the one that opens
+ * that file with that format. */
+static json_t *
+backing_layer(json_t *nodes, json_t *layer)
+{
+    json_t *image = json_object_get(layer, "image");
+    const char *file = jstr(image, "full-backing-filename");
+    const char *format = jstr(image, "backing-filename-format");
+    if (!file)
+        file = jstr(layer, "backing_file");
+    size_t i;
+    json_t *n;
+    json_array_foreach(nodes, i, n) {
+        const char *nf = jstr(n, "file"), *drv = jstr(n, "drv");
+        if (file && nf && drv && strcmp(nf, file) == 0 && !is_filter(drv) &&
+            !is_protocol(drv) && (!format || strcmp(drv, format) == 0) && n != layer)
+            return n;
+    }
+    return NULL;
+}
+
+static bool
+has_records(json_t *node)
+{
+    size_t i;
+    json_t *b;
+    json_array_foreach(json_object_get(node, "dirty-bitmaps"), i, b) {
+        const char *name = jstr(b, "name");
+        if (name && strncmp(name, META_RECORD_PREFIX, strlen(META_RECORD_PREFIX)) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Where the disk's checkpoints are: the active layer, unless something
+ * outside ckptd (an external snapshot, a mirror) put a new layer above
+ * the one that holds them.  Then they no longer see the guest's writes:
+ * the disk does not track, and says why. */
+static json_t *
+checkpoint_layer(json_t *nodes, json_t *active, struct meta_disk *d)
+{
+    json_t *layer = find_node(nodes, d->active);
+    if (!layer)
+        layer = active;
+    d->tracking = true;
+    if (has_records(layer))
+        return layer;
+    json_t *below = layer;
+    for (int depth = 0; depth < 8 && (below = backing_layer(nodes, below)); depth++)
+        if (has_records(below)) {
+            d->tracking = false;
+            d->untracked = xasprintf(
+                "its active layer '%s' was put above '%s', which holds its "
+                "checkpoints, outside ckptd (an external snapshot or mirror); "
+                "a full backup is needed until the layers are committed",
+                d->active, jstr(below, "node-name"));
+            return below;
+        }
+    return layer;
+}
+
 static int
 read_disk(json_t *block, json_t *nodes, struct meta_disk *d)
 {
@@ -137,17 +205,20 @@ read_disk(json_t *block, json_t *nodes, struct meta_disk *d)
     if (!node)
         return -1;              /* empty drive: not a disk */
     json_t *image = json_object_get(ins, "image");
-    d->node = xstrdup(node);
+    d->active = xstrdup(node);
     d->disk = disk_name(block, node);
     d->format = xstrdup(jstr(ins, "drv") ? jstr(ins, "drv") : "unknown");
     d->filename = xstrdup(jstr(ins, "file") ? jstr(ins, "file") : "");
     d->virtual_size = (uint64_t) json_integer_value(json_object_get(image, "virtual-size"));
     d->read_only = json_is_true(json_object_get(ins, "ro"));
+    json_t *layer = checkpoint_layer(nodes, ins, d);
+    d->node = xstrdup(jstr(layer, "node-name") ? jstr(layer, "node-name") : node);
     const char *why = why_not_capable(d, image);
+    if (!why && !d->tracking)
+        why = "it does not track writes now (see 'tracking')";
     d->can_checkpoint = why == NULL;
     d->reason = why ? xstrdup(why) : NULL;
-    json_t *n = find_node(nodes, node);
-    read_bitmaps(d, n ? n : ins);
+    read_bitmaps(d, layer);
     return 0;
 }
 
@@ -294,6 +365,12 @@ meta_tree_derive(struct meta_tree *t)
     if (t->nckpts)
         qsort(t->ckpts, t->nckpts, sizeof *t->ckpts, cmp_seq);
     t->next_seq = t->nckpts ? t->ckpts[t->nckpts - 1].rec.seq + 1 : 1;
+    for (size_t d = 0; d < t->ndisks; d++)
+        for (size_t b = 0; b < t->disks[d].nbitmaps; b++) {
+            uint64_t next;
+            if (meta_next_decode(t->disks[d].bitmaps[b].name, &next) && next > t->next_seq)
+                t->next_seq = next;
+        }
 }
 
 int
@@ -320,6 +397,8 @@ disk_free(struct meta_disk *d)
 {
     free(d->disk);
     free(d->node);
+    free(d->active);
+    free(d->untracked);
     free(d->format);
     free(d->filename);
     free(d->reason);

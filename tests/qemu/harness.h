@@ -266,6 +266,44 @@ char *hq_ckpt_names(struct hq_conn *ctl);
 /* One checkpoint from checkpoint-get (new reference) or NULL. */
 json_t *hq_ckpt_get(struct hq_conn *ctl, const char *name, bool size);
 
+/* A shadow model of one disk for backup tests (hq-model.c): its bytes as
+ * every write left them and, per slot (a checkpoint), the 64 KiB clusters
+ * written since.  Disks of HQ_MODEL_SIZE bytes. */
+#define HQ_K64 (64 * 1024)
+#define HQ_MODEL_SIZE (16 * 1024 * 1024)
+#define HQ_MODEL_NCL (HQ_MODEL_SIZE / HQ_K64)
+#define HQ_MODEL_SLOTS 4
+struct hq_model {
+    const char *disk;
+    uint8_t *data;
+    uint8_t since[HQ_MODEL_SLOTS][HQ_MODEL_NCL];
+    bool active[HQ_MODEL_SLOTS];
+};
+struct hq_model *hq_model_init(struct hq_model *m, const char *disk);
+void hq_model_free(struct hq_model **m);
+#define HQ_CLEANUP_MODEL __attribute__((cleanup(hq_model_free)))
+/* From now on, slot records the clusters written. */
+void hq_model_mark(struct hq_model *m, int slot);
+/* A guest write, into the VM and the model.  0 or -1. */
+int hq_mwrite(struct hq_vm *vm, struct hq_model *m, int pat, int64_t off, int64_t len);
+/* The job's entry for disk, or NULL. */
+json_t *hq_job_disk(json_t *job, const char *disk);
+/* The whole export of disk (HQ_MODEL_SIZE bytes) into buf.  0 or -1. */
+int hq_read_full(json_t *job, const char *disk, uint8_t *buf);
+/* The incremental export of disk: its dirty map must be exactly want, the
+ * dirty clusters copied into base must give expect.  0 or -1. */
+int hq_apply_incremental(json_t *job, const char *disk, const uint8_t *want,
+                         uint8_t *base, const uint8_t *expect);
+/* The disk through a last full backup equals the model.  0 or -1. */
+int hq_expect_disk(struct hq_vm *vm, const struct hq_model *m);
+/* The agent's checkpoints against QEMU's bitmaps on each disk's format
+ * node: every listed bitmap exists, every checkpoint bitmap is listed,
+ * and a disk with checkpoints has exactly one recording.  0 or -1. */
+int hq_tree_matches_qemu(struct hq_vm *vm, const char *when);
+/* Runs ckptctl (beside the agent binary, or $CKPTCTL) --socket CTL
+ * ARGS... (NULL-terminated); its exit status, and its output in *out. */
+int hq_ckptctl(struct hq_vm *vm, char **out, const char *const *args);
+
 /* --- inject: QEMU's failures, scripted (tests/tools/qmp-inject.c) ---
  * hq-inject.c.  hq_inject_start puts the proxy between the agent and
  * QEMU for every later hq_agent_spawn; rules as in qmp-inject.c. */

@@ -13,143 +13,9 @@
 
 #define KiB 1024
 #define MiB (1024 * 1024)
-#define K64 (64 * KiB)
-#define DISK_SIZE (16 * MiB)
-#define NCL (DISK_SIZE / K64)
-#define SLOTS 4
-
-/* The disk as the test expects it, and for each tracked point in time
- * (a slot: a checkpoint) the clusters written since. */
-struct model {
-    const char *disk;
-    uint8_t *data;
-    uint8_t since[SLOTS][NCL];
-    bool active[SLOTS];
-};
-
-static void
-model_free(struct model **m)
-{
-    if (*m)
-        free((*m)->data);
-}
-#define CLEANUP_MODEL __attribute__((cleanup(model_free)))
-
-static struct model *
-model_init(struct model *m, const char *disk)
-{
-    memset(m, 0, sizeof *m);
-    m->disk = disk;
-    m->data = xcalloc(1, DISK_SIZE);
-    return m;
-}
-
-/* From now on, slot records the clusters written. */
-static void
-model_mark(struct model *m, int slot)
-{
-    memset(m->since[slot], 0, NCL);
-    m->active[slot] = true;
-}
-
-static int
-mwrite(struct hq_vm *vm, struct model *m, int pat, int64_t off, int64_t len)
-{
-    HQ_CHECK(hq_write(vm, m->disk, pat, off, len) == 0, "write %s 0x%02x "
-             "%" PRId64 "+%" PRId64, m->disk, pat, off, len);
-    memset(m->data + off, pat, (size_t) len);
-    for (int s = 0; s < SLOTS; s++)
-        if (m->active[s])
-            for (int64_t c = off / K64; c * K64 < off + len; c++)
-                m->since[s][c] = 1;
-    return 0;
-}
-
-static json_t *
-disk_of(json_t *job, const char *disk)
-{
-    return hq_jfind(json_object_get(job, "disks"), "disk", disk);
-}
-
-/* A whole full export into buf. */
-static int
-read_full(json_t *job, const char *disk, uint8_t *buf)
-{
-    const char *uri = hq_jstr(disk_of(job, disk), "uri");
-    HQ_CHECK(uri, "no uri for %s: %s", disk, hq_str(job));
-    HQ_CLEANUP_NBD struct nbd_handle *h = hq_nbd_open(uri, NULL);
-    HQ_CHECK(h, "connect %s", uri);
-    return hq_nbd_read(h, buf, 0, DISK_SIZE);
-}
-
-static char *
-set_str(const uint8_t *set)
-{
-    char *s = xstrdup("");
-    for (int c = 0; c < NCL; c++)
-        if (set[c]) {
-            char *t = xasprintf("%s%s%d", s, *s ? "," : "", c);
-            free(s);
-            s = t;
-        }
-    return s;
-}
-
-/* The incremental export of disk: its dirty map must be exactly want
- * (clusters), its bitmap named as the job says; the dirty clusters' data
- * are copied into base (the previous backup), which must then equal
- * expect (the disk at backup-begin). */
-static int
-apply_incremental(json_t *job, const char *disk, const uint8_t *want,
-                  uint8_t *base, const uint8_t *expect)
-{
-    json_t *d = disk_of(job, disk);
-    const char *uri = hq_jstr(d, "uri"), *bitmap = hq_jstr(d, "bitmap");
-    CLEANUP_FREE char *want_bitmap = xasprintf("ckptd:%s:%s", hq_jstr(job, "id"),
-                                               disk);
-    HQ_CHECK(uri && bitmap && strcmp(bitmap, want_bitmap) == 0,
-             "disk entry %s (bitmap should be %s)", hq_str(d), want_bitmap);
-    CLEANUP_FREE char *ctx = xasprintf("qemu:dirty-bitmap:%s", bitmap);
-    HQ_CLEANUP_NBD struct nbd_handle *h = hq_nbd_open(uri, ctx);
-    HQ_CHECK(h, "connect %s with %s", uri, ctx);
-    uint8_t dirty[NCL], full[NCL];
-    HQ_CHECK(hq_nbd_map(h, ctx, DISK_SIZE, K64, 1, false, dirty) == 0, "map");
-    /* The bitmap's own granularity is 64 KiB: no cluster half dirty. */
-    HQ_CHECK(hq_nbd_map(h, ctx, DISK_SIZE, K64, 1, true, full) == 0, "map");
-    HQ_CHECK(memcmp(dirty, full, NCL) == 0, "%s: partly dirty clusters", disk);
-    if (memcmp(dirty, want, NCL) != 0) {
-        CLEANUP_FREE char *g = set_str(dirty);
-        CLEANUP_FREE char *w = set_str(want);
-        HQ_CHECK(false, "%s: dirty clusters {%s}, want {%s}", disk, g, w);
-    }
-    for (int c = 0; c < NCL; c++)
-        if (dirty[c])
-            HQ_CHECK(hq_nbd_read(h, base + (int64_t) c * K64, (int64_t) c * K64,
-                                 K64) == 0, "read cluster %d", c);
-    int64_t x = hq_first_diff(base, expect, DISK_SIZE);
-    HQ_CHECK(x < 0, "%s: previous backup + incremental differs from the disk at "
-             "backup-begin at byte %" PRId64 " (cluster %" PRId64 "): 0x%02x, "
-             "want 0x%02x", disk, x, x / K64, base[x < 0 ? 0 : x],
-             expect[x < 0 ? 0 : x]);
-    return 0;
-}
-
-/* The disk as it really is, through a last full backup, against the
- * model (so that the model itself is checked). */
-static int
-expect_disk(struct hq_vm *vm, const struct model *m)
-{
-    CLEANUP_FREE char *args = xasprintf("{\"disks\": [\"%s\"]}", m->disk);
-    CLEANUP_JSON json_t *job = hq_backup_begin(vm, args);
-    HQ_CHECK(job, "final full backup");
-    CLEANUP_FREE uint8_t *buf = xmalloc(DISK_SIZE);
-    if (read_full(job, m->disk, buf) < 0)
-        return -1;
-    int64_t x = hq_first_diff(buf, m->data, DISK_SIZE);
-    HQ_CHECK(x < 0, "%s: disk byte %" PRId64 " is 0x%02x, model says 0x%02x",
-             m->disk, x, buf[x < 0 ? 0 : x], m->data[x < 0 ? 0 : x]);
-    return hq_backup_end(vm, job);
-}
+#define K64 HQ_K64
+#define DISK_SIZE HQ_MODEL_SIZE
+#define NCL HQ_MODEL_NCL
 
 /* Full backup with checkpoint c1 kept as a local copy; writes (aligned,
  * unaligned and across cluster boundaries); an incremental from c1 with
@@ -161,25 +27,25 @@ test_apply(void)
 {
     CLEANUP_VM struct hq_vm *vm = hq_vm_scratch(1, DISK_SIZE, NULL, true);
     HQ_CHECK(vm, "setup");
-    struct model mm;
-    CLEANUP_MODEL struct model *m = model_init(&mm, "vda");
-    if (mwrite(vm, m, 0x10, 0, 3 * MiB) < 0 || mwrite(vm, m, 0x11, 9 * MiB, 3 * K64) < 0)
+    struct hq_model mm;
+    HQ_CLEANUP_MODEL struct hq_model *m = hq_model_init(&mm, "vda");
+    if (hq_mwrite(vm, m, 0x10, 0, 3 * MiB) < 0 || hq_mwrite(vm, m, 0x11, 9 * MiB, 3 * K64) < 0)
         return -1;
     CLEANUP_JSON json_t *full = hq_backup_begin(vm, "{\"checkpoint\": {\"name\": \"c1\"}}");
     HQ_CHECK(full, "full backup with c1");
     HQ_CHECK(strcmp(hq_jstr(full, "checkpoint") ?: "", "c1") == 0 &&
              !json_object_get(full, "incremental") &&
-             !json_object_get(disk_of(full, "vda"), "bitmap"),
+             !json_object_get(hq_job_disk(full, "vda"), "bitmap"),
              "full backup with checkpoint: %s", hq_str(full));
-    model_mark(m, 0);
+    hq_model_mark(m, 0);
     CLEANUP_FREE uint8_t *local = xmalloc(DISK_SIZE);
-    HQ_CHECK(read_full(full, "vda", local) == 0, "read full");
+    HQ_CHECK(hq_read_full(full, "vda", local) == 0, "read full");
     HQ_CHECK(hq_first_diff(local, m->data, DISK_SIZE) < 0, "full backup differs");
-    if (mwrite(vm, m, 0x21, 2 * MiB, K64) < 0 ||            /* one cluster */
-        mwrite(vm, m, 0x22, 5 * MiB + 4 * KiB, 4 * KiB) < 0 ||   /* inside one */
-        mwrite(vm, m, 0x23, 7 * MiB - KiB, 2 * KiB) < 0 ||       /* across two */
-        mwrite(vm, m, 0x24, 12 * MiB + 512, 200 * KiB) < 0 ||    /* 4 clusters */
-        mwrite(vm, m, 0x25, DISK_SIZE - K64, K64) < 0)           /* the last */
+    if (hq_mwrite(vm, m, 0x21, 2 * MiB, K64) < 0 ||            /* one cluster */
+        hq_mwrite(vm, m, 0x22, 5 * MiB + 4 * KiB, 4 * KiB) < 0 ||   /* inside one */
+        hq_mwrite(vm, m, 0x23, 7 * MiB - KiB, 2 * KiB) < 0 ||       /* across two */
+        hq_mwrite(vm, m, 0x24, 12 * MiB + 512, 200 * KiB) < 0 ||    /* 4 clusters */
+        hq_mwrite(vm, m, 0x25, DISK_SIZE - K64, K64) < 0)           /* the last */
         return -1;
     if (hq_backup_end(vm, full) < 0)
         return -1;
@@ -196,17 +62,17 @@ test_apply(void)
     HQ_CHECK(strcmp(hq_jstr(inc, "incremental") ?: "", "c1") == 0 &&
              strcmp(hq_jstr(inc, "checkpoint") ?: "", "c2") == 0,
              "job: %s", hq_str(inc));
-    model_mark(m, 1);
+    hq_model_mark(m, 1);
     /* During the backup: over dirty clusters, and over clean ones. */
-    if (mwrite(vm, m, 0x31, 2 * MiB, 2 * K64) < 0 ||
-        mwrite(vm, m, 0x32, 0, K64) < 0 ||
-        mwrite(vm, m, 0x33, 14 * MiB, MiB) < 0)
+    if (hq_mwrite(vm, m, 0x31, 2 * MiB, 2 * K64) < 0 ||
+        hq_mwrite(vm, m, 0x32, 0, K64) < 0 ||
+        hq_mwrite(vm, m, 0x33, 14 * MiB, MiB) < 0)
         return -1;
-    if (apply_incremental(inc, "vda", want, local, at_begin) < 0 ||
+    if (hq_apply_incremental(inc, "vda", want, local, at_begin) < 0 ||
         hq_backup_end(vm, inc) < 0 || hq_backup_expect_clean(vm, "after backup-end") < 0)
         return -1;
     /* The copy is the disk at the second backup; the disk moved on. */
-    return expect_disk(vm, m);
+    return hq_expect_disk(vm, m);
 }
 
 /* c1 (a full backup), X1, c2, X2, c3, X3: the incremental from c1 covers
@@ -217,32 +83,32 @@ test_merge_older(void)
 {
     CLEANUP_VM struct hq_vm *vm = hq_vm_scratch(1, DISK_SIZE, NULL, true);
     HQ_CHECK(vm, "setup");
-    struct model mm;
-    CLEANUP_MODEL struct model *m = model_init(&mm, "vda");
-    if (mwrite(vm, m, 0x01, 0, 4 * MiB) < 0)
+    struct hq_model mm;
+    HQ_CLEANUP_MODEL struct hq_model *m = hq_model_init(&mm, "vda");
+    if (hq_mwrite(vm, m, 0x01, 0, 4 * MiB) < 0)
         return -1;
     CLEANUP_JSON json_t *full = hq_backup_begin(vm, "{\"checkpoint\": {\"name\": \"c1\"}}");
     HQ_CHECK(full, "full backup with c1");
-    model_mark(m, 0);
+    hq_model_mark(m, 0);
     CLEANUP_FREE uint8_t *local = xmalloc(DISK_SIZE);
-    if (read_full(full, "vda", local) < 0 || hq_backup_end(vm, full) < 0)
+    if (hq_read_full(full, "vda", local) < 0 || hq_backup_end(vm, full) < 0)
         return -1;
-    if (mwrite(vm, m, 0x11, 1 * MiB, 2 * K64) < 0 ||
-        mwrite(vm, m, 0x12, 6 * MiB, K64) < 0)
+    if (hq_mwrite(vm, m, 0x11, 1 * MiB, 2 * K64) < 0 ||
+        hq_mwrite(vm, m, 0x12, 6 * MiB, K64) < 0)
         return -1;
     CLEANUP_JSON json_t *c2 = hq_cmd(vm->ctl, "checkpoint-create",
                                      json_pack("{s:s}", "name", "c2"));
     HQ_CHECK(c2, "checkpoint-create c2");
-    model_mark(m, 1);
-    if (mwrite(vm, m, 0x21, 1 * MiB + K64, 2 * K64) < 0 ||   /* overlaps X1 */
-        mwrite(vm, m, 0x22, 8 * MiB, 3 * K64) < 0)
+    hq_model_mark(m, 1);
+    if (hq_mwrite(vm, m, 0x21, 1 * MiB + K64, 2 * K64) < 0 ||   /* overlaps X1 */
+        hq_mwrite(vm, m, 0x22, 8 * MiB, 3 * K64) < 0)
         return -1;
     CLEANUP_JSON json_t *c3 = hq_cmd(vm->ctl, "checkpoint-create",
                                      json_pack("{s:s}", "name", "c3"));
     HQ_CHECK(c3, "checkpoint-create c3");
-    model_mark(m, 2);
-    if (mwrite(vm, m, 0x31, 6 * MiB, K64) < 0 ||             /* same as X1 */
-        mwrite(vm, m, 0x32, 11 * MiB + 100 * KiB, 10 * KiB) < 0)
+    hq_model_mark(m, 2);
+    if (hq_mwrite(vm, m, 0x31, 6 * MiB, K64) < 0 ||             /* same as X1 */
+        hq_mwrite(vm, m, 0x32, 11 * MiB + 100 * KiB, 10 * KiB) < 0)
         return -1;
     CLEANUP_JSON json_t *before = hq_snapshot(vm);
 
@@ -257,7 +123,7 @@ test_merge_older(void)
          * copy of the disk itself (only the dirty set is new there). */
         CLEANUP_FREE uint8_t *base = xmalloc(DISK_SIZE);
         memcpy(base, i == 0 ? local : m->data, DISK_SIZE);
-        if (apply_incremental(inc, "vda", m->since[i], base, m->data) < 0)
+        if (hq_apply_incremental(inc, "vda", m->since[i], base, m->data) < 0)
             return -1;
         if (hq_backup_end(vm, inc) < 0)
             return -1;
@@ -268,7 +134,7 @@ test_merge_older(void)
     HQ_CHECK(hq_bitmap_recording(vm, "vda", "c3") == 1, "c3 not recording");
     if (hq_backup_expect_clean(vm, "at the end") < 0)
         return -1;
-    return expect_disk(vm, m);
+    return hq_expect_disk(vm, m);
 }
 
 /* backup-begin with checkpoint c2 splits the writes exactly: those before
@@ -279,15 +145,15 @@ test_new_checkpoint(void)
 {
     CLEANUP_VM struct hq_vm *vm = hq_vm_scratch(2, DISK_SIZE, NULL, true);
     HQ_CHECK(vm, "setup");
-    struct model ma_, mb_;
-    CLEANUP_MODEL struct model *ma = model_init(&ma_, "vda");
-    CLEANUP_MODEL struct model *mb = model_init(&mb_, "vdb");
+    struct hq_model ma_, mb_;
+    HQ_CLEANUP_MODEL struct hq_model *ma = hq_model_init(&ma_, "vda");
+    HQ_CLEANUP_MODEL struct hq_model *mb = hq_model_init(&mb_, "vdb");
     CLEANUP_JSON json_t *c1 = hq_cmd(vm->ctl, "checkpoint-create",
                                      json_pack("{s:s}", "name", "c1"));
     HQ_CHECK(c1, "checkpoint-create c1");
-    model_mark(ma, 0);
-    model_mark(mb, 0);
-    if (mwrite(vm, ma, 0x11, 0, 3 * K64) < 0 || mwrite(vm, mb, 0x12, 4 * MiB, K64) < 0)
+    hq_model_mark(ma, 0);
+    hq_model_mark(mb, 0);
+    if (hq_mwrite(vm, ma, 0x11, 0, 3 * K64) < 0 || hq_mwrite(vm, mb, 0x12, 4 * MiB, K64) < 0)
         return -1;
     CLEANUP_FREE uint8_t *a0 = xmalloc(DISK_SIZE), *b0 = xmalloc(DISK_SIZE);
     memcpy(a0, ma->data, DISK_SIZE);
@@ -300,11 +166,11 @@ test_new_checkpoint(void)
                                                    "\"checkpoint\": {\"name\": \"c2\", "
                                                    "\"description\": \"d2\"}}");
     HQ_CHECK(inc, "incremental c1 with checkpoint c2");
-    model_mark(ma, 1);
-    model_mark(mb, 1);
+    hq_model_mark(ma, 1);
+    hq_model_mark(mb, 1);
     /* Right after it: over the clusters it exports, and elsewhere. */
-    if (mwrite(vm, ma, 0x21, K64, 2 * K64) < 0 || mwrite(vm, ma, 0x22, 9 * MiB, K64) < 0 ||
-        mwrite(vm, mb, 0x23, 4 * MiB, K64) < 0)
+    if (hq_mwrite(vm, ma, 0x21, K64, 2 * K64) < 0 || hq_mwrite(vm, ma, 0x22, 9 * MiB, K64) < 0 ||
+        hq_mwrite(vm, mb, 0x23, 4 * MiB, K64) < 0)
         return -1;
     CLEANUP_JSON json_t *g2 = hq_ckpt_get(vm->ctl, "c2", false);
     HQ_CHECK(g2 && strcmp(hq_jstr(g2, "parent") ?: "", "c1") == 0 &&
@@ -322,11 +188,11 @@ test_new_checkpoint(void)
              hq_bitmap_dirty(vm, "vdb", "c1") == K64, "c1 counts");
     /* Its data and map: the writes before it only. */
     CLEANUP_FREE uint8_t *base = xcalloc(1, DISK_SIZE);
-    if (apply_incremental(inc, "vda", wa, base, a0) < 0)
+    if (hq_apply_incremental(inc, "vda", wa, base, a0) < 0)
         return -1;
     free(base);
     base = xcalloc(1, DISK_SIZE);
-    if (apply_incremental(inc, "vdb", wb, base, b0) < 0 || hq_backup_end(vm, inc) < 0)
+    if (hq_apply_incremental(inc, "vdb", wb, base, b0) < 0 || hq_backup_end(vm, inc) < 0)
         return -1;
 
     /* The next one, from c2: the writes after the first began, exactly. */
@@ -334,10 +200,10 @@ test_new_checkpoint(void)
                                                     "\"checkpoint\": {\"name\": \"c3\"}}");
     HQ_CHECK(inc2, "incremental from c2");
     memcpy(base, a0, DISK_SIZE);
-    if (apply_incremental(inc2, "vda", ma->since[1], base, ma->data) < 0)
+    if (hq_apply_incremental(inc2, "vda", ma->since[1], base, ma->data) < 0)
         return -1;
     memcpy(base, b0, DISK_SIZE);
-    if (apply_incremental(inc2, "vdb", mb->since[1], base, mb->data) < 0 ||
+    if (hq_apply_incremental(inc2, "vdb", mb->since[1], base, mb->data) < 0 ||
         hq_backup_end(vm, inc2) < 0)
         return -1;
     CLEANUP_FREE char *names = hq_ckpt_names(vm->ctl);
@@ -353,15 +219,15 @@ test_delete_during(void)
 {
     CLEANUP_VM struct hq_vm *vm = hq_vm_scratch(1, DISK_SIZE, NULL, true);
     HQ_CHECK(vm, "setup");
-    struct model mm;
-    CLEANUP_MODEL struct model *m = model_init(&mm, "vda");
+    struct hq_model mm;
+    HQ_CLEANUP_MODEL struct hq_model *m = hq_model_init(&mm, "vda");
     const char *names[] = { "c0", "c1", "c2" };
     for (int i = 0; i < 3; i++) {
         CLEANUP_JSON json_t *c = hq_cmd(vm->ctl, "checkpoint-create",
                                         json_pack("{s:s}", "name", names[i]));
         HQ_CHECK(c, "checkpoint-create %s", names[i]);
-        model_mark(m, i);
-        if (mwrite(vm, m, 0x10 + i, (int64_t) (1 + 2 * i) * MiB, (i + 1) * K64) < 0)
+        hq_model_mark(m, i);
+        if (hq_mwrite(vm, m, 0x10 + i, (int64_t) (1 + 2 * i) * MiB, (i + 1) * K64) < 0)
             return -1;
     }
     CLEANUP_FREE uint8_t *at_begin = xmalloc(DISK_SIZE);
@@ -386,7 +252,7 @@ test_delete_during(void)
     CLEANUP_FREE char *l = hq_ckpt_names(vm->ctl);
     HQ_CHECK(l && strcmp(l, "c1,c2") == 0, "checkpoints: %s", l);
     HQ_CHECK(!hq_bitmap(vm, "vda", "c0"), "c0's bitmap is still there");
-    if (mwrite(vm, m, 0x40, 0, K64) < 0)
+    if (hq_mwrite(vm, m, 0x40, 0, K64) < 0)
         return -1;
     CLEANUP_FREE uint8_t *base = xcalloc(1, DISK_SIZE);
     memcpy(base, at_begin, DISK_SIZE);
@@ -394,7 +260,7 @@ test_delete_during(void)
     for (int c = 0; c < NCL; c++)
         if (!want[c])
             memcpy(base + (int64_t) c * K64, at_begin + (int64_t) c * K64, K64);
-    if (apply_incremental(inc, "vda", want, base, at_begin) < 0 || hq_backup_end(vm, inc) < 0)
+    if (hq_apply_incremental(inc, "vda", want, base, at_begin) < 0 || hq_backup_end(vm, inc) < 0)
         return -1;
     CLEANUP_JSON json_t *d1 = hq_cmd(vm->ctl, "checkpoint-delete",
                                      json_pack("{s:s}", "name", "c1"));
@@ -405,7 +271,7 @@ test_delete_during(void)
     CLEANUP_JSON json_t *inc2 = hq_backup_begin(vm, "{\"incremental\": \"c2\"}");
     HQ_CHECK(inc2, "incremental from c2");
     memcpy(base, m->data, DISK_SIZE);
-    if (apply_incremental(inc2, "vda", m->since[2], base, m->data) < 0 ||
+    if (hq_apply_incremental(inc2, "vda", m->since[2], base, m->data) < 0 ||
         hq_backup_end(vm, inc2) < 0)
         return -1;
     return hq_backup_expect_clean(vm, "at the end");
@@ -470,20 +336,39 @@ test_not_on_disk(void)
     HQ_CHECK(c1, "checkpoint-create c1 of vda");
     HQ_CHECK(hq_write(vm, "vda", 0x11, 0, K64) == 0 &&
              hq_write(vm, "vdb", 0x12, 0, K64) == 0, "writes");
-    if (expect_refused(vm, NULL, "{\"incremental\": \"c1\", \"disks\": [\"vdb\"]}") < 0 ||
-        expect_refused(vm, NULL, "{\"incremental\": \"c1\", \"disks\": "
-                       "[\"vda\", \"vdb\"], \"checkpoint\": {\"name\": \"c2\"}}") < 0)
+    /* strict: a disk that would be copied in full refuses the backup. */
+    if (expect_refused(vm, "Unsupported", "{\"incremental\": \"c1\", \"disks\": "
+                       "[\"vdb\"], \"strict\": true}") < 0 ||
+        expect_refused(vm, "Unsupported", "{\"incremental\": \"c1\", \"strict\": true,"
+                       " \"checkpoint\": {\"name\": \"c2\"}}") < 0)
         return -1;
-    /* Without disks, the checkpoint's own disks. */
+    /* Without disks, every disk, as a full backup takes: vdb, not in c1,
+     * whole, and saying why. */
     CLEANUP_JSON json_t *inc = hq_backup_begin(vm, "{\"incremental\": \"c1\"}");
     HQ_CHECK(inc, "incremental from c1");
-    HQ_CHECK(json_array_size(json_object_get(inc, "disks")) == 1 &&
-             disk_of(inc, "vda"), "disks: %s", hq_str(inc));
+    json_t *vdb = hq_job_disk(inc, "vdb");
+    HQ_CHECK(json_array_size(json_object_get(inc, "disks")) == 2 && vdb &&
+             hq_job_disk(inc, "vda"), "disks: %s", hq_str(inc));
+    HQ_CHECK(strcmp(hq_jstr(vdb, "mode"), "full") == 0 && !hq_jstr(vdb, "bitmap") &&
+             hq_jstr(vdb, "reason") && strstr(hq_jstr(vdb, "reason"), "c1"),
+             "vdb: %s", hq_str(vdb));
+    HQ_CHECK(strcmp(hq_jstr(hq_job_disk(inc, "vda"), "mode"), "incremental") == 0,
+             "vda: %s", hq_str(inc));
+    {
+        HQ_CLEANUP_NBD struct nbd_handle *h = hq_nbd_open(hq_jstr(vdb, "uri"), NULL);
+        HQ_CHECK(h, "vdb export");
+        CLEANUP_FREE uint8_t *got = xmalloc(DISK_SIZE);
+        CLEANUP_FREE uint8_t *want_b = xcalloc(1, DISK_SIZE);
+        memset(want_b, 0x12, K64);
+        HQ_CHECK(hq_nbd_read(h, got, 0, DISK_SIZE) == 0, "read vdb");
+        int64_t diff = hq_first_diff(got, want_b, DISK_SIZE);
+        HQ_CHECK(diff < 0, "vdb's full export differs at %" PRId64, diff);
+    }
     uint8_t want[NCL] = { 1 };
     CLEANUP_FREE uint8_t *base = xcalloc(1, DISK_SIZE);
     CLEANUP_FREE uint8_t *expect = xcalloc(1, DISK_SIZE);
     memset(expect, 0x11, K64);
-    if (apply_incremental(inc, "vda", want, base, expect) < 0 || hq_backup_end(vm, inc) < 0)
+    if (hq_apply_incremental(inc, "vda", want, base, expect) < 0 || hq_backup_end(vm, inc) < 0)
         return -1;
     return hq_backup_expect_clean(vm, "at the end");
 }

@@ -20,54 +20,10 @@
 #define MiB (1024 * 1024)
 #define DISK_SIZE (8 * MiB)
 
-/* The agent's checkpoints against QEMU's bitmaps, disk by disk: every
- * listed checkpoint's bitmap exists on each of its disks, every checkpoint
- * bitmap QEMU holds is listed, and a disk holding any records exactly one
- * recording bitmap. */
-static int
-tree_matches_qemu(struct hq_vm *vm, const char *when)
-{
-    CLEANUP_JSON json_t *list = hq_cmd(vm->ctl, "checkpoint-list", NULL);
-    HQ_CHECK(list, "%s: checkpoint-list", when);
-    for (int d = 0; d < vm->ndisks; d++) {
-        const char *disk = vm->disks[d].name;
-        CLEANUP_JSON json_t *bms = hq_bitmaps(vm, disk);
-        HQ_CHECK(bms, "%s: bitmaps of %s", when, disk);
-        CLEANUP_JSON json_t *listed = json_array();
-        size_t i, k;
-        json_t *c, *cd;
-        json_array_foreach(list, i, c)
-            json_array_foreach(json_object_get(c, "disks"), k, cd)
-                if (strcmp(hq_jstr(cd, "disk"), disk) == 0)
-                    json_array_append_new(listed, json_string(hq_jstr(cd, "bitmap")));
-        int recording = 0, ours = 0;
-        json_t *bm;
-        json_array_foreach(bms, i, bm) {
-            const char *name = hq_jstr(bm, "name");
-            if (!name || strncmp(name, "ckptd", 5) == 0)
-                continue;
-            ours++;
-            if (hq_jbool(bm, "recording") == 1)
-                recording++;
-            bool found = false;
-            json_array_foreach(listed, k, cd)
-                found |= strcmp(json_string_value(cd), name) == 0;
-            HQ_CHECK(found, "%s: QEMU holds bitmap '%s' on %s, the agent lists %s",
-                     when, name, disk, hq_str(list));
-        }
-        HQ_CHECK((size_t) ours == json_array_size(listed),
-                 "%s: %s: QEMU holds %d checkpoint bitmaps, the agent lists %zu",
-                 when, disk, ours, json_array_size(listed));
-        HQ_CHECK(ours == 0 || recording == 1,
-                 "%s: %s has %d recording checkpoint bitmaps", when, disk, recording);
-    }
-    return 0;
-}
-
 static int
 clean_and_whole(struct hq_vm *vm, const char *when)
 {
-    if (tree_matches_qemu(vm, when) < 0)
+    if (hq_tree_matches_qemu(vm, when) < 0)
         return -1;
     return hq_backup_expect_clean(vm, when);
 }
@@ -126,14 +82,14 @@ test_export_clash(void)
     CLEANUP_JSON json_t *r = hq_cmd_err(vm->ctl, "QemuError", "backup-begin",
         hq_json("{\"disks\": [\"vdb\"], \"checkpoint\": {\"name\": \"k1\"}}"));
     HQ_CHECK(r, "the clashing begin must fail");
-    if (tree_matches_qemu(vm, "after the failed begin") < 0)
+    if (hq_tree_matches_qemu(vm, "after the failed begin") < 0)
         return -1;
     CLEANUP_JSON json_t *k2 = hq_cmd(vm->ctl, "checkpoint-create",
                                      hq_json("{\"name\": \"k2\"}"));
     HQ_CHECK(k2, "create after the failed begin");
     HQ_CHECK(hq_jstr(k2, "parent") && strcmp(hq_jstr(k2, "parent"), "c0") == 0,
              "k2's parent is %s", hq_str(k2));
-    if (tree_matches_qemu(vm, "after k2") < 0)
+    if (hq_tree_matches_qemu(vm, "after k2") < 0)
         return -1;
     json_decref(hq_cmd(vm->mon, "block-export-del", hq_json("{\"id\": \"theirs\"}")));
     HQ_CHECK(hq_backup_end(vm, a) == 0, "end");
@@ -268,7 +224,7 @@ sigterm_at_each_step(struct hq_vm *vm, const char *what)
         CLEANUP_FREE char *left = hq_backup_leftovers(vm, sd);
         HQ_CHECK(!left, "%s: left behind: %s", when, left);
         HQ_CHECK(hq_agent_start(vm) == 0, "%s: restart", when);
-        if (tree_matches_qemu(vm, when) < 0)
+        if (hq_tree_matches_qemu(vm, when) < 0)
             return -1;
         CLEANUP_JSON json_t *k1 = hq_exec(vm->ctl, "checkpoint-get",
                                           hq_json("{\"name\": \"k1\"}"));

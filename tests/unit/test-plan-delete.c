@@ -25,9 +25,36 @@
 
 /* Plans the delete and checks the actions and the deleted names (joined
  * with " ", oldest first). */
+/* When the newest checkpoint goes and others survive, each of its disks
+ * first gets the high-water mark of sequence numbers (see
+ * test_next_seq_survives). */
+static char *
+with_marks(const struct meta_tree *t, const struct str_vec *deleted,
+           const char *expected)
+{
+    const struct meta_ckpt *newest = t->nckpts ? &t->ckpts[t->nckpts - 1] : NULL;
+    bool gone = false;
+    for (size_t i = 0; newest && i < deleted->len; i++)
+        gone |= strcmp(deleted->ptr[i], newest->rec.name) == 0;
+    gone &= deleted->len < t->nckpts;   /* and some checkpoint survives */
+    char *out = xstrdup("");
+    for (size_t k = 0; gone && k < newest->nmembers; k++) {
+        char *more = xasprintf("%saddrec %s ckptd1:next:%llu; ", out,
+                               t->disks[newest->members[k].disk].node,
+                               (unsigned long long) newest->rec.seq + 1);
+        free(out);
+        out = more;
+    }
+    char *all = xasprintf("%s%s", out, expected);
+    free(out);
+    if (*all && all[strlen(all) - 2] == ';')
+        all[strlen(all) - 2] = '\0';
+    return all;
+}
+
 static void
 expect_ok(const struct fx_disk *fx, const char *name, enum ckpt_delete_mode mode,
-          const char *expected, const char *expected_deleted)
+          const char *expected_plan, const char *expected_deleted)
 {
     struct meta_tree t;
     fx_build(fx, &t);
@@ -37,6 +64,7 @@ expect_ok(const struct fx_disk *fx, const char *name, enum ckpt_delete_mode mode
     enum ckpt_err err = ckpt_plan_delete(&t, name, mode, actions, &deleted, &e);
     if (err != CKPT_OK)
         print_error("ckpt_plan_delete failed (%d): %s\n", err, e.msg);
+    CLEANUP_FREE char *expected = with_marks(&t, &deleted, expected_plan);
     bool match = fx_actions_match(actions, expected);
     bool order = fx_removes_last(actions);
     char *got = fx_join(&deleted);
@@ -111,6 +139,38 @@ test_delete_only_checkpoint(void **state)
 {
     expect_ok(FX_DISKS(FX_DISK("vda", FX_BM("c1", 1, FX_REC))), "c1", CKPT_DELETE_ONE,
               "remove vda-fmt c1; remove vda-fmt " R1, "c1");
+}
+
+/* Deleting the newest, then creating: the deleted number is not handed
+ * out again, whatever the new checkpoint is called (a backup that saw
+ * the old c3 must be able to tell it from a new one). */
+static void
+test_next_seq_survives(void **state)
+{
+    struct meta_tree t;
+    fx_build(CHAIN, &t);
+    json_t *actions = json_array();
+    struct str_vec deleted = { 0 };
+    struct ckpt_error e = { 0 };
+    assert_int_equal(ckpt_plan_delete(&t, "c3", CKPT_DELETE_ONE, actions, &deleted, &e),
+                     CKPT_OK);
+    assert_int_equal(meta_tree_apply(&t, actions), 0);
+    assert_int_equal(t.nckpts, 2);
+    assert_int_equal(t.next_seq, 4);
+    json_t *create = json_array();
+    struct ckpt_create_req r = { .name = "c3", .now = 2000 };
+    assert_int_equal(ckpt_plan_create(&t, &r, create, &e), CKPT_OK);
+    char *text = fx_render(create);
+    assert_non_null(strstr(text, "addrec vda-fmt ckptd1:4:2000:c3"));
+    assert_non_null(strstr(text, "remove vda-fmt ckptd1:next:4"));
+    free(text);
+    assert_int_equal(meta_tree_apply(&t, create), 0);
+    assert_int_equal(t.ckpts[2].rec.seq, 4);
+    assert_int_equal(t.next_seq, 5);
+    json_decref(actions);
+    json_decref(create);
+    str_vec_free_all(&deleted);
+    meta_tree_free(&t);
 }
 
 /* --- with children --- */
@@ -385,6 +445,7 @@ main(void)
         cmocka_unit_test(test_delete_newest),
         cmocka_unit_test(test_delete_root),
         cmocka_unit_test(test_delete_only_checkpoint),
+        cmocka_unit_test(test_next_seq_survives),
         cmocka_unit_test(test_delete_subtree),
         cmocka_unit_test(test_delete_subtree_from_root),
         cmocka_unit_test(test_delete_subtree_of_newest),

@@ -78,11 +78,17 @@ test_disk_names_from_qdev(void **state)
     fx_build(FX_DISKS(
         { .id = "vda" },
         { .qdev = "/machine/peripheral/sda", .node = "sda-fmt" },
-        { .qdev = "/machine/peripheral-anon/device[0]/virtio-backend", .node = "disk2" }), &t);
-    assert_int_equal(t.ndisks, 3);
+        { .qdev = "/machine/peripheral-anon/device[0]/virtio-backend", .node = "disk2" },
+        /* scsi-hd, ide-hd and nvme report the bare device id (QEMU 7.2
+         * and 10.0 alike), with node names a launcher may renumber. */
+        { .qdev = "vdc", .node = "libvirt-3-format" },
+        { .qdev = "hdx", .node = "libvirt-4-format" }), &t);
+    assert_int_equal(t.ndisks, 5);
     assert_string_equal(t.disks[0].disk, "vda");
     assert_string_equal(t.disks[1].disk, "sda");
     assert_string_equal(t.disks[2].disk, "disk2");
+    assert_string_equal(t.disks[3].disk, "vdc");
+    assert_string_equal(t.disks[4].disk, "hdx");
     assert_string_equal(t.disks[2].node, "disk2");
     assert_int_equal(meta_tree_find_disk(&t, "sda"), 1);
     assert_int_equal(meta_tree_find_disk(&t, "disk2"), 2);
