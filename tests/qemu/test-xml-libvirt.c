@@ -24,6 +24,9 @@
  *   external entity, billion laughs, a wrong namespace, a 2 MiB message)
  *   to checkpoint-create, checkpoint-redefine and backup-begin is refused
  *   and changes nothing.
+ * xml-schema: an element libvirt's schemas do not allow is refused by
+ *   checkpoint-create, backup-begin (also in checkpoint-xml) and
+ *   checkpoint-redefine, changing nothing; <domain>'s content is not.
  * ckptctl: the client's XML commands end to end (create --xml, dumpxml,
  *   export-xml --output, --release, adopt --xml, backup begin --xml,
  *   backup info --xml).
@@ -1066,6 +1069,59 @@ case_backup_xml(void)
     return 0;
 }
 
+
+/* libvirt validates every document against its schema: an element the
+ * schema does not know is refused (InvalidParameter) by each command that
+ * takes XML, and nothing changes; <domain>'s content stays unchecked. */
+static int
+case_xml_schema(void)
+{
+    /* r1 as libvirt leaves it, there before the agent looks. */
+    CLEANUP_VM struct hq_vm *vm = hq_vm_simple(2, DISK_SIZE, false);
+    HQ_CHECK(vm && hq_add_bitmap(vm, "vda", "r1", true, false) == 0 &&
+             hq_agent_start(vm) == 0, "setup");
+    if (refused(vm, "create: unknown element", "InvalidParameter", "<frob>",
+                "checkpoint-create", json_pack("{s:s}", "xml",
+                "<domaincheckpoint><name>u1</name><frob/></domaincheckpoint>")) < 0 ||
+        refused(vm, "create: element in <disk>", "InvalidParameter", "<disk>",
+                "checkpoint-create", json_pack("{s:s}", "xml",
+                "<domaincheckpoint><name>u1</name><disks><disk name='vda'>"
+                "<bitmap/></disk></disks></domaincheckpoint>")) < 0 ||
+        refused(vm, "create: foreign namespace", "InvalidParameter", "urn:x",
+                "checkpoint-create", json_pack("{s:s}", "xml",
+                "<domaincheckpoint xmlns:x='urn:x'><name>u1</name><x:y/>"
+                "</domaincheckpoint>")) < 0 ||
+        refused(vm, "backup: unknown element", "InvalidParameter", "<checkpoint>",
+                "backup-begin", json_pack("{s:s}", "xml",
+                "<domainbackup mode='pull'><checkpoint>u2</checkpoint>"
+                "</domainbackup>")) < 0 ||
+        refused(vm, "backup: <target> in a pull disk", "InvalidParameter", "<target>",
+                "backup-begin", json_pack("{s:s}", "xml",
+                "<domainbackup mode='pull'><disks><disk name='vda'>"
+                "<target file='/tmp/x.qcow2'/></disk></disks></domainbackup>")) < 0 ||
+        refused(vm, "backup: unknown element in checkpoint-xml", "InvalidParameter",
+                "<frob>", "backup-begin", json_pack("{s:s, s:s}", "xml",
+                "<domainbackup mode='pull'/>", "checkpoint-xml",
+                "<domaincheckpoint><name>u3</name><frob/></domaincheckpoint>")) < 0)
+        return -1;
+    CLEANUP_JSON json_t *q = hq_cmd(vm->ctl, "query-backup", NULL);
+    HQ_CHECK(q && json_array_size(q) == 0, "a job was left: %s", hq_str(q));
+    if (refused(vm, "redefine: unknown element", "InvalidParameter", "<note>",
+                "checkpoint-redefine", json_pack("{s:s}", "xml",
+                "<checkpoints><domaincheckpoint><name>r1</name><disks>"
+                "<disk name='vda'/></disks></domaincheckpoint><note/></checkpoints>")) < 0)
+        return -1;
+    /* What the schemas allow is still taken: <domain> with anything in it. */
+    CLEANUP_JSON json_t *r = hq_cmd(vm->ctl, "checkpoint-redefine", json_pack("{s:s}",
+        "xml", "<domaincheckpoint><name>r1</name><disks><disk name='vda'/></disks>"
+        "<domain type='kvm'><name>g</name><devices><whatever/></devices></domain>"
+        "</domaincheckpoint>"));
+    HQ_CHECK(r && json_array_size(r) == 1, "redefine with <domain>: %s", hq_str(r));
+    CLEANUP_FREE char *l = hq_ckpt_names(vm->ctl);
+    HQ_CHECK(l && !strcmp(l, "r1"), "list: %s", l);
+    return 0;
+}
+
 /* ------------------------------------------------------------- ckptctl */
 
 static char *
@@ -1250,6 +1306,7 @@ main(void)
         { "export-release", case_export_release },
         { "backup-xml", case_backup_xml },
         { "ckptctl", case_ckptctl },
+        { "xml-schema", case_xml_schema },
     };
     return hq_run(cases, ARRAY_SIZE(cases));
 }
