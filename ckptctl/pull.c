@@ -354,6 +354,26 @@ ctl_pull_disk_names(struct ctl_pull *p, json_t **reply, json_t **list)
     return r;
 }
 
+/* An incremental on a chain that cannot be restored would be a backup in
+ * name only: the previous one's chain must be whole (see backupdir.c). */
+static int
+ctl_pull_previous_chain(const char *dir, const char *disk, const char *prev)
+{
+    struct ctl_bkdir d;
+    int r = ctl_bkdir_load(dir, disk, &d);
+
+    for (size_t i = 0; r == CTL_EXIT_OK && i < d.n; i++) {
+        const struct ctl_bk *b = &d.v[i];
+        if (strcmp(b->file, prev) != 0 || b->chain == CTL_CHAIN_COMPLETE)
+            continue;
+        r = ctl_fail(b->chain == CTL_CHAIN_MISSING ? CTL_EXIT_NOT_FOUND : CTL_EXIT_LOCAL,
+                     "cannot back up disk %s on top of %s: %s (take a full backup"
+                     " instead)", disk, prev, b->why);
+    }
+    ctl_bkdir_free(&d);
+    return r;
+}
+
 /* Before anything is created: an incremental needs the previous backup of
  * every disk, and no output file may exist yet.  Otherwise the agent would
  * create a checkpoint for a backup that cannot be written. */
@@ -378,6 +398,8 @@ ctl_pull_precheck(struct ctl_pull *p)
         if (p->incremental &&
             !(prev = ctl_previous_backup(p->dir, name, p->incremental)))
             return CTL_EXIT_NOT_FOUND;
+        if (prev && (r = ctl_pull_previous_chain(p->dir, name, prev)) != CTL_EXIT_OK)
+            return r;
         file = ctl_backup_path(p->dir, name, p->checkpoint,
                                p->incremental ? "inc" : "full");
         if (ctl_exists(file))

@@ -208,6 +208,15 @@ case_backups(void)
              !strcmp(hq_jstr(find_backup(ret2, "vda", "c1"), "chain"), "complete") &&
              !strcmp(hq_jstr(find_backup(ret2, "vdb", "c3"), "chain"), "complete"),
              "after removing vda.c2: %d %s", rc, hq_str(ret2));
+    /* No incremental on top of it: nothing begins, nothing is written. */
+    CLEANUP_FREE char *e4 = NULL;
+    rc = CTL(vm, NULL, &e4, "pull", "--output", dir, "--incremental", "c3",
+             "--checkpoint", "c4");
+    CLEANUP_FREE char *c4 = xasprintf("%s/vdb.c4.inc.qcow2", dir);
+    CLEANUP_FREE char *names = hq_ckpt_names(vm->ctl);
+    HQ_CHECK(rc == 4 && strstr(e4, "vda.c2.inc.qcow2") && strstr(e4, "checkpoint c2") &&
+             !exists(c4) && names && !strcmp(names, "c1,c2,c3"),
+             "pull on a broken chain: %d %s (list %s)", rc, e4, names);
     CLEANUP_FREE char *out2 = NULL;
     rc = CTL(vm, &out2, NULL, "backups", dir, "--disk", "vda");
     HQ_CHECK(rc == 0 && strstr(out2, "missing: vda.c2.inc.qcow2") && !strstr(out2, "vdb"),
