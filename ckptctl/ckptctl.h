@@ -247,6 +247,9 @@ int ctl_bk_write_record(const char *image, json_t *rec);
 /* The "sha256" in the record of dir/name, or NULL. */
 char *ctl_bk_recorded_sha256(const char *dir, const char *name);
 
+/* --- changes.c --- */
+int ctl_cmd_changes(struct ctl_ctx *ctx, int argc, char **argv);
+
 /* --- backups.c --- */
 int ctl_cmd_backups(struct ctl_ctx *ctx, int argc, char **argv);
 /* verify DIR: every file of every chain against its record. */

@@ -140,6 +140,17 @@ static const char *const verify_options[] = {
     NULL
 };
 
+static const char *const changes_options[] = {
+    "--from C            the checkpoint the changes are counted from (required)",
+    "--to D              up to checkpoint D, a later one (default: up to now)",
+    "--max-results N     extents per request to the agent (the list printed",
+    "                    is always the whole one)",
+    "--json              print {\"block-metadata\": [{\"byte-offset\",",
+    "                    \"size-bytes\"}...], \"volume-capacity-bytes\"} (as",
+    "                    the global --json)",
+    NULL
+};
+
 static const char *const backups_options[] = {
     "--disk DISK         only the backups of DISK",
     NULL
@@ -201,6 +212,10 @@ static const struct ctl_cmd ctl_commands[] = {
       "DIR --disk DISK [--checkpoint C] --output FILE [--format FMT]",
       "write a standalone image of DISK as it was at a backup in DIR",
       restore_options, ctl_cmd_restore },
+    { "changes", "DISK --from C [--to D] [--max-results N] [--json]",
+      "list the extents written on DISK since checkpoint C (up to checkpoint D,"
+      " or now), without an NBD client",
+      changes_options, ctl_cmd_changes },
     { "backups", "DIR [--disk DISK]",
       "list the backups in DIR: per disk, checkpoint, parent, type, time, size"
       " and whether the chain is complete",
