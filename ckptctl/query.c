@@ -25,10 +25,11 @@ ctl_print_status(const char *command, json_t *st, const void *opaque)
 {
     const char *agent, *qemu, *vm = "-";
     json_int_t jobs;
-    json_t *checkpoints;
+    json_t *checkpoints = NULL;
     json_error_t err;
 
-    if (json_unpack_ex(st, &err, 0, "{s:s, s:s, s?s, s:o, s:I}",
+    /* "checkpoints" may be null or absent: unknown (see ctl_cmd_status). */
+    if (json_unpack_ex(st, &err, 0, "{s:s, s:s, s?s, s?o, s:I}",
                        "ckptd", &agent, "qemu", &qemu, "vm", &vm,
                        "checkpoints", &checkpoints, "jobs", &jobs) < 0)
         return ctl_bad_reply(command, err.text);
