@@ -205,8 +205,8 @@ ctl_bk_load_one(int dfd, const char *name, const char *disk, struct ctl_bk *b)
 static ssize_t
 ctl_bk_find_file(const struct ctl_bkdir *d, const char *name)
 {
-    for (size_t i = 0; i < d->n; i++)
-        if (strcmp(d->v[i].file, name) == 0)
+    for (size_t i = 0; i < d->bk.len; i++)
+        if (strcmp(d->bk.ptr[i].file, name) == 0)
             return (ssize_t) i;
     return -1;
 }
@@ -315,15 +315,15 @@ ctl_bk_chain_inc(struct ctl_bkdir *d, struct ctl_bk *b, size_t depth)
                              parent ? parent : "?", link, b->file, d->dir));
         return;
     }
-    if ((why = ctl_bk_foreign_why(b, &d->v[j], parent))) {
+    if ((why = ctl_bk_foreign_why(b, &d->bk.ptr[j], parent))) {
         ctl_bk_set(b, CTL_CHAIN_FOREIGN, link, parent, why);
         return;
     }
     b->base = j;
     ctl_bk_chain(d, (size_t) j, depth + 1);
-    if (d->v[j].chain != CTL_CHAIN_COMPLETE)
-        ctl_bk_set(b, d->v[j].chain, d->v[j].missing_file,
-                   d->v[j].missing_checkpoint, xstrdup(d->v[j].why));
+    if (d->bk.ptr[j].chain != CTL_CHAIN_COMPLETE)
+        ctl_bk_set(b, d->bk.ptr[j].chain, d->bk.ptr[j].missing_file,
+                   d->bk.ptr[j].missing_checkpoint, xstrdup(d->bk.ptr[j].why));
     else
         ctl_bk_set(b, CTL_CHAIN_COMPLETE, NULL, NULL, NULL);
 }
@@ -331,12 +331,12 @@ ctl_bk_chain_inc(struct ctl_bkdir *d, struct ctl_bk *b, size_t depth)
 static void
 ctl_bk_chain(struct ctl_bkdir *d, size_t i, size_t depth)
 {
-    struct ctl_bk *b = &d->v[i];
+    struct ctl_bk *b = &d->bk.ptr[i];
 
     if (b->chain_done)
         return;
     b->chain_done = true;
-    if (depth > d->n) {
+    if (depth > d->bk.len) {
         ctl_bk_set(b, CTL_CHAIN_BROKEN, NULL, NULL,
                    xasprintf("the backing files of %s form a loop", b->file));
         return;
@@ -374,7 +374,6 @@ ctl_bkdir_load(const char *dir, const char *disk, struct ctl_bkdir *out)
 {
     DIR *dp = opendir(dir);
     struct dirent *de;
-    size_t cap = 0;
 
     *out = (struct ctl_bkdir) { .dir = xstrdup(dir) };
     if (!dp)
@@ -383,16 +382,13 @@ ctl_bkdir_load(const char *dir, const char *disk, struct ctl_bkdir *out)
     while ((de = readdir(dp)) != NULL) {
         struct ctl_bk b;
 
-        if (ctl_bk_load_one(dirfd(dp), de->d_name, disk, &b) < 0)
-            continue;
-        if (out->n == cap)
-            out->v = xrealloc(out->v, (cap = cap ? cap * 2 : 16) * sizeof *out->v);
-        out->v[out->n++] = b;
+        if (ctl_bk_load_one(dirfd(dp), de->d_name, disk, &b) == 0)
+            ctl_bk_vec_append(&out->bk, b);
     }
     closedir(dp);
-    if (out->n)
-        qsort(out->v, out->n, sizeof *out->v, ctl_bk_cmp);
-    for (size_t i = 0; i < out->n; i++)
+    if (out->bk.len)
+        qsort(out->bk.ptr, out->bk.len, sizeof *out->bk.ptr, ctl_bk_cmp);
+    for (size_t i = 0; i < out->bk.len; i++)
         ctl_bk_chain(out, i, 0);
     return CTL_EXIT_OK;
 }
@@ -400,8 +396,8 @@ ctl_bkdir_load(const char *dir, const char *disk, struct ctl_bkdir *out)
 void
 ctl_bkdir_free(struct ctl_bkdir *d)
 {
-    for (size_t i = 0; i < d->n; i++) {
-        struct ctl_bk *b = &d->v[i];
+    for (size_t i = 0; i < d->bk.len; i++) {
+        struct ctl_bk *b = &d->bk.ptr[i];
         free(b->file);
         free(b->disk);
         free(b->checkpoint);
@@ -412,7 +408,7 @@ ctl_bkdir_free(struct ctl_bkdir *d)
         free(b->missing_checkpoint);
         json_decref(b->record);
     }
-    free(d->v);
+    ctl_bk_vec_reset(&d->bk);
     free(d->dir);
     *d = (struct ctl_bkdir) { 0 };
 }
@@ -520,8 +516,8 @@ ctl_bk_json(const struct ctl_bkdir *d, const struct ctl_bk *b)
             "{s:s, s:o}", "file", b->missing_file, "checkpoint",
             b->missing_checkpoint ? json_string(b->missing_checkpoint) : json_null()));
     /* The chain from the full backup up to this one. */
-    for (ssize_t i = b - d->v; i >= 0; i = d->v[i].base)
-        json_array_insert_new(files, 0, json_string(d->v[i].file));
+    for (ssize_t i = b - d->bk.ptr; i >= 0; i = d->bk.ptr[i].base)
+        json_array_insert_new(files, 0, json_string(d->bk.ptr[i].file));
     json_object_set_new(j, "chain-files", files);
     return j;
 }

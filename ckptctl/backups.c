@@ -17,8 +17,8 @@ ctl_backups_json(const struct ctl_bkdir *d, const char *only)
     json_t *disks = json_array(), *cur = NULL;
     const char *cur_disk = NULL;
 
-    for (size_t i = 0; i < d->n; i++) {
-        const struct ctl_bk *b = &d->v[i];
+    for (size_t i = 0; i < d->bk.len; i++) {
+        const struct ctl_bk *b = &d->bk.ptr[i];
         json_t *j;
 
         if (only && strcmp(b->disk, only) != 0)
@@ -151,9 +151,10 @@ ctl_verify_file(const struct ctl_bkdir *d, const struct ctl_bk *b, int *r)
         json_decref(j);
         return NULL;
     }
+    bool same = strcmp(have, want) == 0;
     json_object_set_new(j, "actual", json_string(have));
-    json_object_set_new(j, "status", json_string(strcmp(have, want) == 0 ? "ok" : "corrupt"));
-    if (strcmp(have, want) != 0)
+    json_object_set_new(j, "status", json_string(same ? "ok" : "corrupt"));
+    if (!same)
         json_object_set_new(j, "problem", json_string("the SHA-256 differs from the"
                                                       " recorded one"));
     return j;
@@ -165,16 +166,16 @@ static json_t *
 ctl_verify_json(const struct ctl_bkdir *d, const char *disk, const char *checkpoint,
                 int *r, bool *all_ok)
 {
-    CLEANUP_FREE bool *want = xcalloc(d->n + 1, sizeof *want);
+    CLEANUP_FREE bool *want = xcalloc(d->bk.len + 1, sizeof *want);
     json_t *files = json_array(), *links = json_array();
 
     *all_ok = true;
-    for (size_t i = 0; i < d->n; i++) {
-        const struct ctl_bk *b = &d->v[i];
+    for (size_t i = 0; i < d->bk.len; i++) {
+        const struct ctl_bk *b = &d->bk.ptr[i];
         if ((disk && strcmp(b->disk, disk) != 0) ||
             (checkpoint && strcmp(b->checkpoint, checkpoint) != 0))
             continue;
-        for (ssize_t k = (ssize_t) i; k >= 0; k = d->v[k].base)
+        for (ssize_t k = (ssize_t) i; k >= 0; k = d->bk.ptr[k].base)
             want[k] = true;
         if (b->chain != CTL_CHAIN_COMPLETE) {
             json_t *link = json_pack("{s:s, s:s, s:s, s:s}", "file", b->file,
@@ -190,11 +191,11 @@ ctl_verify_json(const struct ctl_bkdir *d, const char *disk, const char *checkpo
             *all_ok = false;
         }
     }
-    for (size_t i = 0; i < d->n && *r == CTL_EXIT_OK; i++) {
+    for (size_t i = 0; i < d->bk.len && *r == CTL_EXIT_OK; i++) {
         json_t *j;
         if (!want[i])
             continue;
-        if (!(j = ctl_verify_file(d, &d->v[i], r)))
+        if (!(j = ctl_verify_file(d, &d->bk.ptr[i], r)))
             break;
         *all_ok &= strcmp(json_string_value(json_object_get(j, "status")), "ok") == 0;
         json_array_append_new(files, j);

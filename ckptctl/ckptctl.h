@@ -225,10 +225,10 @@ struct ctl_bk {
     char *why;                  /* one sentence when the chain is not complete */
     char *missing_file, *missing_checkpoint;    /* the first bad link */
 };
+DEFINE_VECTOR(ctl_bk_vec, struct ctl_bk)
 struct ctl_bkdir {
     char *dir;
-    struct ctl_bk *v;           /* by disk, then time, then name */
-    size_t n;
+    struct ctl_bk_vec bk;       /* by disk, then time, then name */
 };
 /* Reads every backup image of dir and resolves the chains.  `disk` (may
  * be NULL) tells how to split names of images without a record. */

@@ -38,6 +38,7 @@ struct ctl_pull_disk {
     char *previous;             /* basename of the backing file, or NULL */
     bool created;               /* ours to remove if the pull fails */
     bool recorded;              /* FILE.json written */
+    char sha256[65];            /* of the file, once recorded */
     struct nbdx_pull_result res;
     double seconds;
 };
@@ -234,8 +235,10 @@ ctl_pull_record(struct ctl_pull *p, struct ctl_pull_disk *d)
         if (prev_sum)
             json_object_set_new(rec, "backing-sha256", json_string(prev_sum));
     }
-    if ((r = ctl_bk_write_record(d->file, rec)) == CTL_EXIT_OK)
+    if ((r = ctl_bk_write_record(d->file, rec)) == CTL_EXIT_OK) {
         d->recorded = true;
+        memcpy(d->sha256, sum, sizeof d->sha256);
+    }
     return r;
 }
 
@@ -362,8 +365,8 @@ ctl_pull_previous_chain(const char *dir, const char *disk, const char *prev)
     struct ctl_bkdir d;
     int r = ctl_bkdir_load(dir, disk, &d);
 
-    for (size_t i = 0; r == CTL_EXIT_OK && i < d.n; i++) {
-        const struct ctl_bk *b = &d.v[i];
+    for (size_t i = 0; r == CTL_EXIT_OK && i < d.bk.len; i++) {
+        const struct ctl_bk *b = &d.bk.ptr[i];
         if (strcmp(b->file, prev) != 0 || b->chain == CTL_CHAIN_COMPLETE)
             continue;
         r = ctl_fail(b->chain == CTL_CHAIN_MISSING ? CTL_EXIT_NOT_FOUND : CTL_EXIT_LOCAL,
@@ -471,9 +474,10 @@ ctl_pull_summary(const struct ctl_pull *p)
 
     for (size_t i = 0; i < p->n; i++)
         json_array_append_new(disks, json_pack(
-            "{s:s, s:s, s:I, s:I, s:f}", "disk", p->d[i].disk, "file", p->d[i].file,
+            "{s:s, s:s, s:I, s:I, s:f, s:s}", "disk", p->d[i].disk, "file", p->d[i].file,
             "bytes", (json_int_t) p->d[i].res.copied,
-            "zeroed", (json_int_t) p->d[i].res.zeroed, "seconds", p->d[i].seconds));
+            "zeroed", (json_int_t) p->d[i].res.zeroed, "seconds", p->d[i].seconds,
+            "sha256", p->d[i].sha256));
     return json_pack("{s:O, s:s, s:o, s:o}", "job", json_object_get(p->job, "id"),
                      "checkpoint", p->checkpoint, "incremental",
                      p->incremental ? json_string(p->incremental) : json_null(),

@@ -135,8 +135,8 @@ ctl_newer(const struct timespec *a, const struct timespec *b)
 static bool
 ctl_is_base_of_another(const struct ctl_bkdir *d, size_t i)
 {
-    for (size_t k = 0; k < d->n; k++)
-        if (d->v[k].base == (ssize_t) i)
+    for (size_t k = 0; k < d->bk.len; k++)
+        if (d->bk.ptr[k].base == (ssize_t) i)
             return true;
     return false;
 }
@@ -150,8 +150,8 @@ ctl_newest_backup(const struct ctl_bkdir *d, const char *disk)
 {
     const struct ctl_bk *best = NULL;
 
-    for (size_t i = 0; i < d->n; i++) {
-        const struct ctl_bk *f = &d->v[i];
+    for (size_t i = 0; i < d->bk.len; i++) {
+        const struct ctl_bk *f = &d->bk.ptr[i];
         if (strcmp(f->disk, disk) != 0 || ctl_is_base_of_another(d, i))
             continue;
         if (!best || ctl_newer(&f->mtime, &best->mtime) ||
@@ -164,9 +164,11 @@ ctl_newest_backup(const struct ctl_bkdir *d, const char *disk)
 static const struct ctl_bk *
 ctl_backup_at(const struct ctl_bkdir *d, const char *disk, const char *checkpoint)
 {
-    for (size_t i = 0; i < d->n; i++)
-        if (strcmp(d->v[i].disk, disk) == 0 && strcmp(d->v[i].checkpoint, checkpoint) == 0)
-            return &d->v[i];
+    for (size_t i = 0; i < d->bk.len; i++) {
+        const struct ctl_bk *b = &d->bk.ptr[i];
+        if (strcmp(b->disk, disk) == 0 && strcmp(b->checkpoint, checkpoint) == 0)
+            return b;
+    }
     return NULL;
 }
 

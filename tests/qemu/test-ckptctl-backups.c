@@ -222,6 +222,25 @@ case_backups(void)
     HQ_CHECK(rc == 0 && strstr(out2, "missing: vda.c2.inc.qcow2") && !strstr(out2, "vdb"),
              "table --disk vda: %s", out2);
 
+    /* pull --json: the summary carries each file's SHA-256, as recorded;
+     * nothing but JSON on stderr (here: nothing at all). */
+    CLEANUP_FREE char *o5 = NULL;
+    CLEANUP_FREE char *e5 = NULL;
+    rc = CTL(vm, &o5, &e5, "pull", "--json", "--output", dir, "--disk", "vdb",
+             "--incremental", "c3", "--checkpoint", "c5");
+    CLEANUP_JSON json_t *sum5 = hq_json(o5);
+    json_t *d5 = json_array_get(json_object_get(sum5, "disks"), 0);
+    CLEANUP_FREE char *rec5 = xasprintf("%s/vdb.c5.inc.qcow2.json", dir);
+    CLEANUP_FREE char *rtext5 = hq_read_file(rec5);
+    CLEANUP_JSON json_t *r5 = hq_json(rtext5);
+    CLEANUP_FREE char *rec3 = xasprintf("%s/vdb.c3.inc.qcow2.json", dir);
+    CLEANUP_FREE char *rtext3 = hq_read_file(rec3);
+    CLEANUP_JSON json_t *r3 = hq_json(rtext3);
+    HQ_CHECK(rc == 0 && !*e5 && d5 && r5 && r3 &&
+             !strcmp(hq_jstr(d5, "sha256") ?: "", hq_jstr(r5, "sha256") ?: "-") &&
+             !strcmp(hq_jstr(r5, "backing-sha256") ?: "", hq_jstr(r3, "sha256") ?: "-"),
+             "pull --json: %d %s / %s / %s", rc, o5, e5, rtext5);
+
     /* An empty directory lists nothing; a missing one is NotFound. */
     CLEANUP_FREE char *empty = xasprintf("%s/empty", vm->dir);
     mkdir(empty, 0700);
@@ -614,6 +633,12 @@ case_create_skipped(void)
              !strcmp(hq_jstr(json_array_get(sk, 0), "reason"), reason) &&
              json_array_size(json_object_get(j, "disks")) == 1,
              "create --json: %d %s", rc, o2);
+    /* export-xml --output makes the missing parents too. */
+    CLEANUP_FREE char *exp = xasprintf("%s/export/a/b", vm->dir);
+    CLEANUP_FREE char *expfile = xasprintf("%s/c1.xml", exp);
+    CLEANUP_FREE char *o4 = NULL;
+    rc = CTL(vm, &o4, NULL, "checkpoint", "export-xml", "--output", exp);
+    HQ_CHECK(rc == 0 && exists(expfile), "export-xml --output %s: %d %s", exp, rc, o4);
     /* Disks asked for by name: nothing was skipped. */
     CLEANUP_FREE char *o3 = NULL;
     rc = CTL(vm, &o3, NULL, "checkpoint", "create", "c3", "--disk", "vda");
