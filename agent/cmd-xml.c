@@ -98,7 +98,7 @@ cmd_redefine(struct request *req)
     struct meta_xml_ckpt *list = NULL;
     size_t n = 0;
     struct ckpt_error e = { 0 };
-    if (meta_xml_parse_checkpoints(xml, strlen(xml), &list, &n, &e) < 0) {
+    if (meta_xml_parse_checkpoints_vm(xml, strlen(xml), &a->tree, &list, &n, &e) < 0) {
         req_fail(req, &e);
         return CMD_DONE;
     }
@@ -240,7 +240,7 @@ parse_ckpt_args(struct request *req, const char *xml)
 {
     struct meta_xml_ckpt c;
     struct ckpt_error e = { 0 };
-    if (meta_xml_parse_checkpoint(xml, strlen(xml), &c, &e) < 0) {
+    if (meta_xml_parse_checkpoint_vm(xml, strlen(xml), &req->agent->tree, &c, &e) < 0) {
         req_fail(req, &e);
         return NULL;
     }
@@ -376,7 +376,7 @@ xml_backup_args(struct request *req)
         return false;
     struct meta_xml_backup b;
     struct ckpt_error e = { 0 };
-    if (meta_xml_parse_backup(xml, strlen(xml), &b, &e) < 0) {
+    if (meta_xml_parse_backup_vm(xml, strlen(xml), &req->agent->tree, &b, &e) < 0) {
         req_fail(req, &e);
         return false;
     }

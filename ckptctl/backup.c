@@ -71,7 +71,7 @@ ctl_backup_end(struct ctl_ctx *ctx, const char *id)
     int r = ctl_call(ctx, "backup-end", json_pack("{s:s}", "id", id), &ret);
 
     if (r == CTL_EXIT_UNREACHABLE) {
-        fprintf(stderr, "ckptctl: retrying backup-end %s on a new connection\n", id);
+        ctl_note("retrying backup-end %s on a new connection", id);
         ctl_disconnect(ctx);
         r = ctl_call(ctx, "backup-end", json_pack("{s:s}", "id", id), &ret);
     }

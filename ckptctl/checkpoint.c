@@ -1,5 +1,6 @@
 /* ckptctl checkpoint commands: create, list, info, delete, dumpxml. */
 #include "ckptctl/ckptctl.h"
+#include "metadata/xml.h"
 
 #include <stddef.h>
 #include <stdio.h>
@@ -71,10 +72,90 @@ ctl_print_created(const char *command, json_t *ret, const void *opaque)
     struct ctl_ckpt ck;
     json_error_t err;
 
+    json_t *skipped = json_object_get(ret, "skipped"), *d;
+    size_t i;
+
     if (ctl_unpack_ckpt(ret, &ck, &err) < 0)
         return ctl_bad_reply(command, err.text);
     printf("checkpoint %s created\n", ck.name);
+    json_array_foreach(skipped, i, d)
+        printf("skipped disk %s: %s\n", ctl_disk_name(d),
+               json_string_value(json_object_get(d, "reason")));
     return CTL_EXIT_OK;
+}
+
+/* Whether the request leaves the disks to the agent (every capable one):
+ * no --disk, and no <disks> in the XML. */
+static bool
+ctl_create_default_disks(json_t *args)
+{
+    const char *xml = json_string_value(json_object_get(args, "xml"));
+    struct meta_xml_ckpt c;
+    struct ckpt_error e = { 0 };
+    bool all;
+
+    if (json_object_get(args, "disks"))
+        return false;
+    if (!xml)
+        return true;
+    /* The agent will say what is wrong with a bad document. */
+    if (meta_xml_parse_checkpoint(xml, strlen(xml), &c, &e) < 0)
+        return false;
+    all = c.ndisks == 0;
+    meta_xml_ckpt_clear(&c);
+    return all;
+}
+
+/* The disks a default checkpoint left out and why, from query-disks taken
+ * before the create: {"disk", "reason"} for each one not in the reply. */
+static json_t *
+ctl_skipped_disks(json_t *disks, json_t *ckpt)
+{
+    json_t *skipped = json_array(), *d, *m;
+    size_t i, k;
+
+    json_array_foreach(disks, i, d) {
+        const char *name = ctl_disk_name(d);
+        const char *reason = json_string_value(json_object_get(d, "reason"));
+        bool member = false;
+
+        if (!name)
+            continue;
+        json_array_foreach(json_object_get(ckpt, "disks"), k, m)
+            member |= ctl_disk_name(m) && strcmp(ctl_disk_name(m), name) == 0;
+        if (!member)
+            json_array_append_new(skipped, json_pack(
+                "{s:s, s:s}", "disk", name, "reason",
+                reason ? reason : json_is_false(json_object_get(d, "checkpoints"))
+                       ? "it cannot hold checkpoints" : "the agent left it out"));
+    }
+    return skipped;
+}
+
+/* checkpoint-create, and with the default disk set, which disks it
+ * skipped and why (query-disks knows; the reply only lists members). */
+static int
+ctl_create(struct ctl_ctx *ctx, json_t *args)
+{
+    CLEANUP_JSON json_t *disks = NULL;
+    CLEANUP_JSON json_t *ret = NULL;
+    bool all = ctl_create_default_disks(args);
+    int r;
+
+    if (all && (r = ctl_call(ctx, "query-disks", NULL, &disks)) != CTL_EXIT_OK) {
+        json_decref(args);
+        return r;
+    }
+    if ((r = ctl_call(ctx, "checkpoint-create", args, &ret)) != CTL_EXIT_OK)
+        return r;
+    if (all && json_is_array(disks) && json_is_object(ret)) {
+        json_t *skipped = ctl_skipped_disks(disks, ret);
+        if (json_array_size(skipped) > 0)
+            json_object_set_new(ret, "skipped", skipped);
+        else
+            json_decref(skipped);
+    }
+    return ctl_output(ctx, "checkpoint-create", ret, ctl_print_created, NULL);
 }
 
 static int
@@ -127,8 +208,7 @@ ctl_cmd_checkpoint_create(struct ctl_ctx *ctx, int argc, char **argv)
     /* Absent "disks" means every capable disk; an empty list would not. */
     if (json_array_size(disks) > 0)
         json_object_set(args, "disks", disks);
-    return ctl_call_print(ctx, "checkpoint-create", json_incref(args),
-                          ctl_print_created, NULL);
+    return ctl_create(ctx, json_incref(args));
 }
 
 /* --- list --- */

@@ -92,9 +92,21 @@ void ctl_disconnect(struct ctl_ctx *ctx);
 int ctl_exit_for_class(const char *error_class);
 
 /* --- output.c --- */
-/* The one way to fail: "ckptctl: MSG" on stderr; returns `code`. */
+/* The one way to fail: "ckptctl: MSG" on stderr; returns `code`.  After
+ * ctl_set_json, the line is {"error": {"class": C, "desc": MSG}} instead,
+ * C being the class the exit code stands for (see ctl_fail_class). */
 int ctl_fail(int code, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* ctl_fail with the class known (an agent's error reply): NULL means the
+ * exit code's. */
+int ctl_fail_class(int code, const char *cls, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Something the user should know that is not an error: "ckptctl: MSG",
+ * or {"note": MSG} with --json. */
+void ctl_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* --json: output and errors as JSON from here on. */
+void ctl_set_json(struct ctl_ctx *ctx);
+bool ctl_json_errors(void);
 /* A reply that does not have the shape the protocol promises. */
 int ctl_bad_reply(const char *command, const char *what);
 /* --json prints the reply as is; otherwise `print` renders it, with
@@ -112,6 +124,10 @@ int ctl_call_print(struct ctl_ctx *ctx, const char *command, json_t *args,
 void ctl_print_json(json_t *j, size_t flags);
 /* "512 B", "192 KiB", "1.0 GiB": one decimal below 10, none above. */
 void ctl_human_size(uint64_t bytes, char *buf, size_t len);
+/* Creates the missing directories of path (mode 0700: backups hold the
+ * guest's disks): its parents, and path itself when `leaf`.  An error
+ * names the directory that could not be made. */
+int ctl_make_dirs(const char *path, bool leaf);
 /* Local time as "YYYY-MM-DD HH:MM:SS". */
 void ctl_format_time(json_int_t secs, char *buf, size_t len);
 
@@ -181,5 +197,63 @@ pid_t ctl_spawn(char *const argv[], int out_fd);
 int ctl_wait(pid_t pid, const char *name, int *status);
 /* ctl_spawn + ctl_wait. */
 int ctl_run(char *const argv[]);
+/* Runs argv with stdout into *out (NUL-terminated, at most 64 KiB kept);
+ * *status as ctl_wait.  Nonzero exits are the caller's to judge. */
+int ctl_run_capture(char *const argv[], char **out, int *status);
+
+/* --- backupdir.c: a backup directory, read without a VM --- */
+enum ctl_chain {
+    CTL_CHAIN_COMPLETE,         /* every link there, ending at a full backup */
+    CTL_CHAIN_MISSING,          /* a backing file is not in the directory */
+    CTL_CHAIN_FOREIGN,          /* a backing file is not the one it was taken on */
+    CTL_CHAIN_BROKEN,           /* not qcow2, no backing file, a loop */
+};
+/* One backup image DIR/D.C.{full,inc}.qcow2 and its record. */
+struct ctl_bk {
+    char *file;                 /* basename */
+    char *disk, *checkpoint;    /* from the record, else from the name */
+    bool full, qcow2;
+    char *backing;              /* the qcow2 backing file name, or NULL */
+    char *parent;               /* the checkpoint the backing link stands for */
+    json_t *record;             /* FILE.json, NULL when absent */
+    json_int_t time;            /* the record's, else the file's mtime */
+    struct timespec mtime;
+    uint64_t file_size, disk_usage, virtual_size;
+    ssize_t base;               /* index of the backing backup, or -1 */
+    bool chain_done;
+    enum ctl_chain chain;
+    char *why;                  /* one sentence when the chain is not complete */
+    char *missing_file, *missing_checkpoint;    /* the first bad link */
+};
+DEFINE_VECTOR(ctl_bk_vec, struct ctl_bk)
+struct ctl_bkdir {
+    char *dir;
+    struct ctl_bk_vec bk;       /* by disk, then time, then name */
+};
+/* Reads every backup image of dir and resolves the chains.  `disk` (may
+ * be NULL) tells how to split names of images without a record. */
+int ctl_bkdir_load(const char *dir, const char *disk, struct ctl_bkdir *out);
+void ctl_bkdir_free(struct ctl_bkdir *d);
+const char *ctl_chain_name(enum ctl_chain c);
+/* The checkpoint in "D.C.full.qcow2" / "D.C.inc.qcow2" for disk D, or NULL. */
+char *ctl_bk_name_checkpoint(const char *disk, const char *name);
+char *ctl_bk_record_path(const char *image);
+/* The JSON of one backup, as `backups --json` prints it. */
+json_t *ctl_bk_json(const struct ctl_bkdir *d, const struct ctl_bk *b);
+/* SHA-256 of a file's bytes (as sha256sum prints it), 64 hex digits. */
+int ctl_sha256_file(const char *path, char hex[65]);
+/* Writes image's record (IMAGE.json) atomically. */
+int ctl_bk_write_record(const char *image, json_t *rec);
+/* The "sha256" in the record of dir/name, or NULL. */
+char *ctl_bk_recorded_sha256(const char *dir, const char *name);
+
+/* --- changes.c --- */
+int ctl_cmd_changes(struct ctl_ctx *ctx, int argc, char **argv);
+
+/* --- backups.c --- */
+int ctl_cmd_backups(struct ctl_ctx *ctx, int argc, char **argv);
+/* verify DIR: every file of every chain against its record. */
+int ctl_verify_dir(struct ctl_ctx *ctx, const char *dir, const char *disk,
+                   const char *checkpoint);
 
 #endif

@@ -136,8 +136,30 @@ static const char *const restore_options[] = {
 };
 
 static const char *const verify_options[] = {
-    "--against OTHER     an image file or an NBD URI (required)",
+    "--disk DISK         only the backups of DISK (with --against: the disk",
+    "                    whose backup is compared)",
+    "--checkpoint C      only the chain of the backup at checkpoint C (with",
+    "                    --against: default the newest backup)",
+    "--against OTHER     compare with an image file or an NBD URI instead of",
+    "                    checking the recorded checksums (SHA-256 of each",
+    "                    image file, as sha256sum prints it)",
     "--force-share       open images that are in use (qemu-img -U)",
+    NULL
+};
+
+static const char *const changes_options[] = {
+    "--from C            the checkpoint the changes are counted from (required)",
+    "--to D              up to checkpoint D, a later one (default: up to now)",
+    "--max-results N     extents per request to the agent (the list printed",
+    "                    is always the whole one)",
+    "--json              print {\"block-metadata\": [{\"byte-offset\",",
+    "                    \"size-bytes\"}...], \"volume-capacity-bytes\"} (as",
+    "                    the global --json)",
+    NULL
+};
+
+static const char *const backups_options[] = {
+    "--disk DISK         only the backups of DISK",
     NULL
 };
 
@@ -197,8 +219,21 @@ static const struct ctl_cmd ctl_commands[] = {
       "DIR --disk DISK [--checkpoint C] --output FILE [--format FMT]",
       "write a standalone image of DISK as it was at a backup in DIR",
       restore_options, ctl_cmd_restore },
-    { "verify", "IMAGE --against OTHER [--force-share]",
-      "compare two images: identical (exit 0) or the first difference (1)",
+    { "changes", "DISK --from C [--to D] [--max-results N] [--json]",
+      "list the extents written on DISK since checkpoint C (up to checkpoint D,"
+      " or now), without an NBD client",
+      changes_options, ctl_cmd_changes },
+    { "backups", "DIR [--disk DISK]",
+      "list the backups in DIR: per disk, checkpoint, parent, type, time, size"
+      " and whether the chain is complete",
+      backups_options, ctl_cmd_backups },
+    { "verify", "DIR [--disk DISK] [--checkpoint C]\n"
+      "DIR --disk DISK [--checkpoint C] --against OTHER [--force-share]\n"
+      "IMAGE --against OTHER [--force-share]",
+      "check every file of the chains in DIR against the checksums pull"
+      " recorded (exit 1 on a bad, missing or unrecorded file), or compare a"
+      " backup with an image or live disk: identical (exit 0) or the first"
+      " difference (1)",
       verify_options, ctl_cmd_verify },
     { "raw", "COMMAND ['{JSON-ARGS}']",
       "send any agent command and print what it returns, as JSON",
@@ -309,7 +344,8 @@ ctl_print_help(FILE *fp)
           "Exit status:\n", fp);
     for (size_t i = 0; i < ARRAY_SIZE(ctl_exit_help); i++)
         fprintf(fp, "  %-3d  %s\n", ctl_exit_help[i].code, ctl_exit_help[i].text);
-    fputs("  verify exits 1 when the images differ (as cmp does).\n", fp);
+    fputs("  verify exits 1 when the images differ (as cmp does), or when a file\n"
+          "  of a backup directory is corrupt, missing or has no checksum.\n", fp);
 }
 
 static void
@@ -328,13 +364,19 @@ int
 ctl_usage_error(const struct ctl_ctx *ctx, const char *fmt, ...)
 {
     va_list ap;
+    CLEANUP_FREE char *msg = NULL;
+
+    va_start(ap, fmt);
+    if (vasprintf(&msg, fmt, ap) < 0)
+        abort();
+    va_end(ap);
+    if (ctl_json_errors())      /* one JSON line, no usage text */
+        return ctl_fail(CTL_EXIT_USAGE, "%s%s%s", ctx && ctx->cmd ? ctx->cmd->name : "",
+                        ctx && ctx->cmd ? ": " : "", msg);
     fputs("ckptctl: ", stderr);
     if (ctx && ctx->cmd)
         fprintf(stderr, "%s: ", ctx->cmd->name);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
+    fprintf(stderr, "%s\n", msg);
     ctl_short_usage(stderr, ctx ? ctx->cmd : NULL);
     return CTL_EXIT_USAGE;
 }
@@ -490,6 +532,10 @@ ctl_unknown_command(int argc, char **argv)
 {
     if (ctl_each_prefixed(1, argv, NULL, NULL) == 0)
         return ctl_usage_error(NULL, "unknown command '%s'", argv[0]);
+    if (ctl_json_errors())
+        return argc == 1 ? ctl_usage_error(NULL, "missing %s command", argv[0])
+                         : ctl_usage_error(NULL, "unknown %s command '%s'",
+                                           argv[0], argv[1]);
     if (argc == 1)
         fprintf(stderr, "ckptctl: missing %s command\n", argv[0]);
     else
@@ -576,7 +622,7 @@ ctl_parse_global(struct ctl_ctx *ctx, int argc, char **argv)
         switch (c) {
         case 's': ctx->socket_path = optarg; ctx->vm = NULL; break;
         case 'm': ctx->vm = optarg; break;
-        case 'j': ctx->json = true; break;
+        case 'j': ctl_set_json(ctx); break;
         case 't':
             if ((r = ctl_parse_timeout(optarg, &ctx->timeout_sec)) != CTL_EXIT_OK)
                 return r;

@@ -1,24 +1,110 @@
 /* ckptctl output: errors, JSON, sizes, times and tables. */
 #include "ckptctl/ckptctl.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+
+/* Set by --json: then every line ckptctl writes on stderr is one JSON
+ * object, so that a script reads errors the way it reads replies. */
+static bool ctl_json_stderr;
+
+void
+ctl_set_json(struct ctl_ctx *ctx)
+{
+    ctx->json = true;
+    ctl_json_stderr = true;
+}
+
+/* The class an exit code stands for: the agent's own classes (the codes
+ * map one to one, but for GenericError and CommandNotFound, which share
+ * 10), and ckptctl's own for what happens on this side. */
+static const char *
+ctl_class_for_exit(int code)
+{
+    switch (code) {
+    case CTL_EXIT_NOT_CONNECTED: return "NotConnected";
+    case CTL_EXIT_USAGE: return "InvalidParameter";
+    case CTL_EXIT_UNREACHABLE: return "Unreachable";
+    case CTL_EXIT_NOT_FOUND: return "NotFound";
+    case CTL_EXIT_EXISTS: return "AlreadyExists";
+    case CTL_EXIT_BUSY: return "Busy";
+    case CTL_EXIT_UNSUPPORTED: return "Unsupported";
+    case CTL_EXIT_INCONSISTENT: return "Inconsistent";
+    case CTL_EXIT_QEMU: return "QemuError";
+    case CTL_EXIT_LOCAL: return "LocalError";
+    case CTL_EXIT_SIGINT: case CTL_EXIT_SIGTERM: return "Interrupted";
+    default: return "GenericError";
+    }
+}
+
+static void __attribute__((format(printf, 3, 0)))
+ctl_vmessage(const char *cls, const char *key, const char *fmt, va_list ap)
+{
+    /* stdout first, so text printed before the error keeps its order
+     * when both go to one terminal or file. */
+    fflush(stdout);
+    if (ctl_json_stderr) {
+        CLEANUP_FREE char *msg = NULL;
+        CLEANUP_FREE char *line = NULL;
+        CLEANUP_JSON json_t *j = NULL;
+        json_t *desc;
+
+        if (vasprintf(&msg, fmt, ap) < 0)
+            abort();
+        /* json_string refuses invalid UTF-8 (a file name in the message). */
+        if (!(desc = json_string(msg)))
+            desc = json_string("(message not valid UTF-8)");
+        j = cls ? json_pack("{s:{s:s, s:o}}", key, "class", cls, "desc", desc)
+                : json_pack("{s:o}", key, desc);
+        line = j ? json_dumps(j, JSON_COMPACT) : NULL;
+        if (line)
+            fprintf(stderr, "%s\n", line);
+        return;
+    }
+    fputs("ckptctl: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
 
 int
 ctl_fail(int code, const char *fmt, ...)
 {
     va_list ap;
 
-    /* stdout first, so text printed before the error keeps its order
-     * when both go to one terminal or file. */
-    fflush(stdout);
-    fputs("ckptctl: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    ctl_vmessage(ctl_class_for_exit(code), "error", fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
     return code;
+}
+
+int
+ctl_fail_class(int code, const char *cls, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    ctl_vmessage(cls ? cls : ctl_class_for_exit(code), "error", fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+void
+ctl_note(const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    ctl_vmessage(NULL, "note", fmt, ap);
+    va_end(ap);
+}
+
+bool
+ctl_json_errors(void)
+{
+    return ctl_json_stderr;
 }
 
 int
@@ -85,6 +171,39 @@ ctl_human_size(uint64_t bytes, char *buf, size_t len)
         u++;
     }
     snprintf(buf, len, v < 9.95 ? "%.1f %s" : "%.0f %s", v, units[u]);
+}
+
+int
+ctl_make_dirs(const char *path, bool leaf)
+{
+    CLEANUP_FREE char *p = xstrdup(path);
+    size_t len = strlen(p);
+    struct stat st;
+
+    while (len > 1 && p[len - 1] == '/')
+        p[--len] = '\0';
+    if (!leaf) {
+        char *slash = strrchr(p, '/');
+        if (!slash || slash == p)
+            return CTL_EXIT_OK;
+        *slash = '\0';
+    }
+    /* Each prefix in turn, so that the error names the first one missing
+     * that cannot be made. */
+    for (char *s = p + 1;; s++) {
+        bool end = *s == '\0';
+        if (*s != '/' && !end)
+            continue;
+        *s = '\0';
+        if (mkdir(p, 0700) < 0 && errno != EEXIST)
+            return ctl_fail(CTL_EXIT_LOCAL, "cannot create directory %s: %s", p,
+                            strerror(errno));
+        if (stat(p, &st) < 0 || !S_ISDIR(st.st_mode))
+            return ctl_fail(CTL_EXIT_LOCAL, "%s is not a directory", p);
+        if (end)
+            return CTL_EXIT_OK;
+        *s = '/';
+    }
 }
 
 void

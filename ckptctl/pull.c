@@ -38,6 +38,8 @@ struct ctl_pull_disk {
     char *file;                 /* DIR/D.C.{full,inc}.qcow2 */
     char *previous;             /* basename of the backing file, or NULL */
     bool created;               /* ours to remove if the pull fails */
+    bool recorded;              /* FILE.json written */
+    char sha256[65];            /* of the file, once recorded */
     struct nbdx_pull_result res;
     double seconds;
 };
@@ -53,6 +55,7 @@ struct ctl_pull {
     struct ctl_pull_disk *d;
     size_t n;
     char *tmpdir;               /* private, for qemu-nbd's sockets */
+    time_t begun;               /* when backup-begin returned */
 };
 
 /* --- signals --- */
@@ -94,14 +97,16 @@ struct ctl_progress {
 static void
 ctl_progress_draw(struct ctl_progress *p, uint64_t done, uint64_t total, bool final)
 {
-    char d[32], t[32];
+    char d[32], t[32], rate[32];
     double secs = ctl_now() - p->start;
 
+    /* One unit system: binary (KiB, MiB), like every other size shown. */
     ctl_human_size(done, d, sizeof d);
     ctl_human_size(total, t, sizeof t);
-    fprintf(stderr, "\r%s: %s / %s  %3.0f%%  %.1f MB/s\033[K%s", p->disk, d, t,
-            total ? 100.0 * (double) done / (double) total : 100.0,
-            secs > 0 ? (double) done / secs / 1e6 : 0.0, final ? "\n" : "");
+    ctl_human_size(secs > 0 ? (uint64_t) ((double) done / secs) : 0, rate, sizeof rate);
+    fprintf(stderr, "\r%s: %s / %s  %3.0f%%  %s/s\033[K%s", p->disk, d, t,
+            total ? 100.0 * (double) done / (double) total : 100.0, rate,
+            final ? "\n" : "");
 }
 
 /* At most five redraws a second: a terminal is slower than the copy. */
@@ -157,15 +162,9 @@ ctl_previous_backup(const char *dir, const char *disk, const char *c)
 static int
 ctl_pull_output_dir(const char *dir)
 {
-    struct stat st;
-
-    /* 0700: the files hold the guest's disks. */
-    if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-        return ctl_fail(CTL_EXIT_LOCAL, "cannot create output directory %s: %s",
-                        dir, strerror(errno));
-    if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode))
-        return ctl_fail(CTL_EXIT_LOCAL, "output %s is not a directory", dir);
-    return CTL_EXIT_OK;
+    /* Like mkdir -p: `--output /backups/vm1` on a machine without
+     * /backups yet is the first command of the README's tour. */
+    return ctl_make_dirs(dir, true);
 }
 
 /* Claims the output name (O_EXCL, 0600) before qemu-img writes it, so an
@@ -205,6 +204,46 @@ ctl_create_target(struct ctl_pull_disk *d)
     return ctl_run(argv);
 }
 
+/* --- the record next to each image (see backupdir.c) --- */
+
+/* Written once qemu-nbd has closed the image: from then on the file is
+ * only ever read, so its checksum holds for good. */
+static int
+ctl_pull_record(struct ctl_pull *p, struct ctl_pull_disk *d)
+{
+    char sum[65];
+    struct stat st;
+    CLEANUP_JSON json_t *rec = NULL;
+    CLEANUP_FREE char *prev_sum = d->previous
+        ? ctl_bk_recorded_sha256(p->dir, d->previous) : NULL;
+    int r = ctl_sha256_file(d->file, sum);
+
+    if (r != CTL_EXIT_OK)
+        return r;
+    if (stat(d->file, &st) < 0)
+        return ctl_fail(CTL_EXIT_LOCAL, "cannot stat %s: %s", d->file, strerror(errno));
+    rec = json_pack("{s:i, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:O?}",
+                    "ckptctl-backup", 1, "disk", d->disk, "checkpoint", p->checkpoint,
+                    "mode", p->incremental ? "incremental" : "full",
+                    "file", strrchr(d->file, '/') ? strrchr(d->file, '/') + 1 : d->file,
+                    "time", (json_int_t) p->begun, "virtual-size", (json_int_t) d->size,
+                    "file-size", (json_int_t) st.st_size, "sha256", sum,
+                    "job", json_object_get(p->job, "id"));
+    if (!rec)
+        return ctl_fail(CTL_EXIT_OTHER, "a name is not valid UTF-8");
+    if (p->incremental) {
+        json_object_set_new(rec, "parent", json_string(p->incremental));
+        json_object_set_new(rec, "backing", json_string(d->previous));
+        if (prev_sum)
+            json_object_set_new(rec, "backing-sha256", json_string(prev_sum));
+    }
+    if ((r = ctl_bk_write_record(d->file, rec)) == CTL_EXIT_OK) {
+        d->recorded = true;
+        memcpy(d->sha256, sum, sizeof d->sha256);
+    }
+    return r;
+}
+
 /* --- one disk --- */
 
 static int
@@ -230,7 +269,8 @@ ctl_pull_copy(struct ctl_pull *p, struct ctl_pull_disk *d, size_t i)
         ? xasprintf("qemu:dirty-bitmap:%s", d->bitmap) : NULL;
     char *argv[] = { "qemu-nbd", "-f", "qcow2", "-k", sock, "--", d->file, NULL };
     struct ctl_progress prog = { .disk = d->disk, .start = ctl_now() };
-    bool tty = isatty(STDERR_FILENO);
+    /* With --json, stderr carries only JSON lines. */
+    bool tty = isatty(STDERR_FILENO) && !p->ctx->json;
     struct nbdx_pull_opts o = {
         .uri = d->uri, .bitmap = bitmap, .target_socket = sock,
         .requests = p->requests, .cancel = &ctl_pull_signal,
@@ -276,6 +316,8 @@ ctl_pull_disk(struct ctl_pull *p, struct ctl_pull_disk *d, size_t i)
         return r;
     r = ctl_pull_copy(p, d, i);
     d->seconds = ctl_now() - start;
+    if (r == CTL_EXIT_OK && !ctl_pull_signal)
+        r = ctl_pull_record(p, d);
     return r;
 }
 
@@ -334,6 +376,26 @@ ctl_pull_in_base(json_t *base, const char *disk)
     return false;
 }
 
+/* An incremental on a chain that cannot be restored would be a backup in
+ * name only: the previous one's chain must be whole (see backupdir.c). */
+static int
+ctl_pull_previous_chain(const char *dir, const char *disk, const char *prev)
+{
+    struct ctl_bkdir d;
+    int r = ctl_bkdir_load(dir, disk, &d);
+
+    for (size_t i = 0; r == CTL_EXIT_OK && i < d.bk.len; i++) {
+        const struct ctl_bk *b = &d.bk.ptr[i];
+        if (strcmp(b->file, prev) != 0 || b->chain == CTL_CHAIN_COMPLETE)
+            continue;
+        r = ctl_fail(b->chain == CTL_CHAIN_MISSING ? CTL_EXIT_NOT_FOUND : CTL_EXIT_LOCAL,
+                     "cannot back up disk %s on top of %s: %s (take a full backup"
+                     " instead)", disk, prev, b->why);
+    }
+    ctl_bkdir_free(&d);
+    return r;
+}
+
 /* Before anything is created: an incremental needs the previous backup of
  * every disk, and no output file may exist yet.  Otherwise the agent would
  * create a checkpoint for a backup that cannot be written. */
@@ -359,6 +421,8 @@ ctl_pull_precheck(struct ctl_pull *p)
         bool inc = p->incremental && ctl_pull_in_base(base, name);
         if (inc && !(prev = ctl_previous_backup(p->dir, name, p->incremental)))
             return CTL_EXIT_NOT_FOUND;
+        if (prev && (r = ctl_pull_previous_chain(p->dir, name, prev)) != CTL_EXIT_OK)
+            return r;
         file = ctl_backup_path(p->dir, name, p->checkpoint, inc ? "inc" : "full");
         if (ctl_exists(file))
             return ctl_fail(CTL_EXIT_EXISTS, "%s already exists (not"
@@ -412,9 +476,14 @@ ctl_pull_disks(struct ctl_pull *p)
 static void
 ctl_pull_discard(struct ctl_pull *p)
 {
-    for (size_t i = 0; i < p->n; i++)
+    for (size_t i = 0; i < p->n; i++) {
+        if (p->d[i].recorded) {
+            CLEANUP_FREE char *rec = ctl_bk_record_path(p->d[i].file);
+            unlink(rec);
+        }
         if (p->d[i].created && unlink(p->d[i].file) == 0)
-            fprintf(stderr, "ckptctl: removed incomplete %s\n", p->d[i].file);
+            ctl_note("removed incomplete %s", p->d[i].file);
+    }
 }
 
 /* --- the summary --- */
@@ -430,11 +499,12 @@ ctl_pull_summary(const struct ctl_pull *p)
     json_array_foreach(json_object_get(p->job, "disks"), k, jd)
         if (k < p->n) {
             const char *reason = json_string_value(json_object_get(jd, "reason"));
-            json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:f}", "disk", p->d[k].disk,
-                "file", p->d[k].file,
+            json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:f, s:s}",
+                "disk", p->d[k].disk, "file", p->d[k].file,
                 "mode", p->incremental && !p->d[k].full ? "incremental" : "full",
                 "bytes", (json_int_t) p->d[k].res.copied,
-                "zeroed", (json_int_t) p->d[k].res.zeroed, "seconds", p->d[k].seconds);
+                "zeroed", (json_int_t) p->d[k].res.zeroed, "seconds", p->d[k].seconds,
+                "sha256", p->d[k].sha256);
             if (reason)
                 json_object_set_new(o, "reason", json_string(reason));
             json_array_append_new(disks, o);
@@ -511,7 +581,7 @@ ctl_pull_option(struct ctl_ctx *ctx, int c, struct ctl_pull *p)
         return CTL_EXIT_OK;
     case OPT_DISK: return ctl_add_string(ctx, p->disks, "--disk", optarg);
     case OPT_REQUESTS: return ctl_parse_requests(ctx, optarg, &p->requests);
-    case OPT_JSON: ctx->json = true; return CTL_EXIT_OK;
+    case OPT_JSON: ctl_set_json(ctx); return CTL_EXIT_OK;
     case OPT_STRICT: p->strict = true; return CTL_EXIT_OK;
     default: return CTL_EXIT_USAGE;
     }
@@ -556,12 +626,11 @@ ctl_pull_finish(struct ctl_pull *p, int r, int end)
 {
     if (ctl_pull_signal || r != CTL_EXIT_OK)
         ctl_pull_discard(p);
-    if (ctl_pull_signal) {
-        ctl_fail(0, "interrupted by %s; backup %s ended",
-                 ctl_pull_signal == SIGINT ? "SIGINT" : "SIGTERM",
-                 json_string_value(json_object_get(p->job, "id")));
-        return ctl_pull_signal == SIGINT ? CTL_EXIT_SIGINT : CTL_EXIT_SIGTERM;
-    }
+    if (ctl_pull_signal)
+        return ctl_fail(ctl_pull_signal == SIGINT ? CTL_EXIT_SIGINT : CTL_EXIT_SIGTERM,
+                        "interrupted by %s; backup %s ended",
+                        ctl_pull_signal == SIGINT ? "SIGINT" : "SIGTERM",
+                        json_string_value(json_object_get(p->job, "id")));
     if (r != CTL_EXIT_OK)
         return r;
     if (end != CTL_EXIT_OK)
@@ -583,6 +652,7 @@ ctl_pull_run(struct ctl_pull *p)
     ctl_pull_signals();
     if ((r = ctl_backup_begin(p->ctx, ctl_pull_begin_args(p), &p->job)) != CTL_EXIT_OK)
         return r;
+    p->begun = time(NULL);
     ctl_pull_take_job(p);
     r = ctl_pull_disks(p);
     end = ctl_backup_end(p->ctx, json_string_value(json_object_get(p->job, "id")));

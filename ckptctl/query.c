@@ -24,15 +24,22 @@ static int
 ctl_print_status(const char *command, json_t *st, const void *opaque)
 {
     const char *agent, *qemu, *vm = "-";
-    json_int_t checkpoints, jobs;
+    json_int_t jobs;
+    json_t *checkpoints = NULL;
     json_error_t err;
 
-    if (json_unpack_ex(st, &err, 0, "{s:s, s:s, s?s, s:I, s:I}",
+    /* "checkpoints" may be null or absent: unknown (see ctl_cmd_status). */
+    if (json_unpack_ex(st, &err, 0, "{s:s, s:s, s?s, s?o, s:I}",
                        "ckptd", &agent, "qemu", &qemu, "vm", &vm,
                        "checkpoints", &checkpoints, "jobs", &jobs) < 0)
         return ctl_bad_reply(command, err.text);
-    printf("agent: ckptd %s\nqemu: %s\nvm: %s\ncheckpoints: %lld\njobs: %lld\n",
-           agent, qemu, vm, (long long) checkpoints, (long long) jobs);
+    printf("agent: ckptd %s\nqemu: %s\nvm: %s\n", agent, qemu, vm);
+    if (json_is_integer(checkpoints))
+        printf("checkpoints: %lld\n", (long long) json_integer_value(checkpoints));
+    else
+        printf("checkpoints: unknown (QEMU is %s: the checkpoints live in its"
+               " images)\n", qemu);
+    printf("jobs: %lld\n", (long long) jobs);
     return CTL_EXIT_OK;
 }
 
@@ -59,6 +66,11 @@ ctl_cmd_status(struct ctl_ctx *ctx, int argc, char **argv)
         return ctl_bad_reply("query-status", "no string \"qemu\"");
     if (!json_object_get(status, "ckptd"))
         json_object_set(status, "ckptd", ckptd);
+    /* The agent knows the checkpoints only from QEMU's images: while QEMU
+     * is away its count says nothing (it answers 0), so say "unknown"
+     * (null in JSON) rather than "no checkpoints". */
+    if (strcmp(qemu, "connected") != 0)
+        json_object_set_new(status, "checkpoints", json_null());
     r = ctl_output(ctx, "query-status", status, ctl_print_status, NULL);
     if (r != CTL_EXIT_OK)
         return r;
@@ -185,7 +197,8 @@ ctl_cmd_raw(struct ctl_ctx *ctx, int argc, char **argv)
     if ((r = ctl_operands(ctx, argc, argv, 1, 2)) != CTL_EXIT_OK)
         return r;
     if (argc - optind == 2) {
-        args = json_loads(argv[optind + 1], 0, &err);
+        /* A key given twice is refused, not "last one wins". */
+        args = json_loads(argv[optind + 1], JSON_REJECT_DUPLICATES, &err);
         if (!args)
             return ctl_usage_error(ctx, "JSON-ARGS is not JSON: %s", err.text);
         if (!json_is_object(args)) {

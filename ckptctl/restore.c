@@ -7,8 +7,6 @@
  */
 #include "ckptctl/ckptctl.h"
 
-#include <dirent.h>
-#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -93,9 +91,7 @@ ctl_run(char *const argv[])
     return pid < 0 ? CTL_EXIT_LOCAL : ctl_wait(pid, argv[0], NULL);
 }
 
-/* Runs argv with stdout into *out (NUL-terminated, at most 64 KiB kept);
- * *status as ctl_wait.  Nonzero exits are the caller's to judge. */
-static int
+int
 ctl_run_capture(char *const argv[], char **out, int *status)
 {
     char buf[4096];
@@ -130,164 +126,82 @@ ctl_run_capture(char *const argv[], char **out, int *status)
 
 /* --- finding backups --- */
 
-/* A backup file of one disk in DIR. */
-struct ctl_backup_file {
-    char *name;                 /* D.C.full.qcow2 */
-    char *checkpoint;           /* C */
-    char *backing;              /* qcow2 backing file name, or NULL */
-    struct timespec mtime;
-};
-DEFINE_VECTOR(ctl_backup_vec, struct ctl_backup_file)
-
-static void
-ctl_backups_free(struct ctl_backup_vec *v)
-{
-    for (size_t i = 0; i < v->len; i++) {
-        free(v->ptr[i].name);
-        free(v->ptr[i].checkpoint);
-        free(v->ptr[i].backing);
-    }
-    ctl_backup_vec_reset(v);
-}
-
-/* The checkpoint in "D.C.full.qcow2" / "D.C.inc.qcow2", or NULL. */
-static char *
-ctl_backup_checkpoint(const char *disk, const char *name)
-{
-    static const char *const suffixes[] = { ".full.qcow2", ".inc.qcow2" };
-    size_t dl = strlen(disk), nl = strlen(name);
-
-    if (nl <= dl + 1 || strncmp(name, disk, dl) != 0 || name[dl] != '.')
-        return NULL;
-    for (size_t i = 0; i < ARRAY_SIZE(suffixes); i++) {
-        size_t sl = strlen(suffixes[i]);
-        if (nl > dl + 1 + sl && strcmp(name + nl - sl, suffixes[i]) == 0)
-            return xasprintf("%.*s", (int) (nl - sl - dl - 1), name + dl + 1);
-    }
-    return NULL;
-}
-
-/* The backing file name in a qcow2 header, read directly: one small
- * read per file instead of a qemu-img process per file. */
-static char *
-ctl_qcow2_backing(int dirfd, const char *name)
-{
-    unsigned char hdr[20];
-    uint64_t off;
-    uint32_t len;
-    char *backing = NULL;
-    int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
-
-    if (fd < 0)
-        return NULL;
-    if (pread(fd, hdr, sizeof hdr, 0) == (ssize_t) sizeof hdr &&
-        memcmp(hdr, "QFI\xfb", 4) == 0) {
-        memcpy(&off, hdr + 8, 8);
-        memcpy(&len, hdr + 16, 4);
-        off = be64toh(off);
-        len = be32toh(len);
-        if (off && len && len <= 1023) {
-            backing = xcalloc(1, len + 1);
-            if (pread(fd, backing, len, (off_t) off) != (ssize_t) len) {
-                free(backing);
-                backing = NULL;
-            }
-        }
-    }
-    close(fd);
-    return backing;
-}
-
-static int
-ctl_list_backups(const char *dir, const char *disk, struct ctl_backup_vec *v)
-{
-    DIR *d = opendir(dir);
-    struct dirent *de;
-
-    if (!d)
-        return ctl_fail(errno == ENOENT ? CTL_EXIT_NOT_FOUND : CTL_EXIT_LOCAL,
-                        "cannot open backup directory %s: %s", dir, strerror(errno));
-    while ((de = readdir(d)) != NULL) {
-        struct ctl_backup_file f = { 0 };
-        struct stat st;
-
-        if (!(f.checkpoint = ctl_backup_checkpoint(disk, de->d_name)))
-            continue;
-        if (fstatat(dirfd(d), de->d_name, &st, 0) < 0 || !S_ISREG(st.st_mode)) {
-            free(f.checkpoint);
-            continue;
-        }
-        f.name = xstrdup(de->d_name);
-        f.backing = ctl_qcow2_backing(dirfd(d), de->d_name);
-        f.mtime = st.st_mtim;
-        ctl_backup_vec_append(v, f);
-    }
-    closedir(d);
-    return CTL_EXIT_OK;
-}
-
-static bool
-ctl_is_backing_of_another(const struct ctl_backup_vec *v, const char *name)
-{
-    for (size_t i = 0; i < v->len; i++) {
-        const char *b = v->ptr[i].backing;
-        const char *base = b && strrchr(b, '/') ? strrchr(b, '/') + 1 : b;
-        if (base && strcmp(base, name) == 0)
-            return true;
-    }
-    return false;
-}
-
 static bool
 ctl_newer(const struct timespec *a, const struct timespec *b)
 {
     return a->tv_sec != b->tv_sec ? a->tv_sec > b->tv_sec : a->tv_nsec > b->tv_nsec;
 }
 
-/* The newest backup: among the files that no other backup of the disk
- * uses as its backing file (the ends of chains), the most recently
- * modified.  The chain test first, so that copying the directory without
- * keeping times still finds the end of a single chain. */
-static const struct ctl_backup_file *
-ctl_newest_backup(const struct ctl_backup_vec *v)
+static bool
+ctl_is_base_of_another(const struct ctl_bkdir *d, size_t i)
 {
-    const struct ctl_backup_file *best = NULL;
+    for (size_t k = 0; k < d->bk.len; k++)
+        if (d->bk.ptr[k].base == (ssize_t) i)
+            return true;
+    return false;
+}
 
-    for (size_t i = 0; i < v->len; i++) {
-        const struct ctl_backup_file *f = &v->ptr[i];
-        if (ctl_is_backing_of_another(v, f->name))
+/* The newest backup of disk: among the files that no other backup uses as
+ * its backing file (the ends of chains), the most recently modified.  The
+ * chain test first, so that copying the directory without keeping times
+ * still finds the end of a single chain. */
+static const struct ctl_bk *
+ctl_newest_backup(const struct ctl_bkdir *d, const char *disk)
+{
+    const struct ctl_bk *best = NULL;
+
+    for (size_t i = 0; i < d->bk.len; i++) {
+        const struct ctl_bk *f = &d->bk.ptr[i];
+        if (strcmp(f->disk, disk) != 0 || ctl_is_base_of_another(d, i))
             continue;
         if (!best || ctl_newer(&f->mtime, &best->mtime) ||
-            (!ctl_newer(&best->mtime, &f->mtime) && strcmp(f->name, best->name) > 0))
+            (!ctl_newer(&best->mtime, &f->mtime) && strcmp(f->file, best->file) > 0))
             best = f;
     }
     return best;
 }
 
+static const struct ctl_bk *
+ctl_backup_at(const struct ctl_bkdir *d, const char *disk, const char *checkpoint)
+{
+    for (size_t i = 0; i < d->bk.len; i++) {
+        const struct ctl_bk *b = &d->bk.ptr[i];
+        if (strcmp(b->disk, disk) == 0 && strcmp(b->checkpoint, checkpoint) == 0)
+            return b;
+    }
+    return NULL;
+}
+
+/* The backup to restore, with a whole chain: a missing or foreign link is
+ * named (checkpoint and file) here, before qemu-img would only say it
+ * "could not open backing file". */
 static int
 ctl_find_backup(const char *dir, const char *disk, const char *checkpoint,
                 char **path, char **found_checkpoint)
 {
-    struct ctl_backup_vec v = { 0 };
-    const struct ctl_backup_file *f = NULL;
-    int r = ctl_list_backups(dir, disk, &v);
+    struct ctl_bkdir d;
+    const struct ctl_bk *f = NULL;
+    int r = ctl_bkdir_load(dir, disk, &d);
 
-    for (size_t i = 0; r == CTL_EXIT_OK && checkpoint && i < v.len; i++)
-        if (strcmp(v.ptr[i].checkpoint, checkpoint) == 0)
-            f = &v.ptr[i];
-    if (r == CTL_EXIT_OK && !checkpoint)
-        f = ctl_newest_backup(&v);
+    if (r == CTL_EXIT_OK)
+        f = checkpoint ? ctl_backup_at(&d, disk, checkpoint) : ctl_newest_backup(&d, disk);
     if (r == CTL_EXIT_OK && !f)
         r = checkpoint
             ? ctl_fail(CTL_EXIT_NOT_FOUND, "no backup of disk %s at checkpoint"
                        " %s in %s (no %s.%s.full.qcow2 or .inc.qcow2)", disk,
                        checkpoint, dir, disk, checkpoint)
             : ctl_fail(CTL_EXIT_NOT_FOUND, "no backup of disk %s in %s", disk, dir);
+    if (r == CTL_EXIT_OK && f->chain == CTL_CHAIN_MISSING)
+        r = ctl_fail(CTL_EXIT_NOT_FOUND, "cannot restore disk %s at checkpoint %s:"
+                     " %s", disk, f->checkpoint, f->why);
+    else if (r == CTL_EXIT_OK && f->chain != CTL_CHAIN_COMPLETE)
+        r = ctl_fail(CTL_EXIT_LOCAL, "cannot restore disk %s at checkpoint %s:"
+                     " %s", disk, f->checkpoint, f->why);
     if (r == CTL_EXIT_OK) {
-        *path = xasprintf("%s/%s", dir, f->name);
+        *path = xasprintf("%s/%s", dir, f->file);
         *found_checkpoint = xstrdup(f->checkpoint);
     }
-    ctl_backups_free(&v);
+    ctl_bkdir_free(&d);
     return r;
 }
 
@@ -330,8 +244,11 @@ ctl_print_restored(const char *command, json_t *ret, const void *opaque)
 static int
 ctl_claim_output(const char *path)
 {
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    int fd, r = ctl_make_dirs(path, false);
 
+    if (r != CTL_EXIT_OK)
+        return r;
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0)
         return ctl_fail(errno == EEXIST ? CTL_EXIT_EXISTS : CTL_EXIT_LOCAL,
                         "cannot create %s: %s", path,
@@ -425,50 +342,86 @@ ctl_compare_result(const char *out, int status)
     return ret;
 }
 
-int
-ctl_cmd_verify(struct ctl_ctx *ctx, int argc, char **argv)
+/* verify IMAGE --against OTHER: qemu-img compare, as before. */
+static int
+ctl_verify_compare(struct ctl_ctx *ctx, const char *image, const char *against,
+                   bool share)
 {
-    static const struct option opts[] = {
-        { "against", required_argument, NULL, OPT_AGAINST },
-        { "force-share", no_argument, NULL, OPT_FORCE_SHARE },
-        CTL_OPT_HELP, { 0 }
-    };
-    const char *against = NULL;
-    bool share = false;
     CLEANUP_FREE char *out = NULL;
     CLEANUP_JSON json_t *ret = NULL;
-    int c, r, status;
-
-    while ((c = ctl_getopt(ctx, argc, argv, opts)) != -1) {
-        if (c == 'h')
-            return CTL_EXIT_OK;
-        if (c == '?')
-            return CTL_EXIT_USAGE;
-        if (c == OPT_AGAINST)
-            against = optarg;
-        else
-            share = true;
-    }
-    if ((r = ctl_operands(ctx, argc, argv, 1, 1)) != CTL_EXIT_OK)
-        return r;
-    if (!against)
-        return ctl_usage_error(ctx, "--against is required");
     char *cmp[7];
     size_t n = 0;
+    int r, status;
+
     cmp[n++] = "qemu-img";
     cmp[n++] = "compare";
     if (share)
         cmp[n++] = "-U";
     cmp[n++] = "--";            /* an image named "-x" is not an option */
-    cmp[n++] = argv[optind];
+    cmp[n++] = (char *) image;
     cmp[n++] = (char *) against;
     cmp[n] = NULL;
     if ((r = ctl_run_capture(cmp, &out, &status)) != CTL_EXIT_OK)
         return r;
     if (status != 0 && status != 1)
         return ctl_fail(CTL_EXIT_LOCAL, "cannot compare %s with %s (qemu-img"
-                        " compare exit status %d)", argv[optind], against, status);
+                        " compare exit status %d)", image, against, status);
     ret = ctl_compare_result(out, status);
     r = ctl_output(ctx, "verify", ret, ctl_print_verified, NULL);
     return r != CTL_EXIT_OK ? r : status == 0 ? CTL_EXIT_OK : CTL_EXIT_DIFFERENT;
+}
+
+static bool
+ctl_is_dir(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+int
+ctl_cmd_verify(struct ctl_ctx *ctx, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "against", required_argument, NULL, OPT_AGAINST },
+        { "force-share", no_argument, NULL, OPT_FORCE_SHARE },
+        { "disk", required_argument, NULL, OPT_DISK },
+        { "checkpoint", required_argument, NULL, OPT_CHECKPOINT },
+        CTL_OPT_HELP, { 0 }
+    };
+    const char *against = NULL, *disk = NULL, *checkpoint = NULL;
+    bool share = false;
+    CLEANUP_FREE char *top = NULL;
+    CLEANUP_FREE char *found = NULL;
+    int c, r;
+
+    while ((c = ctl_getopt(ctx, argc, argv, opts)) != -1) {
+        switch (c) {
+        case 'h': return CTL_EXIT_OK;
+        case OPT_AGAINST: against = optarg; break;
+        case OPT_FORCE_SHARE: share = true; break;
+        case OPT_DISK: disk = optarg; break;
+        case OPT_CHECKPOINT: checkpoint = optarg; break;
+        default: return CTL_EXIT_USAGE;
+        }
+    }
+    if ((r = ctl_operands(ctx, argc, argv, 1, 1)) != CTL_EXIT_OK)
+        return r;
+    if (!ctl_is_dir(argv[optind])) {
+        if (!against)
+            return ctl_usage_error(ctx, "%s is not a backup directory: an image"
+                                   " file needs --against", argv[optind]);
+        if (disk || checkpoint)
+            return ctl_usage_error(ctx, "--disk and --checkpoint need a backup"
+                                   " directory");
+        return ctl_verify_compare(ctx, argv[optind], against, share);
+    }
+    if (!against)
+        return ctl_verify_dir(ctx, argv[optind], disk, checkpoint);
+    /* A directory against a live disk: the chain's newest file (or the one
+     * at --checkpoint) reads as the whole disk. */
+    if (!disk)
+        return ctl_usage_error(ctx, "--against with a backup directory needs --disk");
+    if ((r = ctl_find_backup(argv[optind], disk, checkpoint, &top, &found)) != CTL_EXIT_OK)
+        return r;
+    return ctl_verify_compare(ctx, top, against, share);
 }

@@ -235,11 +235,10 @@ static int
 ctl_export_precheck(const char *dir, const struct meta_xml_ckpt *list, size_t n)
 {
     struct stat st;
+    int r = ctl_make_dirs(dir, true);
 
-    if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-        return ctl_fail(CTL_EXIT_LOCAL, "cannot create %s: %s", dir, strerror(errno));
-    if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode))
-        return ctl_fail(CTL_EXIT_LOCAL, "%s is not a directory", dir);
+    if (r != CTL_EXIT_OK)
+        return r;
     for (size_t i = 0; i < n; i++) {
         CLEANUP_FREE char *path = ctl_export_path(dir, list[i].name);
         if (lstat(path, &st) == 0)
@@ -295,8 +294,8 @@ ctl_export_write(const char *dir, const char *domain, bool released,
             int r = ctl_fail(errno == EEXIST ? CTL_EXIT_EXISTS : CTL_EXIT_LOCAL,
                              "cannot write %s: %s", path, strerror(errno));
             if (released) {
-                fputs("ckptctl: the checkpoints were released; their XML follows"
-                      " on stdout\n", stderr);
+                ctl_note("the checkpoints were released; their XML follows"
+                         " on stdout");
                 fputs(xml, stdout);
             }
             return r;
@@ -311,7 +310,7 @@ ctl_export_write(const char *dir, const char *domain, bool released,
         puts(" --redefine");
     }
     if (n == 0)
-        fputs("ckptctl: no checkpoints to export\n", stderr);
+        ctl_note("no checkpoints to export");
     return CTL_EXIT_OK;
 }
 
@@ -354,8 +353,8 @@ ctl_export_to_dir(struct ctl_ctx *ctx, const char *dir, bool release,
     if (r == CTL_EXIT_OK && ctx->json)
         ctl_print_json(ret, JSON_COMPACT);
     else if (r == CTL_EXIT_OK && release)
-        fputs("ckptctl: released: ckptd no longer tracks these checkpoints;"
-              " the commands above hand them to libvirt\n", stderr);
+        ctl_note("released: ckptd no longer tracks these checkpoints;"
+                 " the commands above hand them to libvirt");
     return r;
 }
 

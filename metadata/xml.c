@@ -4,9 +4,10 @@
  * hook stops the parser at the first DOCTYPE, so no DTD (and so no entity
  * of any kind but the five predefined ones) is ever read.  libxml2's own
  * error printing is switched off for the parse and its first complaint
- * becomes our message.  The tree is then walked by hand: elements of known
- * names without a namespace are read, anything else is skipped, as
- * libvirt's XPath-based readers do.
+ * becomes our message.  The tree is then walked by hand: first checked
+ * against what libvirt's schemas allow (libvirt validates every checkpoint
+ * and backup document and refuses an element its schema does not know),
+ * then the elements of known names are read.
  *
  * Writing: the layout virsh prints (two-space indent, attributes in single
  * quotes, the same attribute order as libvirt's formatters). */
@@ -361,7 +362,80 @@ count_children(xmlNodePtr parent, const char *name)
     return n;
 }
 
+/* libvirt validates every checkpoint and backup document against its
+ * schema (domaincheckpoint.rng, domainbackup.rng) and refuses one with an
+ * element the schema does not allow there.  Each known element lists the
+ * children it may have (NULL: none, only text or attributes); <domain>
+ * is the one whose content is left to domain.rng, i.e. not looked at. */
+static int
+check_children(xmlNodePtr parent, const char *const *known, struct ckpt_error *e)
+{
+    for (xmlNodePtr n = parent->children; n; n = n->next) {
+        bool ok = false;
+        if (n->type != XML_ELEMENT_NODE)
+            continue;               /* text, comments, CDATA, PIs */
+        for (const char *const *k = known; k && *k && !ok; k++)
+            ok = is_elem(n, *k);
+        if (ok)
+            continue;
+        if (n->ns)
+            ckpt_fail(e, INVALID, "element <%.64s:%.64s> (namespace '%.128s') is not "
+                      "allowed in <%s>: the document does not validate against "
+                      "libvirt's schema",
+                      n->ns->prefix ? (const char *) n->ns->prefix : "",
+                      (const char *) n->name,
+                      n->ns->href ? (const char *) n->ns->href : "",
+                      (const char *) parent->name);
+        else
+            ckpt_fail(e, INVALID, "element <%.64s> is not allowed in <%s>: the "
+                      "document does not validate against libvirt's schema",
+                      (const char *) n->name, (const char *) parent->name);
+        return -1;
+    }
+    return 0;
+}
+
+/* check_children of every element of `name` under parent. */
+static int
+check_each_child(xmlNodePtr parent, const char *name, const char *const *known,
+                 struct ckpt_error *e)
+{
+    for (xmlNodePtr n = parent->children; n; n = n->next)
+        if (is_elem(n, name) && check_children(n, known, e) < 0)
+            return -1;
+    return 0;
+}
+
 /* ---------- <domaincheckpoint> ---------- */
+
+static const char *const ckpt_children[] = {
+    "name", "description", "parent", "creationTime", "disks", "domain", NULL
+};
+static const char *const only_name[] = { "name", NULL };
+static const char *const only_disk[] = { "disk", NULL };
+static const char *const nothing[] = { NULL };
+
+/* Everything of a <domaincheckpoint> but <domain>'s content. */
+static int
+check_ckpt_schema(xmlNodePtr root, struct ckpt_error *e)
+{
+    static const char *const leaves[] = { "name", "description", "creationTime", NULL };
+    if (check_children(root, ckpt_children, e) < 0)
+        return -1;
+    for (const char *const *l = leaves; *l; l++)
+        if (check_each_child(root, *l, nothing, e) < 0)
+            return -1;
+    if (check_each_child(root, "parent", only_name, e) < 0 ||
+        check_each_child(root, "disks", only_disk, e) < 0)
+        return -1;
+    for (xmlNodePtr p = root->children; p; p = p->next) {
+        if (is_elem(p, "parent") && check_each_child(p, "name", nothing, e) < 0)
+            return -1;
+        if (is_elem(p, "disks") && check_each_child(p, "disk", nothing, e) < 0)
+            return -1;
+    }
+    return 0;
+}
 
 static int
 parse_ckpt_disk(xmlNodePtr n, struct meta_xml_disk *d, struct ckpt_error *e)
@@ -407,7 +481,8 @@ static int
 parse_ckpt_node(xmlNodePtr root, struct meta_xml_ckpt *c, struct ckpt_error *e)
 {
     xmlNodePtr n_name, n_desc, n_parent, n_ctime, n_disks;
-    if (child(root, "name", &n_name, e) < 0 ||
+    if (check_ckpt_schema(root, e) < 0 ||
+        child(root, "name", &n_name, e) < 0 ||
         child(root, "description", &n_desc, e) < 0 ||
         child(root, "parent", &n_parent, e) < 0 ||
         child(root, "creationTime", &n_ctime, e) < 0 ||
@@ -457,6 +532,13 @@ int
 meta_xml_parse_checkpoint(const char *xml, size_t len, struct meta_xml_ckpt *out,
                           struct ckpt_error *e)
 {
+    return meta_xml_parse_checkpoint_vm(xml, len, NULL, out, e);
+}
+
+int
+meta_xml_parse_checkpoint_vm(const char *xml, size_t len, const struct meta_tree *vm,
+                             struct meta_xml_ckpt *out, struct ckpt_error *e)
+{
     memset(out, 0, sizeof *out);
     CLEANUP_DOC xmlDocPtr doc = read_doc(xml, len, e);
     if (doc == NULL)
@@ -464,7 +546,7 @@ meta_xml_parse_checkpoint(const char *xml, size_t len, struct meta_xml_ckpt *out
     xmlNodePtr root = xmlDocGetRootElement(doc);
     if (check_root(root, "domaincheckpoint", NULL, e) < 0)
         return -1;
-    if (parse_ckpt_node(root, out, e) < 0) {
+    if (parse_ckpt_node(root, out, e) < 0 || meta_xml_ckpt_resolve_disks(out, vm, e) < 0) {
         meta_xml_ckpt_clear(out);
         return -1;
     }
@@ -474,6 +556,13 @@ meta_xml_parse_checkpoint(const char *xml, size_t len, struct meta_xml_ckpt *out
 int
 meta_xml_parse_checkpoints(const char *xml, size_t len, struct meta_xml_ckpt **out,
                            size_t *n, struct ckpt_error *e)
+{
+    return meta_xml_parse_checkpoints_vm(xml, len, NULL, out, n, e);
+}
+
+int
+meta_xml_parse_checkpoints_vm(const char *xml, size_t len, const struct meta_tree *vm,
+                              struct meta_xml_ckpt **out, size_t *n, struct ckpt_error *e)
 {
     *out = NULL;
     *n = 0;
@@ -487,7 +576,7 @@ meta_xml_parse_checkpoints(const char *xml, size_t len, struct meta_xml_ckpt **o
 
     if (which == 0) {
         struct meta_xml_ckpt *c = xcalloc(1, sizeof *c);
-        if (parse_ckpt_node(root, c, e) < 0) {
+        if (parse_ckpt_node(root, c, e) < 0 || meta_xml_ckpt_resolve_disks(c, vm, e) < 0) {
             meta_xml_ckpts_free(c, 1);
             return -1;
         }
@@ -496,6 +585,9 @@ meta_xml_parse_checkpoints(const char *xml, size_t len, struct meta_xml_ckpt **o
         return 0;
     }
 
+    static const char *const only_ckpt[] = { "domaincheckpoint", NULL };
+    if (check_children(root, only_ckpt, e) < 0)
+        return -1;
     size_t max = count_children(root, "domaincheckpoint");
     if (max == 0)
         return 0;                       /* an empty list is a valid export */
@@ -505,7 +597,8 @@ meta_xml_parse_checkpoints(const char *xml, size_t len, struct meta_xml_ckpt **o
         if (!is_elem(c, "domaincheckpoint"))
             continue;
         got++;
-        if (parse_ckpt_node(c, &list[got - 1], e) < 0) {
+        if (parse_ckpt_node(c, &list[got - 1], e) < 0 ||
+            meta_xml_ckpt_resolve_disks(&list[got - 1], vm, e) < 0) {
             char why[sizeof e->msg];
             snprintf(why, sizeof why, "%s", e->msg);
             ckpt_fail(e, INVALID, "<checkpoints> entry %zu: %s", got, why);
@@ -725,6 +818,36 @@ parse_backup_disk(xmlNodePtr n, bool pull, struct meta_xml_backup_disk *d,
     return 0;
 }
 
+/* As check_ckpt_schema, for <domainbackup>: a pull disk keeps its
+ * scratch in <scratch>, a push disk writes to <target>; their content
+ * (<seclabel>, <encryption>) belongs to libvirt's storage schema. */
+static int
+check_backup_schema(xmlNodePtr root, bool pull, struct ckpt_error *e)
+{
+    static const char *const top[] = { "incremental", "server", "disks", NULL };
+    static const char *const pull_disk[] = { "driver", "scratch", NULL };
+    static const char *const push_disk[] = { "driver", "target", NULL };
+    static const char *const store[] = { "seclabel", "encryption", NULL };
+    if (check_children(root, top, e) < 0 ||
+        check_each_child(root, "incremental", nothing, e) < 0 ||
+        check_each_child(root, "server", nothing, e) < 0 ||
+        check_each_child(root, "disks", only_disk, e) < 0)
+        return -1;
+    for (xmlNodePtr ds = root->children; ds; ds = ds->next) {
+        if (!is_elem(ds, "disks"))
+            continue;
+        for (xmlNodePtr d = ds->children; d; d = d->next) {
+            if (!is_elem(d, "disk"))
+                continue;
+            if (check_children(d, pull ? pull_disk : push_disk, e) < 0 ||
+                check_each_child(d, "driver", nothing, e) < 0 ||
+                check_each_child(d, pull ? "scratch" : "target", store, e) < 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
 static int
 parse_backup_node(xmlNodePtr root, struct meta_xml_backup *b, struct ckpt_error *e)
 {
@@ -738,7 +861,8 @@ parse_backup_node(xmlNodePtr root, struct meta_xml_backup *b, struct ckpt_error 
     }
 
     xmlNodePtr n_inc, n_server, n_disks;
-    if (child(root, "incremental", &n_inc, e) < 0 ||
+    if (check_backup_schema(root, b->pull, e) < 0 ||
+        child(root, "incremental", &n_inc, e) < 0 ||
         child(root, "server", &n_server, e) < 0 ||
         child(root, "disks", &n_disks, e) < 0)
         return -1;
@@ -774,6 +898,13 @@ int
 meta_xml_parse_backup(const char *xml, size_t len, struct meta_xml_backup *out,
                       struct ckpt_error *e)
 {
+    return meta_xml_parse_backup_vm(xml, len, NULL, out, e);
+}
+
+int
+meta_xml_parse_backup_vm(const char *xml, size_t len, const struct meta_tree *vm,
+                         struct meta_xml_backup *out, struct ckpt_error *e)
+{
     memset(out, 0, sizeof *out);
     CLEANUP_DOC xmlDocPtr doc = read_doc(xml, len, e);
     if (doc == NULL)
@@ -781,7 +912,7 @@ meta_xml_parse_backup(const char *xml, size_t len, struct meta_xml_backup *out,
     xmlNodePtr root = xmlDocGetRootElement(doc);
     if (check_root(root, "domainbackup", NULL, e) < 0)
         return -1;
-    if (parse_backup_node(root, out, e) < 0) {
+    if (parse_backup_node(root, out, e) < 0 || meta_xml_backup_resolve_disks(out, vm, e) < 0) {
         meta_xml_backup_clear(out);
         return -1;
     }
@@ -829,6 +960,46 @@ meta_xml_backup_equal(const struct meta_xml_backup *a, const struct meta_xml_bac
             return false;
     }
     return true;
+}
+
+/* ---------- disks named by their source file ---------- */
+
+/* One disk name: a path equal to a disk's filename becomes its name. */
+static void
+resolve_names(char **name, const struct meta_tree *vm)
+{
+    if (!*name || (*name)[0] != '/')
+        return;             /* a device id or node name never starts with '/' */
+    for (size_t d = 0; d < vm->ndisks; d++) {
+        const struct meta_disk *disk = &vm->disks[d];
+        if (disk->filename && disk->disk && strcmp(disk->filename, *name) == 0) {
+            free(*name);
+            *name = xstrdup(disk->disk);
+            return;
+        }
+    }
+}
+
+int
+meta_xml_ckpt_resolve_disks(struct meta_xml_ckpt *c, const struct meta_tree *vm,
+                            struct ckpt_error *e)
+{
+    if (!vm)
+        return 0;
+    for (size_t i = 0; i < c->ndisks; i++)
+        resolve_names(&c->disks[i].name, vm);
+    return check_disks_unique(c->disks, c->ndisks, sizeof *c->disks, e);
+}
+
+int
+meta_xml_backup_resolve_disks(struct meta_xml_backup *b, const struct meta_tree *vm,
+                              struct ckpt_error *e)
+{
+    if (!vm)
+        return 0;
+    for (size_t i = 0; i < b->ndisks; i++)
+        resolve_names(&b->disks[i].name, vm);
+    return check_disks_unique(b->disks, b->ndisks, sizeof *b->disks, e);
 }
 
 /* ---------- writing ---------- */

@@ -34,12 +34,14 @@ struct meta_xml_ckpt {
 /* <domaincheckpoint> (exactly one).  Validates: name pattern via
  * meta_name_valid when present (also the parent's), checkpoint attr
  * 'bitmap'|'no' (absent means 'bitmap', as in libvirt), bitmap=/size= only
- * with 'bitmap', numbers, disk names present and not repeated.  Unknown
- * elements (such as <domain>) are ignored; a known element given twice is
- * an error.  Empty <name>, <description>, <parent><name> count as absent,
- * as libvirt reads them.  e->code = CKPT_ERR_INVALID_PARAMETER with a
- * message naming the element/attribute.  Returns 0 or -1; on -1 *out is
- * left empty (safe to clear). */
+ * with 'bitmap', numbers, disk names present and not repeated.  An element
+ * libvirt's schema does not allow where it stands is refused, as libvirt
+ * refuses it ("failed to validate against schema"); <domain>'s content is
+ * domain.rng's and is not looked at.  A known element given twice is an
+ * error.  Empty <name>, <description>, <parent><name> count as absent, as
+ * libvirt reads them.  e->code = CKPT_ERR_INVALID_PARAMETER with a message
+ * naming the element/attribute.  Returns 0 or -1; on -1 *out is left
+ * empty (safe to clear). */
 int meta_xml_parse_checkpoint(const char *xml, size_t len, struct meta_xml_ckpt *out,
                               struct ckpt_error *e);
 /* Either one <domaincheckpoint> or a <checkpoints> list of them (the list
@@ -104,5 +106,28 @@ void meta_xml_backup_clear(struct meta_xml_backup *b);
 /* Field by field, except `encryption`, which the formatter cannot write
  * back (ckptd has no encrypted scratch: callers refuse it). */
 bool meta_xml_backup_equal(const struct meta_xml_backup *a, const struct meta_xml_backup *b);
+
+/* --- xml.c: disks named by their source file --- */
+struct meta_tree;
+/* libvirt names a disk of <disks> by its target ("vda") or by its source
+ * file ("/images/vm1.qcow2"; libvirt's virDomainDiskByName).  These turn a
+ * name that is an absolute path equal to one of vm's disks' filename (as
+ * query-disks reports it) into that disk's name, then refuse a disk given
+ * twice (once by each name).  A path no disk has is left as written, for
+ * the caller's "no such disk".  vm NULL: nothing changes.  0 or -1
+ * (InvalidParameter). */
+int meta_xml_ckpt_resolve_disks(struct meta_xml_ckpt *c, const struct meta_tree *vm,
+                                struct ckpt_error *e);
+int meta_xml_backup_resolve_disks(struct meta_xml_backup *b, const struct meta_tree *vm,
+                                  struct ckpt_error *e);
+/* The parsers above followed by the resolving above: what the agent calls
+ * with its tree, so that a path names a disk as it does for libvirt. */
+int meta_xml_parse_checkpoint_vm(const char *xml, size_t len, const struct meta_tree *vm,
+                                 struct meta_xml_ckpt *out, struct ckpt_error *e);
+int meta_xml_parse_checkpoints_vm(const char *xml, size_t len, const struct meta_tree *vm,
+                                  struct meta_xml_ckpt **out, size_t *n,
+                                  struct ckpt_error *e);
+int meta_xml_parse_backup_vm(const char *xml, size_t len, const struct meta_tree *vm,
+                             struct meta_xml_backup *out, struct ckpt_error *e);
 
 #endif

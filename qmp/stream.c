@@ -145,7 +145,7 @@ qmp_stream_parse(struct qmp_stream *s, json_t **msg, char *errbuf,
                  size_t errlen)
 {
     json_error_t err;
-    json_t *j = json_loadb(s->buf + s->start, s->scan - s->start, 0, &err);
+    json_t *j = json_loadb(s->buf + s->start, s->scan - s->start, JSON_REJECT_DUPLICATES, &err);
     qmp_stream_end_message(s);
     if (!j) {
         qmp_stream_err(errbuf, errlen, "%s", err.text);

@@ -24,6 +24,12 @@
  *   external entity, billion laughs, a wrong namespace, a 2 MiB message)
  *   to checkpoint-create, checkpoint-redefine and backup-begin is refused
  *   and changes nothing.
+ * xml-schema: an element libvirt's schemas do not allow is refused by
+ *   checkpoint-create, backup-begin (also in checkpoint-xml) and
+ *   checkpoint-redefine, changing nothing; <domain>'s content is not.
+ * xml-disk-by-path: <disk name='/path/image.qcow2'> names the disk whose
+ *   file it is in redefine, create and backup XML; an unknown path is
+ *   NotFound, a disk named both ways is given twice.
  * ckptctl: the client's XML commands end to end (create --xml, dumpxml,
  *   export-xml --output, --release, adopt --xml, backup begin --xml,
  *   backup info --xml).
@@ -1066,6 +1072,126 @@ case_backup_xml(void)
     return 0;
 }
 
+
+/* libvirt validates every document against its schema: an element the
+ * schema does not know is refused (InvalidParameter) by each command that
+ * takes XML, and nothing changes; <domain>'s content stays unchecked. */
+static int
+case_xml_schema(void)
+{
+    /* r1 as libvirt leaves it, there before the agent looks. */
+    CLEANUP_VM struct hq_vm *vm = hq_vm_simple(2, DISK_SIZE, false);
+    HQ_CHECK(vm && hq_add_bitmap(vm, "vda", "r1", true, false) == 0 &&
+             hq_agent_start(vm) == 0, "setup");
+    if (refused(vm, "create: unknown element", "InvalidParameter", "<frob>",
+                "checkpoint-create", json_pack("{s:s}", "xml",
+                "<domaincheckpoint><name>u1</name><frob/></domaincheckpoint>")) < 0 ||
+        refused(vm, "create: element in <disk>", "InvalidParameter", "<disk>",
+                "checkpoint-create", json_pack("{s:s}", "xml",
+                "<domaincheckpoint><name>u1</name><disks><disk name='vda'>"
+                "<bitmap/></disk></disks></domaincheckpoint>")) < 0 ||
+        refused(vm, "create: foreign namespace", "InvalidParameter", "urn:x",
+                "checkpoint-create", json_pack("{s:s}", "xml",
+                "<domaincheckpoint xmlns:x='urn:x'><name>u1</name><x:y/>"
+                "</domaincheckpoint>")) < 0 ||
+        refused(vm, "backup: unknown element", "InvalidParameter", "<checkpoint>",
+                "backup-begin", json_pack("{s:s}", "xml",
+                "<domainbackup mode='pull'><checkpoint>u2</checkpoint>"
+                "</domainbackup>")) < 0 ||
+        refused(vm, "backup: <target> in a pull disk", "InvalidParameter", "<target>",
+                "backup-begin", json_pack("{s:s}", "xml",
+                "<domainbackup mode='pull'><disks><disk name='vda'>"
+                "<target file='/tmp/x.qcow2'/></disk></disks></domainbackup>")) < 0 ||
+        refused(vm, "backup: unknown element in checkpoint-xml", "InvalidParameter",
+                "<frob>", "backup-begin", json_pack("{s:s, s:s}", "xml",
+                "<domainbackup mode='pull'/>", "checkpoint-xml",
+                "<domaincheckpoint><name>u3</name><frob/></domaincheckpoint>")) < 0)
+        return -1;
+    CLEANUP_JSON json_t *q = hq_cmd(vm->ctl, "query-backup", NULL);
+    HQ_CHECK(q && json_array_size(q) == 0, "a job was left: %s", hq_str(q));
+    if (refused(vm, "redefine: unknown element", "InvalidParameter", "<note>",
+                "checkpoint-redefine", json_pack("{s:s}", "xml",
+                "<checkpoints><domaincheckpoint><name>r1</name><disks>"
+                "<disk name='vda'/></disks></domaincheckpoint><note/></checkpoints>")) < 0)
+        return -1;
+    /* What the schemas allow is still taken: <domain> with anything in it. */
+    CLEANUP_JSON json_t *r = hq_cmd(vm->ctl, "checkpoint-redefine", json_pack("{s:s}",
+        "xml", "<domaincheckpoint><name>r1</name><disks><disk name='vda'/></disks>"
+        "<domain type='kvm'><name>g</name><devices><whatever/></devices></domain>"
+        "</domaincheckpoint>"));
+    HQ_CHECK(r && json_array_size(r) == 1, "redefine with <domain>: %s", hq_str(r));
+    CLEANUP_FREE char *l = hq_ckpt_names(vm->ctl);
+    HQ_CHECK(l && !strcmp(l, "r1"), "list: %s", l);
+    return 0;
+}
+
+/* libvirt takes a disk's source file for its name (<disk name='/path'>)
+ * and resolves it to the disk, in checkpoint, redefine and backup XML. */
+static int
+case_xml_disk_by_path(void)
+{
+    CLEANUP_VM struct hq_vm *vm = hq_vm_simple(2, DISK_SIZE, false);
+    HQ_CHECK(vm && hq_add_bitmap(vm, "vda", "r1", true, false) == 0 &&
+             hq_agent_start(vm) == 0, "setup");
+    CLEANUP_JSON json_t *disks = hq_cmd(vm->ctl, "query-disks", NULL);
+    const char *fa = hq_jstr(hq_jfind(disks, "disk", "vda"), "filename");
+    const char *fb = hq_jstr(hq_jfind(disks, "disk", "vdb"), "filename");
+    HQ_CHECK(fa && fb && !strcmp(fa, hq_vm_disk(vm, "vda")->path) &&
+             !strcmp(fb, hq_vm_disk(vm, "vdb")->path), "filenames: %s", hq_str(disks));
+
+    /* Adopting libvirt's bitmap of vda, the disk named by path. */
+    CLEANUP_FREE char *rx = xasprintf("<domaincheckpoint><name>r1</name>"
+                                      "<creationTime>1700000000</creationTime><disks>"
+                                      "<disk name='%s'/><disk name='%s' checkpoint='no'/>"
+                                      "</disks></domaincheckpoint>", fa, fb);
+    CLEANUP_JSON json_t *r = hq_cmd(vm->ctl, "checkpoint-redefine",
+                                    json_pack("{s:s}", "xml", rx));
+    json_t *rd = json_object_get(json_array_get(r, 0), "disks");
+    HQ_CHECK(r && json_array_size(rd) == 1 && !strcmp(hq_jstr(json_array_get(rd, 0),
+             "disk"), "vda"), "redefine by path: %s", hq_str(r));
+
+    /* Creating on vdb only, named by path. */
+    CLEANUP_FREE char *cx = xasprintf("<domaincheckpoint><name>p1</name><disks>"
+                                      "<disk name='vda' checkpoint='no'/>"
+                                      "<disk name='%s' checkpoint='bitmap'/></disks>"
+                                      "</domaincheckpoint>", fb);
+    CLEANUP_JSON json_t *c = hq_cmd(vm->ctl, "checkpoint-create",
+                                    json_pack("{s:s}", "xml", cx));
+    json_t *cd = json_object_get(c, "disks");
+    HQ_CHECK(c && json_array_size(cd) == 1 &&
+             !strcmp(hq_jstr(json_array_get(cd, 0), "disk"), "vdb") &&
+             hq_bitmap_recording(vm, "vdb", "p1") == 1 && !hq_bitmap(vm, "vda", "p1"),
+             "create by path: %s", hq_str(c));
+
+    /* A backup of vda named by path; vdb by path with backup='no'. */
+    CLEANUP_FREE char *bx = xasprintf("<domainbackup mode='pull'><disks>"
+                                      "<disk name='%s'/><disk name='%s' backup='no'/>"
+                                      "</disks></domainbackup>", fa, fb);
+    CLEANUP_JSON json_t *job = hq_cmd(vm->ctl, "backup-begin", json_pack("{s:s}", "xml", bx));
+    json_t *jd = json_object_get(job, "disks");
+    HQ_CHECK(job && json_array_size(jd) == 1 &&
+             !strcmp(hq_jstr(json_array_get(jd, 0), "disk"), "vda"),
+             "backup by path: %s", hq_str(job));
+    if (hq_backup_end(vm, job) < 0)
+        return -1;
+
+    /* A path no disk has is still NotFound; one disk by both names twice. */
+    CLEANUP_FREE char *nx = xasprintf("<domaincheckpoint><name>p2</name><disks>"
+                                      "<disk name='%s.other'/></disks></domaincheckpoint>",
+                                      fa);
+    CLEANUP_FREE char *tx = xasprintf("<domaincheckpoint><name>p2</name><disks>"
+                                      "<disk name='vda'/><disk name='%s'/></disks>"
+                                      "</domaincheckpoint>", fa);
+    if (refused(vm, "unknown path", "NotFound", ".other", "checkpoint-create",
+                json_pack("{s:s}", "xml", nx)) < 0 ||
+        refused(vm, "vda twice", "InvalidParameter", "vda", "checkpoint-create",
+                json_pack("{s:s}", "xml", tx)) < 0)
+        return -1;
+    CLEANUP_FREE char *l = hq_ckpt_names(vm->ctl);
+    HQ_CHECK(l && !strcmp(l, "r1,p1"), "list: %s", l);
+    return 0;
+}
+
 /* ------------------------------------------------------------- ckptctl */
 
 static char *
@@ -1250,6 +1376,8 @@ main(void)
         { "export-release", case_export_release },
         { "backup-xml", case_backup_xml },
         { "ckptctl", case_ckptctl },
+        { "xml-schema", case_xml_schema },
+        { "xml-disk-by-path", case_xml_disk_by_path },
     };
     return hq_run(cases, ARRAY_SIZE(cases));
 }

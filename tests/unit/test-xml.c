@@ -16,6 +16,7 @@
 #include <libxml/globals.h>
 
 #include "common/common.h"
+#include "metadata/metadata.h"
 #include "metadata/xml.h"
 
 #define CORPUS "tests/unit/xml"
@@ -385,7 +386,8 @@ test_size_limit(void **state)
     assert_int_equal(meta_xml_parse_checkpoint(NULL, 0, &c, &e), -1);
 }
 
-/* XInclude is never processed: the element is a foreign one, ignored. */
+/* XInclude is never processed: the element is a foreign one, which
+ * libvirt's schema does not allow in <description>, so it is refused. */
 static void
 test_xinclude_not_processed(void **state)
 {
@@ -393,12 +395,105 @@ test_xinclude_not_processed(void **state)
         "<domaincheckpoint xmlns:xi='http://www.w3.org/2001/XInclude'>"
         "<name>c1</name><description><xi:include href='/etc/passwd' parse='text'/>"
         "</description></domaincheckpoint>";
+    char msg[512];
+    checkpoint_error(xml, msg, sizeof msg);
+    assert_contains(msg, "<xi:include>");
+    assert_contains(msg, "<description>");
+    assert_true(strstr(msg, "root:") == NULL);
+}
+
+/* What libvirt's schemas do not know is refused, naming the element and
+ * where it stood; what they leave open (<domain>'s content) is not. */
+static void
+test_schema_messages(void **state)
+{
+    char msg[512];
+    checkpoint_error("<domaincheckpoint><name>c1</name><frob/></domaincheckpoint>",
+                     msg, sizeof msg);
+    assert_contains(msg, "element <frob> is not allowed in <domaincheckpoint>");
+    assert_contains(msg, "schema");
+    checkpoint_error("<domaincheckpoint><disks><disk name='vda'><x/></disk></disks>"
+                     "</domaincheckpoint>", msg, sizeof msg);
+    assert_contains(msg, "element <x> is not allowed in <disk>");
+
     struct ckpt_error e = { 0 };
     struct meta_xml_ckpt c;
-    assert_int_equal(meta_xml_parse_checkpoint(xml, strlen(xml), &c, &e), 0);
+    const char *dom = "<domaincheckpoint><name>c1</name><domain type='kvm'>"
+                      "<anything><at-all/></anything></domain></domaincheckpoint>";
+    assert_int_equal(meta_xml_parse_checkpoint(dom, strlen(dom), &c, &e), 0);
     assert_string_equal(c.name, "c1");
-    assert_null(c.description);
     meta_xml_ckpt_clear(&c);
+
+    struct meta_xml_backup b;
+    const char *push = "<domainbackup><disks><disk name='vda'><scratch file='/s'/>"
+                       "</disk></disks></domainbackup>";
+    assert_int_equal(meta_xml_parse_backup(push, strlen(push), &b, &e), -1);
+    assert_int_equal(e.code, CKPT_ERR_INVALID_PARAMETER);
+    assert_contains(e.msg, "element <scratch> is not allowed in <disk>");
+    const char *pull = "<domainbackup mode='pull'><disks><disk name='vda'>"
+                       "<target file='/s'/></disk></disks></domainbackup>";
+    assert_int_equal(meta_xml_parse_backup(pull, strlen(pull), &b, &e), -1);
+    assert_contains(e.msg, "element <target> is not allowed in <disk>");
+}
+
+/* ---------- disks named by their source file ---------- */
+
+static void
+test_resolve_disk_paths(void **state)
+{
+    struct meta_disk disks[] = {
+        { .disk = "vda", .filename = "/images/root.qcow2" },
+        { .disk = "vdb", .filename = "/images/data.qcow2" },
+    };
+    struct meta_tree t = { .disks = disks, .ndisks = 2 };
+    struct ckpt_error e = { 0 };
+    struct meta_xml_ckpt c;
+
+    const char *ck = "<domaincheckpoint><name>c1</name><disks>"
+                     "<disk name='/images/data.qcow2'/><disk name='vda' checkpoint='no'/>"
+                     "<disk name='/images/other.qcow2'/></disks></domaincheckpoint>";
+    assert_int_equal(meta_xml_parse_checkpoint_vm(ck, strlen(ck), &t, &c, &e), 0);
+    assert_string_equal(c.disks[0].name, "vdb");
+    assert_true(c.disks[0].checkpoint);
+    assert_string_equal(c.disks[1].name, "vda");
+    assert_string_equal(c.disks[2].name, "/images/other.qcow2");   /* no such disk */
+    meta_xml_ckpt_clear(&c);
+
+    /* Without the VM's disks the names stay as written. */
+    assert_int_equal(meta_xml_parse_checkpoint(ck, strlen(ck), &c, &e), 0);
+    assert_string_equal(c.disks[0].name, "/images/data.qcow2");
+    meta_xml_ckpt_clear(&c);
+
+    /* One disk by both names is one disk given twice. */
+    const char *twice = "<domaincheckpoint><disks><disk name='vda'/>"
+                        "<disk name='/images/root.qcow2'/></disks></domaincheckpoint>";
+    memset(&c, 0xA5, sizeof c);
+    assert_int_equal(meta_xml_parse_checkpoint_vm(twice, strlen(twice), &t, &c, &e), -1);
+    assert_int_equal(e.code, CKPT_ERR_INVALID_PARAMETER);
+    assert_contains(e.msg, "disk 'vda' is listed twice");
+    assert_null(c.disks);
+
+    struct meta_xml_ckpt *list;
+    size_t n;
+    const char *l = "<checkpoints><domaincheckpoint><name>c1</name><disks>"
+                    "<disk name='/images/root.qcow2'/></disks></domaincheckpoint>"
+                    "</checkpoints>";
+    assert_int_equal(meta_xml_parse_checkpoints_vm(l, strlen(l), &t, &list, &n, &e), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(list[0].disks[0].name, "vda");
+    meta_xml_ckpts_free(list, n);
+
+    struct meta_xml_backup b;
+    const char *bk = "<domainbackup mode='pull'><disks><disk name='/images/root.qcow2'/>"
+                     "<disk name='/images/data.qcow2' backup='no'/></disks></domainbackup>";
+    assert_int_equal(meta_xml_parse_backup_vm(bk, strlen(bk), &t, &b, &e), 0);
+    assert_string_equal(b.disks[0].name, "vda");
+    assert_string_equal(b.disks[1].name, "vdb");
+    meta_xml_backup_clear(&b);
+    const char *bk2 = "<domainbackup mode='pull'><disks><disk name='/images/data.qcow2'/>"
+                      "<disk name='vdb'/></disks></domainbackup>";
+    assert_int_equal(meta_xml_parse_backup_vm(bk2, strlen(bk2), &t, &b, &e), -1);
+    assert_contains(e.msg, "disk 'vdb' is listed twice");
 }
 
 /* ---------- fields ---------- */
@@ -750,6 +845,8 @@ main(void)
         cmocka_unit_test(test_error_handlers_restored),
         cmocka_unit_test(test_size_limit),
         cmocka_unit_test(test_xinclude_not_processed),
+        cmocka_unit_test(test_schema_messages),
+        cmocka_unit_test(test_resolve_disk_paths),
         cmocka_unit_test(test_fields_dumpxml),
         cmocka_unit_test(test_fields_create_defaults),
         cmocka_unit_test(test_fields_escaped),
