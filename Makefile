@@ -80,6 +80,13 @@ $(BUILD)/tests/qemu/%: tests/qemu/%.c $(HARNESS) $(LIB) $(wildcard */*.h tests/q
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(HARNESS) $(LIB) $(LDLIBS)
 
+# The test guest (tests/guest/): Debian's kernel and a busybox initramfs
+# with qemu-ga, built once; the test-guest-* programs boot it.
+GUEST := $(BUILD)/guest/initramfs.cpio.gz
+$(GUEST): tests/guest/build-initramfs.sh tests/guest/init
+	tests/guest/build-initramfs.sh $(BUILD)/guest
+$(filter $(BUILD)/tests/qemu/test-guest-%,$(QEMU_BINS)): $(GUEST)
+
 # Fuzzing (clang's libFuzzer, with ASan and UBSan): a short run in
 # `make check`, a long one in `make fuzz`.
 FUZZ_DIR  := build-fuzz

@@ -57,6 +57,9 @@ struct ctx {
     struct rec recs[4];
 };
 
+static void ctx_log(struct ctx *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
 static void
 ctx_log(struct ctx *c, const char *fmt, ...)
 {
