@@ -2234,6 +2234,18 @@ hq_fs_check(const char *image, struct hq_fs_check *out)
     out->fsck_clean = hq_run_cmd(fsck, &s3) == 0;
     if (!out->fsck_clean)
         snprintf(out->detail, sizeof out->detail, "e2fsck: %.400s", s3);
+    /* A crash-consistent copy is read as a restore would mount it: after
+     * its journal is replayed (on the scratch raw file only); a quiesced
+     * one must not need that. */
+    if (out->needs_recovery) {
+        CLEANUP_FREE char *s6 = NULL;
+        char *replay[] = { "e2fsck", "-fy", raw, NULL };
+        int st = hq_run_cmd(replay, &s6);
+        if (st != 0 && st != 1) {
+            hq_fail("e2fsck -fy %s: %s", image, s6);
+            goto out;
+        }
+    }
     if (hq_run_cmd(dbg, &s4) != 0 ||
         !(manifest = hq_read_file(mpath))) {
         hq_fail("debugfs rdump /work of %s: %s", image, s4);

@@ -398,9 +398,11 @@ struct hq_fs_check {
     long newest;            /* highest N of the files fN listed, or 0 */
     char detail[512];       /* e2fsck or sha256sum complaints, if any */
 };
-/* Reads an image (any format qemu-img knows) without mounting it:
- * dumpe2fs, e2fsck -fn, debugfs rdump of work/ and sha256sum -c of its
- * manifest.  0, or -1 with hq_fail when a tool could not run. */
+/* Reads an image (any format qemu-img knows) without mounting it, on a
+ * raw scratch copy: dumpe2fs, e2fsck -fn, then (when recovery is pending)
+ * e2fsck -fy to replay the journal as a mount would, then debugfs rdump
+ * of work/ and sha256sum -c of its manifest.  0, or -1 with hq_fail when
+ * a tool could not run. */
 int hq_fs_check(const char *image, struct hq_fs_check *out);
 
 #endif
