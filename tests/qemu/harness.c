@@ -2161,9 +2161,12 @@ hq_guest_copy_start(struct hq_vm *vm, const char *disk, const char *target)
     CLEANUP_JSON json_t *r2 = r1 ? hq_cmd(vm->mon, "blockdev-add",
         json_pack("{s:s, s:s, s:s}", "driver", "qcow2", "file", file,
                   "node-name", node)) : NULL;
+    /* auto-dismiss off: the job stays "concluded", with its error if any,
+     * until hq_guest_copy_finish has looked. */
     CLEANUP_JSON json_t *r3 = r2 ? hq_cmd(vm->mon, "blockdev-backup",
-        json_pack("{s:s, s:s, s:s, s:s}", "job-id", node, "device", d->node,
-                  "target", node, "sync", "full")) : NULL;
+        json_pack("{s:s, s:s, s:s, s:s, s:b}", "job-id", node, "device",
+                  d->node, "target", node, "sync", "full",
+                  "auto-dismiss", false)) : NULL;
     return r3 ? 0 : -1;
 }
 
@@ -2172,19 +2175,33 @@ hq_guest_copy_finish(struct hq_vm *vm, const char *disk)
 {
     CLEANUP_FREE char *file = xasprintf("hq-copy-%s-file", disk);
     CLEANUP_FREE char *node = xasprintf("hq-copy-%s", disk);
-    CLEANUP_JSON json_t *ev = hq_wait_event_named(vm->mon,
-        "BLOCK_JOB_COMPLETED", NULL, 60);
-    /* One copy at a time: the next completion is this one's (checked). */
-    if (!ev) {
-        hq_fail("the copy of %s did not complete", disk);
-        return -1;
+    /* Several copies may run at once: poll this job's own state. */
+    double end = hq_now() + 60;
+    for (;;) {
+        CLEANUP_JSON json_t *jobs = hq_cmd(vm->mon, "query-jobs", NULL);
+        json_t *job = hq_jfind(jobs, "id", node);
+        if (!job) {
+            hq_fail("copy of %s: no job %s", disk, node);
+            return -1;
+        }
+        const char *st = hq_jstr(job, "status");
+        if (st && strcmp(st, "concluded") == 0) {
+            if (hq_jstr(job, "error")) {
+                hq_fail("copy of %s: %s", disk, hq_jstr(job, "error"));
+                return -1;
+            }
+            break;
+        }
+        if (hq_now() > end) {
+            hq_fail("copy of %s still %s after 60 s", disk, st ? st : "?");
+            return -1;
+        }
+        hq_sleep_ms(50);
     }
-    json_t *data = json_object_get(ev, "data");
-    if (!hq_jstr(data, "device") || strcmp(hq_jstr(data, "device"), node) != 0 ||
-        hq_jstr(data, "error")) {
-        hq_fail("copy of %s: %s", disk, hq_str(ev));
+    CLEANUP_JSON json_t *r0 = hq_cmd(vm->mon, "job-dismiss",
+                                     json_pack("{s:s}", "id", node));
+    if (!r0)
         return -1;
-    }
     CLEANUP_JSON json_t *r1 = hq_cmd(vm->mon, "blockdev-del",
                                      json_pack("{s:s}", "node-name", node));
     CLEANUP_JSON json_t *r2 = r1 ? hq_cmd(vm->mon, "blockdev-del",
