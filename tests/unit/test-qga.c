@@ -508,6 +508,40 @@ test_free_in_callback(void **state)
     assert_string_equal(c->log, "up;0:ok;1:Disconnected;2:Disconnected;");
 }
 
+/* A command waiting behind a slow one times out on its own deadline and
+ * never reaches the guest; the slow one times out later on its own. */
+static void
+test_queued_timeout(void **state)
+{
+    struct ctx *c = *state;
+    start_up(c);
+    c->srv.replies[0] = NULL;               /* the first never answers */
+    exec(c, 0, "guest-fsfreeze-freeze", 0.6);
+    exec(c, 1, "guest-fsfreeze-status", 0.1);
+    run_until(c, rec1_done);
+    assert_string_equal(c->recs[1].class, "Timeout");
+    assert_non_null(strstr(c->recs[1].desc, "busy with earlier commands"));
+    assert_int_equal(c->recs[0].calls, 0);
+    run_until(c, rec0_done);
+    assert_string_equal(c->log, "up;1:Timeout;0:Timeout;");
+    assert_int_equal(c->srv.ncmds, 1);
+    assert_string_equal(got_cmd(&c->srv, 1), "guest-fsfreeze-freeze");
+}
+
+/* Bytes that are no JSON, before the sync reply, are skipped. */
+static void
+test_garbage(void **state)
+{
+    struct ctx *c = *state;
+    start_up(c);
+    c->srv.pre_sync = "xyz}]{\"a\": tru}\n@@@\n";
+    c->srv.replies[0] = "{\"return\": \"thawed\"}\n";
+    exec(c, 0, "guest-fsfreeze-status", 1);
+    run_until(c, rec0_done);
+    assert_string_equal(c->log, "up;0:ok;");
+    assert_string_equal(json_string_value(c->recs[0].ret), "thawed");
+}
+
 static void
 test_state_names(void **state)
 {
@@ -533,6 +567,8 @@ main(void)
         T(test_disconnect_reconnect),
         T(test_waits_for_socket),
         T(test_free_in_callback),
+        T(test_queued_timeout),
+        T(test_garbage),
         cmocka_unit_test(test_state_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
