@@ -1998,6 +1998,81 @@ fail:
     return NULL;
 }
 
+static int64_t
+image_size(const char *image)
+{
+    CLEANUP_FREE char *out = NULL;
+    char *info[] = { "qemu-img", "info", "-U", "--output=json",
+                     (char *) image, NULL };
+    if (hq_run_cmd(info, &out) != 0)
+        return -1;
+    CLEANUP_JSON json_t *j = json_loads(out, 0, NULL);
+    return hq_jint(j, "virtual-size");
+}
+
+struct hq_vm *
+hq_guest_vm_from(int n, const char *const *images)
+{
+    const char *g = hq_guest_dir();
+    CLEANUP_FREE char *initrd = xasprintf("%s/initramfs.cpio.gz", g);
+    if (access(initrd, R_OK) != 0) {
+        hq_fail("no guest at %s (make %s)", initrd, initrd);
+        return NULL;
+    }
+    struct hq_vm *vm = hq_vm_new();
+    if (!vm)
+        return NULL;
+    vm->guest = true;
+    vm->qga_sock = xasprintf("%s/qga.sock", vm->dir);
+    vm->console_log = xasprintf("%s/console.log", vm->dir);
+    for (int i = 0; i < n; i++) {
+        char name[8];
+        snprintf(name, sizeof name, "vd%c", 'a' + i);
+        int64_t size = image_size(images[i]);
+        if (size <= 0) {
+            hq_fail("qemu-img info %s failed", images[i]);
+            goto fail;
+        }
+        struct hq_disk *d = new_disk(vm, name, "qcow2", size, false);
+        if (!d)
+            goto fail;
+        CLEANUP_FREE char *out = NULL;
+        char *conv[] = { "qemu-img", "convert", "-O", "qcow2",
+                         (char *) images[i], d->path, NULL };
+        if (hq_run_cmd(conv, &out) != 0) {
+            hq_fail("qemu-img convert %s: %s", images[i], out);
+            goto fail;
+        }
+    }
+    double t0 = hq_now();
+    if (guest_boot(vm, n) < 0)
+        goto fail;
+    hq_note("guest up from %d image(s) in %.1f s", n, hq_now() - t0);
+    return vm;
+fail:
+    hq_vm_free(vm);
+    return NULL;
+}
+
+int
+hq_guest_check(struct hq_vm *vm, const char *disk, int *entries,
+               long *newest)
+{
+    CLEANUP_FREE char *s = hq_read_file(vm->console_log);
+    CLEANUP_FREE char *tag = xasprintf("ckptd-guest: check %s ", disk);
+    char *p = s ? strstr(s, tag) : NULL;
+    if (!p)
+        return -1;
+    p += strlen(tag);
+    int ok = strncmp(p, "ok ", 3) == 0;
+    char *e = strstr(p, "entries="), *nw = strstr(p, "newest=");
+    if (entries)
+        *entries = e ? atoi(e + 8) : -1;
+    if (newest)
+        *newest = nw ? strtol(nw + 7, NULL, 10) : -1;
+    return ok;
+}
+
 /* --- the blocking guest-agent client --- */
 
 /* Reads what is there within ms into c->buf.  1 if bytes came, 0 on

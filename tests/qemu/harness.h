@@ -355,6 +355,17 @@ const char *hq_guest_dir(void);
  * on every disk (one step seen on the console), qemu-ga answering.  The
  * agent is not started.  NULL with hq_fail. */
 struct hq_vm *hq_guest_vm(int n, int64_t size);
+/* The same guest booted from copies of existing images (restored
+ * backups, hq_guest_copy_start targets), one per disk vda, vdb, ...; the
+ * images themselves are left as they are (QEMU runs on copies).  Each
+ * disk's workload first checks what it finds (hq_guest_check), then goes
+ * on from its newest step.  NULL with hq_fail. */
+struct hq_vm *hq_guest_vm_from(int n, const char *const *images);
+/* What the guest's own check of a disk at boot said: 1 every manifest
+ * entry matched, 0 some did not, -1 no check printed (a fresh disk);
+ * entries and newest (may be NULL) as it counted them. */
+int hq_guest_check(struct hq_vm *vm, const char *disk, int *entries,
+                   long *newest);
 /* The workload's last completed step on disk per the console, or -1. */
 long hq_guest_seq(struct hq_vm *vm, const char *disk);
 /* Waits until the console shows the text.  0, or -1 with hq_fail. */

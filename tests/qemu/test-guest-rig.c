@@ -5,6 +5,7 @@
  *    frozen are clean (no journal recovery pending, e2fsck -fn clean,
  *    every manifest entry matches) and hold every step done before; copies
  *    taken unfrozen need recovery (and after it, hold every fsync'd step);
+ *    the frozen copies boot the same guest, which finds its files intact;
  *  - qmp/qga.c against the real qemu-ga: sync, freeze, status, thaw, a
  *    timed-out command's late reply skipped, disconnect when QEMU goes. */
 #include "tests/qemu/harness.h"
@@ -95,6 +96,7 @@ case_quiesce_tells_copies_apart(void)
              st ? st : "?");
 
     int live = 0, live_dirty = 0;
+    long frozen_newest[NDISKS] = { 0 };
     for (int round = 0; round < 2; round++) {
         struct hq_fs_check fs[NDISKS];
         long seq[NDISKS];
@@ -115,6 +117,7 @@ case_quiesce_tells_copies_apart(void)
             HQ_CHECK(fs[i].newest >= seq[i], "frozen copy %d of %s ends at "
                      "f%ld, the guest had completed step %ld", round,
                      disks[i], fs[i].newest, seq[i]);
+            frozen_newest[i] = fs[i].newest;
         }
 
         if (copy_and_check(vm, qga, false, round, fs, seq) < 0)
@@ -134,7 +137,38 @@ case_quiesce_tells_copies_apart(void)
     HQ_CHECK(live_dirty * 2 > live, "only %d of %d live copies needed journal "
              "recovery: the check cannot tell quiesced copies from "
              "crash-consistent ones", live_dirty, live);
-    return 0;
+
+    /* The last frozen copies boot the same guest, which finds its files
+     * as they were and carries on from there. */
+    hq_conn_close(qga);
+    qga = NULL;
+    hq_qemu_kill(vm);
+    char *imgs[NDISKS];
+    for (int i = 0; i < NDISKS; i++)
+        imgs[i] = xasprintf("%s/copy-%s-frozen-1.qcow2", vm->dir, disks[i]);
+    struct hq_vm *vm2 = hq_guest_vm_from(NDISKS, (const char *const *) imgs);
+    for (int i = 0; i < NDISKS; i++)
+        free(imgs[i]);
+    HQ_CHECK(vm2, "guest from the frozen copies");
+    int rc = 0;
+    for (int i = 0; i < NDISKS && rc == 0; i++) {
+        int entries;
+        long newest;
+        int ok = hq_guest_check(vm2, disks[i], &entries, &newest);
+        if (ok != 1 || newest != frozen_newest[i] || entries <= 0) {
+            hq_fail("restored %s: check %d, %d entries, newest f%ld (the "
+                    "copy ended at f%ld)", disks[i], ok, entries, newest,
+                    frozen_newest[i]);
+            rc = -1;
+        } else if (hq_guest_wait_progress(vm2, disks[i], 30) < 0 ||
+                   hq_guest_seq(vm2, disks[i]) <= frozen_newest[i]) {
+            hq_fail("restored %s: the workload did not go on past f%ld",
+                    disks[i], frozen_newest[i]);
+            rc = -1;
+        }
+    }
+    hq_vm_free(vm2);
+    return rc;
 }
 
 /* --- qmp/qga.c on a libev loop against the real qemu-ga --- */
