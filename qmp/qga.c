@@ -570,12 +570,10 @@ qga_on_write(struct ev_loop *loop, ev_io *w, int revents)
         if (getsockopt(g->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
             err = errno;
         if (err) {
-            log_debug("qga: connect to %s: %s", g->path, strerror(err));
-            ev_io_stop(loop, &g->wio);
-            close(g->fd);
-            g->fd = -1;
-            g->conn = QGA_CLOSED;
-            qga_schedule_retry(g);
+            /* Commands queued meanwhile fail now; a retry follows. */
+            CLEANUP_FREE char *reason =
+                xasprintf("connect to %s: %s", g->path, strerror(err));
+            qga_close(g, reason);
         } else {
             ev_io_stop(loop, &g->wio);
             qga_opened(g);
