@@ -2289,6 +2289,7 @@ int
 hq_fs_check(const char *image, struct hq_fs_check *out)
 {
     memset(out, 0, sizeof *out);
+    out->cross = -1;
     CLEANUP_FREE char *dir = xasprintf("%s.check-XXXXXX", image);
     if (!mkdtemp(dir)) {
         hq_fail("mkdtemp %s: %s", dir, strerror(errno));
@@ -2297,6 +2298,8 @@ hq_fs_check(const char *image, struct hq_fs_check *out)
     CLEANUP_FREE char *raw = xasprintf("%s/fs.raw", dir);
     CLEANUP_FREE char *work = xasprintf("%s/work", dir);
     CLEANUP_FREE char *mpath = xasprintf("%s/work/manifest", dir);
+    CLEANUP_FREE char *cpath = xasprintf("%s/work/cross", dir);
+    CLEANUP_FREE char *cross = NULL;
     CLEANUP_FREE char *rdump = xasprintf("rdump /work %s", dir);
     CLEANUP_FREE char *sum = xasprintf("cd '%s' && sha256sum -c manifest",
                                        work);
@@ -2343,6 +2346,8 @@ hq_fs_check(const char *image, struct hq_fs_check *out)
         hq_fail("debugfs rdump /work of %s: %s", image, s4);
         goto out;
     }
+    cross = hq_read_file(cpath);
+    out->cross = cross && *cross ? strtol(cross, NULL, 10) : -1;
     for (char *p = manifest; *p; p++) {
         out->entries += *p == '\n';
         if (p[0] == ' ' && p[1] == 'f' && p[2] >= '0' && p[2] <= '9') {

@@ -407,6 +407,7 @@ struct hq_fs_check {
     int entries;            /* lines in work/manifest */
     int bad;                /* entries whose file does not match */
     long newest;            /* highest N of the files fN listed, or 0 */
+    long cross;             /* work/cross (the cross-disk step), or -1 */
     char detail[512];       /* e2fsck or sha256sum complaints, if any */
 };
 /* Reads an image (any format qemu-img knows) without mounting it, on a

@@ -3,7 +3,8 @@
  * down what the quiesce tests rely on:
  *  - copies of both disks taken while qemu-ga holds the file systems
  *    frozen are clean (no journal recovery pending, e2fsck -fn clean,
- *    every manifest entry matches) and hold every step done before; copies
+ *    every manifest entry matches), hold every step done before and are
+ *    of one moment across both disks (the cross-disk step); copies
  *    taken unfrozen need recovery (and after it, hold every fsync'd step);
  *    the frozen copies boot the same guest, which finds its files intact;
  *  - qmp/qga.c against the real qemu-ga: sync, freeze, status, thaw, a
@@ -69,10 +70,18 @@ copy_and_check(struct hq_vm *vm, struct hq_conn *qga, bool freeze, int round,
             goto out;
     for (int i = 0; i < NDISKS; i++)
         hq_note("%s copy %d of %s: needs_recovery=%d fsck_clean=%d "
-                "entries=%d bad=%d newest=f%ld (console at %ld)",
+                "entries=%d bad=%d newest=f%ld (console at %ld) cross=%ld",
                 freeze ? "frozen" : "live", round, disks[i],
                 fs[i].needs_recovery, fs[i].fsck_clean, fs[i].entries,
-                fs[i].bad, fs[i].newest, seq[i]);
+                fs[i].bad, fs[i].newest, seq[i], fs[i].cross);
+    /* Both disks of one moment: vda's cross step equals vdb's or is one
+     * ahead (vda is written first). */
+    if (fs[0].cross < 1 || fs[1].cross < 1 ||
+        !(fs[0].cross == fs[1].cross || fs[0].cross == fs[1].cross + 1)) {
+        hq_fail("%s copies %d are not of one moment: cross vda=%ld vdb=%ld",
+                freeze ? "frozen" : "live", round, fs[0].cross, fs[1].cross);
+        goto out;
+    }
     /* The workloads run on: nothing stayed frozen. */
     for (int i = 0; i < NDISKS; i++)
         if (hq_guest_wait_progress(vm, disks[i], 30) < 0)
