@@ -1888,7 +1888,9 @@ hq_guest_seq(struct hq_vm *vm, const char *disk)
     CLEANUP_FREE char *s = hq_read_file(vm->console_log);
     if (!s)
         return -1;
-    CLEANUP_FREE char *tag = xasprintf("ckptd-guest: seq %s ", disk);
+    /* disk NULL: the cross-disk step. */
+    CLEANUP_FREE char *tag = disk ? xasprintf("ckptd-guest: seq %s ", disk)
+                                  : xstrdup("ckptd-guest: cross ");
     long seq = -1;
     for (char *p = strstr(s, tag); p; p = strstr(p + 1, tag))
         seq = strtol(p + strlen(tag), NULL, 10);
@@ -1927,12 +1929,13 @@ guest_wait_seq(struct hq_vm *vm, const char *disk, long min, double timeout)
         if (vm->qemu_pid > 0 && waitpid(vm->qemu_pid, NULL, WNOHANG) != 0) {
             vm->qemu_pid = 0;
             hq_fail("QEMU exited before the workload on %s reached step %ld",
-                    disk, min);
+                    disk ? disk : "all disks", min);
             return -1;
         }
         if (hq_now() > end) {
             hq_fail("the workload on %s did not reach step %ld within %g s "
-                    "(at %ld)", disk, min, timeout, hq_guest_seq(vm, disk));
+                    "(at %ld)", disk ? disk : "all disks", min, timeout,
+                    hq_guest_seq(vm, disk));
             return -1;
         }
         hq_sleep_ms(50);
@@ -1962,6 +1965,8 @@ guest_boot(struct hq_vm *vm, int n)
         if (guest_wait_seq(vm, disk, 1, 60) < 0)
             return -1;
     }
+    if (n >= 2 && guest_wait_seq(vm, NULL, 1, 60) < 0)
+        return -1;
     CLEANUP_CONN struct hq_conn *c = hq_qga_open(vm, 30);
     return c ? 0 : -1;
 }
@@ -2289,7 +2294,6 @@ int
 hq_fs_check(const char *image, struct hq_fs_check *out)
 {
     memset(out, 0, sizeof *out);
-    out->cross = -1;
     CLEANUP_FREE char *dir = xasprintf("%s.check-XXXXXX", image);
     if (!mkdtemp(dir)) {
         hq_fail("mkdtemp %s: %s", dir, strerror(errno));
@@ -2347,7 +2351,8 @@ hq_fs_check(const char *image, struct hq_fs_check *out)
         goto out;
     }
     cross = hq_read_file(cpath);
-    out->cross = cross && *cross ? strtol(cross, NULL, 10) : -1;
+    /* None yet: the first cross step has not reached this disk. */
+    out->cross = cross && *cross ? strtol(cross, NULL, 10) : 0;
     for (char *p = manifest; *p; p++) {
         out->entries += *p == '\n';
         if (p[0] == ' ' && p[1] == 'f' && p[2] >= '0' && p[2] <= '9') {

@@ -366,7 +366,9 @@ struct hq_vm *hq_guest_vm_from(int n, const char *const *images);
  * entries and newest (may be NULL) as it counted them. */
 int hq_guest_check(struct hq_vm *vm, const char *disk, int *entries,
                    long *newest);
-/* The workload's last completed step on disk per the console, or -1. */
+/* The workload's last completed step on disk per the console, or -1;
+ * disk NULL: the cross-disk step (with two disks or more; hq_guest_vm
+ * returns once it has done one). */
 long hq_guest_seq(struct hq_vm *vm, const char *disk);
 /* Waits until the console shows the text.  0, or -1 with hq_fail. */
 int hq_guest_wait_console(struct hq_vm *vm, const char *text, double timeout);
@@ -407,7 +409,7 @@ struct hq_fs_check {
     int entries;            /* lines in work/manifest */
     int bad;                /* entries whose file does not match */
     long newest;            /* highest N of the files fN listed, or 0 */
-    long cross;             /* work/cross (the cross-disk step), or -1 */
+    long cross;             /* work/cross (the cross-disk step), or 0 */
     char detail[512];       /* e2fsck or sha256sum complaints, if any */
 };
 /* Reads an image (any format qemu-img knows) without mounting it, on a
