@@ -85,6 +85,15 @@ $(BUILD)/tests/qemu/%: tests/qemu/%.c $(HARNESS) $(LIB) $(wildcard */*.h tests/q
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(HARNESS) $(LIB) $(LDLIBS)
 
+# The test guest (tests/guest/): Debian's kernel and a busybox initramfs
+# with qemu-ga, built once; the test-guest-* programs boot it.  Named in
+# check and check-qemu too: .SECONDARY would not remake it for an
+# up-to-date test program.
+GUEST := $(BUILD)/guest/initramfs.cpio.gz
+$(GUEST): tests/guest/build-initramfs.sh tests/guest/init
+	tests/guest/build-initramfs.sh $(BUILD)/guest
+$(filter $(BUILD)/tests/qemu/test-guest-%,$(QEMU_BINS)): $(GUEST)
+
 # Fuzzing (clang's libFuzzer, with ASan and UBSan): a short run in
 # `make check`, a long one in `make fuzz`.
 FUZZ_DIR  := build-fuzz
@@ -118,14 +127,14 @@ CHECK_FUZZ := tests/fuzz/run.sh
 endif
 
 check: deps
-	$(MAKE) --no-print-directory all $(UNIT_BINS) $(QEMU_BINS) $(if $(CHECK_FUZZ),$(FUZZ_BINS))
+	$(MAKE) --no-print-directory all $(UNIT_BINS) $(QEMU_BINS) $(GUEST) $(if $(CHECK_FUZZ),$(FUZZ_BINS))
 	@BUILD=$(BUILD) BUILD_FUZZ=$(FUZZ_DIR) FUZZ_SECONDS=$(FUZZ_SECONDS) \
 	    tests/run-tests.sh $(UNIT_BINS) $(QEMU_BINS) $(QEMU_SHELL_TESTS) $(CHECK_FUZZ)
 
 check-unit: all $(UNIT_BINS)
 	@BUILD=$(BUILD) tests/run-tests.sh $(UNIT_BINS)
 
-check-qemu: all $(QEMU_BINS)
+check-qemu: all $(QEMU_BINS) $(GUEST)
 	@BUILD=$(BUILD) tests/run-tests.sh $(QEMU_BINS) $(QEMU_SHELL_TESTS)
 
 demo: deps

@@ -6,6 +6,7 @@
  *           message size and nesting depth).  Pure, no I/O.
  * client.c: qmp_*         one connection to one QEMU QMP socket.
  * action.c: qmp_action    helpers to build `transaction` action lists.
+ * qga.c:    qga_*         one connection to a guest agent (qemu-ga) socket.
  */
 #ifndef CKPTD_QMP_H
 #define CKPTD_QMP_H
@@ -98,6 +99,59 @@ void qmp_send(struct qmp *q, const char *cmd, json_t *args,
 void qmp_disconnect(struct qmp *q, const char *reason);
 /* Frees; pending callbacks are called with "Disconnected" first. */
 void qmp_free(struct qmp *q);
+
+/* --- qga.c --- */
+/* The host side of the guest agent's virtio-serial channel (a Unix socket
+ * that QEMU serves: -chardev socket,id=qga0,path=P,server=on,wait=off
+ * -device virtserialport,chardev=qga0,name=org.qemu.guest_agent.0).
+ * Before each command the client resynchronises (0xFF, then
+ * guest-sync-delimited with a random id, dropping every reply until that
+ * id comes back), then sends the command; one command is on the wire at a
+ * time, later ones queue.  It connects by itself and reconnects every
+ * retry_interval while the socket is missing, refuses or was closed. */
+struct qga;
+
+enum qga_state {
+    QGA_STATE_NONE,         /* no guest agent configured (qga == NULL) */
+    QGA_STATE_DISCONNECTED, /* configured, socket not connected */
+    QGA_STATE_CONNECTED,    /* socket connected (qemu-ga may still be
+                               silent: only a command tells) */
+};
+
+/* Exactly one call per qga_exec: ret (borrowed) with err == NULL, or err
+ * with ret == NULL.  err->class is the guest agent's error class (e.g.
+ * "GenericError", desc is its own message), or "Disconnected" (not
+ * connected, or the socket closed before the reply), or "Timeout" (no
+ * reply within the command's timeout; the connection stays up and the
+ * next command's sync skips the late reply). */
+typedef void qga_reply_cb(struct qga *g, json_t *ret,
+                          const struct qmp_error *err, void *opaque);
+/* The socket connected (reason NULL) or went away (reason says why). */
+typedef void qga_state_cb(struct qga *g, bool connected, const char *reason,
+                          void *opaque);
+
+/* retry_interval <= 0 means 1 s.  Nothing happens before qga_start. */
+struct qga *qga_new(struct ev_loop *loop, const char *path, qga_state_cb *cb,
+                    void *opaque, double retry_interval);
+/* Starts connecting (and reconnecting for as long as the client lives).
+ * Never calls back from inside. */
+void qga_start(struct qga *g);
+/* g may be NULL: QGA_STATE_NONE. */
+enum qga_state qga_state(const struct qga *g);
+/* "none" | "disconnected" | "connected", for query-status. */
+const char *qga_state_name(enum qga_state s);
+/* Runs cmd with args (stolen; NULL for none).  timeout (seconds, <= 0
+ * means 10) counts from this call and covers the wait behind earlier
+ * commands, the sync and the reply.  The callback always runs later,
+ * never inside qga_exec; when not connected it gets "Disconnected".
+ * After a guest-fsfreeze-freeze that timed out, send
+ * guest-fsfreeze-thaw: the guest may still complete the freeze. */
+void qga_exec(struct qga *g, const char *cmd, json_t *args, double timeout,
+              qga_reply_cb *cb, void *opaque);
+/* How many syncs were sent so far (for tests). */
+unsigned long long qga_syncs(const struct qga *g);
+/* Frees; pending callbacks get "Disconnected" first.  g may be NULL. */
+void qga_free(struct qga *g);
 
 /* --- action.c --- */
 /* {"type": type, "data": data}; takes ownership of data. */

@@ -4,7 +4,8 @@
 set -e
 pkgs="gcc make pkg-config qemu-system-x86 qemu-utils libjansson-dev
       libxml2-dev libev-dev libnbd-dev libnbd-bin libcmocka-dev
-      clang libclang-rt-14-dev"
+      clang libclang-rt-14-dev
+      linux-image-amd64 busybox-static qemu-guest-agent e2fsprogs"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' ||

@@ -877,6 +877,8 @@ hq_vm_free(struct hq_vm *vm)
     if (hq_failed()) {
         hq_agent_dump_log(vm);
         dump_file("qemu log", vm->qemu_log, 40);
+        if (vm->console_log)
+            dump_file("guest console", vm->console_log, 30);
     }
     register_vm(vm, false);
     rm_tree(vm->dir);
@@ -889,6 +891,8 @@ hq_vm_free(struct hq_vm *vm)
     free(vm->ctl_sock);
     free(vm->agent_log);
     free(vm->qemu_log);
+    free(vm->qga_sock);
+    free(vm->console_log);
     for (int i = 0; i < vm->nagent_args; i++)
         free(vm->agent_args[i]);
     free(vm);
@@ -953,10 +957,13 @@ hq_vm_add_disk(struct hq_vm *vm, const char *name, const char *format,
  * whose root bus does not take hotplug. */
 #define HQ_ROOT_PORTS 4
 
+static void guest_argv(struct hq_vm *vm, struct str_vec *a);
+
 static void
 qemu_argv(struct hq_vm *vm, struct str_vec *a)
 {
-    const char *accel = getenv("HQ_ACCEL");
+    /* The guest's kernel hangs at early boot under KVM here. */
+    const char *accel = vm->guest ? "tcg" : getenv("HQ_ACCEL");
     const char *fixed[] = { "qemu-system-x86_64", "-machine", "q35", "-S",
                             "-nodefaults", "-display", "none", "-m", "128" };
     for (size_t i = 0; i < ARRAY_SIZE(fixed); i++)
@@ -993,6 +1000,8 @@ qemu_argv(struct hq_vm *vm, struct str_vec *a)
                                     d->node, d->name));
         d->plugged = false;
     }
+    if (vm->guest)
+        guest_argv(vm, a);
     str_vec_append(a, NULL);
 }
 
@@ -1807,4 +1816,565 @@ hq_first_diff(const uint8_t *a, const uint8_t *b, int64_t len)
         if (a[i] != b[i])
             return i;
     return -1;
+}
+
+/* ---------------------------------------------------------------- guest */
+
+const char *
+hq_guest_dir(void)
+{
+    static char buf[4096];
+    const char *d = getenv("HQ_GUEST_DIR");
+    if (d && *d)
+        return d;
+    const char *b = getenv("BUILD");
+    snprintf(buf, sizeof buf, "%s/guest", b && *b ? b : "build");
+    return buf;
+}
+
+static void
+guest_argv(struct hq_vm *vm, struct str_vec *a)
+{
+    const char *g = hq_guest_dir();
+    const char *args[] = {
+        "-m", "256", "-no-reboot",
+        "-append", "console=ttyS0 panic=-1 quiet",
+        "-device", "virtio-serial-pci",
+        "-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
+    };
+    str_vec_append(a, xstrdup("-kernel"));
+    str_vec_append(a, xasprintf("%s/vmlinuz", g));
+    str_vec_append(a, xstrdup("-initrd"));
+    str_vec_append(a, xasprintf("%s/initramfs.cpio.gz", g));
+    str_vec_append(a, xstrdup("-serial"));
+    str_vec_append(a, xasprintf("file:%s", vm->console_log));
+    str_vec_append(a, xstrdup("-chardev"));
+    str_vec_append(a, xasprintf("socket,id=qga0,path=%s,server=on,wait=off",
+                                vm->qga_sock));
+    for (size_t i = 0; i < ARRAY_SIZE(args); i++)
+        str_vec_append(a, xstrdup(args[i]));
+}
+
+/* The host formats the disk (no mkfs in the guest): ext4 on a raw file,
+ * converted to qcow2 over the image new_disk made.  Inode tables and
+ * journal initialised now, so that no lazy init writes behind the
+ * workload's back. */
+static int
+guest_format(struct hq_disk *d)
+{
+    CLEANUP_FREE char *raw = xasprintf("%s.raw", d->path);
+    CLEANUP_FREE char *size = xasprintf("%" PRId64, d->size);
+    CLEANUP_FREE char *out = NULL;
+    char *trunc[] = { "truncate", "-s", size, raw, NULL };
+    char *mkfs[] = { "mkfs.ext4", "-F", "-q", "-E",
+                     "lazy_itable_init=0,lazy_journal_init=0",
+                     "-L", d->name, raw, NULL };
+    char *conv[] = { "qemu-img", "convert", "-O", "qcow2", raw, d->path,
+                     NULL };
+    int rc = hq_run_cmd(trunc, NULL);
+    if (rc == 0)
+        rc = hq_run_cmd(mkfs, &out);
+    if (rc == 0) {
+        free(out);
+        out = NULL;
+        rc = hq_run_cmd(conv, &out);
+    }
+    unlink(raw);
+    if (rc != 0) {
+        hq_fail("formatting %s: %s", d->name, out ? out : "cannot run");
+        return -1;
+    }
+    return 0;
+}
+
+long
+hq_guest_seq(struct hq_vm *vm, const char *disk)
+{
+    CLEANUP_FREE char *s = hq_read_file(vm->console_log);
+    if (!s)
+        return -1;
+    /* disk NULL: the cross-disk step. */
+    CLEANUP_FREE char *tag = disk ? xasprintf("ckptd-guest: seq %s ", disk)
+                                  : xstrdup("ckptd-guest: cross ");
+    long seq = -1;
+    for (char *p = strstr(s, tag); p; p = strstr(p + 1, tag))
+        seq = strtol(p + strlen(tag), NULL, 10);
+    return seq;
+}
+
+int
+hq_guest_wait_console(struct hq_vm *vm, const char *text, double timeout)
+{
+    double end = hq_now() + timeout;
+    for (;;) {
+        CLEANUP_FREE char *s = hq_read_file(vm->console_log);
+        if (s && strstr(s, text))
+            return 0;
+        if (vm->qemu_pid > 0 && waitpid(vm->qemu_pid, NULL, WNOHANG) != 0) {
+            vm->qemu_pid = 0;
+            hq_fail("QEMU exited before the guest printed '%s'", text);
+            return -1;
+        }
+        if (hq_now() > end) {
+            hq_fail("the guest did not print '%s' within %g s", text,
+                    timeout);
+            return -1;
+        }
+        hq_sleep_ms(50);
+    }
+}
+
+/* Console lines end in \r\n (the serial tty), so steps are compared as
+ * numbers, not as text. */
+static int
+guest_wait_seq(struct hq_vm *vm, const char *disk, long min, double timeout)
+{
+    double end = hq_now() + timeout;
+    while (hq_guest_seq(vm, disk) < min) {
+        if (vm->qemu_pid > 0 && waitpid(vm->qemu_pid, NULL, WNOHANG) != 0) {
+            vm->qemu_pid = 0;
+            hq_fail("QEMU exited before the workload on %s reached step %ld",
+                    disk ? disk : "all disks", min);
+            return -1;
+        }
+        if (hq_now() > end) {
+            hq_fail("the workload on %s did not reach step %ld within %g s "
+                    "(at %ld)", disk ? disk : "all disks", min, timeout,
+                    hq_guest_seq(vm, disk));
+            return -1;
+        }
+        hq_sleep_ms(50);
+    }
+    return 0;
+}
+
+int
+hq_guest_wait_progress(struct hq_vm *vm, const char *disk, double timeout)
+{
+    return guest_wait_seq(vm, disk, hq_guest_seq(vm, disk) + 1, timeout);
+}
+
+/* QEMU started, CPUs running, the workload's first step on every disk
+ * seen, and qemu-ga answering a sync. */
+static int
+guest_boot(struct hq_vm *vm, int n)
+{
+    if (hq_qemu_start(vm) < 0)
+        return -1;
+    CLEANUP_JSON json_t *r = hq_cmd(vm->mon, "cont", NULL);
+    if (!r || hq_guest_wait_console(vm, "ckptd-guest: ready", 60) < 0)
+        return -1;
+    for (int i = 0; i < n; i++) {
+        char disk[8];
+        snprintf(disk, sizeof disk, "vd%c", 'a' + i);
+        if (guest_wait_seq(vm, disk, 1, 60) < 0)
+            return -1;
+    }
+    if (n >= 2 && guest_wait_seq(vm, NULL, 1, 60) < 0)
+        return -1;
+    CLEANUP_CONN struct hq_conn *c = hq_qga_open(vm, 30);
+    return c ? 0 : -1;
+}
+
+struct hq_vm *
+hq_guest_vm(int n, int64_t size)
+{
+    const char *g = hq_guest_dir();
+    CLEANUP_FREE char *initrd = xasprintf("%s/initramfs.cpio.gz", g);
+    if (access(initrd, R_OK) != 0) {
+        hq_fail("no guest at %s (make %s)", initrd, initrd);
+        return NULL;
+    }
+    struct hq_vm *vm = hq_vm_new();
+    if (!vm)
+        return NULL;
+    vm->guest = true;
+    vm->qga_sock = xasprintf("%s/qga.sock", vm->dir);
+    vm->console_log = xasprintf("%s/console.log", vm->dir);
+    for (int i = 0; i < n; i++) {
+        char name[8];
+        snprintf(name, sizeof name, "vd%c", 'a' + i);
+        struct hq_disk *d = new_disk(vm, name, "qcow2", size, false);
+        if (!d || guest_format(d) < 0)
+            goto fail;
+    }
+    double t0 = hq_now();
+    if (guest_boot(vm, n) < 0)
+        goto fail;
+    hq_note("guest up in %.1f s", hq_now() - t0);
+    return vm;
+fail:
+    hq_vm_free(vm);
+    return NULL;
+}
+
+static int64_t
+image_size(const char *image)
+{
+    CLEANUP_FREE char *out = NULL;
+    char *info[] = { "qemu-img", "info", "-U", "--output=json",
+                     (char *) image, NULL };
+    if (hq_run_cmd(info, &out) != 0)
+        return -1;
+    CLEANUP_JSON json_t *j = json_loads(out, 0, NULL);
+    return hq_jint(j, "virtual-size");
+}
+
+struct hq_vm *
+hq_guest_vm_from(int n, const char *const *images)
+{
+    const char *g = hq_guest_dir();
+    CLEANUP_FREE char *initrd = xasprintf("%s/initramfs.cpio.gz", g);
+    if (access(initrd, R_OK) != 0) {
+        hq_fail("no guest at %s (make %s)", initrd, initrd);
+        return NULL;
+    }
+    struct hq_vm *vm = hq_vm_new();
+    if (!vm)
+        return NULL;
+    vm->guest = true;
+    vm->qga_sock = xasprintf("%s/qga.sock", vm->dir);
+    vm->console_log = xasprintf("%s/console.log", vm->dir);
+    for (int i = 0; i < n; i++) {
+        char name[8];
+        snprintf(name, sizeof name, "vd%c", 'a' + i);
+        int64_t size = image_size(images[i]);
+        if (size <= 0) {
+            hq_fail("qemu-img info %s failed", images[i]);
+            goto fail;
+        }
+        struct hq_disk *d = new_disk(vm, name, "qcow2", size, false);
+        if (!d)
+            goto fail;
+        CLEANUP_FREE char *out = NULL;
+        char *conv[] = { "qemu-img", "convert", "-O", "qcow2",
+                         (char *) images[i], d->path, NULL };
+        if (hq_run_cmd(conv, &out) != 0) {
+            hq_fail("qemu-img convert %s: %s", images[i], out);
+            goto fail;
+        }
+    }
+    double t0 = hq_now();
+    if (guest_boot(vm, n) < 0)
+        goto fail;
+    hq_note("guest up from %d image(s) in %.1f s", n, hq_now() - t0);
+    return vm;
+fail:
+    hq_vm_free(vm);
+    return NULL;
+}
+
+int
+hq_guest_check(struct hq_vm *vm, const char *disk, int *entries,
+               long *newest)
+{
+    CLEANUP_FREE char *s = hq_read_file(vm->console_log);
+    CLEANUP_FREE char *tag = xasprintf("ckptd-guest: check %s ", disk);
+    char *p = s ? strstr(s, tag) : NULL;
+    if (!p)
+        return -1;
+    p += strlen(tag);
+    int ok = strncmp(p, "ok ", 3) == 0;
+    char *e = strstr(p, "entries="), *nw = strstr(p, "newest=");
+    if (entries)
+        *entries = e ? atoi(e + 8) : -1;
+    if (newest)
+        *newest = nw ? strtol(nw + 7, NULL, 10) : -1;
+    return ok;
+}
+
+/* --- the blocking guest-agent client --- */
+
+/* Reads what is there within ms into c->buf.  1 if bytes came, 0 on
+ * timeout, -1 on EOF. */
+static int
+qga_fill(struct hq_conn *c, int ms)
+{
+    struct pollfd p = { .fd = c->fd, .events = POLLIN };
+    int r = poll(&p, 1, ms < 0 ? 0 : ms);
+    if (r <= 0)
+        return 0;
+    if (c->cap - c->len < 4096) {
+        c->cap = c->cap ? c->cap * 2 : 65536;
+        c->buf = xrealloc(c->buf, c->cap);
+    }
+    ssize_t n = read(c->fd, c->buf + c->len, c->cap - c->len);
+    if (n <= 0) {
+        if (n < 0 && errno == EINTR)
+            return 0;
+        c->eof = true;
+        return -1;
+    }
+    c->len += (size_t) n;
+    return 1;
+}
+
+int
+hq_qga_sync(struct hq_conn *c, double timeout)
+{
+    json_int_t id = ((json_int_t) rand() << 20 ^ (json_int_t) getpid() << 8 ^
+                     (json_int_t) (hq_now() * 1000)) & 0xffffffffffff;
+    id = id ? id : 1;
+    CLEANUP_FREE char *line = xasprintf(
+        "\xff{\"execute\": \"guest-sync-delimited\", \"arguments\": "
+        "{\"id\": %" JSON_INTEGER_FORMAT "}}\n", id);
+    if (write(c->fd, line, strlen(line)) != (ssize_t) strlen(line))
+        return -1;
+    double end = hq_now() + timeout;
+    for (;;) {
+        /* Everything up to the last 0xFF is stale; the message after it
+         * is a sync reply, ours or an older one. */
+        char *ff = NULL;
+        for (size_t i = 0; i < c->len; i++)
+            if (c->buf[i] == '\xff')
+                ff = c->buf + i;
+        if (ff) {
+            size_t drop = (size_t) (ff - c->buf) + 1;
+            memmove(c->buf, c->buf + drop, c->len - drop);
+            c->len -= drop;
+            json_t *j = hq_read_msg(c, end - hq_now());
+            bool ours = json_integer_value(json_object_get(j, "return")) == id;
+            json_decref(j);
+            if (ours)
+                return 0;
+            continue;
+        }
+        c->len = 0;
+        if (hq_now() > end || qga_fill(c, (int) ((end - hq_now()) * 1000)) < 0)
+            return -1;
+    }
+}
+
+struct hq_conn *
+hq_qga_open(struct hq_vm *vm, double timeout)
+{
+    double end = hq_now() + timeout;
+    int fd;
+    while ((fd = hq_connect_unix(vm->qga_sock)) < 0) {
+        if (hq_now() > end) {
+            hq_fail("connect %s: %s", vm->qga_sock, strerror(errno));
+            return NULL;
+        }
+        hq_sleep_ms(50);
+    }
+    struct hq_conn *c = xcalloc(1, sizeof *c);
+    c->fd = fd;
+    c->path = xstrdup(vm->qga_sock);
+    c->events = json_array();
+    /* Until qemu-ga runs, a sync goes unanswered: ask again. */
+    while (hq_qga_sync(c, 1) < 0) {
+        if (c->eof || hq_now() > end) {
+            hq_fail("the guest agent did not answer guest-sync within %g s",
+                    timeout);
+            hq_conn_close(c);
+            return NULL;
+        }
+    }
+    return c;
+}
+
+json_t *
+hq_qga_exec(struct hq_conn *c, const char *cmd, json_t *args)
+{
+    json_t *msg = json_pack("{s:s}", "execute", cmd);
+    if (args)
+        json_object_set_new(msg, "arguments", args);
+    if (hq_qga_sync(c, HQ_TIMEOUT) < 0) {
+        json_decref(msg);
+        hq_fail("the guest agent did not answer guest-sync before %s", cmd);
+        return NULL;
+    }
+    if (hq_send_json(c, msg) < 0) {
+        hq_fail("sending %s to the guest agent failed", cmd);
+        return NULL;
+    }
+    json_t *r = hq_read_msg(c, HQ_TIMEOUT);
+    if (!r)
+        hq_fail("the guest agent did not answer %s", cmd);
+    return r;
+}
+
+json_t *
+hq_qga_cmd(struct hq_conn *c, const char *cmd, json_t *args)
+{
+    CLEANUP_JSON json_t *r = hq_qga_exec(c, cmd, args);
+    if (!r)
+        return NULL;
+    json_t *ret = json_object_get(r, "return");
+    if (!ret) {
+        hq_fail("guest agent: %s: %s", cmd, hq_str(r));
+        return NULL;
+    }
+    return json_incref(ret);
+}
+
+const char *
+hq_qga_freeze_status(struct hq_conn *c)
+{
+    CLEANUP_JSON json_t *r = hq_qga_cmd(c, "guest-fsfreeze-status", NULL);
+    const char *s = json_string_value(r);
+    if (s && strcmp(s, "thawed") == 0)
+        return "thawed";
+    if (s && strcmp(s, "frozen") == 0)
+        return "frozen";
+    return NULL;
+}
+
+/* --- point-in-time copies and what they hold --- */
+
+int
+hq_guest_copy_start(struct hq_vm *vm, const char *disk, const char *target)
+{
+    struct hq_disk *d = hq_vm_disk(vm, disk);
+    if (!d) {
+        hq_fail("no disk %s", disk);
+        return -1;
+    }
+    CLEANUP_FREE char *size = xasprintf("%" PRId64, d->size);
+    CLEANUP_FREE char *out = NULL;
+    char *create[] = { "qemu-img", "create", "-q", "-f", "qcow2",
+                       (char *) target, size, NULL };
+    if (hq_run_cmd(create, &out) != 0) {
+        hq_fail("qemu-img create %s: %s", target, out);
+        return -1;
+    }
+    CLEANUP_FREE char *file = xasprintf("hq-copy-%s-file", disk);
+    CLEANUP_FREE char *node = xasprintf("hq-copy-%s", disk);
+    CLEANUP_JSON json_t *r1 = hq_cmd(vm->mon, "blockdev-add",
+        json_pack("{s:s, s:s, s:s}", "driver", "file", "filename", target,
+                  "node-name", file));
+    CLEANUP_JSON json_t *r2 = r1 ? hq_cmd(vm->mon, "blockdev-add",
+        json_pack("{s:s, s:s, s:s}", "driver", "qcow2", "file", file,
+                  "node-name", node)) : NULL;
+    /* auto-dismiss off: the job stays "concluded", with its error if any,
+     * until hq_guest_copy_finish has looked. */
+    CLEANUP_JSON json_t *r3 = r2 ? hq_cmd(vm->mon, "blockdev-backup",
+        json_pack("{s:s, s:s, s:s, s:s, s:b}", "job-id", node, "device",
+                  d->node, "target", node, "sync", "full",
+                  "auto-dismiss", false)) : NULL;
+    return r3 ? 0 : -1;
+}
+
+int
+hq_guest_copy_finish(struct hq_vm *vm, const char *disk)
+{
+    CLEANUP_FREE char *file = xasprintf("hq-copy-%s-file", disk);
+    CLEANUP_FREE char *node = xasprintf("hq-copy-%s", disk);
+    /* Several copies may run at once: poll this job's own state. */
+    double end = hq_now() + 60;
+    for (;;) {
+        CLEANUP_JSON json_t *jobs = hq_cmd(vm->mon, "query-jobs", NULL);
+        json_t *job = hq_jfind(jobs, "id", node);
+        if (!job) {
+            hq_fail("copy of %s: no job %s", disk, node);
+            return -1;
+        }
+        const char *st = hq_jstr(job, "status");
+        if (st && strcmp(st, "concluded") == 0) {
+            if (hq_jstr(job, "error")) {
+                hq_fail("copy of %s: %s", disk, hq_jstr(job, "error"));
+                return -1;
+            }
+            break;
+        }
+        if (hq_now() > end) {
+            hq_fail("copy of %s still %s after 60 s", disk, st ? st : "?");
+            return -1;
+        }
+        hq_sleep_ms(50);
+    }
+    CLEANUP_JSON json_t *r0 = hq_cmd(vm->mon, "job-dismiss",
+                                     json_pack("{s:s}", "id", node));
+    if (!r0)
+        return -1;
+    CLEANUP_JSON json_t *r1 = hq_cmd(vm->mon, "blockdev-del",
+                                     json_pack("{s:s}", "node-name", node));
+    CLEANUP_JSON json_t *r2 = r1 ? hq_cmd(vm->mon, "blockdev-del",
+                                          json_pack("{s:s}", "node-name", file))
+                                 : NULL;
+    return r2 ? 0 : -1;
+}
+
+int
+hq_fs_check(const char *image, struct hq_fs_check *out)
+{
+    memset(out, 0, sizeof *out);
+    CLEANUP_FREE char *dir = xasprintf("%s.check-XXXXXX", image);
+    if (!mkdtemp(dir)) {
+        hq_fail("mkdtemp %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    CLEANUP_FREE char *raw = xasprintf("%s/fs.raw", dir);
+    CLEANUP_FREE char *work = xasprintf("%s/work", dir);
+    CLEANUP_FREE char *mpath = xasprintf("%s/work/manifest", dir);
+    CLEANUP_FREE char *cpath = xasprintf("%s/work/cross", dir);
+    CLEANUP_FREE char *cross = NULL;
+    CLEANUP_FREE char *rdump = xasprintf("rdump /work %s", dir);
+    CLEANUP_FREE char *sum = xasprintf("cd '%s' && sha256sum -c manifest",
+                                       work);
+    CLEANUP_FREE char *s1 = NULL, *s2 = NULL, *s3 = NULL, *s4 = NULL,
+                      *s5 = NULL, *manifest = NULL;
+    char *conv[] = { "qemu-img", "convert", "-O", "raw", (char *) image, raw,
+                     NULL };
+    char *dump[] = { "dumpe2fs", "-h", raw, NULL };
+    char *fsck[] = { "e2fsck", "-fn", raw, NULL };
+    char *dbg[] = { "debugfs", "-R", rdump, raw, NULL };
+    char *check[] = { "sh", "-c", sum, NULL };
+    int rc = -1;
+
+    if (hq_run_cmd(conv, &s1) != 0) {
+        hq_fail("qemu-img convert %s: %s", image, s1);
+        goto out;
+    }
+    if (hq_run_cmd(dump, &s2) != 0) {
+        hq_fail("dumpe2fs %s: %s", image, s2);
+        goto out;
+    }
+    char *feat = strstr(s2, "Filesystem features:");
+    char *eol = feat ? strchr(feat, '\n') : NULL;
+    if (eol)
+        *eol = 0;
+    out->needs_recovery = feat && strstr(feat, "needs_recovery");
+    out->fsck_clean = hq_run_cmd(fsck, &s3) == 0;
+    if (!out->fsck_clean)
+        snprintf(out->detail, sizeof out->detail, "e2fsck: %.400s", s3);
+    /* A crash-consistent copy is read as a restore would mount it: after
+     * its journal is replayed (on the scratch raw file only); a quiesced
+     * one must not need that. */
+    if (out->needs_recovery) {
+        CLEANUP_FREE char *s6 = NULL;
+        char *replay[] = { "e2fsck", "-fy", raw, NULL };
+        int st = hq_run_cmd(replay, &s6);
+        if (st != 0 && st != 1) {
+            hq_fail("e2fsck -fy %s: %s", image, s6);
+            goto out;
+        }
+    }
+    if (hq_run_cmd(dbg, &s4) != 0 ||
+        !(manifest = hq_read_file(mpath))) {
+        hq_fail("debugfs rdump /work of %s: %s", image, s4);
+        goto out;
+    }
+    cross = hq_read_file(cpath);
+    /* None yet: the first cross step has not reached this disk. */
+    out->cross = cross && *cross ? strtol(cross, NULL, 10) : 0;
+    for (char *p = manifest; *p; p++) {
+        out->entries += *p == '\n';
+        if (p[0] == ' ' && p[1] == 'f' && p[2] >= '0' && p[2] <= '9') {
+            long n = strtol(p + 2, NULL, 10);
+            if (n > out->newest)
+                out->newest = n;
+        }
+    }
+    int st = hq_run_cmd(check, &s5);
+    for (char *p = strstr(s5, ": FAILED"); p; p = strstr(p + 1, ": FAILED"))
+        out->bad++;
+    if (st != 0 && out->bad == 0)
+        out->bad = 1;               /* missing files and the like */
+    if (st != 0 && out->fsck_clean)
+        snprintf(out->detail, sizeof out->detail, "sha256sum: %.400s", s5);
+    rc = 0;
+out:
+    rm_tree(dir);
+    return rc;
 }

@@ -12,6 +12,8 @@
  * vm:      hq_vm_*, hq_qemu_*          - QEMU with N disks, two monitors
  * disk:    hq_write, hq_bitmaps, ...   - guest writes and bitmap read-back
  * agent:   hq_agent_*                  - start/stop/kill build/ckptd
+ * guest:   hq_guest_*, hq_qga_*        - a real guest (tests/guest/) with
+ *                                        qemu-ga and a file workload
  */
 #ifndef CKPTD_TESTS_QEMU_HARNESS_H
 #define CKPTD_TESTS_QEMU_HARNESS_H
@@ -160,6 +162,10 @@ struct hq_vm {
     /* Extra arguments for every later hq_agent_spawn (hq_agent_add_arg). */
     char *agent_args[16];
     int nagent_args;
+    /* A real guest (hq_guest_vm): QEMU boots tests/guest/ under TCG. */
+    bool guest;
+    char *qga_sock;         /* host side of the guest agent's channel */
+    char *console_log;      /* the guest's serial console */
 };
 
 /* A new directory; the VM is registered for cleanup at exit. */
@@ -391,5 +397,82 @@ char *hq_read_file(const char *path);
 /* Runs a shell-free argv; returns its exit status (or -1); collects
  * stdout into *out when out is not NULL. */
 int hq_run_cmd(char *const argv[], char **out);
+
+/* --- guest: a real guest (tests/guest/, built by make into $BUILD/guest) ---
+ * Debian's kernel and a busybox initramfs running qemu-ga and, on every
+ * ext4 disk, a workload that keeps writing new files and a manifest of
+ * their sha256 (see tests/guest/init).  Boots under TCG only. */
+
+/* $HQ_GUEST_DIR, else $BUILD/guest, else build/guest. */
+const char *hq_guest_dir(void);
+/* A VM with n qcow2 disks vda, vdb, ... of size bytes, each formatted
+ * ext4 by the host, booting the guest with the guest agent's channel at
+ * vm->qga_sock; QEMU started and the CPUs running, the workload running
+ * on every disk (one step seen on the console), qemu-ga answering.  The
+ * agent is not started.  NULL with hq_fail. */
+struct hq_vm *hq_guest_vm(int n, int64_t size);
+/* The same guest booted from copies of existing images (restored
+ * backups, hq_guest_copy_start targets), one per disk vda, vdb, ...; the
+ * images themselves are left as they are (QEMU runs on copies).  Each
+ * disk's workload first checks what it finds (hq_guest_check), then goes
+ * on from its newest step.  NULL with hq_fail. */
+struct hq_vm *hq_guest_vm_from(int n, const char *const *images);
+/* What the guest's own check of a disk at boot said: 1 every manifest
+ * entry matched, 0 some did not, -1 no check printed (a fresh disk);
+ * entries and newest (may be NULL) as it counted them. */
+int hq_guest_check(struct hq_vm *vm, const char *disk, int *entries,
+                   long *newest);
+/* The workload's last completed step on disk per the console, or -1;
+ * disk NULL: the cross-disk step (with two disks or more; hq_guest_vm
+ * returns once it has done one). */
+long hq_guest_seq(struct hq_vm *vm, const char *disk);
+/* Waits until the console shows the text.  0, or -1 with hq_fail. */
+int hq_guest_wait_console(struct hq_vm *vm, const char *text, double timeout);
+/* Waits until the workload on disk completes a step after now (proof
+ * that its file system is not frozen).  0, or -1 with hq_fail. */
+int hq_guest_wait_progress(struct hq_vm *vm, const char *disk,
+                           double timeout);
+
+/* A blocking guest-agent client for tests.  Only one client at a time can
+ * hold the channel (QEMU's chardev serves one connection): close it
+ * before the agent connects with --qga.  NULL with hq_fail. */
+struct hq_conn *hq_qga_open(struct hq_vm *vm, double timeout);
+/* 0xFF, guest-sync-delimited with a random id, every reply up to that id
+ * dropped.  0, or -1 (no hq_fail: callers retry while qemu-ga starts). */
+int hq_qga_sync(struct hq_conn *c, double timeout);
+/* hq_qga_sync, then cmd with args (stolen); the whole reply object, or
+ * NULL with hq_fail. */
+json_t *hq_qga_exec(struct hq_conn *c, const char *cmd, json_t *args);
+/* hq_qga_exec that must succeed: a new reference to "return", or NULL
+ * with hq_fail. */
+json_t *hq_qga_cmd(struct hq_conn *c, const char *cmd, json_t *args);
+/* guest-fsfreeze-status: "thawed", "frozen" (static strings) or NULL. */
+const char *hq_qga_freeze_status(struct hq_conn *c);
+
+/* A point-in-time copy of a disk, as a backup would take it:
+ * blockdev-backup sync=full to a new qcow2 target over the test monitor.
+ * hq_guest_copy_start returns once QEMU has fixed the point in time (the
+ * command returned); hq_guest_copy_finish waits for the job and detaches
+ * the target.  0, or -1 with hq_fail. */
+int hq_guest_copy_start(struct hq_vm *vm, const char *disk,
+                        const char *target);
+int hq_guest_copy_finish(struct hq_vm *vm, const char *disk);
+
+/* What a copy of a guest disk holds (QEMU not writing to it). */
+struct hq_fs_check {
+    bool needs_recovery;    /* the superblock's feature (dumpe2fs -h) */
+    bool fsck_clean;        /* e2fsck -fn exited 0 */
+    int entries;            /* lines in work/manifest */
+    int bad;                /* entries whose file does not match */
+    long newest;            /* highest N of the files fN listed, or 0 */
+    long cross;             /* work/cross (the cross-disk step), or 0 */
+    char detail[512];       /* e2fsck or sha256sum complaints, if any */
+};
+/* Reads an image (any format qemu-img knows) without mounting it, on a
+ * raw scratch copy: dumpe2fs, e2fsck -fn, then (when recovery is pending)
+ * e2fsck -fy to replay the journal as a mount would, then debugfs rdump
+ * of work/ and sha256sum -c of its manifest.  0, or -1 with hq_fail when
+ * a tool could not run. */
+int hq_fs_check(const char *image, struct hq_fs_check *out);
 
 #endif
