@@ -23,6 +23,7 @@
  *                              every ending, QEMU's events, the sweep
  * job-steps.c:      job_steps  the steps of a pull job, each with its undo
  * cmd-backup.c:     backup-begin (arguments), query-backup, backup-end
+ * quiesce.c:        quiesce_*  freeze, transaction, thaw (guest agent)
  */
 #ifndef CKPTD_AGENT_H
 #define CKPTD_AGENT_H
@@ -114,6 +115,7 @@ struct agent_options {                  /* every string owned */
     char *nbd_socket;                   /* default NBD server socket */
     char *pidfile, *ready_file;         /* NULL: none */
     char *tls_dir;                      /* x509 files for NBD over TCP */
+    char *qga_path;                     /* the guest agent's socket, or NULL */
     bool insecure_tcp;                  /* allow TCP NBD without TLS */
     bool exit_with_qemu;
     double qmp_timeout;                 /* seconds QEMU has to answer */
@@ -151,6 +153,8 @@ struct backup_job {
     bool relist;                        /* list QEMU again before it */
     char *end_status;                   /* completed, cancelled, failed */
     bool txn_accepted;                  /* the new checkpoint exists */
+    bool quiesce, quiesced;             /* asked for; done */
+    long frozen_ms;
     bool committed;                     /* it ran: the new checkpoint stays */
     char *incremental, *checkpoint;     /* NULL when absent */
     char *ckpt_desc;
@@ -191,6 +195,19 @@ struct job_step {
 extern const struct job_step job_steps[];
 extern const int job_nsteps;
 
+struct agent;
+typedef void quiesce_cb(struct agent *a, const struct qmp_error *err, void *opaque);
+
+/* The guest's file systems frozen around a transaction (quiesce.c). */
+struct quiesce_state {
+    bool freezing, frozen, thawing;
+    double frozen_at;                   /* ev_now when the freeze returned */
+    long frozen_ms;                     /* of the last freeze, once thawed */
+    ev_timer watchdog;                  /* thaws after 10 s whatever happens */
+    quiesce_cb *thaw_cb;
+    void *thaw_opaque;
+};
+
 struct agent_debug {
     bool verify_tree;                   /* CKPTD_DEBUG_VERIFY_TREE */
     long abort_after;                   /* CKPTD_DEBUG_ABORT_AFTER */
@@ -220,6 +237,8 @@ struct agent {
     struct str_vec known;               /* checkpoint names when QEMU left */
     struct str_vec lost;                /* known then, gone after it came back */
     struct agent_debug debug;
+    struct qga *qga;                    /* the guest agent, or NULL */
+    struct quiesce_state quiesce;
     long qmp_sent;                      /* commands sent, for CKPTD_DEBUG_ABORT_AFTER */
     struct backup_job *jobs;
     int next_job;
@@ -374,6 +393,22 @@ void job_end_all(struct agent *a);
 void job_sweep_all(struct agent *a, void (*done)(struct agent *, void *),
                    void *opaque);
 
+/* --- quiesce.c --- */
+/* Can the guest be frozen now?  Else false with e set (Unsupported). */
+bool quiesce_available(const struct agent *a, struct ckpt_error *e);
+void quiesce_freeze(struct agent *a, quiesce_cb *cb, void *opaque);
+/* Idempotent; cb (may be NULL) once thawed, or at once if not frozen. */
+void quiesce_thaw(struct agent *a, quiesce_cb *cb, void *opaque);
+/* txn_send between a freeze and a thaw: cb runs after the thaw, with the
+ * transaction's error, or GuestAgentError when the freeze failed (then
+ * the transaction was not sent). */
+void quiesce_txn_send(struct agent *a, json_t *actions, txn_done_cb *cb,
+                      void *opaque);
+
+/* --- main.c --- */
+/* SIGTERM: exits the loop once no job runs and the guest is thawed. */
+void agent_maybe_exit(struct agent *a);
+
 /* --- job-steps.c --- */
 /* The begin transaction of job against tree t. */
 enum ckpt_err job_plan_transaction(const struct backup_job *job,
@@ -389,6 +424,7 @@ struct change {
     void (*finish)(struct change *ch);  /* replies once the tree is fresh */
     /* Optional: plans again on the fresh tree after QEMU refused, to name
      * the cause (a bitmap added behind our back) with our own class. */
+    bool quiesce;                       /* freeze the guest around it */
     enum ckpt_err (*replan)(struct change *ch, struct ckpt_error *e);
 };
 struct change *change_new(struct request *req, const char *name,

@@ -41,7 +41,10 @@ change_send(struct change *ch, json_t *actions)
 {
     log_debug("%s: transaction of %zu actions", ch->req->cmd->name,
               json_array_size(actions));
-    txn_send(ch->req->agent, actions, change_done, ch);
+    if (ch->quiesce)
+        quiesce_txn_send(ch->req->agent, actions, change_done, ch);
+    else
+        txn_send(ch->req->agent, actions, change_done, ch);
 }
 
 /* True (and the request answered) when QEMU refused the change.  The

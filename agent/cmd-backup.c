@@ -290,6 +290,9 @@ cmd_begin(struct request *req)
     job->ckpt_desc = ckpt_desc ? xstrdup(ckpt_desc) : NULL;
     job->ckpt_disks = json_incref(json_object_get(json_object_get(args, "checkpoint"),
                                                   "disks"));
+    job->quiesce = json_is_true(json_object_get(args, "quiesce"));
+    if (job->quiesce && !quiesce_available(a, &e))
+        return begin_refuse(req, job, &e);
     if (plan_disks(a, req, job, &e))
         return begin_refuse(req, job, &e);
     job->scratch_dir = scratch_dir_from_args(
@@ -360,6 +363,7 @@ static const struct cmd_arg begin_args[] = {
     { "server", ARG_OBJECT, false }, { "scratch-dir", ARG_STRING, false },
     { "targets", ARG_OBJECT, false }, { "xml", ARG_STRING, false },
     { "checkpoint-xml", ARG_STRING, false }, { "strict", ARG_BOOL, false },
+    { "quiesce", ARG_BOOL, false },
     { NULL, 0, false },
 };
 static const struct cmd_arg query_args[] = {

@@ -25,7 +25,12 @@ create_finish(struct change *ch)
                   ch->name);
         return;
     }
-    req_reply(ch->req, enc_checkpoint(&a->tree, (size_t) i, false));
+    json_t *ret = enc_checkpoint(&a->tree, (size_t) i, false);
+    if (ch->quiesce) {
+        json_object_set_new(ret, "quiesced", json_true());
+        json_object_set_new(ret, "frozen-ms", json_integer(a->quiesce.frozen_ms));
+    }
+    req_reply(ch->req, ret);
     agent_event(a, "CHECKPOINT_CREATED", json_pack("{s:s}", "name", ch->name));
 }
 
@@ -75,11 +80,6 @@ cmd_create(struct request *req)
     int64_t now = (int64_t) time(NULL);
     char default_name[32];
     snprintf(default_name, sizeof default_name, "%" PRId64, now);
-    if (opt_bool(req->args, "quiesce")) {
-        req_error(req, CKPT_ERR_UNSUPPORTED,
-                  "quiesce needs a guest agent, which ckptd does not drive");
-        return CMD_DONE;
-    }
     const char *name = opt_str(req->args, "name") ? opt_str(req->args, "name")
                                                    : default_name;
     struct ckpt_error e = { 0 };
@@ -89,8 +89,15 @@ cmd_create(struct request *req)
         req_fail(req, &e);
         return CMD_DONE;
     }
+    bool quiesce = opt_bool(req->args, "quiesce");
+    if (quiesce && !quiesce_available(req->agent, &e)) {
+        json_decref(actions);
+        req_fail(req, &e);
+        return CMD_DONE;
+    }
     struct change *ch = change_new(req, name, create_finish);
     ch->replan = create_replan;
+    ch->quiesce = quiesce;
     change_send(ch, actions);
     return CMD_WAIT;
 }

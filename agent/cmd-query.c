@@ -32,11 +32,12 @@ status_done(struct qmp *q, json_t *ret, const struct qmp_error *err, void *opaqu
     struct request *req = opaque;
     struct agent *a = req->agent;
     const char *vm = err ? "unknown" : json_string_value(json_object_get(ret, "status"));
-    req_reply(req, json_pack("{s:s,s:s,s:I,s:I}", "qemu",
+    req_reply(req, json_pack("{s:s,s:s,s:I,s:I,s:s}", "qemu",
                              a->qemu_ready ? "connected" : "disconnected",
                              "vm", vm ? vm : "unknown",
                              "checkpoints", (json_int_t) a->tree.nckpts,
-                             "jobs", (json_int_t) job_count(a)));
+                             "jobs", (json_int_t) job_count(a),
+                             "guest-agent", qga_state_name(qga_state(a->qga))));
 }
 
 static enum cmd_result
@@ -44,8 +45,9 @@ cmd_status(struct request *req)
 {
     struct agent *a = req->agent;
     if (!a->qemu_ready) {
-        req_reply(req, json_pack("{s:s,s:s,s:i,s:i}", "qemu", "disconnected",
-                                 "vm", "unknown", "checkpoints", 0, "jobs", 0));
+        req_reply(req, json_pack("{s:s,s:s,s:i,s:i,s:s}", "qemu", "disconnected",
+                                 "vm", "unknown", "checkpoints", 0, "jobs", 0,
+                                 "guest-agent", qga_state_name(qga_state(a->qga))));
         return CMD_DONE;
     }
     vm_send(a, "query-status", NULL, status_done, req);

@@ -394,8 +394,18 @@ static void
 txn_done(struct agent *a, const struct qmp_error *err, void *opaque)
 {
     struct txn_step *ts = opaque;
+    struct backup_job *job = ts->job;
     if (!err)
-        ts->job->txn_accepted = true;
+        job->txn_accepted = true;
+    if (!err && job->quiesce) {
+        job->quiesced = true;
+        job->frozen_ms = a->quiesce.frozen_ms;
+    }
+    if (err && strcmp(err->class, "GuestAgentError") == 0) {
+        job->error = xasprintf("cannot quiesce the guest, nothing was changed: %s",
+                               err->desc);
+        job->error_class = CKPT_ERR_GUEST_AGENT;
+    }
     CLEANUP_FREE char *why = err ? xasprintf("transaction: %s", err->desc) : NULL;
     struct batch *b = ts->b;
     free(ts);
@@ -417,7 +427,10 @@ run_transaction(struct backup_job *job, struct batch *b)
     struct txn_step *ts = xmalloc(sizeof *ts);
     *ts = (struct txn_step) { job, b };
     batch_hold(b);
-    txn_send(a, actions, txn_done, ts);
+    if (job->quiesce)
+        quiesce_txn_send(a, actions, txn_done, ts);
+    else
+        txn_send(a, actions, txn_done, ts);
 }
 
 /* The new checkpoint of a job that never ran is taken back: deleting it

@@ -104,6 +104,10 @@ job_encode(const struct backup_job *job)
         json_array_append_new(disks, jd);
     }
     json_object_set_new(o, "disks", disks);
+    if (job->quiesced) {
+        json_object_set_new(o, "quiesced", json_true());
+        json_object_set_new(o, "frozen-ms", json_integer(job->frozen_ms));
+    }
     return o;
 }
 
@@ -309,8 +313,7 @@ unwind_done(struct backup_job *job)
     if (job->end_req)
         req_reply(job->end_req, NULL);
     job_free(job);
-    if (a->shutting_down && !a->jobs)
-        ev_break(a->loop, EVBREAK_ALL);
+    agent_maybe_exit(a);
 }
 
 /* Runs the undos from job->undo_next down to 0 in one batch, until one
@@ -519,6 +522,5 @@ job_end_all(struct agent *a)
         job_stop(j, "cancelled", xstrdup("the agent is shutting down"));
         j = next;
     }
-    if (!a->jobs)
-        ev_break(a->loop, EVBREAK_ALL);
+    agent_maybe_exit(a);
 }

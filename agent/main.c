@@ -5,19 +5,39 @@
 #include <stdio.h>
 #include <unistd.h>
 
-/* Backups are ended cleanly first: exports, jobs, nodes and scratch files
- * go; a second signal stops at once. */
+void
+agent_maybe_exit(struct agent *a)
+{
+    const struct quiesce_state *q = &a->quiesce;
+    if (a->shutting_down && !a->jobs && !q->frozen && !q->freezing && !q->thawing)
+        ev_break(a->loop, EVBREAK_ALL);
+}
+
+/* Backups are ended cleanly first (exports, jobs, nodes and scratch files
+ * go) and a frozen guest is thawed; a second signal stops at once. */
 static void
 stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
     struct agent *a = w->data;
-    if (a->shutting_down || !a->jobs) {
+    if (a->shutting_down) {
         log_info("signal %d: exiting", w->signum);
         ev_break(loop, EVBREAK_ALL);
         return;
     }
     log_info("signal %d: ending %zu backups, then exiting", w->signum, job_count(a));
+    a->shutting_down = true;
+    if (a->quiesce.frozen || a->quiesce.freezing)
+        quiesce_thaw(a, NULL, NULL);
     job_end_all(a);
+}
+
+static void
+qga_changed(struct qga *g, bool connected, const char *reason, void *opaque)
+{
+    if (connected)
+        log_info("guest agent channel connected");
+    else
+        log_info("guest agent channel disconnected: %s", reason ? reason : "");
 }
 
 static void
@@ -57,7 +77,14 @@ main(int argc, char **argv)
         return 1;
     }
     vm_start(&a);
+    if (a.opt.qga_path) {
+        a.qga = qga_new(a.loop, a.opt.qga_path, qga_changed, &a, 1.0);
+        qga_start(a.qga);
+    }
     ev_run(a.loop, 0);
+    ev_timer_stop(a.loop, &a.quiesce.watchdog);
+    qga_free(a.qga);
+    a.qga = NULL;
     vm_stop(&a);
     ctl_close_listener(&a);
     life_cleanup(&a);

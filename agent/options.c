@@ -16,10 +16,12 @@ enum opt_id {
     O_QMP = 256, O_CONTROL, O_LEVEL, O_FORMAT, O_SCRATCH, O_NBD_SOCKET,
     O_INSECURE_TCP, O_EXIT_WITH_QEMU, O_PIDFILE, O_READY_FILE, O_ALLOW_UID,
     O_CONFIG, O_TLS_DIR, O_QMP_TIMEOUT, O_SCRATCH_RESERVE, O_HELP, O_VERSION,
+    O_QGA,
 };
 
 static const struct option longopts[] = {
     { "qmp", required_argument, NULL, O_QMP },
+    { "qga", required_argument, NULL, O_QGA },
     { "control", required_argument, NULL, O_CONTROL },
     { "log-level", required_argument, NULL, O_LEVEL },
     { "log-format", required_argument, NULL, O_FORMAT },
@@ -48,6 +50,9 @@ opt_usage(FILE *f)
         "\n"
         "  --qmp PATH          QEMU's QMP socket; waited for, reconnected to\n"
         "  --control PATH      the control socket to create (mode 0600)\n"
+        "  --qga PATH          the host side of the guest agent's channel (a\n"
+        "                      Unix socket); waited for, reconnected to; lets\n"
+        "                      checkpoints and backups quiesce the guest\n"
         "  --log-level LEVEL   error, warning, info (default) or debug\n"
         "  --log-format FMT    text (default) or json: one line per event\n"
         "  --scratch-dir DIR   where backup scratch files go (default:\n"
@@ -110,6 +115,7 @@ apply(struct agent_options *o, int id, const char *v, const char *where)
     char *end;
     switch (id) {
     case O_QMP: set_str(&o->qmp_path, v); return 0;
+    case O_QGA: set_str(&o->qga_path, v); return 0;
     case O_CONTROL: set_str(&o->control_path, v); return 0;
     case O_SCRATCH: set_str(&o->scratch_dir, v); return 0;
     case O_NBD_SOCKET: set_str(&o->nbd_socket, v); return 0;
@@ -306,6 +312,7 @@ void
 opt_free(struct agent_options *o)
 {
     free(o->qmp_path);
+    free(o->qga_path);
     free(o->control_path);
     free(o->scratch_dir);
     free(o->nbd_socket);

@@ -56,7 +56,10 @@ req_fail(struct request *req, const struct ckpt_error *e)
 void
 req_qmp_error(struct request *req, const struct qmp_error *err, const char *what)
 {
-    if (strcmp(err->class, "Disconnected") == 0)
+    if (strcmp(err->class, "GuestAgentError") == 0)
+        req_error(req, CKPT_ERR_GUEST_AGENT, "cannot quiesce the guest for %s, "
+                  "nothing was changed: %s", what, err->desc);
+    else if (strcmp(err->class, "Disconnected") == 0)
         req_error(req, CKPT_ERR_NOT_CONNECTED,
                   "QEMU went away while %s; once it is back, check whether "
                   "that happened", what);

@@ -10,7 +10,7 @@
 enum {
     OPT_INCREMENTAL = 256, OPT_CHECKPOINT, OPT_DESCRIPTION, OPT_DISK,
     OPT_SCRATCH_DIR, OPT_SERVER_SOCKET, OPT_TCP, OPT_XML, OPT_CHECKPOINT_XML,
-    OPT_STRICT,
+    OPT_STRICT, OPT_QUIESCE,
 };
 
 /* --- the Backup job object --- */
@@ -158,6 +158,9 @@ ctl_begin_option(struct ctl_ctx *ctx, int c, json_t *args, json_t *disks)
     case OPT_STRICT:
         json_object_set_new(args, "strict", json_true());
         return CTL_EXIT_OK;
+    case OPT_QUIESCE:
+        json_object_set_new(args, "quiesce", json_true());
+        return CTL_EXIT_OK;
     case OPT_SERVER_SOCKET:
         if (json_object_get(args, "server"))
             return ctl_usage_error(ctx, "--server-socket and --tcp exclude each other");
@@ -192,6 +195,7 @@ ctl_cmd_backup_begin(struct ctl_ctx *ctx, int argc, char **argv)
         { "xml", required_argument, NULL, OPT_XML },
         { "checkpoint-xml", required_argument, NULL, OPT_CHECKPOINT_XML },
         { "strict", no_argument, NULL, OPT_STRICT },
+        { "quiesce", no_argument, NULL, OPT_QUIESCE },
         CTL_OPT_HELP, { 0 }
     };
     CLEANUP_JSON json_t *args = json_object();

@@ -25,7 +25,9 @@ static const char *const create_options[] = {
     "--description TEXT  free text stored with the checkpoint",
     "--disk DISK         cover DISK (repeatable; default: every disk that",
     "                    can hold checkpoints)",
-    "--quiesce           ask the agent to quiesce the guest first",
+    "--quiesce           freeze the guest's file systems (its guest agent,",
+    "                    ckptd --qga) around the checkpoint; fails, changing",
+    "                    nothing, when they cannot be frozen",
     "--xml FILE          the checkpoint as libvirt <domaincheckpoint> XML",
     "                    (name, description, disks with checkpoint='bitmap'",
     "                    or 'no'); instead of NAME, --description and --disk",
@@ -90,6 +92,8 @@ static const char *const begin_options[] = {
     "                    tracking is exported whole, with its reason)",
     "--strict            with --incremental: refuse if any disk would be",
     "                    exported whole",
+    "--quiesce           freeze the guest's file systems around the backup's",
+    "                    point in time (needs ckptd --qga)",
     "--scratch-dir DIR   fleecing scratch files go in DIR",
     "--server-socket PATH",
     "                    serve NBD on this Unix socket",
@@ -118,6 +122,8 @@ static const char *const pull_options[] = {
     "                    tracking) gets DIR/DISK.NAME.full.qcow2",
     "--strict            with --incremental: refuse if any disk would be",
     "                    copied whole",
+    "--quiesce           freeze the guest's file systems around the backup's",
+    "                    point in time (needs ckptd --qga)",
     "--checkpoint NAME   the new checkpoint (default: Unix time in seconds)",
     "--disk DISK         back up DISK (repeatable)",
     "--requests N        NBD requests in flight (default 16, at most 256)",
@@ -200,7 +206,7 @@ static const struct ctl_cmd ctl_commands[] = {
       export_options, ctl_cmd_checkpoint_export_xml },
     { "backup begin",
       "[--incremental C] [--checkpoint NAME [--description TEXT]]\n"
-      "[--disk DISK]... [--strict] [--scratch-dir DIR]\n"
+      "[--disk DISK]... [--strict] [--quiesce] [--scratch-dir DIR]\n"
       "[--server-socket PATH | --tcp HOST:PORT]\n"
       "| --xml FILE [--checkpoint-xml FILE]",
       "start a pull backup; prints the job id and each disk's NBD URI",
@@ -212,7 +218,7 @@ static const struct ctl_cmd ctl_commands[] = {
       info_options, ctl_cmd_backup_info },
     { "pull",
       "--output DIR [--incremental C] [--checkpoint NAME]\n"
-      "[--disk DISK]... [--strict] [--requests N] [--json]",
+      "[--disk DISK]... [--strict] [--quiesce] [--requests N] [--json]",
       "back up into DIR: begin, copy over NBD, end (also on error or signal)",
       pull_options, ctl_cmd_pull },
     { "restore",

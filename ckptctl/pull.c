@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 enum { OPT_OUTPUT = 256, OPT_INCREMENTAL, OPT_CHECKPOINT, OPT_DISK,
-       OPT_REQUESTS, OPT_JSON, OPT_STRICT };
+       OPT_REQUESTS, OPT_JSON, OPT_STRICT, OPT_QUIESCE };
 
 #define CTL_PULL_DEFAULT_REQUESTS 16
 #define CTL_PULL_MAX_REQUESTS 256
@@ -48,6 +48,7 @@ struct ctl_pull {
     struct ctl_ctx *ctx;
     const char *dir, *incremental;
     bool strict;                /* refuse an incremental with a full disk */
+    bool quiesce;               /* freeze the guest around the begin */
     char *checkpoint;
     json_t *disks;              /* --disk names */
     unsigned requests;
@@ -440,6 +441,8 @@ ctl_pull_begin_args(const struct ctl_pull *p)
         json_object_set_new(args, "incremental", json_string(p->incremental));
     if (p->strict)
         json_object_set_new(args, "strict", json_true());
+    if (p->quiesce)
+        json_object_set_new(args, "quiesce", json_true());
     if (json_array_size(p->disks) > 0)
         json_object_set(args, "disks", p->disks);
     return args;
@@ -583,6 +586,7 @@ ctl_pull_option(struct ctl_ctx *ctx, int c, struct ctl_pull *p)
     case OPT_REQUESTS: return ctl_parse_requests(ctx, optarg, &p->requests);
     case OPT_JSON: ctl_set_json(ctx); return CTL_EXIT_OK;
     case OPT_STRICT: p->strict = true; return CTL_EXIT_OK;
+    case OPT_QUIESCE: p->quiesce = true; return CTL_EXIT_OK;
     default: return CTL_EXIT_USAGE;
     }
 }
@@ -598,6 +602,7 @@ ctl_pull_parse(struct ctl_ctx *ctx, int argc, char **argv, struct ctl_pull *p)
         { "requests", required_argument, NULL, OPT_REQUESTS },
         { "json", no_argument, NULL, OPT_JSON },
         { "strict", no_argument, NULL, OPT_STRICT },
+        { "quiesce", no_argument, NULL, OPT_QUIESCE },
         CTL_OPT_HELP, { 0 }
     };
     int c, r;

@@ -23,17 +23,20 @@ ctl_no_args(struct ctl_ctx *ctx, int argc, char **argv)
 static int
 ctl_print_status(const char *command, json_t *st, const void *opaque)
 {
-    const char *agent, *qemu, *vm = "-";
+    const char *agent, *qemu, *vm = "-", *ga = NULL;
     json_int_t jobs;
     json_t *checkpoints = NULL;
     json_error_t err;
 
     /* "checkpoints" may be null or absent: unknown (see ctl_cmd_status). */
-    if (json_unpack_ex(st, &err, 0, "{s:s, s:s, s?s, s?o, s:I}",
+    if (json_unpack_ex(st, &err, 0, "{s:s, s:s, s?s, s?o, s:I, s?s}",
                        "ckptd", &agent, "qemu", &qemu, "vm", &vm,
-                       "checkpoints", &checkpoints, "jobs", &jobs) < 0)
+                       "checkpoints", &checkpoints, "jobs", &jobs,
+                       "guest-agent", &ga) < 0)
         return ctl_bad_reply(command, err.text);
     printf("agent: ckptd %s\nqemu: %s\nvm: %s\n", agent, qemu, vm);
+    if (ga)
+        printf("guest agent: %s\n", ga);
     if (json_is_integer(checkpoints))
         printf("checkpoints: %lld\n", (long long) json_integer_value(checkpoints));
     else

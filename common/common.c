@@ -117,6 +117,7 @@ ckpt_err_class(enum ckpt_err e)
         [CKPT_ERR_NOT_CONNECTED] = "NotConnected",
         [CKPT_ERR_QEMU] = "QemuError",
         [CKPT_ERR_GENERIC] = "GenericError",
+        [CKPT_ERR_GUEST_AGENT] = "GuestAgentError",
     };
     return (size_t) e < ARRAY_SIZE(names) ? names[e] : "GenericError";
 }

@@ -96,6 +96,7 @@ enum ckpt_err {
     CKPT_ERR_NOT_CONNECTED,
     CKPT_ERR_QEMU,
     CKPT_ERR_GENERIC,
+    CKPT_ERR_GUEST_AGENT,       /* the guest agent refused or failed */
 };
 const char *ckpt_err_class(enum ckpt_err e);
 
