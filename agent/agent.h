@@ -33,6 +33,7 @@
 #define CTL_MAX_DEPTH 64
 #define CTL_MAX_OUTPUT (16u << 20)      /* pending output before a client is dropped */
 #define CTL_MAX_CLIENTS 256
+#define CTL_HANDSHAKE_TIMEOUT 10.0      /* PROTOCOL.md: qmp_capabilities within 10 s */
 #define QMP_RECONNECT_INTERVAL 0.5      /* seconds between connect attempts */
 #define QMP_REPLY_TIMEOUT 60.0
 
@@ -79,9 +80,10 @@ struct client {
     int fd;
     uid_t uid;
     ev_io read_w, write_w;
+    ev_timer hello_w;                   /* closes it if never negotiated */
     struct qmp_stream in;
-    char *out;
-    size_t out_len, out_cap;
+    char *out;                          /* pending: out[out_sent, out_len) */
+    size_t out_sent, out_len, out_cap;
     bool negotiated;
     bool closing;                       /* freed from the loop's prepare step */
     bool processing;                    /* inside dispatch_client_input */
@@ -100,6 +102,16 @@ struct request {
     struct request *next;               /* in the change queue */
 };
 
+/* Debug hooks: the CKPTD_DEBUG_* variables, read once by opt_parse
+ * (options.c) and nowhere else. */
+struct agent_debug {
+    long abort_after;                   /* CKPTD_DEBUG_ABORT_AFTER: abort()
+                                         * before the Nth QMP command */
+    bool verify_tree;                   /* CKPTD_DEBUG_VERIFY_TREE */
+    double handshake_timeout;           /* CKPTD_DEBUG_HANDSHAKE_TIMEOUT:
+                                         * seconds, instead of 10 */
+};
+
 /* --- the agent: all mutable state lives here --- */
 struct agent_options {                  /* every string owned */
     char *qmp_path;
@@ -116,6 +128,9 @@ struct agent_options {                  /* every string owned */
     enum log_format log_format;
     uid_t allow_uids[16];               /* besides our own and root */
     size_t nallow_uids;
+    char *socket_group;                 /* --socket-group: NULL for none */
+    gid_t socket_gid;                   /* its gid, when socket_group */
+    struct agent_debug debug;
 };
 
 /* --- one backup job --- */
@@ -196,6 +211,7 @@ void life_cleanup(struct agent *a);
 int ctl_listen(struct agent *a);
 void ctl_close_listener(struct agent *a);
 void ctl_send(struct client *c, json_t *msg);       /* steals msg */
+size_t ctl_pending(const struct client *c);         /* output bytes not sent yet */
 void ctl_drop(struct client *c, const char *why);
 void ctl_resume(struct client *c);                  /* read again once idle */
 /* Takes a connected socket as a client (accept, and the fuzz harness). */
@@ -210,7 +226,19 @@ const struct ckpt_cmd *dispatch_find(const char *name);
 void dispatch_for_each(void (*fn)(const struct ckpt_cmd *, void *), void *opaque);
 
 /* --- reply.c --- */
-void req_reply(struct request *req, json_t *ret);   /* steals ret */
+/* {"return": ret} (steals ret).  A NULL ret is a value the command could
+ * not build: the client gets a GenericError saying so, never {}.  empty:
+ * NULL stands for {} (see req_reply). */
+void req_reply_value(struct request *req, json_t *ret, bool empty);
+/* {"return": {}}: the command succeeded and has nothing to return. */
+void req_reply_ok(struct request *req);
+/* req_reply(req, v): a json_t * that is NULL is a failure; the literal
+ * NULL (type void *) still means {} until every such caller says
+ * req_reply_ok instead. */
+#define req_reply(req, ret) \
+    req_reply_value((req), (ret), _Generic((ret), void *: true, default: false))
+/* A GenericError reply saying that the reply to what could not be built. */
+json_t *req_unbuildable(json_t *id, const char *what);
 void req_error(struct request *req, enum ckpt_err code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void req_fail(struct request *req, const struct ckpt_error *e);

@@ -266,9 +266,37 @@ set_defaults(struct agent_options *opt)
     }
 }
 
+/* The one place that reads the CKPTD_DEBUG_* hooks, once, at start. */
+static int
+read_debug_hooks(struct agent_debug *d)
+{
+    const char *v;
+    char *end;
+    *d = (struct agent_debug) { .handshake_timeout = CTL_HANDSHAKE_TIMEOUT };
+    if ((v = getenv("CKPTD_DEBUG_ABORT_AFTER")) && *v) {
+        errno = 0;
+        d->abort_after = strtol(v, &end, 10);
+        if (errno || *end || d->abort_after < 0) {
+            fprintf(stderr, "ckptd: CKPTD_DEBUG_ABORT_AFTER: invalid value '%s'\n", v);
+            return -1;
+        }
+    }
+    d->verify_tree = (v = getenv("CKPTD_DEBUG_VERIFY_TREE")) && *v && strcmp(v, "0") != 0;
+    if ((v = getenv("CKPTD_DEBUG_HANDSHAKE_TIMEOUT")) && *v) {
+        d->handshake_timeout = strtod(v, &end);
+        if (*end || !(d->handshake_timeout > 0 && d->handshake_timeout <= 3600)) {
+            fprintf(stderr, "ckptd: CKPTD_DEBUG_HANDSHAKE_TIMEOUT: invalid value '%s'\n", v);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int
 opt_parse(int argc, char **argv, struct agent_options *o)
 {
+    if (read_debug_hooks(&o->debug) < 0)
+        return 2;
     o->log_level = LOG_INFO;
     o->qmp_timeout = QMP_REPLY_TIMEOUT;
     o->scratch_reserve = (uint64_t) 64 << 20;

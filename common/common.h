@@ -2,6 +2,8 @@
  *
  * common.c: logging (level and format are set once by main, before the
  *           loop starts; they are configuration, not state).
+ * utf8.c:   utf8_*     checking, cutting and repairing UTF-8 text, and
+ *           ckpt_vformat, the one formatter of texts that leave the agent
  * vector:   DEFINE_VECTOR gives a typed growable array.
  * cleanup:  CLEANUP_* attributes free locals on every return path.
  */
@@ -89,6 +91,28 @@ enum ckpt_err {
     CKPT_ERR_GENERIC,
 };
 const char *ckpt_err_class(enum ckpt_err e);
+
+/* --- utf8.c --- */
+/* Length of the longest valid UTF-8 prefix of s[0, len) (RFC 3629: no
+ * overlong forms, no surrogates, nothing above U+10FFFF). */
+size_t utf8_valid_prefix(const char *s, size_t len);
+static inline bool utf8_valid(const char *s, size_t len)
+{
+    return utf8_valid_prefix(s, len) == len;
+}
+/* Cuts the string s to at most max bytes without splitting a character. */
+void utf8_truncate(char *s, size_t max);
+/* Replaces, in place, each byte of s that is not part of a valid UTF-8
+ * character with '?'. */
+void utf8_repair(char *s);
+/* vsnprintf into buf[size], but the result is always valid UTF-8: a text
+ * too long is cut at a character boundary and ends in "..."; bytes that
+ * are not UTF-8 (a name cut with "%.200s") become '?'.  Every error text
+ * and log line is built here, so none can be refused by the JSON encoder. */
+void ckpt_vformat(char *buf, size_t size, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+void ckpt_format(char *buf, size_t size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* A failure on its way up: the class and one sentence naming the object. */
 struct ckpt_error {
