@@ -3,6 +3,7 @@
  *
  * main.c:           signals, the loop
  * options.c:        opt_*      command line and config file
+ * access.c:         access_*   safe directories, socket modes and group
  * lifecycle.c:      life_*     pidfile, readiness (file, sd_notify)
  * control.c:        ctl_*      the control socket: clients, framing, output
  * dispatch.c:       dispatch_* command table lookup, central argument
@@ -201,6 +202,22 @@ struct agent {
 /* --- options.c --- */
 int opt_parse(int argc, char **argv, struct agent_options *o);
 void opt_free(struct agent_options *o);
+
+/* --- access.c --- */
+/* 0 when dir (or, while it does not exist, its nearest existing parent)
+ * and every directory above it are owned by root or the agent's user and
+ * not writable by group or others without the sticky bit; else -1 and
+ * the reason in why. */
+int access_check_dir(const char *dir, char *why, size_t len);
+/* The control, NBD socket and scratch directories, checked at start-up;
+ * -1 (reasons logged) when one is unsafe. */
+int access_check_dirs(const struct agent *a);
+/* Creates dir (and missing parents, 0755) when missing: 0700, or 0710
+ * with the socket group. */
+int access_make_dir(const struct agent *a, const char *dir);
+/* Gives a socket the agent serves on (control, or the NBD socket QEMU
+ * created) its mode: 0600, or 0660 and the --socket-group group. */
+int access_socket(const struct agent *a, const char *path);
 
 /* --- lifecycle.c --- */
 int life_write_pidfile(struct agent *a);

@@ -61,40 +61,22 @@ accept_resume(struct ev_loop *loop, ev_timer *w, int revents)
     ev_io_start(loop, &a->accept_w);
 }
 
-/* The socket's mode is the first guard; its directory the second: it is
- * created owner-only when missing, and a shared one is reported. */
-static void
-check_directory(const char *path)
-{
-    CLEANUP_FREE char *dir = xstrdup(path);
-    char *slash = strrchr(dir, '/');
-    if (!slash)
-        return;
-    *slash = '\0';
-    if (!*dir)
-        return;
-    struct stat st;
-    if (stat(dir, &st) < 0 && errno == ENOENT) {
-        for (char *p = dir + 1; *p; p++)
-            if (*p == '/') {
-                *p = '\0';
-                mkdir(dir, 0755);
-                *p = '/';
-            }
-        if (mkdir(dir, 0700) == 0)
-            log_info("created %s (mode 0700)", dir);
-        return;
-    }
-    if (stat(dir, &st) == 0 && (st.st_mode & 0077) && !(st.st_mode & S_ISVTX))
-        log_warn("%s can be entered by other users; the control socket relies "
-                 "on its own mode 0600 and on peer checks", dir);
-}
-
 int
 ctl_listen(struct agent *a)
 {
     struct sockaddr_un sun;
-    check_directory(a->opt.control_path);
+    /* The socket's mode is the first guard, its directory the second: a
+     * missing one is created private (group-searchable with
+     * --socket-group); a shared one was refused by access_check_dirs. */
+    CLEANUP_FREE char *dir = xstrdup(a->opt.control_path);
+    char *slash = strrchr(dir, '/');
+    if (slash && slash != dir) {
+        *slash = '\0';
+        if (access_make_dir(a, dir) < 0) {
+            log_error("cannot create %s: %m", dir);
+            return -1;
+        }
+    }
     if (fill_addr(&sun, a->opt.control_path) < 0 ||
         clear_stale_socket(a->opt.control_path) < 0) {
         log_error("cannot use control socket %s: %m", a->opt.control_path);
@@ -110,6 +92,14 @@ ctl_listen(struct agent *a)
     if (r < 0 || listen(fd, SOMAXCONN) < 0) {
         log_error("cannot listen on %s: %m", a->opt.control_path);
         close(fd);
+        return -1;
+    }
+    /* 0600 until here; 0660 and the group only with --socket-group. */
+    if (a->opt.socket_group && access_socket(a, a->opt.control_path) < 0) {
+        log_error("cannot give %s to group %s: %m", a->opt.control_path,
+                  a->opt.socket_group);
+        close(fd);
+        unlink(a->opt.control_path);
         return -1;
     }
     a->listen_fd = fd;

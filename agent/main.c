@@ -58,7 +58,8 @@ main(int argc, char **argv)
     log_setup(a.opt.log_level, a.opt.log_format);
     a.loop = ev_default_loop(EVFLAG_AUTO);
     watch_signals(&a);
-    if (ctl_listen(&a) < 0 || life_write_pidfile(&a) < 0) {
+    if (access_check_dirs(&a) < 0 || ctl_listen(&a) < 0 ||
+        life_write_pidfile(&a) < 0) {
         opt_free(&a.opt);
         return 1;
     }

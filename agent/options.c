@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <grp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
@@ -15,7 +16,8 @@
 enum opt_id {
     O_QMP = 256, O_CONTROL, O_LEVEL, O_FORMAT, O_SCRATCH, O_NBD_SOCKET,
     O_INSECURE_TCP, O_EXIT_WITH_QEMU, O_PIDFILE, O_READY_FILE, O_ALLOW_UID,
-    O_CONFIG, O_TLS_DIR, O_QMP_TIMEOUT, O_SCRATCH_RESERVE, O_HELP, O_VERSION,
+    O_CONFIG, O_TLS_DIR, O_QMP_TIMEOUT, O_SCRATCH_RESERVE, O_SOCKET_GROUP,
+    O_HELP, O_VERSION,
 };
 
 static const struct option longopts[] = {
@@ -30,6 +32,7 @@ static const struct option longopts[] = {
     { "pidfile", required_argument, NULL, O_PIDFILE },
     { "ready-file", required_argument, NULL, O_READY_FILE },
     { "allow-uid", required_argument, NULL, O_ALLOW_UID },
+    { "socket-group", required_argument, NULL, O_SOCKET_GROUP },
     { "config", required_argument, NULL, O_CONFIG },
     { "tls-dir", required_argument, NULL, O_TLS_DIR },
     { "qmp-timeout", required_argument, NULL, O_QMP_TIMEOUT },
@@ -47,7 +50,10 @@ opt_usage(FILE *f)
         "Checkpoints and backups for one QEMU, over its QMP socket.\n"
         "\n"
         "  --qmp PATH          QEMU's QMP socket; waited for, reconnected to\n"
-        "  --control PATH      the control socket to create (mode 0600)\n"
+        "  --control PATH      the control socket to create (mode 0600); its\n"
+        "                      directory, the NBD socket's and the scratch\n"
+        "                      directory must be owned by root or the agent's\n"
+        "                      user and not writable by others (or sticky)\n"
         "  --log-level LEVEL   error, warning, info (default) or debug\n"
         "  --log-format FMT    text (default) or json: one line per event\n"
         "  --scratch-dir DIR   where backup scratch files go (default:\n"
@@ -68,6 +74,9 @@ opt_usage(FILE *f)
         "  --allow-uid UID     also accept control clients of this user\n"
         "                      (repeatable; the agent's own user and root are\n"
         "                      always accepted)\n"
+        "  --socket-group GROUP  the control and NBD sockets get mode 0660 and\n"
+        "                      this group, so that its members can connect\n"
+        "                      (the agent still serves only --allow-uid users)\n"
         "  --exit-with-qemu    exit 0 when QEMU goes away after having been\n"
         "                      connected, instead of waiting for it\n"
         "  --pidfile PATH      write the agent's pid there (removed at exit)\n"
@@ -150,6 +159,20 @@ apply(struct agent_options *o, int id, const char *v, const char *where)
             return 0;
         }
         break;
+    }
+    case O_SOCKET_GROUP: {
+        struct group *g = getgrnam(v);
+        errno = 0;
+        unsigned long gid = strtoul(v, &end, 10);
+        if (!g && *v && !*end && !errno)
+            g = getgrgid((gid_t) gid);
+        if (g) {
+            set_str(&o->socket_group, g->gr_name);
+            o->socket_gid = g->gr_gid;
+            return 0;
+        }
+        fprintf(stderr, "ckptd: %s: no group '%s'\n", where, v);
+        return -1;
     }
     case O_ALLOW_UID: {
         errno = 0;
@@ -340,4 +363,5 @@ opt_free(struct agent_options *o)
     free(o->pidfile);
     free(o->ready_file);
     free(o->tls_dir);
+    free(o->socket_group);
 }

@@ -25,7 +25,9 @@ Start QEMU with a QMP socket and ckptd beside it; stop both in order.
 
   --name NAME           the VM's name (default: vm); QEMU's -name
   --run-dir DIR         sockets and state (default: \$XDG_RUNTIME_DIR/ckptd/NAME,
-                        /run/ckptd/NAME for root, else /tmp/ckptd-\$USER/NAME)
+                        /run/ckptd/NAME for root, else /tmp/ckptd-\$USER/NAME);
+                        it and the directories above it must be owned by
+                        root or you and not writable by others (or sticky)
   --disk FILE           a disk image, as virtio-blk vda, vdb, ... (repeatable;
                         the format is probed with qemu-img)
   --qemu BINARY         QEMU (default: qemu-system-x86_64)
@@ -97,6 +99,29 @@ for f in "$run_dir/ckptd.pid" "$run_dir/qemu.pid"; do
         die "$f: process $(cat "$f") is still running"
     fi
 done
+# Like ckptd itself: the run directory (before it exists, its nearest
+# existing parent) and every directory above it must be owned by root or
+# us and not writable by others unless sticky, or someone else could swap
+# the sockets under us.
+check_dir() {
+    local d=$1 me owner mode
+    me=$(id -u)
+    while [ ! -e "$d" ]; do d=$(dirname "$d"); done
+    d=$(cd "$d" 2>/dev/null && pwd -P) || die "cannot enter $d"
+    while :; do
+        read -r owner mode <<<"$(stat -L -c '%u %a' "$d")" || die "cannot stat $d"
+        if [ "$owner" != 0 ] && [ "$owner" != "$me" ]; then
+            die "refusing run directory $1: $d is owned by uid $owner, neither root nor you (uid $me)"
+        fi
+        if (( (8#$mode & 8#022) && !(8#$mode & 8#1000) )); then
+            die "refusing run directory $1: $d can be written by others (mode $mode) and has no sticky bit"
+        fi
+        [ "$d" = / ] && return 0
+        d=$(dirname "$d")
+    done
+}
+check_dir "$run_dir"
+
 made_dir=""
 if [ ! -d "$run_dir" ]; then
     mkdir -p -m 0700 "$run_dir" || die "cannot create $run_dir"
