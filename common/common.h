@@ -51,7 +51,7 @@ static inline void cleanup_json(json_t **j) { json_decref(*j); }
  * size_t len, cap; } and str_vec_append/_remove/_reset. */
 #define DEFINE_VECTOR(name, type)                                           \
     struct name { type *ptr; size_t len, cap; };                            \
-    static inline void name##_append(struct name *v, type elem)             \
+    __attribute__((unused)) static inline void name##_append(struct name *v, type elem) \
     {                                                                       \
         if (v->len == v->cap) {                                             \
             v->cap = v->cap ? v->cap * 2 : 8;                               \
@@ -59,12 +59,12 @@ static inline void cleanup_json(json_t **j) { json_decref(*j); }
         }                                                                   \
         v->ptr[v->len++] = elem;                                            \
     }                                                                       \
-    static inline void name##_remove(struct name *v, size_t i)              \
+    __attribute__((unused)) static inline void name##_remove(struct name *v, size_t i) \
     {                                                                       \
         memmove(&v->ptr[i], &v->ptr[i + 1], (v->len - i - 1) * sizeof (type)); \
         v->len--;                                                           \
     }                                                                       \
-    static inline void name##_reset(struct name *v)                         \
+    __attribute__((unused)) static inline void name##_reset(struct name *v) \
     {                                                                       \
         free(v->ptr);                                                       \
         v->ptr = NULL;                                                      \
