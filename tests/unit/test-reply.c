@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <poll.h>
 #include <stdio.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -203,6 +204,60 @@ test_json_log_keeps_bad_bytes(void **state)
                         "client sent name 'bad\\xffbyte\\xc3'");
 }
 
+/* Reads up to max bytes from fd, waiting up to a second for the first. */
+static size_t
+read_some(int fd, char *buf, size_t max)
+{
+    struct pollfd p = { fd, POLLIN, 0 };
+    if (poll(&p, 1, 1000) <= 0)
+        return 0;
+    ssize_t n = read(fd, buf, max);
+    return n > 0 ? (size_t) n : 0;
+}
+
+/* A slow reader of large replies: a partial send moves the sent offset,
+ * not the bytes (the start of the buffer is untouched), and the reader
+ * gets every byte of every reply, in order. */
+static void
+test_output_offset(void **state)
+{
+    struct fixture *f = *state;
+    int small = 4096;
+    setsockopt(f->c->fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+    setsockopt(f->peer, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    json_decref(read_lines(f));             /* the greeting */
+    size_t n = 256 * 1024;
+    char *big = xmalloc(n + 1);
+    for (size_t i = 0; i < n; i++)
+        big[i] = (char) ('a' + i % 26);
+    big[n] = '\0';
+    CLEANUP_FREE char *want = xasprintf("[\"%s\"]\n[\"%s\"]\n", big, big);
+    ctl_send(f->c, json_pack("[s]", big));
+    assert_true(ctl_pending(f->c) > 0);     /* the socket took only part */
+    char head[64];
+    memcpy(head, f->c->out, sizeof head);
+    size_t sent0 = f->c->out_sent;
+    size_t total = strlen(want), got = 0;
+    char *buf = xmalloc(total);
+    got += read_some(f->peer, buf + got, 8192);
+    ev_run(f->a.loop, EVRUN_NOWAIT);        /* the write watcher sends more */
+    assert_true(f->c->out_sent > sent0);
+    assert_memory_equal(f->c->out, head, sizeof head);
+    /* A second reply queued behind the first. */
+    ctl_send(f->c, json_pack("[s]", big));
+    while (got < total) {
+        size_t r = read_some(f->peer, buf + got, total - got);
+        assert_true(r > 0);
+        got += r;
+        ev_run(f->a.loop, EVRUN_NOWAIT);
+    }
+    assert_memory_equal(buf, want, total);
+    assert_int_equal(ctl_pending(f->c), 0);
+    assert_int_equal(f->c->out_sent, 0);    /* rewound once drained */
+    free(buf);
+    free(big);
+}
+
 int
 main(void)
 {
@@ -211,6 +266,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_empty_reply, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_cut_anywhere, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_repaired, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_output_offset, setup, teardown),
         cmocka_unit_test(test_utf8_helpers),
         cmocka_unit_test(test_json_log_keeps_bad_bytes),
     };
