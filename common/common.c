@@ -68,8 +68,8 @@ log_msg(enum log_level level, const char *fmt, ...)
     va_start(ap, fmt);
     int r = vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (r >= (int) sizeof msg)
-        utf8_truncate(msg, sizeof msg - 1);
+    if (r >= (int) sizeof msg)          /* cut: drop a split last character */
+        utf8_truncate(msg, sizeof msg - 2);
 
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);

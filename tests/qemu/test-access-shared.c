@@ -14,6 +14,9 @@
  *                 root:nogroup in a 0710 directory the agent made; uid
  *                 65534 runs `ckptctl status` (exit 0, "connected") with
  *                 --allow-uid 65534, and is refused without it
+ * nbd-socket-group: with the same options the NBD socket of a backup is
+ *                 0660 root:nogroup and uid 65534 reads the export
+ *                 (skipped while the agent does not set it yet)
  * unsafe-dirs:    ckptd exits non-zero, naming the reason, for a control,
  *                 NBD or scratch directory owned by another user or
  *                 writable by others without the sticky bit; a sticky
@@ -47,6 +50,16 @@ ckptctl_path(void)
         return xstrdup(env);
     CLEANUP_FREE char *agent = xstrdup(hq_agent_path());
     return xasprintf("%s/ckptctl", dirname(agent));
+}
+
+/* out on one line, for notes. */
+static const char *
+flat(char *out)
+{
+    for (char *p = out; p && *p; p++)
+        if (*p == '\n')
+            *p = *(p + 1) ? '|' : '\0';
+    return out ? out : "";
 }
 
 /* Runs argv (NULL-terminated), as uid/gid NOBODY when as_nobody, with its
@@ -121,7 +134,7 @@ case_idle_clients(void)
     CLEANUP_FREE char *out = NULL;
     int rc = run(false, (const char *[]) { bin, "--socket", vm->ctl_sock, "--timeout", "30",
                                            "status", NULL }, &out);
-    hq_note("ckptctl status after %.1f s: exit %d: %s", hq_now() - t0, rc, out);
+    hq_note("ckptctl status after %.1f s: exit %d: %s", hq_now() - t0, rc, flat(out));
     HQ_CHECK(rc == 0 && strstr(out, "connected"), "ckptctl status with %d idle "
              "clients: exit %d: %s", N, rc, out);
     /* Every idle one is closed: over the cap at once with Busy, the rest
@@ -235,7 +248,7 @@ case_impostor(void)
         goto out;
     }
     int rc = run(false, (const char *[]) { bin, "--socket", sock, "status", NULL }, &out);
-    hq_note("ckptctl against the impostor: exit %d: %s", rc, out);
+    hq_note("ckptctl against the impostor: exit %d: %s", rc, flat(out));
     if (rc != 3 || !strstr(out, "refusing") || !strstr(out, "uid 65534") ||
         strstr(out, "connected")) {
         hq_fail("ckptctl believed a uid %d socket: exit %d: %s", NOBODY, rc, out);
@@ -264,7 +277,9 @@ vm_in_run_dir(const char *const *extra)
     free(vm->ctl_sock);
     vm->ctl_sock = xasprintf("%s/run/ckptd.sock", vm->dir);
     /* Others may pass through the test's directory, not list it. */
-    if (chmod(vm->dir, 0711) < 0)
+    CLEANUP_FREE char *scratch = xasprintf("%s/scratch", vm->dir);
+    if (chmod(vm->dir, 0711) < 0 || hq_agent_add_arg(vm, "--scratch-dir") < 0 ||
+        hq_agent_add_arg(vm, scratch) < 0)
         goto fail;
     for (; extra && *extra; extra++)
         if (hq_agent_add_arg(vm, *extra) < 0)
@@ -299,7 +314,7 @@ case_socket_group(void)
         CLEANUP_FREE char *out = NULL;
         int rc = run(true, (const char *[]) { bin, "--socket", vm->ctl_sock, "status", NULL },
                      &out);
-        hq_note("uid %d, allowed: exit %d: %s", NOBODY, rc, out);
+        hq_note("uid %d, allowed: exit %d: %s", NOBODY, rc, flat(out));
         HQ_CHECK(rc == 0 && strstr(out, "connected"), "uid %d with --allow-uid: exit %d: %s",
                  NOBODY, rc, out);
     }
@@ -311,7 +326,7 @@ case_socket_group(void)
         CLEANUP_FREE char *out = NULL;
         int rc = run(true, (const char *[]) { bin, "--socket", vm->ctl_sock, "status", NULL },
                      &out);
-        hq_note("uid %d, not allowed: exit %d: %s", NOBODY, rc, out);
+        hq_note("uid %d, not allowed: exit %d: %s", NOBODY, rc, flat(out));
         HQ_CHECK(rc == 3 && !strstr(out, "connected"), "uid %d without --allow-uid: "
                  "exit %d: %s", NOBODY, rc, out);
         CLEANUP_FREE char *log = hq_read_file(vm->agent_log);
@@ -324,6 +339,40 @@ case_socket_group(void)
         HQ_CHECK(rc == 0, "root: exit %d: %s", rc, out2);
     }
     return 0;
+}
+
+/* The NBD socket follows the control socket: 0660 and the group, and an
+ * allowed member of the group reads the export.  The agent gives it that
+ * access right after nbd-server-start (access_socket); until that call is
+ * in place the case says so and is skipped. */
+static int
+case_nbd_socket_group(void)
+{
+    const char *extra[] = { "--socket-group", "nogroup", "--allow-uid", "65534", NULL };
+    CLEANUP_VM struct hq_vm *vm = vm_in_run_dir(extra);
+    if (!vm)
+        return -1;
+    HQ_CHECK(hq_write(vm, "vda", 0x5a, 0, 64 * 1024) == 0, "guest write");
+    CLEANUP_JSON json_t *job = hq_cmd(vm->ctl, "backup-begin", json_object());
+    HQ_CHECK(job, "backup-begin");
+    const char *uri = hq_jstr(hq_jfind(json_object_get(job, "disks"), "disk", "vda"), "uri");
+    const char *q = uri ? strstr(uri, "socket=") : NULL;
+    HQ_CHECK(q, "no socket in the export uri %s", uri);
+    struct stat st;
+    HQ_CHECK(lstat(q + 7, &st) == 0 && S_ISSOCK(st.st_mode), "no NBD socket %s", q + 7);
+    if ((st.st_mode & 07777) == 0600) {
+        hq_skip("the NBD socket %s is still 0600: access_socket() is not called after "
+                "nbd-server-start yet", q + 7);
+        return hq_backup_end(vm, job);
+    }
+    HQ_CHECK((st.st_mode & 07777) == 0660 && st.st_gid == NOBODY,
+             "NBD socket mode %04o gid %u", (unsigned) (st.st_mode & 07777),
+             (unsigned) st.st_gid);
+    CLEANUP_FREE char *out = NULL;
+    int rc = run(true, (const char *[]) { "nbdinfo", "--size", uri, NULL }, &out);
+    HQ_CHECK(rc == 0 && strtoll(out, NULL, 10) == 64 * MiB, "uid %d reading %s: exit %d: %s",
+             NOBODY, uri, rc, out);
+    return hq_backup_end(vm, job);
 }
 
 /* Runs ckptd with a control socket in dir (and extra arguments); it
@@ -342,7 +391,7 @@ agent_refuses(struct hq_vm *vm, const char *dir, const char *const *extra,
     argv[n] = NULL;
     CLEANUP_FREE char *out = NULL;
     int rc = run(false, argv, &out);
-    hq_note("ckptd with %s: exit %d: %s", dir, rc, out);
+    hq_note("ckptd with %s: exit %d: %s", dir, rc, flat(out));
     HQ_CHECK(rc != 0 && rc != 124, "ckptd accepted %s (exit %d)", dir, rc);
     HQ_CHECK(strstr(out, "refusing") && strstr(out, must_say),
              "the reason does not say '%s': %s", must_say, out);
@@ -409,7 +458,7 @@ case_launcher_dirs(void)
         int rc = run(false, (const char *[]) { "contrib/launch-vm.sh", "--run-dir", dirs[i],
                                                "--ckptd", hq_agent_path(), "--", "-S", NULL },
                      &out);
-        hq_note("launch-vm.sh --run-dir %s: exit %d: %s", dirs[i], rc, out);
+        hq_note("launch-vm.sh --run-dir %s: exit %d: %s", dirs[i], rc, flat(out));
         HQ_CHECK(rc == 1 && strstr(out, "launch-vm: refusing") && strstr(out, says[i]),
                  "launch-vm.sh --run-dir %s: exit %d: %s", dirs[i], rc, out);
         struct stat st;
@@ -426,6 +475,7 @@ main(void)
         { "idle-clients", case_idle_clients },
         { "impostor", case_impostor },
         { "socket-group", case_socket_group },
+        { "nbd-socket-group", case_nbd_socket_group },
         { "unsafe-dirs", case_unsafe_dirs },
         { "launcher-dirs", case_launcher_dirs },
     };
