@@ -22,10 +22,13 @@
  *                 writable by others without the sticky bit; a sticky
  *                 world-writable one is fine
  * launcher-dirs:  contrib/launch-vm.sh refuses the same run directories
+ * launcher-group: launch-vm.sh --socket-group nogroup --allow-uid 65534:
+ *                 uid 65534's `ckptctl status` works
  */
 #include "tests/qemu/harness.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <libgen.h>
 #include <poll.h>
@@ -468,6 +471,63 @@ case_launcher_dirs(void)
     return 0;
 }
 
+/* launch-vm.sh --socket-group nogroup --allow-uid 65534: uid 65534's
+ * ckptctl status works against the launched VM. */
+static int
+case_launcher_group(void)
+{
+    CLEANUP_VM struct hq_vm *vm = hq_vm_new();
+    HQ_CHECK(vm && chmod(vm->dir, 0711) == 0, "setup");
+    CLEANUP_FREE char *run_dir = xasprintf("%s/run", vm->dir);
+    CLEANUP_FREE char *ready = xasprintf("%s/ready", run_dir);
+    CLEANUP_FREE char *sock = xasprintf("%s/ckptd.sock", run_dir);
+    CLEANUP_FREE char *log = xasprintf("%s/launcher.log", vm->dir);
+    CLEANUP_FREE char *bin = ckptctl_path();
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execl("contrib/launch-vm.sh", "launch-vm.sh", "--name", "grp", "--run-dir", run_dir,
+              "--ckptd", hq_agent_path(), "--socket-group", "nogroup", "--allow-uid", "65534",
+              "--", "-S", (char *) NULL);
+        _exit(127);
+    }
+    int ret = 0;
+    double end = hq_now() + 40;
+    struct stat st;
+    while (lstat(ready, &st) < 0 && hq_now() < end && waitpid(pid, NULL, WNOHANG) == 0)
+        hq_sleep_ms(100);
+    CLEANUP_FREE char *out = NULL;
+    if (lstat(ready, &st) < 0) {
+        CLEANUP_FREE char *l = hq_read_file(log);
+        hq_fail("the launcher did not get ready: %s", flat(l));
+        ret = -1;
+    } else if (stat(run_dir, &st) < 0 || (st.st_mode & 07777) != 0710 || st.st_gid != NOBODY) {
+        hq_fail("%s: mode %04o gid %u", run_dir, (unsigned) (st.st_mode & 07777),
+                (unsigned) st.st_gid);
+        ret = -1;
+    } else {
+        int rc = run(true, (const char *[]) { bin, "--socket", sock, "status", NULL }, &out);
+        hq_note("uid %d through the launcher: exit %d: %s", NOBODY, rc, flat(out));
+        if (rc != 0 || !strstr(out, "connected")) {
+            hq_fail("uid %d: exit %d: %s", NOBODY, rc, out);
+            ret = -1;
+        }
+    }
+    kill(pid, SIGTERM);
+    int wst = 0;
+    while (waitpid(pid, &wst, 0) < 0 && errno == EINTR)
+        ;
+    if (!ret && lstat(sock, &st) == 0) {
+        hq_fail("the control socket outlived the launcher");
+        ret = -1;
+    }
+    return ret;
+}
+
 int
 main(void)
 {
@@ -478,6 +538,7 @@ main(void)
         { "nbd-socket-group", case_nbd_socket_group },
         { "unsafe-dirs", case_unsafe_dirs },
         { "launcher-dirs", case_launcher_dirs },
+        { "launcher-group", case_launcher_group },
     };
     /* Other uids need root; without it those cases are left out. */
     struct hq_case cases[ARRAY_SIZE(all)];
