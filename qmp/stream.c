@@ -49,8 +49,11 @@ qmp_stream_lenient(struct qmp_stream *s)
 }
 
 /* The message text with each byte inside a string that is not part of a
- * valid UTF-8 character written as \u0000 (caller frees); NULL when there
- * is none.  Outside strings such bytes stay: jansson reports them. */
+ * valid UTF-8 character replaced (caller frees); NULL when there is none.
+ * In a value it becomes \u0000, which dispatch refuses naming the
+ * argument; in a member name (jansson allows no NUL there) it becomes
+ * U+FFFD, so the name is still reported as unknown, with the request's
+ * id.  Outside strings such bytes stay: jansson reports them. */
 static char *
 qmp_stream_mark_bad_utf8(const char *text, size_t len, size_t *out_len)
 {
@@ -58,14 +61,17 @@ qmp_stream_mark_bad_utf8(const char *text, size_t len, size_t *out_len)
         return NULL;
     char *out = xmalloc(6 * len + 1);
     size_t o = 0, i = 0;
-    bool in_string = false, escape = false;
+    bool in_string = false, escape = false, is_key = false, expect_key = false;
+    bool is_object[128];            /* container kinds; deeper ones count as arrays */
+    int depth = 0;
     while (i < len) {
         unsigned char c = (unsigned char) text[i];
         if (in_string && !escape && c >= 0x80) {
             size_t n = utf8_valid_prefix(text + i, len - i);
             if (n == 0) {
-                memcpy(out + o, "\\u0000", 6);
-                o += 6;
+                const char *mark = is_key ? "\xef\xbf\xbd" : "\\u0000";
+                memcpy(out + o, mark, strlen(mark));
+                o += strlen(mark);
                 i++;
                 continue;
             }
@@ -80,6 +86,7 @@ qmp_stream_mark_bad_utf8(const char *text, size_t len, size_t *out_len)
             i += run;
             continue;
         }
+        bool in_object = depth > 0 && depth <= (int) sizeof is_object && is_object[depth - 1];
         if (in_string) {
             if (escape)
                 escape = false;
@@ -89,6 +96,19 @@ qmp_stream_mark_bad_utf8(const char *text, size_t len, size_t *out_len)
                 in_string = false;
         } else if (c == '"') {
             in_string = true;
+            is_key = in_object && expect_key;
+        } else if (c == '{' || c == '[') {
+            if (depth < (int) sizeof is_object)
+                is_object[depth] = c == '{';
+            depth++;
+            expect_key = c == '{';
+        } else if (c == '}' || c == ']') {
+            depth -= depth > 0;
+            expect_key = false;
+        } else if (c == ',') {
+            expect_key = in_object;
+        } else if (c == ':') {
+            expect_key = false;
         }
         out[o++] = (char) c;
         i++;

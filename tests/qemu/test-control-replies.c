@@ -175,6 +175,9 @@ static const struct bad_arg {
     { "backup-begin", "{\"checkpoint\": {\"name\": \"k\\u0000\"}}", "'checkpoint'" },
     { "backup-begin", "{\"server\": {\"transport\": \"unix\", \"path\": \"/tmp/\xfe\"}}", "'server'" },
     { "backup-end", "{\"id\": \"backup-1\\u0000\"}", "'id'" },
+    /* In an argument's name: no such argument, with the id. */
+    { "query-status", "{\"k\xff\": 1}", "no argument 'k" },
+    { "checkpoint-create", "{\"name\": \"c1\", \"desc\xc3ription\": \"d\"}", "no argument 'desc" },
 };
 
 /* The third line an agent sends after negotiation and a query-version

@@ -161,6 +161,39 @@ test_error_repaired(void **state)
                         "the command abcd? has not been found");
 }
 
+/* The control stream's lenient mode: NUL kept, bad bytes in values as
+ * NUL, in member names as U+FFFD, bad bytes outside strings refused. */
+static void
+test_lenient_stream(void **state)
+{
+    struct qmp_stream st;
+    qmp_stream_init(&st, 1 << 20, 64);
+    qmp_stream_lenient(&st);
+    const char in[] = "{\"a\": \"x\\u0000y\", \"b\": [\"\xff\"], \"k\xc3\": {\"c\": \"\xc3\xa9\xed\xa0\x80\"}}\n"
+                      "{\"a\": 1}\xff\n";
+    qmp_stream_feed(&st, in, sizeof in - 1);
+    json_t *m = NULL;
+    char why[256];
+    assert_int_equal(qmp_stream_next(&st, &m, why, sizeof why), QMP_STREAM_MESSAGE);
+    json_t *a = json_object_get(m, "a");
+    assert_int_equal(json_string_length(a), 3);
+    assert_memory_equal(json_string_value(a), "x\0y", 3);
+    json_t *b0 = json_array_get(json_object_get(m, "b"), 0);
+    assert_int_equal(json_string_length(b0), 1);
+    assert_int_equal(json_string_value(b0)[0], '\0');
+    json_t *k = json_object_get(m, "k\xef\xbf\xbd");
+    assert_non_null(k);
+    json_t *c = json_object_get(k, "c");
+    assert_int_equal(json_string_length(c), 2 + 3);
+    assert_memory_equal(json_string_value(c), "\xc3\xa9\0\0\0", 5);
+    json_decref(m);
+    m = NULL;
+    assert_int_equal(qmp_stream_next(&st, &m, why, sizeof why), QMP_STREAM_MESSAGE);
+    json_decref(m);
+    assert_int_equal(qmp_stream_next(&st, &m, why, sizeof why), QMP_STREAM_BAD_JSON);
+    qmp_stream_free(&st);
+}
+
 static void
 test_utf8_helpers(void **state)
 {
@@ -268,6 +301,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_error_repaired, setup, teardown),
         cmocka_unit_test_setup_teardown(test_output_offset, setup, teardown),
         cmocka_unit_test(test_utf8_helpers),
+        cmocka_unit_test(test_lenient_stream),
         cmocka_unit_test(test_json_log_keeps_bad_bytes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
