@@ -178,6 +178,14 @@ say_and_close(int fd, enum ckpt_err code, const char *desc)
     close(fd);
 }
 
+/* 10 s (PROTOCOL.md), unless a test set CKPTD_DEBUG_HANDSHAKE_TIMEOUT. */
+static double
+handshake_timeout(const struct agent *a)
+{
+    return a->opt.debug.handshake_timeout > 0 ? a->opt.debug.handshake_timeout
+                                              : CTL_HANDSHAKE_TIMEOUT;
+}
+
 /* A client that has not negotiated within the handshake timeout holds a
  * slot of the cap for nothing: idle connections must not lock others out. */
 static void
@@ -188,7 +196,7 @@ hello_cb(struct ev_loop *loop, ev_timer *w, int revents)
         return;
     char desc[128];
     ckpt_format(desc, sizeof desc, "no qmp_capabilities within %g s; closing the "
-                "connection", c->agent->opt.debug.handshake_timeout);
+                "connection", handshake_timeout(c->agent));
     ctl_send(c, req_error_message(CKPT_ERR_GENERIC, desc, NULL));
     ctl_drop(c, "handshake timeout");
 }
@@ -204,8 +212,10 @@ accept_one(struct agent *a, int fd)
     }
     if (a->nclients >= CTL_MAX_CLIENTS) {
         log_warn("refused a control client: %d clients already", CTL_MAX_CLIENTS);
-        say_and_close(fd, CKPT_ERR_BUSY, "too many clients: the agent serves "
-                      "256 at once; try again later");
+        char desc[128];
+        ckpt_format(desc, sizeof desc, "too many clients: the agent serves %d at "
+                    "once; try again later", CTL_MAX_CLIENTS);
+        say_and_close(fd, CKPT_ERR_BUSY, desc);
         return;
     }
     ctl_add_client(a, fd, uid);
@@ -248,9 +258,7 @@ ctl_add_client(struct agent *a, int fd, uid_t uid)
     ev_io_init(&c->write_w, write_cb, fd, EV_WRITE);
     c->read_w.data = c->write_w.data = c;
     ev_io_start(a->loop, &c->read_w);
-    double t = a->opt.debug.handshake_timeout > 0 ? a->opt.debug.handshake_timeout
-                                                   : CTL_HANDSHAKE_TIMEOUT;
-    ev_timer_init(&c->hello_w, hello_cb, t, 0.);
+    ev_timer_init(&c->hello_w, hello_cb, handshake_timeout(a), 0.);
     c->hello_w.data = c;
     ev_timer_start(a->loop, &c->hello_w);
     c->next = a->clients;
