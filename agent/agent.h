@@ -3,12 +3,12 @@
  *
  * main.c:           signals, the loop
  * options.c:        opt_*      command line and config file
+ * access.c:         access_*   safe directories, socket modes and group
  * lifecycle.c:      life_*     pidfile, readiness (file, sd_notify)
  * control.c:        ctl_*      the control socket: clients, framing, output
  * dispatch.c:       dispatch_* command table lookup, central argument
  *                              checks, per-client order, the change queue
  * reply.c:          req_*      replies, errors and events
- * debug.c:          debug_*    the CKPTD_DEBUG_* test hooks, read once
  * vm.c:             vm_*       the QEMU connection: connect, reconnect, send
  * events.c:         vm_*       waiting for QEMU events
  * tree.c:           vm_*       the cached tree: re-read, replayed, lost
@@ -39,6 +39,7 @@
 #define CTL_MAX_DEPTH 64
 #define CTL_MAX_OUTPUT (16u << 20)      /* pending output before a client is dropped */
 #define CTL_MAX_CLIENTS 256
+#define CTL_HANDSHAKE_TIMEOUT 10.0      /* PROTOCOL.md: qmp_capabilities within 10 s */
 #define QMP_RECONNECT_INTERVAL 0.5      /* seconds between connect attempts */
 #define QMP_REPLY_TIMEOUT 60.0
 
@@ -86,9 +87,10 @@ struct client {
     int fd;
     uid_t uid;
     ev_io read_w, write_w;
+    ev_timer hello_w;                   /* closes it if never negotiated */
     struct qmp_stream in;
-    char *out;
-    size_t out_len, out_cap;
+    char *out;                          /* pending: out[out_sent, out_len) */
+    size_t out_sent, out_len, out_cap;
     bool negotiated;
     bool closing;                       /* freed from the loop's prepare step */
     bool processing;                    /* inside dispatch_client_input */
@@ -105,6 +107,16 @@ struct request {
     json_t *args;                       /* always an object */
     void *state;                        /* the command's own, freed by it */
     struct request *next;               /* in the change queue */
+};
+
+/* Debug hooks: the CKPTD_DEBUG_* variables, read once by opt_parse
+ * (options.c) and nowhere else. */
+struct agent_debug {
+    long abort_after;                   /* CKPTD_DEBUG_ABORT_AFTER: abort()
+                                         * before the Nth QMP command */
+    bool verify_tree;                   /* CKPTD_DEBUG_VERIFY_TREE */
+    double handshake_timeout;           /* CKPTD_DEBUG_HANDSHAKE_TIMEOUT:
+                                         * seconds, instead of 10 */
 };
 
 /* --- the agent: all mutable state lives here --- */
@@ -124,6 +136,9 @@ struct agent_options {                  /* every string owned */
     enum log_format log_format;
     uid_t allow_uids[16];               /* besides our own and root */
     size_t nallow_uids;
+    char *socket_group;                 /* --socket-group: NULL for none */
+    gid_t socket_gid;                   /* its gid, when socket_group */
+    struct agent_debug debug;
 };
 
 /* --- one backup job (job.c, job-steps.c) --- */
@@ -208,11 +223,6 @@ struct quiesce_state {
     void *thaw_opaque;
 };
 
-struct agent_debug {
-    bool verify_tree;                   /* CKPTD_DEBUG_VERIFY_TREE */
-    long abort_after;                   /* CKPTD_DEBUG_ABORT_AFTER */
-};
-
 struct agent {
     struct ev_loop *loop;
     struct agent_options opt;
@@ -236,7 +246,6 @@ struct agent {
     struct event_waiter *waiters;
     struct str_vec known;               /* checkpoint names when QEMU left */
     struct str_vec lost;                /* known then, gone after it came back */
-    struct agent_debug debug;
     struct qga *qga;                    /* the guest agent, or NULL */
     struct quiesce_state quiesce;
     long qmp_sent;                      /* commands sent, for CKPTD_DEBUG_ABORT_AFTER */
@@ -256,6 +265,22 @@ struct agent {
 int opt_parse(int argc, char **argv, struct agent_options *o);
 void opt_free(struct agent_options *o);
 
+/* --- access.c --- */
+/* 0 when dir (or, while it does not exist, its nearest existing parent)
+ * and every directory above it are owned by root or the agent's user and
+ * not writable by group or others without the sticky bit; else -1 and
+ * the reason in why. */
+int access_check_dir(const char *dir, char *why, size_t len);
+/* The control, NBD socket and scratch directories, checked at start-up;
+ * -1 (reasons logged) when one is unsafe. */
+int access_check_dirs(const struct agent *a);
+/* Creates dir (and missing parents, 0755) when missing: 0700, or 0710
+ * with the socket group. */
+int access_make_dir(const struct agent *a, const char *dir);
+/* Gives a socket the agent serves on (control, or the NBD socket QEMU
+ * created) its mode: 0600, or 0660 and the --socket-group group. */
+int access_socket(const struct agent *a, const char *path);
+
 /* --- lifecycle.c --- */
 int life_write_pidfile(struct agent *a);
 void life_ready(struct agent *a);       /* QEMU connected: once */
@@ -265,6 +290,7 @@ void life_cleanup(struct agent *a);
 int ctl_listen(struct agent *a);
 void ctl_close_listener(struct agent *a);
 void ctl_send(struct client *c, json_t *msg);       /* steals msg */
+size_t ctl_pending(const struct client *c);         /* output bytes not sent yet */
 void ctl_drop(struct client *c, const char *why);
 void ctl_resume(struct client *c);                  /* read again once idle */
 /* Takes a connected socket as a client (accept, and the fuzz harness). */
@@ -279,7 +305,18 @@ const struct ckpt_cmd *dispatch_find(const char *name);
 void dispatch_for_each(void (*fn)(const struct ckpt_cmd *, void *), void *opaque);
 
 /* --- reply.c --- */
-void req_reply(struct request *req, json_t *ret);   /* steals ret */
+/* {"return": ret} (steals ret).  A NULL ret is a value the command could
+ * not build: the client gets a GenericError saying so, never {}.  empty:
+ * NULL stands for {} (see req_reply). */
+void req_reply_value(struct request *req, json_t *ret, bool empty);
+/* {"return": {}}: the command succeeded and has nothing to return. */
+void req_reply_ok(struct request *req);
+/* req_reply(req, v): a value that is NULL is a failure (a GenericError
+ * reply, never a silent {}); a command with nothing to return says
+ * req_reply_ok. */
+#define req_reply(req, ret) req_reply_value((req), (ret), false)
+/* A GenericError reply saying that the reply to what could not be built. */
+json_t *req_unbuildable(json_t *id, const char *what);
 void req_error(struct request *req, enum ckpt_err code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void req_fail(struct request *req, const struct ckpt_error *e);
@@ -327,9 +364,6 @@ void vm_cancel_wait(struct agent *a, struct event_waiter *w);
 /* Fires the waiters of event (all of them with NULL when event is NULL:
  * QEMU went away). */
 void vm_fire_waiters(struct agent *a, const char *event, json_t *data);
-
-/* --- debug.c --- */
-void debug_read(struct agent_debug *d);
 
 /* --- txn.c --- */
 /* Sends a transaction (steals actions); when cb runs, the cached tree is

@@ -111,7 +111,7 @@ delete_finish(struct change *ch)
     if (change_reply_qemu_error(ch, what))
         return;
     struct agent *a = ch->req->agent;
-    req_reply(ch->req, NULL);
+    req_reply_ok(ch->req);
     for (size_t i = 0; i < ch->names.len; i++)
         agent_event(a, "CHECKPOINT_DELETED",
                     json_pack("{s:s}", "name", ch->names.ptr[i]));
@@ -157,7 +157,7 @@ cmd_delete(struct request *req)
     if (json_array_size(actions) == 0) {        /* children-only of a leaf */
         json_decref(actions);
         change_free(ch);
-        req_reply(req, NULL);
+        req_reply_ok(req);
         return CMD_DONE;
     }
     change_send(ch, actions);

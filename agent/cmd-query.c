@@ -11,7 +11,7 @@ cmd_capabilities(struct request *req)
         return CMD_DONE;
     }
     req->client->negotiated = true;
-    req_reply(req, NULL);
+    req_reply_ok(req);
     return CMD_DONE;
 }
 

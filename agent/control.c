@@ -61,40 +61,22 @@ accept_resume(struct ev_loop *loop, ev_timer *w, int revents)
     ev_io_start(loop, &a->accept_w);
 }
 
-/* The socket's mode is the first guard; its directory the second: it is
- * created owner-only when missing, and a shared one is reported. */
-static void
-check_directory(const char *path)
-{
-    CLEANUP_FREE char *dir = xstrdup(path);
-    char *slash = strrchr(dir, '/');
-    if (!slash)
-        return;
-    *slash = '\0';
-    if (!*dir)
-        return;
-    struct stat st;
-    if (stat(dir, &st) < 0 && errno == ENOENT) {
-        for (char *p = dir + 1; *p; p++)
-            if (*p == '/') {
-                *p = '\0';
-                mkdir(dir, 0755);
-                *p = '/';
-            }
-        if (mkdir(dir, 0700) == 0)
-            log_info("created %s (mode 0700)", dir);
-        return;
-    }
-    if (stat(dir, &st) == 0 && (st.st_mode & 0077) && !(st.st_mode & S_ISVTX))
-        log_warn("%s can be entered by other users; the control socket relies "
-                 "on its own mode 0600 and on peer checks", dir);
-}
-
 int
 ctl_listen(struct agent *a)
 {
     struct sockaddr_un sun;
-    check_directory(a->opt.control_path);
+    /* The socket's mode is the first guard, its directory the second: a
+     * missing one is created private (group-searchable with
+     * --socket-group); a shared one was refused by access_check_dirs. */
+    CLEANUP_FREE char *dir = xstrdup(a->opt.control_path);
+    char *slash = strrchr(dir, '/');
+    if (slash && slash != dir) {
+        *slash = '\0';
+        if (access_make_dir(a, dir) < 0) {
+            log_error("cannot create %s: %m", dir);
+            return -1;
+        }
+    }
     if (fill_addr(&sun, a->opt.control_path) < 0 ||
         clear_stale_socket(a->opt.control_path) < 0) {
         log_error("cannot use control socket %s: %m", a->opt.control_path);
@@ -110,6 +92,14 @@ ctl_listen(struct agent *a)
     if (r < 0 || listen(fd, SOMAXCONN) < 0) {
         log_error("cannot listen on %s: %m", a->opt.control_path);
         close(fd);
+        return -1;
+    }
+    /* 0600 until here; 0660 and the group only with --socket-group. */
+    if (a->opt.socket_group && access_socket(a, a->opt.control_path) < 0) {
+        log_error("cannot give %s to group %s: %m", a->opt.control_path,
+                  a->opt.socket_group);
+        close(fd);
+        unlink(a->opt.control_path);
         return -1;
     }
     a->listen_fd = fd;
@@ -159,14 +149,56 @@ peer_allowed(const struct agent *a, int fd, uid_t *uid)
 static void read_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void write_cb(struct ev_loop *loop, ev_io *w, int revents);
 
+/* version.qemu is ckptd's own version (QMP libraries require the key),
+ * taken from the build's CKPTD_VERSION. */
 static void
 greet(struct client *c)
 {
+    int major = 0, minor = 0, micro = 0;
+    if (sscanf(CKPTD_VERSION, "%d.%d.%d", &major, &minor, &micro) < 1)
+        log_warn("version '%s' is not MAJOR.MINOR.MICRO", CKPTD_VERSION);
     json_t *g = json_pack("{s:{s:{s:{s:i,s:i,s:i},s:s},s:[]}}",
-                          "QMP", "version", "qemu", "major", 0, "minor", 1,
-                          "micro", 0, "package", "ckptd " CKPTD_VERSION,
+                          "QMP", "version", "qemu", "major", major, "minor", minor,
+                          "micro", micro, "package", "ckptd " CKPTD_VERSION,
                           "capabilities");
     ctl_send(c, g);
+}
+
+/* One error line to a client that is closed next; best effort on a fresh
+ * socket whose buffer is empty. */
+static void
+say_and_close(int fd, enum ckpt_err code, const char *desc)
+{
+    CLEANUP_JSON json_t *m = req_error_message(code, desc, NULL);
+    CLEANUP_FREE char *s = json_dumps(m, JSON_COMPACT);
+    if (s) {
+        CLEANUP_FREE char *line = xasprintf("%s\n", s);
+        (void) !send(fd, line, strlen(line), MSG_NOSIGNAL | MSG_DONTWAIT);
+    }
+    close(fd);
+}
+
+/* 10 s (PROTOCOL.md), unless a test set CKPTD_DEBUG_HANDSHAKE_TIMEOUT. */
+static double
+handshake_timeout(const struct agent *a)
+{
+    return a->opt.debug.handshake_timeout > 0 ? a->opt.debug.handshake_timeout
+                                              : CTL_HANDSHAKE_TIMEOUT;
+}
+
+/* A client that has not negotiated within the handshake timeout holds a
+ * slot of the cap for nothing: idle connections must not lock others out. */
+static void
+hello_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct client *c = w->data;
+    if (c->negotiated || c->closing)
+        return;
+    char desc[128];
+    ckpt_format(desc, sizeof desc, "no qmp_capabilities within %g s; closing the "
+                "connection", handshake_timeout(c->agent));
+    ctl_send(c, req_error_message(CKPT_ERR_GENERIC, desc, NULL));
+    ctl_drop(c, "handshake timeout");
 }
 
 static void
@@ -180,7 +212,10 @@ accept_one(struct agent *a, int fd)
     }
     if (a->nclients >= CTL_MAX_CLIENTS) {
         log_warn("refused a control client: %d clients already", CTL_MAX_CLIENTS);
-        close(fd);
+        char desc[128];
+        ckpt_format(desc, sizeof desc, "too many clients: the agent serves %d at "
+                    "once; try again later", CTL_MAX_CLIENTS);
+        say_and_close(fd, CKPT_ERR_BUSY, desc);
         return;
     }
     ctl_add_client(a, fd, uid);
@@ -216,10 +251,16 @@ ctl_add_client(struct agent *a, int fd, uid_t uid)
     c->fd = fd;
     c->uid = uid;
     qmp_stream_init(&c->in, CTL_MAX_MESSAGE, CTL_MAX_DEPTH);
+    /* NUL and bad UTF-8 in strings reach dispatch, which names the
+     * argument (InvalidParameter) instead of a bare parse error. */
+    qmp_stream_lenient(&c->in);
     ev_io_init(&c->read_w, read_cb, fd, EV_READ);
     ev_io_init(&c->write_w, write_cb, fd, EV_WRITE);
     c->read_w.data = c->write_w.data = c;
     ev_io_start(a->loop, &c->read_w);
+    ev_timer_init(&c->hello_w, hello_cb, handshake_timeout(a), 0.);
+    c->hello_w.data = c;
+    ev_timer_start(a->loop, &c->hello_w);
     c->next = a->clients;
     a->clients = c;
     a->nclients++;
@@ -255,24 +296,36 @@ ctl_resume(struct client *c)
         ev_io_start(c->agent->loop, &c->read_w);
 }
 
+/* Pending output is out[out_sent, out_len): a partial send only moves
+ * out_sent (Redis's sentlen), so a slow reader of a large reply costs no
+ * copying per send.  The buffer is rewound when it drains, and compacted
+ * only when an append would otherwise have to grow it. */
 static void
 flush_output(struct client *c)
 {
-    while (c->out_len) {
-        ssize_t n = send(c->fd, c->out, c->out_len, MSG_NOSIGNAL);
+    while (c->out_sent < c->out_len) {
+        ssize_t n = send(c->fd, c->out + c->out_sent, c->out_len - c->out_sent,
+                         MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EAGAIN || errno == EINTR)
                 break;
             ctl_drop(c, strerror(errno));
             return;
         }
-        memmove(c->out, c->out + n, c->out_len - (size_t) n);
-        c->out_len -= (size_t) n;
+        c->out_sent += (size_t) n;
     }
+    if (c->out_sent == c->out_len)
+        c->out_sent = c->out_len = 0;
     if (c->out_len)
         ev_io_start(c->agent->loop, &c->write_w);
     else
         ev_io_stop(c->agent->loop, &c->write_w);
+}
+
+size_t
+ctl_pending(const struct client *c)
+{
+    return c->out_len - c->out_sent;
 }
 
 static void
@@ -281,28 +334,61 @@ write_cb(struct ev_loop *loop, ev_io *w, int revents)
     flush_output(w->data);
 }
 
-void
-ctl_send(struct client *c, json_t *msg)
+/* Room for n more bytes at the end of the buffer. */
+static void
+reserve_output(struct client *c, size_t n)
 {
-    CLEANUP_JSON json_t *m = msg;
-    if (c->closing || !m)
+    if (c->out_len + n <= c->out_cap)
         return;
-    CLEANUP_FREE char *s = json_dumps(m, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    if (!s)
-        return;
-    size_t len = strlen(s);
-    if (c->out_len + len + 1 > CTL_MAX_OUTPUT) {
+    if (c->out_sent) {
+        memmove(c->out, c->out + c->out_sent, c->out_len - c->out_sent);
+        c->out_len -= c->out_sent;
+        c->out_sent = 0;
+    }
+    if (c->out_len + n > c->out_cap) {
+        c->out_cap = (c->out_len + n) * 2;
+        c->out = xrealloc(c->out, c->out_cap);
+    }
+}
+
+static void
+queue_line(struct client *c, const char *s, size_t len)
+{
+    if (ctl_pending(c) + len + 1 > CTL_MAX_OUTPUT) {
         ctl_drop(c, "too much unread output");
         return;
     }
-    if (c->out_len + len + 1 > c->out_cap) {
-        c->out_cap = (c->out_len + len + 1) * 2;
-        c->out = xrealloc(c->out, c->out_cap);
-    }
+    reserve_output(c, len + 1);
     memcpy(c->out + c->out_len, s, len);
     c->out[c->out_len + len] = '\n';
     c->out_len += len + 1;
     flush_output(c);
+}
+
+void
+ctl_send(struct client *c, json_t *msg)
+{
+    CLEANUP_JSON json_t *m = msg;
+    if (c->closing)
+        return;
+    if (!m) {
+        /* Callers build replies through reply.c, which never passes NULL;
+         * anything else that failed to build is logged, not sent. */
+        log_error("a message to control client %d could not be built", c->fd);
+        return;
+    }
+    CLEANUP_FREE char *s = json_dumps(m, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (!s) {
+        log_error("a message to control client %d could not be encoded", c->fd);
+        if (json_object_get(m, "return") || json_object_get(m, "error")) {
+            CLEANUP_JSON json_t *f = req_unbuildable(json_object_get(m, "id"),
+                                                     "this request");
+            s = json_dumps(f, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        }
+        if (!s)
+            return;
+    }
+    queue_line(c, s, strlen(s));
 }
 
 void
@@ -323,6 +409,7 @@ ctl_drop(struct client *c, const char *why)
     c->closing = true;
     ev_io_stop(c->agent->loop, &c->read_w);
     ev_io_stop(c->agent->loop, &c->write_w);
+    ev_timer_stop(c->agent->loop, &c->hello_w);
 }
 
 static void
@@ -340,6 +427,7 @@ client_free(struct client *c)
         c->current->client = NULL;
     ev_io_stop(a->loop, &c->read_w);
     ev_io_stop(a->loop, &c->write_w);
+    ev_timer_stop(a->loop, &c->hello_w);
     close(c->fd);
     qmp_stream_free(&c->in);
     free(c->out);

@@ -63,6 +63,50 @@ type_ok(enum arg_type t, json_t *v)
     return false;
 }
 
+/* A string the agent can use: no NUL inside (jansson keeps "\u0000",
+ * C code would cut there) and valid UTF-8.  Invalid UTF-8 reaches here
+ * as NUL: the control stream turns each such byte into \u0000. */
+static bool
+string_ok(json_t *v)
+{
+    const char *s = json_string_value(v);
+    size_t len = json_string_length(v);
+    return memchr(s, '\0', len) == NULL && utf8_valid(s, len);
+}
+
+/* Whether every string in v, at any depth, is string_ok. */
+static bool
+strings_ok(json_t *v)
+{
+    size_t i;
+    const char *key;
+    json_t *e;
+    switch (json_typeof(v)) {
+    case JSON_STRING:
+        return string_ok(v);
+    case JSON_ARRAY:
+        json_array_foreach(v, i, e)
+            if (!strings_ok(e))
+                return false;
+        return true;
+    case JSON_OBJECT:
+        json_object_foreach(v, key, e)
+            if (!strings_ok(e))
+                return false;
+        return true;
+    default:
+        return true;
+    }
+}
+
+/* name for a message: at most max bytes, cut at a character boundary. */
+static const char *
+short_name(const char *name, char *buf, size_t size)
+{
+    ckpt_format(buf, size, "%s", name);
+    return buf;
+}
+
 static const struct cmd_arg *
 find_arg(const struct ckpt_cmd *cmd, const char *name)
 {
@@ -79,17 +123,24 @@ check_args(const struct ckpt_cmd *cmd, json_t *args, struct ckpt_error *e)
 {
     const char *key;
     json_t *v;
+    char shown[128];
     json_object_foreach(args, key, v) {
         const struct cmd_arg *a = find_arg(cmd, key);
         if (!a) {
-            ckpt_fail(e, CKPT_ERR_INVALID_PARAMETER,
-                      "%s has no argument '%s'", cmd->name, key);
+            ckpt_fail(e, CKPT_ERR_INVALID_PARAMETER, "%s has no argument '%s'",
+                      cmd->name, short_name(key, shown, sizeof shown));
             return false;
         }
         if (!type_ok(a->type, v)) {
             ckpt_fail(e, CKPT_ERR_INVALID_PARAMETER,
                       "argument '%s' of %s must be %s", key, cmd->name,
                       type_name(a->type));
+            return false;
+        }
+        if (!strings_ok(v)) {
+            ckpt_fail(e, CKPT_ERR_INVALID_PARAMETER,
+                      "argument '%s' of %s holds a NUL character or bytes that "
+                      "are not UTF-8", key, cmd->name);
             return false;
         }
     }
@@ -174,7 +225,9 @@ handle_message(struct client *c, json_t *msg)
     json_t *v;
     json_object_foreach(msg, key, v)
         if (strcmp(key, "execute") && strcmp(key, "arguments") && strcmp(key, "id")) {
-            snprintf(e.msg, sizeof e.msg, "a request has no member '%s'", key);
+            char shown[128];
+            ckpt_format(e.msg, sizeof e.msg, "a request has no member '%s'",
+                        short_name(key, shown, sizeof shown));
             reply_now(c, id, CKPT_ERR_GENERIC, e.msg);
             return;
         }
@@ -187,11 +240,15 @@ handle_message(struct client *c, json_t *msg)
         return;
     }
     const char *name = json_string_value(exec);
-    const struct ckpt_cmd *cmd = dispatch_find(name);
+    char shown[256];
+    short_name(name, shown, sizeof shown);
+    /* "checkpoint-create\u0000x" is no name of ours, even if C would read
+     * it as one. */
+    const struct ckpt_cmd *cmd = string_ok(exec) ? dispatch_find(name) : NULL;
     if (!cmd || (!c->negotiated && !(cmd->flags & CMD_BEFORE_CAPS))) {
-        snprintf(e.msg, sizeof e.msg,
-                 cmd ? "expecting capabilities negotiation with 'qmp_capabilities' before '%.200s'"
-                     : "the command %.200s has not been found", name);
+        ckpt_format(e.msg, sizeof e.msg,
+                    cmd ? "expecting capabilities negotiation with 'qmp_capabilities' before '%s'"
+                        : "the command %s has not been found", shown);
         reply_now(c, id, CKPT_ERR_COMMAND_NOT_FOUND, e.msg);
         return;
     }
@@ -215,12 +272,12 @@ report_stream_error(struct client *c, enum qmp_stream_result r, const char *why)
 {
     char desc[600];
     if (r == QMP_STREAM_TOO_BIG)
-        snprintf(desc, sizeof desc, "message over %u bytes ignored", CTL_MAX_MESSAGE);
+        ckpt_format(desc, sizeof desc, "message over %u bytes ignored", CTL_MAX_MESSAGE);
     else if (r == QMP_STREAM_TOO_DEEP)
-        snprintf(desc, sizeof desc, "message nested deeper than %d levels ignored",
-                 CTL_MAX_DEPTH);
+        ckpt_format(desc, sizeof desc, "message nested deeper than %d levels ignored",
+                    CTL_MAX_DEPTH);
     else
-        snprintf(desc, sizeof desc, "JSON parse error: %s", why);
+        ckpt_format(desc, sizeof desc, "JSON parse error: %s", why);
     reply_now(c, NULL, CKPT_ERR_GENERIC, desc);
 }
 

@@ -135,8 +135,8 @@ server_started(json_t *ret, void *opaque)
     a->nbd_server = json_incref(job->server);
     job->server_started = true;
     const char *path = json_string_value(json_object_get(job->server, "path"));
-    if (path && chmod(path, 0600) < 0)
-        log_warn("cannot make %s private: %m", path);
+    if (path && access_socket(a, path) < 0)
+        log_warn("cannot set the mode and group of %s: %m", path);
 }
 
 static void

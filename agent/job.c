@@ -279,8 +279,10 @@ emit_end(struct backup_job *job)
     if (!job->announced)
         return;
     json_t *data = json_pack("{s:s,s:s}", "id", job->id, "status", job->end_status);
-    if (job->failure)
+    if (job->failure) {
+        utf8_repair(job->failure);      /* names from QEMU may be any bytes */
         json_object_set_new(data, "error", json_string(job->failure));
+    }
     agent_event(job->agent, "BACKUP_END", data);
 }
 
@@ -311,7 +313,7 @@ unwind_done(struct backup_job *job)
                                                        : "the agent is shutting down");
     }
     if (job->end_req)
-        req_reply(job->end_req, NULL);
+        req_reply_ok(job->end_req);
     job_free(job);
     agent_maybe_exit(a);
 }

@@ -69,10 +69,10 @@ main(int argc, char **argv)
         return r;
     }
     log_setup(a.opt.log_level, a.opt.log_format);
-    debug_read(&a.debug);
     a.loop = ev_default_loop(EVFLAG_AUTO);
     watch_signals(&a);
-    if (ctl_listen(&a) < 0 || life_write_pidfile(&a) < 0) {
+    if (access_check_dirs(&a) < 0 || ctl_listen(&a) < 0 ||
+        life_write_pidfile(&a) < 0) {
         opt_free(&a.opt);
         return 1;
     }

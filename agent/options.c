@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <grp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
@@ -15,8 +16,8 @@
 enum opt_id {
     O_QMP = 256, O_CONTROL, O_LEVEL, O_FORMAT, O_SCRATCH, O_NBD_SOCKET,
     O_INSECURE_TCP, O_EXIT_WITH_QEMU, O_PIDFILE, O_READY_FILE, O_ALLOW_UID,
-    O_CONFIG, O_TLS_DIR, O_QMP_TIMEOUT, O_SCRATCH_RESERVE, O_HELP, O_VERSION,
-    O_QGA,
+    O_CONFIG, O_TLS_DIR, O_QMP_TIMEOUT, O_SCRATCH_RESERVE, O_SOCKET_GROUP,
+    O_HELP, O_VERSION, O_QGA,
 };
 
 static const struct option longopts[] = {
@@ -32,6 +33,7 @@ static const struct option longopts[] = {
     { "pidfile", required_argument, NULL, O_PIDFILE },
     { "ready-file", required_argument, NULL, O_READY_FILE },
     { "allow-uid", required_argument, NULL, O_ALLOW_UID },
+    { "socket-group", required_argument, NULL, O_SOCKET_GROUP },
     { "config", required_argument, NULL, O_CONFIG },
     { "tls-dir", required_argument, NULL, O_TLS_DIR },
     { "qmp-timeout", required_argument, NULL, O_QMP_TIMEOUT },
@@ -49,7 +51,10 @@ opt_usage(FILE *f)
         "Checkpoints and backups for one QEMU, over its QMP socket.\n"
         "\n"
         "  --qmp PATH          QEMU's QMP socket; waited for, reconnected to\n"
-        "  --control PATH      the control socket to create (mode 0600)\n"
+        "  --control PATH      the control socket to create (mode 0600); its\n"
+        "                      directory, the NBD socket's and the scratch\n"
+        "                      directory must be owned by root or the agent's\n"
+        "                      user and not writable by others (or sticky)\n"
         "  --qga PATH          the host side of the guest agent's channel (a\n"
         "                      Unix socket); waited for, reconnected to; lets\n"
         "                      checkpoints and backups quiesce the guest\n"
@@ -73,6 +78,9 @@ opt_usage(FILE *f)
         "  --allow-uid UID     also accept control clients of this user\n"
         "                      (repeatable; the agent's own user and root are\n"
         "                      always accepted)\n"
+        "  --socket-group GROUP  the control and NBD sockets get mode 0660 and\n"
+        "                      this group, so that its members can connect\n"
+        "                      (the agent still serves only --allow-uid users)\n"
         "  --exit-with-qemu    exit 0 when QEMU goes away after having been\n"
         "                      connected, instead of waiting for it\n"
         "  --pidfile PATH      write the agent's pid there (removed at exit)\n"
@@ -156,6 +164,20 @@ apply(struct agent_options *o, int id, const char *v, const char *where)
             return 0;
         }
         break;
+    }
+    case O_SOCKET_GROUP: {
+        struct group *g = getgrnam(v);
+        errno = 0;
+        unsigned long gid = strtoul(v, &end, 10);
+        if (!g && *v && !*end && !errno)
+            g = getgrgid((gid_t) gid);
+        if (g) {
+            set_str(&o->socket_group, g->gr_name);
+            o->socket_gid = g->gr_gid;
+            return 0;
+        }
+        fprintf(stderr, "ckptd: %s: no group '%s'\n", where, v);
+        return -1;
     }
     case O_ALLOW_UID: {
         errno = 0;
@@ -272,9 +294,37 @@ set_defaults(struct agent_options *opt)
     }
 }
 
+/* The one place that reads the CKPTD_DEBUG_* hooks, once, at start. */
+static int
+read_debug_hooks(struct agent_debug *d)
+{
+    const char *v;
+    char *end;
+    *d = (struct agent_debug) { .handshake_timeout = CTL_HANDSHAKE_TIMEOUT };
+    if ((v = getenv("CKPTD_DEBUG_ABORT_AFTER")) && *v) {
+        errno = 0;
+        d->abort_after = strtol(v, &end, 10);
+        if (errno || *end || d->abort_after < 0) {
+            fprintf(stderr, "ckptd: CKPTD_DEBUG_ABORT_AFTER: invalid value '%s'\n", v);
+            return -1;
+        }
+    }
+    d->verify_tree = (v = getenv("CKPTD_DEBUG_VERIFY_TREE")) && *v && strcmp(v, "0") != 0;
+    if ((v = getenv("CKPTD_DEBUG_HANDSHAKE_TIMEOUT")) && *v) {
+        d->handshake_timeout = strtod(v, &end);
+        if (*end || !(d->handshake_timeout > 0 && d->handshake_timeout <= 3600)) {
+            fprintf(stderr, "ckptd: CKPTD_DEBUG_HANDSHAKE_TIMEOUT: invalid value '%s'\n", v);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int
 opt_parse(int argc, char **argv, struct agent_options *o)
 {
+    if (read_debug_hooks(&o->debug) < 0)
+        return 2;
     o->log_level = LOG_INFO;
     o->qmp_timeout = QMP_REPLY_TIMEOUT;
     o->scratch_reserve = (uint64_t) 64 << 20;
@@ -319,4 +369,5 @@ opt_free(struct agent_options *o)
     free(o->pidfile);
     free(o->ready_file);
     free(o->tls_dir);
+    free(o->socket_group);
 }

@@ -93,7 +93,7 @@ vm_tree_after(struct agent *a, json_t *actions, vm_refresh_cb *cb, void *opaque)
         vm_refresh(a, cb, opaque);
         return;
     }
-    if (!a->debug.verify_tree) {
+    if (!a->opt.debug.verify_tree) {
         cb(a, NULL, opaque);
         return;
     }

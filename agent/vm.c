@@ -146,8 +146,8 @@ vm_send(struct agent *a, const char *cmd, json_t *args, qmp_reply_cb *cb,
      * commands that need QEMU before that. */
     /* Crash testing: abort() before the Nth QMP command sent once ready,
      * so tests can kill the agent at every step of a change. */
-    if (a->debug.abort_after && a->qemu_ready && ++a->qmp_sent > a->debug.abort_after) {
-        log_error("CKPTD_DEBUG_ABORT_AFTER=%ld reached before %s", a->debug.abort_after, cmd);
+    if (a->opt.debug.abort_after && a->qemu_ready && ++a->qmp_sent > a->opt.debug.abort_after) {
+        log_error("CKPTD_DEBUG_ABORT_AFTER=%ld reached before %s", a->opt.debug.abort_after, cmd);
         abort();
     }
     qmp_send(a->qmp, cmd, args, cb, opaque);

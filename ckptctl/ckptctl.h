@@ -47,6 +47,8 @@ struct ctl_ctx {
     const char *vm;                 /* --vm NAME: socket_path from it */
     int timeout_sec;
     bool json;
+    uid_t trust_uids[8];            /* --trust-uid: besides root and our own */
+    size_t ntrust_uids;
     const struct ctl_cmd *cmd;      /* the command being run */
     struct ctl_conn *conn;          /* NULL until the first ctl_call */
 };

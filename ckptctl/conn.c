@@ -24,6 +24,7 @@
 struct ctl_conn {
     int fd;
     const char *path;
+    const struct ctl_ctx *ctx;      /* for the trusted uids */
     int timeout_sec;            /* 0: wait forever */
     char *buf;                  /* bytes received but not yet parsed */
     size_t len, cap;
@@ -99,6 +100,32 @@ ctl_socket_connect(struct ctl_conn *c)
         if (errno != EINTR)
             return -1;
     return 0;
+}
+
+/* Whoever can write the socket's directory can put a fake agent there,
+ * which would then be believed ("qemu: connected") and could hand `pull`
+ * NBD URIs of its own.  So the process at the other end must be root,
+ * ourselves, or a uid the user named (OpenSSH's StrictModes, for sockets). */
+static int
+ctl_check_peer(struct ctl_conn *c)
+{
+    struct ucred cred;
+    socklen_t len = sizeof cred;
+    uid_t me = geteuid();
+
+    if (getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+        return ctl_fail(CTL_EXIT_UNREACHABLE, "cannot tell who serves %s: %s",
+                        c->path, strerror(errno));
+    if (cred.uid == 0 || cred.uid == me)
+        return CTL_EXIT_OK;
+    for (size_t i = 0; i < c->ctx->ntrust_uids; i++)
+        if (c->ctx->trust_uids[i] == cred.uid)
+            return CTL_EXIT_OK;
+    return ctl_fail(CTL_EXIT_UNREACHABLE, "refusing the agent at %s: it runs as"
+                    " uid %u (pid %d), neither root nor you (uid %u); if that"
+                    " user's agent is the one you want, add --trust-uid %u",
+                    c->path, (unsigned) cred.uid, (int) cred.pid, (unsigned) me,
+                    (unsigned) cred.uid);
 }
 
 /* --- framing --- */
@@ -274,18 +301,28 @@ ctl_request(struct ctl_conn *c, const char *command, json_t *args,
 
 /* The greeting must come from ckptd: pointing ckptctl at QEMU's own QMP
  * socket by mistake should say so, not fail later with CommandNotFound. */
+/* *busy: the agent said "too many clients" instead of greeting. */
 static int
-ctl_check_greeting(struct ctl_conn *c)
+ctl_check_greeting(struct ctl_conn *c, const struct timespec *deadline, bool *busy)
 {
-    struct timespec deadline = ctl_deadline(c);
     CLEANUP_JSON json_t *msg = NULL;
-    const char *package = "";
-    int r = ctl_read_message(c, &deadline, &msg);
+    const char *package = "", *cls = NULL, *desc = NULL;
+    int r = ctl_read_message(c, deadline, &msg);
 
+    *busy = false;
     if (r == CTL_EXIT_OTHER)
         return CTL_EXIT_UNREACHABLE;    /* garbage: whatever it is, not ckptd */
     if (r != CTL_EXIT_OK)
         return r;
+    if (json_unpack(msg, "{s:{s:s,s?s}}", "error", "class", &cls, "desc",
+                    &desc) == 0) {
+        if (strcmp(cls, "Busy") == 0) {
+            *busy = true;
+            return CTL_EXIT_BUSY;
+        }
+        return ctl_fail(ctl_exit_for_class(cls), "the agent at %s refused the"
+                        " connection: %s", c->path, desc ? desc : cls);
+    }
     if (json_unpack(msg, "{s:{s:{s?s}}}", "QMP", "version", "package",
                     &package) < 0)
         return ctl_fail(CTL_EXIT_UNREACHABLE, "%s does not speak QMP (no"
@@ -296,19 +333,39 @@ ctl_check_greeting(struct ctl_conn *c)
     return CTL_EXIT_OK;
 }
 
+/* An agent at its client cap closes new connections with one Busy line;
+ * idle ones are closed within its handshake timeout, so try again (with a
+ * growing pause) until our own timeout says stop. */
 static int
 ctl_open(struct ctl_ctx *ctx, struct ctl_conn *c)
 {
     CLEANUP_JSON json_t *ret = NULL;
-    int r;
+    struct timespec deadline = ctl_deadline(c);
+    int r, pause_ms = 50;
+    bool busy;
 
-    c->path = ctx->socket_path;
-    c->timeout_sec = ctx->timeout_sec;
+    c->ctx = ctx;
     c->next_id = 1;
-    if (ctl_socket_connect(c) < 0)
-        return ctl_fail(CTL_EXIT_UNREACHABLE, "cannot connect to %s: %s",
-                        c->path, strerror(errno));
-    if ((r = ctl_check_greeting(c)) != CTL_EXIT_OK)
+    for (;;) {
+        if (ctl_socket_connect(c) < 0)
+            return ctl_fail(CTL_EXIT_UNREACHABLE, "cannot connect to %s: %s",
+                            c->path, strerror(errno));
+        if ((r = ctl_check_peer(c)) != CTL_EXIT_OK)
+            return r;
+        r = ctl_check_greeting(c, &deadline, &busy);
+        if (!busy)
+            break;
+        close(c->fd);
+        c->fd = -1;
+        c->len = 0;
+        if (ctl_remaining_ms(c, &deadline) == 0)
+            return ctl_fail(CTL_EXIT_BUSY, "the agent at %s has too many clients;"
+                            " gave up after %d s", c->path, c->timeout_sec);
+        poll(NULL, 0, pause_ms);
+        if (pause_ms < 1000)
+            pause_ms *= 2;
+    }
+    if (r != CTL_EXIT_OK)
         return r;
     return ctl_request(c, "qmp_capabilities", NULL, &ret);
 }
@@ -321,6 +378,8 @@ ctl_call(struct ctl_ctx *ctx, const char *command, json_t *args, json_t **ret)
         int r;
         ctx->conn = xcalloc(1, sizeof *ctx->conn);
         ctx->conn->fd = -1;
+        ctx->conn->path = ctx->socket_path;
+        ctx->conn->timeout_sec = ctx->timeout_sec;
         if ((r = ctl_open(ctx, ctx->conn)) != CTL_EXIT_OK) {
             json_decref(args);
             ctl_disconnect(ctx);

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -337,6 +338,8 @@ ctl_print_help(FILE *fp)
           "                      line of compact JSON instead of text\n"
           "  -t, --timeout SEC   wait at most SEC seconds for each reply (default 60;\n"
           "                      0 waits forever)\n"
+          "  --trust-uid UID     also talk to an agent running as UID (repeatable);\n"
+          "                      by default only root's and your own are believed\n"
           "  -h, --help          show this help and exit\n"
           "  -V, --version       show ckptctl's version and exit\n"
           "\n"
@@ -393,6 +396,7 @@ static const struct option ctl_global_options[] = {
     { "vm", required_argument, NULL, 'm' },
     { "json", no_argument, NULL, 'j' },
     { "timeout", required_argument, NULL, 't' },
+    { "trust-uid", required_argument, NULL, 'U' },
     { "help", no_argument, NULL, 'h' },
     { "version", no_argument, NULL, 'V' },
     { 0 }
@@ -616,6 +620,30 @@ ctl_parse_timeout(const char *s, int *out)
     return CTL_EXIT_OK;
 }
 
+/* --trust-uid: a number, or a user name. */
+static int
+ctl_parse_uid(const char *s, struct ctl_ctx *ctx)
+{
+    char *end;
+    unsigned long v;
+    struct passwd *pw;
+
+    errno = 0;
+    v = strtoul(s, &end, 10);
+    if (*s && !*end && !errno && v < (unsigned long) (uid_t) -1)
+        ;
+    else if ((pw = getpwnam(s)))
+        v = pw->pw_uid;
+    else
+        return ctl_usage_error(NULL, "invalid --trust-uid '%s': a uid or a user"
+                               " name expected", s);
+    if (ctx->ntrust_uids == ARRAY_SIZE(ctx->trust_uids))
+        return ctl_usage_error(NULL, "at most %zu --trust-uid options",
+                               ARRAY_SIZE(ctx->trust_uids));
+    ctx->trust_uids[ctx->ntrust_uids++] = (uid_t) v;
+    return CTL_EXIT_OK;
+}
+
 /* Returns -1 to go on with the command, else the exit code. */
 static int
 ctl_parse_global(struct ctl_ctx *ctx, int argc, char **argv)
@@ -631,6 +659,10 @@ ctl_parse_global(struct ctl_ctx *ctx, int argc, char **argv)
         case 'j': ctl_set_json(ctx); break;
         case 't':
             if ((r = ctl_parse_timeout(optarg, &ctx->timeout_sec)) != CTL_EXIT_OK)
+                return r;
+            break;
+        case 'U':
+            if ((r = ctl_parse_uid(optarg, ctx)) != CTL_EXIT_OK)
                 return r;
             break;
         case 'h': ctl_print_help(stdout); return CTL_EXIT_OK;

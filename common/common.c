@@ -34,6 +34,30 @@ log_level_parse(const char *s, enum log_level *out)
     return -1;
 }
 
+/* msg with every byte that is not part of a valid UTF-8 character
+ * written as the four characters \xNN (caller frees). */
+static char *
+log_escape_bytes(const char *msg)
+{
+    size_t len = strlen(msg), ok = utf8_valid_prefix(msg, len);
+    if (ok == len)
+        return xstrdup(msg);
+    char *out = xmalloc(4 * len + 1), *o = out;
+    size_t i = 0;
+    while (i < len) {
+        size_t n = utf8_valid_prefix(msg + i, len - i);
+        memcpy(o, msg + i, n);
+        o += n;
+        i += n;
+        if (i < len) {
+            o += sprintf(o, "\\x%02x", (unsigned char) msg[i]);
+            i++;
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
 void
 log_msg(enum log_level level, const char *fmt, ...)
 {
@@ -42,18 +66,26 @@ log_msg(enum log_level level, const char *fmt, ...)
     char msg[2048];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    int r = vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    if (r >= (int) sizeof msg)          /* cut: drop a split last character */
+        utf8_truncate(msg, sizeof msg - 2);
 
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     if (log_fmt == LOG_FORMAT_JSON) {
+        /* jansson refuses invalid UTF-8 (a name from a client, a path):
+         * such bytes are written as \xNN, never dropped with the line. */
+        CLEANUP_FREE char *clean = log_escape_bytes(msg);
         json_t *j = json_pack("{s:f, s:s, s:s}",
                               "time", ts.tv_sec + ts.tv_nsec / 1e9,
-                              "level", level_names[level], "msg", msg);
+                              "level", level_names[level], "msg", clean);
         char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
         if (s)
             fprintf(stderr, "%s\n", s);
+        else
+            fprintf(stderr, "{\"level\":\"error\",\"msg\":\"a log line could not "
+                    "be encoded\"}\n");
         free(s);
         json_decref(j);
     } else {
@@ -127,7 +159,7 @@ ckpt_fail(struct ckpt_error *e, enum ckpt_err code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+    ckpt_vformat(e->msg, sizeof e->msg, fmt, ap);
     va_end(ap);
     e->code = code;
     return code;

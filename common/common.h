@@ -2,6 +2,8 @@
  *
  * common.c: logging (level and format are set once by main, before the
  *           loop starts; they are configuration, not state).
+ * utf8.c:   utf8_*     checking, cutting and repairing UTF-8 text, and
+ *           ckpt_vformat, the one formatter of texts that leave the agent
  * vector:   DEFINE_VECTOR gives a typed growable array.
  * cleanup:  CLEANUP_* attributes free locals on every return path.
  */
@@ -49,7 +51,7 @@ static inline void cleanup_json(json_t **j) { json_decref(*j); }
  * size_t len, cap; } and str_vec_append/_remove/_reset. */
 #define DEFINE_VECTOR(name, type)                                           \
     struct name { type *ptr; size_t len, cap; };                            \
-    static inline void name##_append(struct name *v, type elem)             \
+    __attribute__((unused)) static inline void name##_append(struct name *v, type elem) \
     {                                                                       \
         if (v->len == v->cap) {                                             \
             v->cap = v->cap ? v->cap * 2 : 8;                               \
@@ -57,12 +59,12 @@ static inline void cleanup_json(json_t **j) { json_decref(*j); }
         }                                                                   \
         v->ptr[v->len++] = elem;                                            \
     }                                                                       \
-    static inline void name##_remove(struct name *v, size_t i)              \
+    __attribute__((unused)) static inline void name##_remove(struct name *v, size_t i) \
     {                                                                       \
         memmove(&v->ptr[i], &v->ptr[i + 1], (v->len - i - 1) * sizeof (type)); \
         v->len--;                                                           \
     }                                                                       \
-    static inline void name##_reset(struct name *v)                         \
+    __attribute__((unused)) static inline void name##_reset(struct name *v) \
     {                                                                       \
         free(v->ptr);                                                       \
         v->ptr = NULL;                                                      \
@@ -99,6 +101,28 @@ enum ckpt_err {
     CKPT_ERR_GUEST_AGENT,       /* the guest agent refused or failed */
 };
 const char *ckpt_err_class(enum ckpt_err e);
+
+/* --- utf8.c --- */
+/* Length of the longest valid UTF-8 prefix of s[0, len) (RFC 3629: no
+ * overlong forms, no surrogates, nothing above U+10FFFF). */
+size_t utf8_valid_prefix(const char *s, size_t len);
+static inline bool utf8_valid(const char *s, size_t len)
+{
+    return utf8_valid_prefix(s, len) == len;
+}
+/* Cuts the string s to at most max bytes without splitting a character. */
+void utf8_truncate(char *s, size_t max);
+/* Replaces, in place, each byte of s that is not part of a valid UTF-8
+ * character with '?'. */
+void utf8_repair(char *s);
+/* vsnprintf into buf[size], but the result is always valid UTF-8: a text
+ * too long is cut at a character boundary and ends in "..."; bytes that
+ * are not UTF-8 (a name cut with "%.200s") become '?'.  Every error text
+ * and log line is built here, so none can be refused by the JSON encoder. */
+void ckpt_vformat(char *buf, size_t size, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+void ckpt_format(char *buf, size_t size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* A failure on its way up: the class and one sentence naming the object. */
 struct ckpt_error {

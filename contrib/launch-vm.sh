@@ -25,7 +25,9 @@ Start QEMU with a QMP socket and ckptd beside it; stop both in order.
 
   --name NAME           the VM's name (default: vm); QEMU's -name
   --run-dir DIR         sockets and state (default: \$XDG_RUNTIME_DIR/ckptd/NAME,
-                        /run/ckptd/NAME for root, else /tmp/ckptd-\$USER/NAME)
+                        /run/ckptd/NAME for root, else /tmp/ckptd-\$USER/NAME);
+                        it and the directories above it must be owned by
+                        root or you and not writable by others (or sticky)
   --disk FILE           a disk image, as virtio-blk vda, vdb, ... (repeatable;
                         the format is probed with qemu-img)
   --qemu BINARY         QEMU (default: qemu-system-x86_64)
@@ -33,6 +35,10 @@ Start QEMU with a QMP socket and ckptd beside it; stop both in order.
   --accel ACCEL         QEMU's -accel (repeatable; default: kvm, then tcg)
   --ckptd BINARY        the agent (default: ckptd from PATH)
   --ckptd-config FILE   passed to ckptd as --config FILE
+  --socket-group GROUP  let GROUP reach the sockets: the run directory is
+                        made mode 0710 with that group, and ckptd gets
+                        --socket-group GROUP (sockets 0660)
+  --allow-uid UID       passed to ckptd: also serve this user (repeatable)
   --timeout SEC         how long to wait for readiness (default: 30)
   --help                this text
 
@@ -48,8 +54,8 @@ die() { echo "launch-vm: $*" >&2; exit 1; }
 say() { echo "launch-vm: $*" >&2; }
 
 name=vm run_dir="" qemu=qemu-system-x86_64 machine=q35 ckptd="" config=""
-timeout=30
-disks=() accels=()
+timeout=30 group=""
+disks=() accels=() allow=()
 while [ $# -gt 0 ]; do
     case $1 in
     --name) name=${2?--name needs a value}; shift 2 ;;
@@ -60,6 +66,8 @@ while [ $# -gt 0 ]; do
     --accel) accels+=("${2?--accel needs a value}"); shift 2 ;;
     --ckptd) ckptd=${2?--ckptd needs a value}; shift 2 ;;
     --ckptd-config) config=${2?--ckptd-config needs a value}; shift 2 ;;
+    --socket-group) group=${2?--socket-group needs a value}; shift 2 ;;
+    --allow-uid) allow+=(--allow-uid "${2?--allow-uid needs a value}"); shift 2 ;;
     --timeout) timeout=${2?--timeout needs a value}; shift 2 ;;
     --help|-h) usage; exit 0 ;;
     --) shift; break ;;
@@ -97,10 +105,41 @@ for f in "$run_dir/ckptd.pid" "$run_dir/qemu.pid"; do
         die "$f: process $(cat "$f") is still running"
     fi
 done
+# Like ckptd itself: the run directory (before it exists, its nearest
+# existing parent) and every directory above it must be owned by root or
+# us and not writable by others unless sticky, or someone else could swap
+# the sockets under us.
+check_dir() {
+    local d=$1 me owner mode
+    me=$(id -u)
+    while [ ! -e "$d" ]; do d=$(dirname "$d"); done
+    d=$(cd "$d" 2>/dev/null && pwd -P) || die "cannot enter $d"
+    while :; do
+        read -r owner mode <<<"$(stat -L -c '%u %a' "$d")" || die "cannot stat $d"
+        if [ "$owner" != 0 ] && [ "$owner" != "$me" ]; then
+            die "refusing run directory $1: $d is owned by uid $owner, neither root nor you (uid $me)"
+        fi
+        if (( (8#$mode & 8#022) && !(8#$mode & 8#1000) )); then
+            die "refusing run directory $1: $d can be written by others (mode $mode) and has no sticky bit"
+        fi
+        [ "$d" = / ] && return 0
+        d=$(dirname "$d")
+    done
+}
+check_dir "$run_dir"
+
+if [ -n "$group" ]; then
+    getent group "$group" >/dev/null || die "no group '$group'"
+fi
 made_dir=""
 if [ ! -d "$run_dir" ]; then
     mkdir -p -m 0700 "$run_dir" || die "cannot create $run_dir"
     made_dir=1
+    # Group members pass through to the sockets; they cannot list.
+    if [ -n "$group" ]; then
+        chgrp "$group" "$run_dir" && chmod 0710 "$run_dir" ||
+            die "cannot give $run_dir to group $group"
+    fi
 fi
 run_dir=$(cd "$run_dir" && pwd) || die "cannot enter $run_dir"
 qmp=$run_dir/qmp.sock control=$run_dir/ckptd.sock ready=$run_dir/ready
@@ -173,6 +212,8 @@ qpid=$!
 cargs=(--qmp "$qmp" --control "$control" --scratch-dir "$run_dir/scratch"
        --ready-file "$ready" --pidfile "$run_dir/ckptd.pid")
 [ -n "$config" ] && cargs=(--config "$config" "${cargs[@]}")
+[ -n "$group" ] && cargs+=(--socket-group "$group")
+cargs+=("${allow[@]}")
 "$ckptd" "${cargs[@]}" </dev/null &
 apid=$!
 set +m

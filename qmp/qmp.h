@@ -41,12 +41,18 @@ struct qmp_stream {
     bool in_garbage;        /* top-level bytes that do not start a value */
     bool skipping;          /* current message over max_msg: discarding */
     size_t msg_bytes;       /* bytes of current message, counting skipped ones */
+    bool lenient;           /* see qmp_stream_lenient */
 };
 
 void qmp_stream_init(struct qmp_stream *s, size_t max_msg, int max_depth);
 void qmp_stream_free(struct qmp_stream *s);
 /* Appends bytes.  Call qmp_stream_next until NEED_MORE after each feed. */
 void qmp_stream_feed(struct qmp_stream *s, const char *data, size_t len);
+/* For a peer whose strings are checked later, field by field (the
+ * control socket): "\u0000" is kept in strings, and each byte inside a
+ * string that is not UTF-8 becomes "\u0000" too, so that the message still
+ * parses and the caller can say which argument was wrong. */
+void qmp_stream_lenient(struct qmp_stream *s);
 /* Returns the next result; for errors, a short reason goes to errbuf. */
 enum qmp_stream_result qmp_stream_next(struct qmp_stream *s, json_t **msg,
                                        char *errbuf, size_t errlen);

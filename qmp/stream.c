@@ -36,8 +36,86 @@ qmp_stream_init(struct qmp_stream *s, size_t max_msg, int max_depth)
 void
 qmp_stream_free(struct qmp_stream *s)
 {
+    bool lenient = s->lenient;
     free(s->buf);
     qmp_stream_init(s, s->max_msg, s->max_depth);
+    s->lenient = lenient;
+}
+
+void
+qmp_stream_lenient(struct qmp_stream *s)
+{
+    s->lenient = true;
+}
+
+/* The message text with each byte inside a string that is not part of a
+ * valid UTF-8 character replaced (caller frees); NULL when there is none.
+ * In a value it becomes \u0000, which dispatch refuses naming the
+ * argument; in a member name (jansson allows no NUL there) it becomes
+ * U+FFFD, so the name is still reported as unknown, with the request's
+ * id.  Outside strings such bytes stay: jansson reports them. */
+static char *
+qmp_stream_mark_bad_utf8(const char *text, size_t len, size_t *out_len)
+{
+    if (utf8_valid(text, len))
+        return NULL;
+    char *out = xmalloc(6 * len + 1);
+    size_t o = 0, i = 0;
+    bool in_string = false, escape = false, is_key = false, expect_key = false;
+    bool is_object[128];            /* container kinds; deeper ones count as arrays */
+    int depth = 0;
+    while (i < len) {
+        unsigned char c = (unsigned char) text[i];
+        if (in_string && !escape && c >= 0x80) {
+            size_t n = utf8_valid_prefix(text + i, len - i);
+            if (n == 0) {
+                const char *mark = is_key ? "\xef\xbf\xbd" : "\\u0000";
+                memcpy(out + o, mark, strlen(mark));
+                o += strlen(mark);
+                i++;
+                continue;
+            }
+            /* Copy the valid run up to the next ASCII byte. */
+            size_t run = 0;
+            while (run < n && ((unsigned char) text[i + run] >= 0x80))
+                run++;
+            if (run == 0)
+                run = 1;
+            memcpy(out + o, text + i, run);
+            o += run;
+            i += run;
+            continue;
+        }
+        bool in_object = depth > 0 && depth <= (int) sizeof is_object && is_object[depth - 1];
+        if (in_string) {
+            if (escape)
+                escape = false;
+            else if (c == '\\')
+                escape = true;
+            else if (c == '"')
+                in_string = false;
+        } else if (c == '"') {
+            in_string = true;
+            is_key = in_object && expect_key;
+        } else if (c == '{' || c == '[') {
+            if (depth < (int) sizeof is_object)
+                is_object[depth] = c == '{';
+            depth++;
+            expect_key = c == '{';
+        } else if (c == '}' || c == ']') {
+            depth -= depth > 0;
+            expect_key = false;
+        } else if (c == ',') {
+            expect_key = in_object;
+        } else if (c == ':') {
+            expect_key = false;
+        }
+        out[o++] = (char) c;
+        i++;
+    }
+    out[o] = '\0';
+    *out_len = o;
+    return out;
 }
 
 /* Drops the consumed bytes buf[0, start). */
@@ -145,10 +223,22 @@ qmp_stream_parse(struct qmp_stream *s, json_t **msg, char *errbuf,
                  size_t errlen)
 {
     json_error_t err;
-    json_t *j = json_loadb(s->buf + s->start, s->scan - s->start, JSON_REJECT_DUPLICATES, &err);
+    const char *text = s->buf + s->start;
+    size_t len = s->scan - s->start;
+    CLEANUP_FREE char *marked = NULL;
+    if (s->lenient && (marked = qmp_stream_mark_bad_utf8(text, len, &len)))
+        text = marked;
+    json_t *j = json_loadb(text, len, JSON_REJECT_DUPLICATES | (s->lenient ? JSON_ALLOW_NUL : 0),
+                           &err);
     qmp_stream_end_message(s);
     if (!j) {
-        qmp_stream_err(errbuf, errlen, "%s", err.text);
+        /* A member name holding NUL (escaped, or bytes that are not UTF-8)
+         * is said in our words, not jansson's. */
+        if (s->lenient && strstr(err.text, "NUL"))
+            qmp_stream_err(errbuf, errlen, "a member name holds a NUL character "
+                           "or bytes that are not UTF-8");
+        else
+            qmp_stream_err(errbuf, errlen, "%s", err.text);
         return QMP_STREAM_BAD_JSON;
     }
     *msg = j;

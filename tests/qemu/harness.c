@@ -51,6 +51,9 @@ hq_sleep_ms(int ms)
         ;
 }
 
+static void vfail(const char *prefix, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+
 static void
 vfail(const char *prefix, const char *fmt, va_list ap)
 {
@@ -1638,6 +1641,9 @@ hq_sock_listening(const char *path)
     close(fd);
     return true;
 }
+
+static void add_leftover(char **acc, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 static void
 add_leftover(char **acc, const char *fmt, ...)
