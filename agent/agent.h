@@ -439,7 +439,7 @@ void quiesce_thaw(struct agent *a, quiesce_cb *cb, void *opaque);
 void quiesce_txn_send(struct agent *a, json_t *actions, txn_done_cb *cb,
                       void *opaque);
 
-/* --- main.c --- */
+/* --- lifecycle.c (continued) --- */
 /* SIGTERM: exits the loop once no job runs and the guest is thawed. */
 void agent_maybe_exit(struct agent *a);
 

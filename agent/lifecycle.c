@@ -71,3 +71,13 @@ life_cleanup(struct agent *a)
     if (a->opt.pidfile)
         unlink(a->opt.pidfile);
 }
+
+/* SIGTERM: the loop ends once every job has unwound and the guest is
+ * thawed (job.c and quiesce.c call this as they finish). */
+void
+agent_maybe_exit(struct agent *a)
+{
+    const struct quiesce_state *q = &a->quiesce;
+    if (a->shutting_down && !a->jobs && !q->frozen && !q->freezing && !q->thawing)
+        ev_break(a->loop, EVBREAK_ALL);
+}

@@ -5,14 +5,6 @@
 #include <stdio.h>
 #include <unistd.h>
 
-void
-agent_maybe_exit(struct agent *a)
-{
-    const struct quiesce_state *q = &a->quiesce;
-    if (a->shutting_down && !a->jobs && !q->frozen && !q->freezing && !q->thawing)
-        ev_break(a->loop, EVBREAK_ALL);
-}
-
 /* Backups are ended cleanly first (exports, jobs, nodes and scratch files
  * go) and a frozen guest is thawed; a second signal stops at once. */
 static void

@@ -624,13 +624,42 @@ ctl_pull_parse(struct ctl_ctx *ctx, int argc, char **argv, struct ctl_pull *p)
     return CTL_EXIT_OK;
 }
 
+/* A pull that did not finish takes back the checkpoint its begin made: no
+ * backup holds it, so an --incremental from it could not be restored.
+ * Deleting it merges its bitmap into its parent: every older checkpoint
+ * still covers every write since it.  When that cannot be done (the job
+ * did not end), it says so and why. */
+static void
+ctl_pull_drop_checkpoint(struct ctl_pull *p, int end)
+{
+    CLEANUP_JSON json_t *reply = NULL;
+    const char *kept = NULL;
+
+    if (!json_object_get(p->job, "checkpoint"))
+        return;
+    if (end != CTL_EXIT_OK)
+        kept = "the backup job did not end";
+    else if (ctl_call(p->ctx, "checkpoint-delete",
+                      json_pack("{s:s}", "name", p->checkpoint), &reply) != CTL_EXIT_OK)
+        kept = "the agent refused to delete it";
+    if (kept)
+        ctl_note("kept checkpoint %s although no backup holds it (%s); delete it"
+                 " with: ckptctl checkpoint delete -- %s", p->checkpoint, kept,
+                 p->checkpoint);
+    else
+        ctl_note("deleted checkpoint %s: the backup at it did not finish",
+                 p->checkpoint);
+}
+
 /* Exit code after the job has ended: a signal wins, then the copy's
  * error, then backup-end's. */
 static int
 ctl_pull_finish(struct ctl_pull *p, int r, int end)
 {
-    if (ctl_pull_signal || r != CTL_EXIT_OK)
+    if (ctl_pull_signal || r != CTL_EXIT_OK) {
         ctl_pull_discard(p);
+        ctl_pull_drop_checkpoint(p, end);
+    }
     if (ctl_pull_signal)
         return ctl_fail(ctl_pull_signal == SIGINT ? CTL_EXIT_SIGINT : CTL_EXIT_SIGTERM,
                         "interrupted by %s; backup %s ended",
