@@ -128,6 +128,7 @@ struct agent_options {                  /* every string owned */
     char *pidfile, *ready_file;         /* NULL: none */
     char *tls_dir;                      /* x509 files for NBD over TCP */
     char *qga_path;                     /* the guest agent's socket, or NULL */
+    char tag[9];                        /* this VM's mark on shared files */
     bool insecure_tcp;                  /* allow TCP NBD without TLS */
     bool exit_with_qemu;
     double qmp_timeout;                 /* seconds QEMU has to answer */
@@ -157,7 +158,7 @@ enum job_state { JOB_STARTING, JOB_RUNNING, JOB_ENDING };
 struct backup_job {
     struct agent *agent;
     char *id;                           /* "backup-N" */
-    int num;                            /* N (-1: the sweep) */
+    long long num;                      /* N (-1: the sweep) */
     enum job_state state;
     bool sweep;                         /* stands for every object of ours */
     int started;                        /* forward steps begun */
@@ -250,7 +251,7 @@ struct agent {
     struct quiesce_state quiesce;
     long qmp_sent;                      /* commands sent, for CKPTD_DEBUG_ABORT_AFTER */
     struct backup_job *jobs;
-    int next_job;
+    long long last_job;                 /* the newest job's number */
     json_t *nbd_server;                 /* the running server's address */
 
     struct request *change_active;      /* the change in flight */

@@ -52,7 +52,8 @@ static void
 run_files(struct backup_job *job, struct batch *b)
 {
     for (size_t k = 0; k < job->ndisks; k++) {
-        char *path = ckpt_tmp_scratch(job->scratch_dir, job->id, job->disks[k].disk);
+        char *path = ckpt_tmp_scratch(job->scratch_dir, job->agent->opt.tag, job->id,
+                                      job->disks[k].disk);
         int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         if (fd < 0) {
             job->error = xasprintf("cannot create scratch file %s: %s", path,
@@ -85,7 +86,8 @@ find_stale_files(struct backup_job *job, const char *dir, int depth)
             continue;
         if (S_ISDIR(st.st_mode))
             find_stale_files(job, path, depth + 1);
-        else if (S_ISREG(st.st_mode) && ckpt_tmp_file_is_ours(de->d_name))
+        else if (S_ISREG(st.st_mode) &&
+                 ckpt_tmp_file_is_ours(de->d_name, job->agent->opt.tag))
             str_vec_append(&job->files, xstrdup(path));
     }
     closedir(d);
@@ -239,8 +241,8 @@ delete_nodes(struct backup_job *job, struct batch *b, char kind)
         if (!node_is_mine(job, name, kind))
             continue;
         const char *file = json_string_value(json_object_get(n, "file"));
-        if (kind == 's' && file && ckpt_tmp_file_is_ours(strrchr(file, '/') ?
-                                                         strrchr(file, '/') + 1 : file))
+        const char *leaf = file && strrchr(file, '/') ? strrchr(file, '/') + 1 : file;
+        if (kind == 's' && leaf && ckpt_tmp_file_is_ours(leaf, job->agent->opt.tag))
             str_vec_append(&job->files, xstrdup(file));
         batch_send(b, "blockdev-del", json_pack("{s:s}", "node-name", name), NULL, NULL);
     }

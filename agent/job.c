@@ -117,8 +117,12 @@ job_new(struct agent *a)
 {
     struct backup_job *job = xcalloc(1, sizeof *job);
     job->agent = a;
-    job->num = a->next_job++;
-    job->id = xasprintf("backup-%d", job->num);
+    /* Milliseconds since the epoch, above the last job's: an id no agent
+     * of this VM has handed out before, so a client retrying backup-end
+     * on a restarted agent cannot end another job. */
+    long long now_ms = (long long) (ev_time() * 1000);
+    job->num = a->last_job = now_ms > a->last_job ? now_ms : a->last_job + 1;
+    job->id = xasprintf("backup-%lld", job->num);
     job->state = JOB_STARTING;
     return job;
 }
@@ -178,7 +182,12 @@ step_done(const char *err, void *opaque)
 {
     struct backup_job *job = opaque;
     job->in_step = false;
-    if (err && !job->error)
+    const char *step = job_steps[job->started - 1].name;
+    if (err && !job->error && strcmp(step, "NBD server") == 0 && strstr(err, "already"))
+        job->error = xasprintf("QEMU already runs an NBD server that another QMP "
+                               "client started (%s); ckptd neither stops nor shares "
+                               "it: stop it, or end that client's exports first", err);
+    else if (err && !job->error)
         job->error = xstrdup(err);
     job_advance(job);
 }

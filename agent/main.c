@@ -54,7 +54,7 @@ watch_signals(struct agent *a)
 int
 main(int argc, char **argv)
 {
-    struct agent a = { .listen_fd = -1, .next_job = 1 };
+    struct agent a = { .listen_fd = -1 };
     int r = opt_parse(argc, argv, &a.opt);
     if (r) {
         opt_free(&a.opt);

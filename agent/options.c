@@ -61,7 +61,7 @@ opt_usage(FILE *f)
         "  --log-level LEVEL   error, warning, info (default) or debug\n"
         "  --log-format FMT    text (default) or json: one line per event\n"
         "  --scratch-dir DIR   where backup scratch files go (default:\n"
-        "                      $XDG_RUNTIME_DIR, else /run/ckptd, then\n"
+        "                      $XDG_RUNTIME_DIR, else /var/lib/ckptd, then\n"
         "                      ckptd-scratch-HASH of the control path; mode 0700)\n"
         "  --scratch-reserve MIB  end a backup (failed) when its scratch\n"
         "                      directory has less than MIB MiB free, before a\n"
@@ -278,13 +278,17 @@ find_config(int argc, char **argv, struct agent_options *o)
 static void
 set_defaults(struct agent_options *opt)
 {
+    uint32_t h = 2166136261u;               /* FNV-1a */
+    for (const char *p = opt->control_path; *p; p++)
+        h = (h ^ (unsigned char) *p) * 16777619u;
+    snprintf(opt->tag, sizeof opt->tag, "%08x", h);
     if (!opt->scratch_dir) {
-        uint32_t h = 2166136261u;           /* FNV-1a */
-        for (const char *p = opt->control_path; *p; p++)
-            h = (h ^ (unsigned char) *p) * 16777619u;
+        /* On disk, not in /run: copy-before-write data can be as large as
+         * the guest's writes during a backup.  A user session's runtime
+         * directory is used when there is one. */
         const char *run = getenv("XDG_RUNTIME_DIR");
         opt->scratch_dir = xasprintf("%s/ckptd-scratch-%08x",
-                                     run && *run == '/' ? run : "/run/ckptd", h);
+                                     run && *run == '/' ? run : "/var/lib/ckptd", h);
     }
     if (!opt->nbd_socket) {
         size_t len = strlen(opt->control_path);

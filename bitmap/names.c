@@ -4,9 +4,9 @@
 #include <stdio.h>
 
 char *
-ckpt_tmp_node(char kind, int job, size_t i)
+ckpt_tmp_node(char kind, long long job, size_t i)
 {
-    return xasprintf(CKPT_TMP_PREFIX "%c%d-%zu", kind, job, i);
+    return xasprintf(CKPT_TMP_PREFIX "%c%lld-%zu", kind, job, i);
 }
 
 char *
@@ -22,13 +22,13 @@ ckpt_tmp_bitmap(const char *job, const char *disk)
 }
 
 char *
-ckpt_tmp_scratch(const char *dir, const char *job, const char *disk)
+ckpt_tmp_scratch(const char *dir, const char *tag, const char *job, const char *disk)
 {
-    return xasprintf("%s/" CKPT_TMP_PREFIX "%s-%s.qcow2", dir, job, disk);
+    return xasprintf("%s/" CKPT_TMP_PREFIX "%s-%s-%s.qcow2", dir, tag, job, disk);
 }
 
 bool
-ckpt_tmp_node_is_ours(const char *node, int jobnum)
+ckpt_tmp_node_is_ours(const char *node, long long jobnum)
 {
     size_t plen = strlen(CKPT_TMP_PREFIX);
     if (strncmp(node, CKPT_TMP_PREFIX, plen) != 0 || !strchr("sfc", node[plen]) ||
@@ -36,7 +36,7 @@ ckpt_tmp_node_is_ours(const char *node, int jobnum)
         return false;
     const char *p = node + plen + 1;
     char *end;
-    long n = strtol(p, &end, 10);
+    long long n = strtoll(p, &end, 10);
     if (end == p || *end != '-')
         return false;
     return jobnum < 0 || n == jobnum;
@@ -66,14 +66,16 @@ ckpt_tmp_bitmap_is_ours(const char *bitmap, const char *job)
     return has_job_prefix(bitmap, "ckptd:", job, ':');
 }
 
-/* A scratch file of ours (or the dot name it has while being removed). */
+/* A scratch file of this agent's VM (tag), or the dot name it has while
+ * being removed: another VM's agent may share the directory. */
 bool
-ckpt_tmp_file_is_ours(const char *leaf)
+ckpt_tmp_file_is_ours(const char *leaf, const char *tag)
 {
     const char *orig;
     if (unlink_is_trash(leaf, &orig))
         leaf = orig;
-    size_t len = strlen(leaf), plen = strlen(CKPT_TMP_PREFIX);
-    return len > plen + 6 && strncmp(leaf, CKPT_TMP_PREFIX, plen) == 0 &&
+    size_t len = strlen(leaf), plen = strlen(CKPT_TMP_PREFIX), tlen = strlen(tag);
+    return len > plen + tlen + 7 && strncmp(leaf, CKPT_TMP_PREFIX, plen) == 0 &&
+           strncmp(leaf + plen, tag, tlen) == 0 && leaf[plen + tlen] == '-' &&
            strcmp(leaf + len - 6, ".qcow2") == 0;
 }

@@ -66,8 +66,12 @@ enum ckpt_err ckpt_plan_release(const struct meta_tree *t, json_t *actions,
 
 
 /* --- names.c ---
- * Job "backup-N", disk D at index I of the job:
- *   scratch file      SCRATCHDIR/ckptd-backup-N-D.qcow2
+ * Job "backup-N" (N: milliseconds since the epoch when it began, and
+ * above any earlier job's: never handed out twice by the agents of one
+ * VM), disk D at index I of the job, TAG the agent's VM (a hash of its
+ * control socket's path: stable across restarts, different for another
+ * VM's agent that shares the scratch directory):
+ *   scratch file      SCRATCHDIR/ckptd-TAG-backup-N-D.qcow2
  *   protocol node     ckptd-sN-I   (node names: 31 bytes at most)
  *   qcow2 node        ckptd-fN-I   (backing: the disk's format node)
  *   filter node       ckptd-cN-I   (copy-before-write, made by the job)
@@ -77,16 +81,17 @@ enum ckpt_err ckpt_plan_release(const struct meta_tree *t, json_t *actions,
  * not allowed in one), and no launcher plausibly uses it. */
 #define CKPT_TMP_PREFIX "ckptd-"
 #define CKPT_TMP_TLS_ID "ckptd-tls"         /* the tls-creds-x509 object */
-char *ckpt_tmp_node(char kind, int job, size_t i);   /* kind: 's', 'f', 'c' */
+char *ckpt_tmp_node(char kind, long long job, size_t i);   /* kind: 's', 'f', 'c' */
 char *ckpt_tmp_job(const char *job, const char *disk);
 char *ckpt_tmp_bitmap(const char *job, const char *disk);
-char *ckpt_tmp_scratch(const char *dir, const char *job, const char *disk);
+char *ckpt_tmp_scratch(const char *dir, const char *tag, const char *job,
+                       const char *disk);
 /* Does a name belong to job (or to any job when job is NULL)? */
-bool ckpt_tmp_node_is_ours(const char *node, int jobnum /* -1: any */);
+bool ckpt_tmp_node_is_ours(const char *node, long long jobnum /* -1: any */);
 bool ckpt_tmp_id_is_ours(const char *id, const char *job /* NULL: any */);
 bool ckpt_tmp_bitmap_is_ours(const char *bitmap, const char *job /* NULL: any */);
-/* Is a file name (no directory) one of our scratch files? */
-bool ckpt_tmp_file_is_ours(const char *leaf);
+/* Is a file name (no directory) a scratch file of the VM with tag? */
+bool ckpt_tmp_file_is_ours(const char *leaf, const char *tag);
 
 /* --- plan-backup.c ---
  * A job keeps its disks by name, never by index: the tree it was planned
@@ -102,7 +107,7 @@ void ckpt_backup_disks_free(struct ckpt_backup_disk *d, size_t n);
 
 struct ckpt_backup_req {
     const char *job;            /* "backup-N" */
-    int jobnum;                 /* N */
+    long long jobnum;           /* N */
     const char *incremental;    /* checkpoint name, or NULL for full */
     const char *const *disks;   /* NULL: default selection */
     size_t ndisks;

@@ -4,6 +4,7 @@
 # The run directory holds everything the pair shares:
 #   qmp.sock     QEMU's QMP socket, used by ckptd only
 #   ckptd.sock   ckptd's control socket (what ckptctl talks to)
+#   qga.sock     with --qga: the guest agent's channel, used by ckptd
 #   scratch/     backup scratch files
 #   ckptd.pid, qemu.pid, ready
 # The launcher starts QEMU, then ckptd with --ready-file, waits (bounded)
@@ -39,6 +40,10 @@ Start QEMU with a QMP socket and ckptd beside it; stop both in order.
                         made mode 0710 with that group, and ckptd gets
                         --socket-group GROUP (sockets 0660)
   --allow-uid UID       passed to ckptd: also serve this user (repeatable)
+  --qga                 give the guest a guest-agent channel (virtio-serial,
+                        org.qemu.guest_agent.0) and ckptd --qga on it, so
+                        checkpoints and backups can --quiesce (the guest
+                        must run qemu-ga)
   --timeout SEC         how long to wait for readiness (default: 30)
   --help                this text
 
@@ -54,7 +59,7 @@ die() { echo "launch-vm: $*" >&2; exit 1; }
 say() { echo "launch-vm: $*" >&2; }
 
 name=vm run_dir="" qemu=qemu-system-x86_64 machine=q35 ckptd="" config=""
-timeout=30 group=""
+timeout=30 group="" qga=""
 disks=() accels=() allow=()
 while [ $# -gt 0 ]; do
     case $1 in
@@ -69,6 +74,7 @@ while [ $# -gt 0 ]; do
     --socket-group) group=${2?--socket-group needs a value}; shift 2 ;;
     --allow-uid) allow+=(--allow-uid "${2?--allow-uid needs a value}"); shift 2 ;;
     --timeout) timeout=${2?--timeout needs a value}; shift 2 ;;
+    --qga) qga=1; shift ;;
     --help|-h) usage; exit 0 ;;
     --) shift; break ;;
     *) usage >&2; die "unknown option '$1'" ;;
@@ -143,7 +149,8 @@ if [ ! -d "$run_dir" ]; then
 fi
 run_dir=$(cd "$run_dir" && pwd) || die "cannot enter $run_dir"
 qmp=$run_dir/qmp.sock control=$run_dir/ckptd.sock ready=$run_dir/ready
-rm -f "$qmp" "$control" "$ready"
+qga_sock=$run_dir/qga.sock
+rm -f "$qmp" "$control" "$ready" "$qga_sock"
 
 # QEMU's command line: the QMP socket for ckptd and one virtio-blk device
 # per disk, as -blockdev file + format nodes (vda-file, vda-fmt).
@@ -151,6 +158,9 @@ args=(-name "$name" -nodefaults -display none
       -qmp "unix:$qmp,server=on,wait=off"
       -pidfile "$run_dir/qemu.pid")
 [ -n "$machine" ] && args+=(-machine "$machine")
+[ -n "$qga" ] && args+=(-device virtio-serial-pci
+                        -chardev "socket,id=qga0,path=$qga_sock,server=on,wait=off"
+                        -device virtserialport,chardev=qga0,name=org.qemu.guest_agent.0)
 for a in "${accels[@]}"; do args+=(-accel "$a"); done
 letters=abcdefghijklmnopqrstuvwxyz
 i=0
@@ -198,7 +208,7 @@ teardown() {
         qpid=""
     fi
     rm -f "$qmp" "$control" "$ready" "$run_dir/ckptd.pid" "$run_dir/qemu.pid" \
-          "$run_dir/ckptd-nbd.sock"
+          "$run_dir/ckptd-nbd.sock" "$qga_sock"
     rmdir "$run_dir/scratch" 2>/dev/null
     [ -n "$made_dir" ] && rmdir "$run_dir" 2>/dev/null
     return 0
@@ -213,6 +223,7 @@ cargs=(--qmp "$qmp" --control "$control" --scratch-dir "$run_dir/scratch"
        --ready-file "$ready" --pidfile "$run_dir/ckptd.pid")
 [ -n "$config" ] && cargs=(--config "$config" "${cargs[@]}")
 [ -n "$group" ] && cargs+=(--socket-group "$group")
+[ -n "$qga" ] && cargs+=(--qga "$qga_sock")
 cargs+=("${allow[@]}")
 "$ckptd" "${cargs[@]}" </dev/null &
 apid=$!

@@ -309,6 +309,16 @@ int hq_tree_matches_qemu(struct hq_vm *vm, const char *when);
 /* Runs ckptctl (beside the agent binary, or $CKPTCTL) --socket CTL
  * ARGS... (NULL-terminated); its exit status, and its output in *out. */
 int hq_ckptctl(struct hq_vm *vm, char **out, const char *const *args);
+/* The scratch file of job's disk in dir (ckptd-TAG-JOB-DISK.qcow2: the
+ * tag is the agent's), or NULL.  Caller frees. */
+char *hq_scratch_file(const char *dir, const char *job, const char *disk);
+/* A tmpfs of mib MiB over dir, in a private mount namespace of the test
+ * process (and so of the QEMU and agent it starts then).  1 mounted, 0
+ * cannot here (not root...: the reason in why, for hq_skip), -1 error. */
+int hq_mount_tmpfs(const char *dir, int mib, char *why, size_t wlen);
+/* Unmounts (*path, freed) when the variable goes out of scope. */
+void hq_umount_cleanup(char **path);
+#define HQ_CLEANUP_UMOUNT __attribute__((cleanup(hq_umount_cleanup)))
 
 /* --- inject: QEMU's failures, scripted (tests/tools/qmp-inject.c) ---
  * hq-inject.c.  hq_inject_start puts the proxy between the agent and

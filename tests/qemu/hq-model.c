@@ -2,6 +2,11 @@
 #include "tests/qemu/harness.h"
 
 #include <inttypes.h>
+#include <dirent.h>
+#include <errno.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <unistd.h>
 #include <libgen.h>
 #include <libnbd.h>
 #include <stdio.h>
@@ -196,3 +201,60 @@ hq_ckptctl(struct hq_vm *vm, char **out, const char *const *args)
     argv[n] = NULL;
     return hq_run_cmd((char *const *) argv, out);
 }
+
+char *
+hq_scratch_file(const char *dir, const char *job, const char *disk)
+{
+    CLEANUP_FREE char *tail = xasprintf("-%s-%s.qcow2", job, disk);
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    char *found = NULL;
+    size_t tl = strlen(tail);
+    while (d && !found && (de = readdir(d))) {
+        size_t l = strlen(de->d_name);
+        if (strncmp(de->d_name, "ckptd-", 6) == 0 && l > tl &&
+            strcmp(de->d_name + l - tl, tail) == 0)
+            found = xasprintf("%s/%s", dir, de->d_name);
+    }
+    if (d)
+        closedir(d);
+    return found;
+}
+
+/* A tmpfs over a scratch directory, mounted in a private mount namespace
+ * of this test process (and so of the QEMU and agent it starts), unmounted
+ * when the variable goes out of scope. */
+void
+hq_umount_cleanup(char **path)
+{
+    if (*path) {
+        umount2(*path, MNT_DETACH);
+        free(*path);
+    }
+}
+
+/* 1: mounted; 0: cannot here (skip, reason in why); -1: error. */
+int
+hq_mount_tmpfs(const char *dir, int mib, char *why, size_t wlen)
+{
+    static bool private_ns;
+    if (geteuid() != 0) {
+        snprintf(why, wlen, "needs root to mount a small tmpfs");
+        return 0;
+    }
+    if (!private_ns) {
+        if (unshare(CLONE_NEWNS) < 0 ||
+            mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
+            snprintf(why, wlen, "no private mount namespace: %s", strerror(errno));
+            return 0;
+        }
+        private_ns = true;
+    }
+    CLEANUP_FREE char *opts = xasprintf("size=%dm,mode=0700", mib);
+    if (mount("tmpfs", dir, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0) {
+        snprintf(why, wlen, "mount tmpfs on %s: %s", dir, strerror(errno));
+        return 0;
+    }
+    return 1;
+}
+

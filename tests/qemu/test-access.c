@@ -612,14 +612,13 @@ case_path_escape(void)
     CLEANUP_JSON json_t *job = hq_cmd(vm->ctl, "backup-begin",
                                       json_pack("{s:s}", "scratch-dir", inside));
     HQ_CHECK(job, "backup-begin with a scratch-dir inside the configured one");
-    CLEANUP_FREE char *file = xasprintf("%s/%s-vda.qcow2", inside, hq_jstr(job, "id"));
-    CLEANUP_FREE char *file2 = xasprintf("%s/ckptd-%s-vda.qcow2", inside, hq_jstr(job, "id"));
+    CLEANUP_FREE char *file = hq_scratch_file(inside, hq_jstr(job, "id"), "vda");
     struct stat st;
-    HQ_CHECK(lstat(file, &st) == 0 || lstat(file2, &st) == 0,
-             "no scratch file %s in %s", file2, inside);
+    HQ_CHECK(file && lstat(file, &st) == 0, "no scratch file of %s in %s",
+             hq_jstr(job, "id"), inside);
     if (end_backup(vm, job) < 0)
         return -1;
-    HQ_CHECK(lstat(file, &st) < 0 && lstat(file2, &st) < 0, "scratch file left");
+    HQ_CHECK(lstat(file, &st) < 0, "scratch file %s left", file);
     rmdir(inside);
     rmdir(prefix);
     return 0;

@@ -22,44 +22,6 @@
 #define K64 (64 * KiB)
 #define DISK_SIZE (16 * MiB)
 
-/* A tmpfs over a scratch directory, mounted in a private mount namespace
- * of this test process (and so of the QEMU and agent it starts), unmounted
- * when the variable goes out of scope. */
-static void
-umount_cleanup(char **path)
-{
-    if (*path) {
-        umount2(*path, MNT_DETACH);
-        free(*path);
-    }
-}
-#define CLEANUP_UMOUNT __attribute__((cleanup(umount_cleanup)))
-
-/* 1: mounted; 0: cannot here (skip, reason in why); -1: error. */
-static int
-mount_tmpfs(const char *dir, int mib, char *why, size_t wlen)
-{
-    static bool private_ns;
-    if (geteuid() != 0) {
-        snprintf(why, wlen, "needs root to mount a small tmpfs as scratch directory");
-        return 0;
-    }
-    if (!private_ns) {
-        if (unshare(CLONE_NEWNS) < 0 ||
-            mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
-            snprintf(why, wlen, "no private mount namespace: %s", strerror(errno));
-            return 0;
-        }
-        private_ns = true;
-    }
-    CLEANUP_FREE char *opts = xasprintf("size=%dm,mode=0700", mib);
-    if (mount("tmpfs", dir, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0) {
-        snprintf(why, wlen, "mount tmpfs on %s: %s", dir, strerror(errno));
-        return 0;
-    }
-    return 1;
-}
-
 /* A VM with n disks; the agent gets --scratch-dir DIR/scratch and the
  * extra arguments; with tmpfs_mib > 0 a tmpfs of that size is mounted
  * there first (*mnt set; NULL with *skip set when that cannot be done). */
@@ -73,7 +35,7 @@ backup_vm(int n, const char *const *extra, int tmpfs_mib, char **mnt,
     if (tmpfs_mib > 0) {
         CLEANUP_FREE char *sd = hq_scratch_dir(vm);
         char why[256];
-        int r = mount_tmpfs(sd, tmpfs_mib, why, sizeof why);
+        int r = hq_mount_tmpfs(sd, tmpfs_mib, why, sizeof why);
         if (r <= 0) {
             if (r == 0) {
                 hq_skip("%s", why);
@@ -317,8 +279,8 @@ test_bad_scratch_dir(void)
     CLEANUP_FREE char *a3 = xasprintf("{\"scratch-dir\": \"%s\"}", sub);
     CLEANUP_JSON json_t *job = hq_backup_begin(vm, a3);
     HQ_CHECK(job, "backup-begin with scratch-dir %s", sub);
-    CLEANUP_FREE char *f = xasprintf("%s/ckptd-%s-vda.qcow2", sub, hq_jstr(job, "id"));
-    HQ_CHECK(access(f, F_OK) == 0, "no scratch file %s", f);
+    CLEANUP_FREE char *f = hq_scratch_file(sub, hq_jstr(job, "id"), "vda");
+    HQ_CHECK(f, "no scratch file of %s in %s", hq_jstr(job, "id"), sub);
     if (hq_backup_end(vm, job) < 0)
         return -1;
     HQ_CHECK(access(f, F_OK) != 0, "scratch file %s left", f);
@@ -327,51 +289,42 @@ test_bad_scratch_dir(void)
     return hq_backup_expect_clean(vm, "at the end");
 }
 
-/* QEMU refuses a step of backup-begin (a node named like the agent's
- * first scratch node already exists): an error, the requested checkpoint
- * not created, nothing of the agent's left; the next backup works. */
+/* QEMU refuses a step of backup-begin (the first scratch node, through
+ * the failure injector; tests/qemu/test-job-steps.c fails every step):
+ * an error, the requested checkpoint not created, nothing of the agent's
+ * left; the next backup works. */
 static int
 test_qemu_refuses(void)
 {
-    CLEANUP_VM struct hq_vm *vm = simple_vm(1);
-    HQ_CHECK(vm, "setup");
+    CLEANUP_VM struct hq_vm *vm = hq_vm_scratch(1, DISK_SIZE, NULL, false);
+    HQ_CHECK(vm && hq_qemu_start(vm) == 0 && hq_inject_start(vm) == 0 &&
+             hq_agent_start(vm) == 0, "setup");
     CLEANUP_FREE char *sd = hq_scratch_dir(vm);
     CLEANUP_JSON json_t *c1 = hq_cmd(vm->ctl, "checkpoint-create",
                                      json_pack("{s:s}", "name", "c1"));
     HQ_CHECK(c1, "checkpoint-create c1");
     HQ_CHECK(hq_write(vm, "vda", 0x42, 0, K64) == 0, "write");
-    CLEANUP_JSON json_t *n = hq_cmd(vm->mon, "blockdev-add",
-        json_pack("{s:s,s:s,s:I}", "driver", "null-co", "node-name", "ckptd-s1-0",
-                  "size", (json_int_t) MiB));
-    HQ_CHECK(n, "blockdev-add ckptd-s1-0");
+    HQ_CHECK(hq_inject_rules(vm, "fail blockdev-add 1\n") == 0, "rules");
     CLEANUP_JSON json_t *before = hq_snapshot(vm);
     CLEANUP_JSON json_t *r = hq_exec(vm->ctl, "backup-begin", hq_json(
         "{\"incremental\": \"c1\", \"checkpoint\": {\"name\": \"c2\"}}"));
     HQ_CHECK(r && hq_err_class(r), "backup-begin should fail: %s", hq_str(r));
-    hq_note("backup-begin with ckptd-s1-0 taken: %s: %s", hq_err_class(r),
-            hq_err_desc(r));
+    HQ_CHECK(hq_inject_rules(vm, "%s", "") == 0, "rules");
+    hq_note("backup-begin with its first blockdev-add refused: %s: %s",
+            hq_err_class(r), hq_err_desc(r));
     CLEANUP_JSON json_t *after = hq_snapshot(vm);
     HQ_CHECK(json_equal(before, after), "bitmaps changed: %s", hq_str(after));
     CLEANUP_FREE char *names = hq_ckpt_names(vm->ctl);
     HQ_CHECK(names && strcmp(names, "c1") == 0, "checkpoints: %s", names);
-    /* The node the test made may be gone or not; nothing else may stay. */
-    CLEANUP_FREE char *left = hq_backup_leftovers(vm, sd);
-    bool own_node = left && strstr(left, "node ckptd-s1-0");
-    hq_note("the test's own node ckptd-s1-0 %s", own_node ? "was kept"
-            : "was removed by the agent");
     /* Not a return: what the next backup-begin does is worth seeing. */
-    if (left && strcmp(left, "node ckptd-s1-0") != 0)
+    CLEANUP_FREE char *left = hq_backup_leftovers(vm, sd);
+    if (left)
         hq_fail("after the failed begin, left behind: %s", left);
     CLEANUP_JSON json_t *bev = hq_wait_event(vm->ctl, "BACKUP_BEGIN", 0.2);
     HQ_CHECK(!bev, "BACKUP_BEGIN for a backup that did not begin: %s",
              hq_str(bev));
     CLEANUP_JSON json_t *eev = hq_wait_event(vm->ctl, "BACKUP_END", 0);
     hq_note("events after the failed begin: %s", eev ? hq_str(eev) : "none");
-    if (own_node) {
-        CLEANUP_JSON json_t *d = hq_cmd(vm->mon, "blockdev-del",
-                                        json_pack("{s:s}", "node-name", "ckptd-s1-0"));
-        HQ_CHECK(d, "blockdev-del ckptd-s1-0");
-    }
     CLEANUP_JSON json_t *st = hq_cmd(vm->ctl, "query-status", NULL);
     HQ_CHECK(hq_jint(st, "jobs") == 0, "query-status: %s", hq_str(st));
     CLEANUP_JSON json_t *job = hq_backup_begin(vm, "{\"incremental\": \"c1\", "
@@ -408,7 +361,7 @@ test_scratch_full(void)
     const char *extra[] = { "--scratch-reserve", "8", NULL };
     CLEANUP_VM struct hq_vm *vm = backup_vm(1, extra, 16, &mounted, &skip);
     /* Declared after vm: unmounted before the directory is removed. */
-    CLEANUP_UMOUNT char *mnt = mounted;
+    HQ_CLEANUP_UMOUNT char *mnt = mounted;
     (void) mnt;
     if (skip)
         return 0;
@@ -485,7 +438,7 @@ test_scratch_enospc(void)
     const char *extra[] = { "--scratch-reserve", "0", NULL };
     CLEANUP_VM struct hq_vm *vm = backup_vm(1, extra, 4, &mounted, &skip);
     /* Declared after vm: unmounted before the directory is removed. */
-    CLEANUP_UMOUNT char *mnt = mounted;
+    HQ_CLEANUP_UMOUNT char *mnt = mounted;
     (void) mnt;
     if (skip)
         return 0;

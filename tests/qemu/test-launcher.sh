@@ -35,7 +35,7 @@ start_launcher() {
 
 # --- 1. the whole life: start, status, checkpoint, pull, stop ---
 R=$T/run1
-start_launcher LP "$R" --disk "$T/vda.qcow2" --disk "$T/vdb.qcow2" --timeout 30 -- -S
+start_launcher LP "$R" --disk "$T/vda.qcow2" --disk "$T/vdb.qcow2" --qga --timeout 30 -- -S
 if wait_for 40 test -s "$R.out"; then
     sock=$(head -n 1 "$R.out")
     check launcher-ready "printed '$sock', expected $R/ckptd.sock" [ "$sock" = "$R/ckptd.sock" ]
@@ -50,6 +50,12 @@ check launcher-run-dir "run directory lacks qmp.sock, ckptd.sock or the pid file
 ctl=("$CKPTCTL" --socket "$R/ckptd.sock" --timeout 30)
 ctl_status "$R/ckptd.sock"
 check launcher-status "ckptctl status exited $ctl_rc" [ "$ctl_rc" = 0 ]
+# --qga: the guest-agent channel in QEMU, and ckptd on it.
+qga_connected() {
+    "$CKPTCTL" --socket "$R/ckptd.sock" status 2>&1 | grep -qx 'guest agent: connected'
+}
+check launcher-qga "no qga.sock, or the agent never reached the guest agent's channel" \
+    eval "test -S '$R/qga.sock' && wait_for 20 qga_connected"
 disks=$("${ctl[@]}" --json disks 2>&1)
 check launcher-disks "disks: $disks" eval "echo '$disks' | grep -q '\"vda\"' && echo '$disks' | grep -q '\"vdb\"'"
 if "${ctl[@]}" checkpoint create c1 >"$T/c1.out" 2>&1 &&
