@@ -22,7 +22,6 @@ fuzz_agent(void)
     if (!a.loop) {
         a.loop = ev_loop_new(EVFLAG_AUTO);
         a.listen_fd = -1;
-        a.next_job = 1;
         log_setup(LOG_ERROR, LOG_FORMAT_TEXT);
     }
     return &a;
