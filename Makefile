@@ -86,6 +86,7 @@ FUZZ_DIR  := build-fuzz
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz-*.c)
 FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(FUZZ_DIR)/%)
 FUZZ_CFLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+           -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wformat=2 \
            -std=c11 -D_GNU_SOURCE -DCKPTD_VERSION='"$(VERSION)"' -I. \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 FUZZ_SECONDS ?= 20

@@ -51,7 +51,7 @@ hq_sleep_ms(int ms)
         ;
 }
 
-static void
+static void __attribute__((format(printf, 2, 0)))
 vfail(const char *prefix, const char *fmt, va_list ap)
 {
     char msg[1024];
@@ -1627,7 +1627,7 @@ hq_sock_listening(const char *path)
     return true;
 }
 
-static void
+static void __attribute__((format(printf, 2, 3)))
 add_leftover(char **acc, const char *fmt, ...)
 {
     char msg[512];
