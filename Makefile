@@ -47,7 +47,7 @@ QEMU_BINS := $(QEMU_SRCS:%.c=$(BUILD)/%)
 QEMU_SHELL_TESTS := $(wildcard tests/qemu/test-*.sh)
 HARNESS   := $(BUILD)/obj/tests/qemu/harness.o
 
-.PHONY: all deps check check-unit check-qemu check-fuzz fuzz demo clean install uninstall deb
+.PHONY: all deps check check-unit check-qemu check-fuzz check-trixie fuzz demo clean install uninstall deb
 .SECONDARY:
 
 all: $(BUILD)/ckptd $(BUILD)/ckptctl $(BUILD)/qmp-send
@@ -124,12 +124,19 @@ check-unit: all $(UNIT_BINS)
 check-qemu: all $(QEMU_BINS)
 	@BUILD=$(BUILD) tests/run-tests.sh $(QEMU_BINS) $(QEMU_SHELL_TESTS)
 
+# `make check` on Debian 13 and its QEMU 10, from any Debian machine (as
+# root): in a trixie root file system that scripts/trixie-root.sh builds with
+# mmdebstrap and caches in /var/cache/ckptd-ci, on a copy of this tree.
+check-trixie:
+	@scripts/trixie-root.sh check
+
 demo: deps
 	$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) contrib/demo.sh
 
 # Installation: PREFIX and DESTDIR as usual; each directory can be moved on
-# its own (Debian's rules put the unit in /lib/systemd/system).  The unit's
+# its own (the unit goes to $(PREFIX)/lib/systemd/system: /usr/lib/... for
+# PREFIX=/usr, the merged-/usr location Debian's rules use too).  The unit's
 # ExecStart names $(BINDIR)/ckptd, so the installed unit runs the installed
 # agent.  The examples keep their paths under contrib/.  `make uninstall`
 # with the same variables removes exactly these files.
@@ -168,14 +175,14 @@ uninstall:
 deb:
 	rm -rf $(BUILD)/deb
 	mkdir -p $(BUILD)/deb/src
-	tar -cf - --exclude=./.git --exclude=./build --exclude=./build-asan \
-	    --exclude=./build-fuzz . | tar -C $(BUILD)/deb/src -xf -
+	tar -cf - --exclude=./.git --exclude=./build --exclude='./build-*' \
+	    . | tar -C $(BUILD)/deb/src -xf -
 	cd $(BUILD)/deb/src && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u BUILD -u SANITIZE \
 	    dpkg-buildpackage -us -uc -b
 	@ls $(BUILD)/deb/ckptd_*.deb
 
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build build-asan build-fuzz build-clang
 
 # `make bench`: ckptd against libvirt 9.0 and against the limit (bare QMP,
 # nbdcopy) on this machine, in one run; prints one table and writes it to
