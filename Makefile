@@ -47,7 +47,7 @@ QEMU_BINS := $(QEMU_SRCS:%.c=$(BUILD)/%)
 QEMU_SHELL_TESTS := $(wildcard tests/qemu/test-*.sh)
 HARNESS   := $(BUILD)/obj/tests/qemu/harness.o
 
-.PHONY: all deps check check-unit check-qemu check-fuzz check-trixie fuzz demo clean install uninstall deb
+.PHONY: all deps check check-unit check-qemu check-fuzz check-trixie tests fuzz demo clean install uninstall deb
 .SECONDARY:
 
 all: $(BUILD)/ckptd $(BUILD)/ckptctl $(BUILD)/qmp-send
@@ -198,3 +198,6 @@ $(BUILD)/bench/%: bench/%.c $(LIB) $(wildcard */*.h)
 bench: deps
 	$(MAKE) --no-print-directory all $(BENCH_TOOLS)
 	@BUILD=$(BUILD) bench/bench.sh
+
+# Every test program and bench tool built, none run (the clang build in CI).
+tests: all $(UNIT_BINS) $(QEMU_BINS) $(BENCH_TOOLS)

@@ -25,6 +25,7 @@ libnbd-bin
 libcmocka-dev
 clang
 libclang-rt-dev|libclang-rt-14-dev
+build-essential
 dpkg-dev
 debhelper
 '

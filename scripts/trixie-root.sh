@@ -32,6 +32,7 @@ man-db
 mount
 procps
 python3
+systemd
 '
 # Change when the recipe below changes, to rebuild the cached roots.
 RECIPE=1
@@ -169,6 +170,9 @@ run() {
     base=$CACHE/runs
     [ "$lower" = / ] && base=${TMPDIR:-/tmp}
     mkdir -p "$base"
+    # Left by runs killed with SIGKILL (their mounts went with them).
+    [ "$lower" = / ] || find "$base" -mindepth 1 -maxdepth 1 -name 'ckptd-root-*' \
+        -mmin +1440 -exec rm -rf {} + 2>/dev/null || true
     work=$(mktemp -d "$base/ckptd-root-XXXXXX")
     trap 'rm -rf "$work"' EXIT
     trap 'exit 130' INT TERM HUP
