@@ -7,7 +7,8 @@
 #   scripts/trixie-root.sh path        the cached root's directory (it may
 #                                      not exist yet)
 #   scripts/trixie-root.sh build       builds it unless it is there
-#   scripts/trixie-root.sh check       `make check` in it (make check-trixie)
+#   scripts/trixie-root.sh check [VAR=VALUE...]
+#                                      `make check` in it (make check-trixie)
 #   scripts/trixie-root.sh run CMD     sh -c CMD in it, in /src/ckptd (a
 #                                      copy of this tree, build dirs left out)
 #   scripts/trixie-root.sh prune       removes cached roots of other package
@@ -77,6 +78,7 @@ build() {
         fi
         rm -f "$tmp.log"
         echo "$SUITE $key $(date -u +%FT%TZ)" >"$tmp/.ckptd-root"
+        rm -rf "$ROOTFS"    # without its mark: an interrupted build
         mv "$tmp" "$ROOTFS"
         trap - EXIT
     fi
@@ -117,7 +119,8 @@ enter() {
     mkdir -p "$rw/upper" "$rw/work"
     mount -t overlay ckptd-root \
         -o "lowerdir=$lower,upperdir=$rw/upper,workdir=$rw/work" "$m"
-    trap 'takedown' EXIT INT TERM HUP
+    trap 'takedown' EXIT
+    trap 'takedown; exit 130' INT TERM HUP
     mount --make-private "$m"
     for d in proc sys dev dev/pts dev/shm; do
         [ -d "/$d" ] && mkdir -p "$m/$d" && mount --bind "/$d" "$m/$d"
@@ -193,7 +196,7 @@ run() {
 case $cmd in
     path) echo "$ROOTFS" ;;
     build) build; echo "$ROOTFS" ;;
-    check) run make check ;;
+    check) run "make check $*" ;;
     run) run "$@" ;;
     __enter) cmd_line=${cmd_line:?}; enter "$@" ;;
     prune)
