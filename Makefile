@@ -47,7 +47,7 @@ QEMU_BINS := $(QEMU_SRCS:%.c=$(BUILD)/%)
 QEMU_SHELL_TESTS := $(wildcard tests/qemu/test-*.sh)
 HARNESS   := $(addprefix $(BUILD)/obj/tests/qemu/,harness.o hq-inject.o hq-model.o)
 
-.PHONY: all deps check check-unit check-qemu check-fuzz fuzz demo clean install uninstall deb
+.PHONY: all deps check check-unit check-qemu check-fuzz check-trixie tests fuzz demo clean install uninstall deb
 .SECONDARY:
 
 all: $(BUILD)/ckptd $(BUILD)/ckptctl $(BUILD)/qmp-send $(BUILD)/qmp-inject
@@ -100,6 +100,7 @@ FUZZ_DIR  := build-fuzz
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz-*.c)
 FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(FUZZ_DIR)/%)
 FUZZ_CFLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+           -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wformat=2 \
            -std=c11 -D_GNU_SOURCE -DCKPTD_VERSION='"$(VERSION)"' -I. \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 FUZZ_SECONDS ?= 20
@@ -137,12 +138,19 @@ check-unit: all $(UNIT_BINS)
 check-qemu: all $(QEMU_BINS) $(GUEST)
 	@BUILD=$(BUILD) tests/run-tests.sh $(QEMU_BINS) $(QEMU_SHELL_TESTS)
 
+# `make check` on Debian 13 and its QEMU 10, from any Debian machine (as
+# root): in a trixie root file system that scripts/trixie-root.sh builds with
+# mmdebstrap and caches in /var/cache/ckptd-ci, on a copy of this tree.
+check-trixie:
+	@scripts/trixie-root.sh check
+
 demo: deps
 	$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) contrib/demo.sh
 
 # Installation: PREFIX and DESTDIR as usual; each directory can be moved on
-# its own (Debian's rules put the unit in /lib/systemd/system).  The unit's
+# its own (the unit goes to $(PREFIX)/lib/systemd/system: /usr/lib/... for
+# PREFIX=/usr, the merged-/usr location Debian's rules use too).  The unit's
 # ExecStart names $(BINDIR)/ckptd, so the installed unit runs the installed
 # agent.  The examples keep their paths under contrib/.  `make uninstall`
 # with the same variables removes exactly these files.
@@ -181,14 +189,14 @@ uninstall:
 deb:
 	rm -rf $(BUILD)/deb
 	mkdir -p $(BUILD)/deb/src
-	tar -cf - --exclude=./.git --exclude=./build --exclude=./build-asan \
-	    --exclude=./build-fuzz . | tar -C $(BUILD)/deb/src -xf -
+	tar -cf - --exclude=./.git --exclude=./build --exclude='./build-*' \
+	    . | tar -C $(BUILD)/deb/src -xf -
 	cd $(BUILD)/deb/src && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u BUILD -u SANITIZE \
 	    dpkg-buildpackage -us -uc -b
 	@ls $(BUILD)/deb/ckptd_*.deb
 
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build build-asan build-fuzz build-clang
 
 # `make bench`: ckptd against libvirt 9.0 and against the limit (bare QMP,
 # nbdcopy) on this machine, in one run; prints one table and writes it to
@@ -204,3 +212,6 @@ $(BUILD)/bench/%: bench/%.c $(LIB) $(wildcard */*.h)
 bench: deps
 	$(MAKE) --no-print-directory all $(BENCH_TOOLS)
 	@BUILD=$(BUILD) bench/bench.sh
+
+# Every test program and bench tool built, none run (the clang build in CI).
+tests: all $(UNIT_BINS) $(QEMU_BINS) $(BENCH_TOOLS)

@@ -48,10 +48,13 @@ static inline void cleanup_json(json_t **j) { json_decref(*j); }
 
 /* --- typed vectors ---
  * DEFINE_VECTOR(str_vec, char *) declares struct str_vec { char **ptr;
- * size_t len, cap; } and str_vec_append/_remove/_reset. */
+ * size_t len, cap; } and str_vec_append/_remove/_reset.  The functions are
+ * marked unused: clang warns about an unused static inline function when
+ * the vector is defined in a .c file rather than a header. */
+#define VECTOR_FN static inline __attribute__((unused))
 #define DEFINE_VECTOR(name, type)                                           \
     struct name { type *ptr; size_t len, cap; };                            \
-    __attribute__((unused)) static inline void name##_append(struct name *v, type elem) \
+    VECTOR_FN void name##_append(struct name *v, type elem)                 \
     {                                                                       \
         if (v->len == v->cap) {                                             \
             v->cap = v->cap ? v->cap * 2 : 8;                               \
@@ -59,12 +62,12 @@ static inline void cleanup_json(json_t **j) { json_decref(*j); }
         }                                                                   \
         v->ptr[v->len++] = elem;                                            \
     }                                                                       \
-    __attribute__((unused)) static inline void name##_remove(struct name *v, size_t i) \
+    VECTOR_FN void name##_remove(struct name *v, size_t i)                  \
     {                                                                       \
         memmove(&v->ptr[i], &v->ptr[i + 1], (v->len - i - 1) * sizeof (type)); \
         v->len--;                                                           \
     }                                                                       \
-    __attribute__((unused)) static inline void name##_reset(struct name *v) \
+    VECTOR_FN void name##_reset(struct name *v)                             \
     {                                                                       \
         free(v->ptr);                                                       \
         v->ptr = NULL;                                                      \

@@ -51,10 +51,7 @@ hq_sleep_ms(int ms)
         ;
 }
 
-static void vfail(const char *prefix, const char *fmt, va_list ap)
-    __attribute__((format(printf, 2, 0)));
-
-static void
+static void __attribute__((format(printf, 2, 0)))
 vfail(const char *prefix, const char *fmt, va_list ap)
 {
     char msg[1024];
@@ -1642,10 +1639,7 @@ hq_sock_listening(const char *path)
     return true;
 }
 
-static void add_leftover(char **acc, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void
+static void __attribute__((format(printf, 2, 3)))
 add_leftover(char **acc, const char *fmt, ...)
 {
     char msg[512];

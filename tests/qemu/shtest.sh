@@ -1,8 +1,8 @@
 # Shared by the shell tests tests/qemu/test-*.sh (sourced, not run).
 #
 # Each test prints "PASS name", "FAIL name: reason" or "SKIP name: reason"
-# lines and ends with "N passed, N failed" (tests/run-tests.sh adds those
-# up); notes start with "# ".  Every process a test starts goes through
+# lines and ends with "N passed, N failed" (", N skipped" when some were;
+# tests/run-tests.sh adds those up); notes start with "# ".  Every process a test starts goes through
 # spawn (or is added to $pids), and everything is killed and the temporary
 # directory removed on exit, whatever the way out: a failed check, a signal,
 # or the watchdog ($SHTEST_TIMEOUT seconds, default 120).
@@ -18,13 +18,14 @@ ACCEL=${HQ_ACCEL:--accel kvm -accel tcg}
 
 passed=0
 failed=0
+skipped=0
 pids=""
 T=""
 watchdog=""
 
 pass() { echo "PASS $1"; passed=$((passed + 1)); }
 fail() { echo "FAIL $1: $2"; failed=$((failed + 1)); }
-skip() { echo "SKIP $1: $2"; }
+skip() { echo "SKIP $1: $2"; skipped=$((skipped + 1)); }
 note() { echo "# $*"; }
 
 # check NAME REASON COMMAND...: PASS when COMMAND succeeds.
@@ -36,7 +37,11 @@ check() {
 
 # The summary line; the exit status says whether anything failed.
 finish() {
-    echo "$passed passed, $failed failed"
+    if [ "$skipped" -gt 0 ]; then
+        echo "$passed passed, $failed failed, $skipped skipped"
+    else
+        echo "$passed passed, $failed failed"
+    fi
     [ "$failed" -eq 0 ]
 }
 

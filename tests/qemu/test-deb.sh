@@ -1,16 +1,18 @@
 #!/bin/bash
 # The Debian package: `make deb` (dpkg-buildpackage -us -uc -b on a copy of
-# the tree), its fields and files, lintian when installed, and the
-# installed package's ckptd --version.  Needs root (it installs the build
-# dependencies with apt-get and the package with dpkg); skipped otherwise,
-# and in the sanitizer run (the package is always a plain build).
-# Takes a minute or two.
+# the tree), its fields and files, lintian when installed, and the package
+# installed, run (ckptd --version) and removed in a throw-away root file
+# system: an overlay on the trixie root of scripts/trixie-root.sh (or on
+# $CKPTD_DEB_ROOT; "/" inside a trixie run), never on this machine.  Needs
+# root (build dependencies, mounts); skipped otherwise, and in the
+# sanitizer run (the package is always a plain build).  Takes a minute or
+# two.
 . "$(dirname "$0")/shtest.sh"
 SHTEST_TIMEOUT=${SHTEST_TIMEOUT:-900}
 shtest_init
 
 if [ "$(id -u)" != 0 ]; then
-    skip deb "not root: cannot install build dependencies or the package"
+    skip deb "not root: cannot install build dependencies or mount a root"
     finish
     exit
 fi
@@ -25,34 +27,12 @@ if ! command -v dpkg-buildpackage >/dev/null || ! command -v apt-get >/dev/null;
     exit
 fi
 
-# One package test at a time on this machine: two would share
-# $BUILD/deb and the dpkg database (and /usr/bin/ckptd).
-if command -v flock >/dev/null; then
-    exec 9>"${TMPDIR:-/tmp}/ckptd-test-deb.lock"
-    if ! flock -w 600 9; then
-        fail deb-lock "another test-deb.sh held the lock for 10 minutes"
-        finish
-        exit 1
-    fi
-fi
-
-# Build dependencies (debian/control's Build-Depends plus the tools).
-need=""
-for p in debhelper dpkg-dev pkg-config libjansson-dev libxml2-dev libev-dev \
-         libnbd-dev libcmocka-dev; do
-    dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' ||
-        need="$need $p"
-done
-if [ -n "$need" ]; then
-    note "installing$need"
-    export DEBIAN_FRONTEND=noninteractive
-    if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends $need; } \
-            >"$T/apt.log" 2>&1; then
-        fail deb-build-deps "apt-get install$need failed"
-        tail_log "$T/apt.log"
-        finish
-        exit 1
-    fi
+# Build dependencies: `make deps` installs them (a no-op after make check's).
+if ! scripts/deps.sh >"$T/deps.log" 2>&1; then
+    fail deb-build-deps "scripts/deps.sh failed"
+    tail_log "$T/deps.log"
+    finish
+    exit 1
 fi
 
 version=$(sed -n 's/^VERSION *:= *//p' Makefile)
@@ -74,10 +54,24 @@ check deb-file "no ckptd_${version}_ARCH.deb in $DEB_DIR" test -f "$deb"
 check deb-unit-tests "the unit tests did not run in the package build" \
     grep -qE '^[0-9]+ passed, 0 failed' "$T/deb.log"
 
+# Depends names, for each library the programs link (and libxml2, which
+# ckptd opens with dlopen), the package that ships it on this release
+# (libev4 on Debian 12, libev4t64 on 13).
+dpkg-deb -x "$deb" "$T/x"
+sonames=$( { readelf -d "$T/x/usr/bin/ckptd" "$T/x/usr/bin/ckptctl" |
+             sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'; echo libxml2.so.2; } | sort -u)
+multiarch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -print-multiarch)
+libpkgs=""
+for so in $sonames; do
+    p=$(dpkg-query -S "*/$multiarch/$so" 2>/dev/null | grep -v '^diversion' |
+        sed -n 's/^\([^:,]*\).*/\1/p' | head -n 1)
+    libpkgs="$libpkgs ${p:-?$so}"
+done
+note "libraries' packages here:$libpkgs"
 depends=$(dpkg-deb -f "$deb" Depends)
 missing=""
-for lib in libc6 libjansson4 libxml2 libev4 libnbd0; do
-    echo "$depends" | grep -q "\\b$lib\\b" || missing="$missing $lib"
+for p in $libpkgs; do
+    echo "$depends" | tr ',' '\n' | grep -qE "^ *$p( |$)" || missing="$missing $p"
 done
 check deb-depends "Depends '$depends' lacks:$missing" [ -z "$missing" ]
 recommends=$(dpkg-deb -f "$deb" Recommends)
@@ -86,12 +80,15 @@ check deb-recommends "Recommends is '$recommends'" \
 files=$(dpkg-deb -c "$deb" | awk '{ print $6 }')
 missing=""
 for f in ./usr/bin/ckptd ./usr/bin/ckptctl ./usr/share/man/man8/ckptd.8.gz \
-         ./usr/share/man/man1/ckptctl.1.gz ./lib/systemd/system/ckptd@.service \
+         ./usr/share/man/man1/ckptctl.1.gz ./usr/lib/systemd/system/ckptd@.service \
          ./usr/share/bash-completion/completions/ckptctl \
          ./usr/share/doc/ckptd/examples/launch-vm.sh ./usr/share/doc/ckptd/copyright; do
     echo "$files" | grep -qx -- "$f" || missing="$missing $f"
 done
 check deb-contents "the package lacks:$missing" [ -z "$missing" ]
+# Merged /usr: nothing under /lib, /bin or /sbin.
+aliased=$(echo "$files" | grep -E '^\./(lib|lib64|bin|sbin)/.' | tr '\n' ' ')
+check deb-merged-usr "files under an aliased directory: $aliased" [ -z "$aliased" ]
 
 if command -v lintian >/dev/null; then
     # Tags we accept are overridden, with a reason, in debian/; any other
@@ -103,34 +100,43 @@ else
     skip deb-lintian "lintian is not installed (apt-get install lintian)"
 fi
 
-# Install it, run it, remove it (unless a ckptd package was installed
-# before: then only the unpacked binary is run).
-if dpkg-query -W -f='${Status}\n' ckptd 2>/dev/null | grep -q '^install ok installed'; then
-    skip deb-install "a ckptd package is already installed; not replacing it"
-    dpkg-deb -x "$deb" "$T/x"
-    check deb-unpacked-version "the unpacked ckptd --version failed" \
-        eval "'$T/x/usr/bin/ckptd' --version | grep -qx 'ckptd $version'"
-else
-    installed=""
-    remove_pkg() { [ -n "$installed" ] && dpkg -r ckptd >/dev/null 2>&1; installed=""; }
-    trap 'remove_pkg; cleanup' EXIT
-    if dpkg -i "$deb" >"$T/dpkg.log" 2>&1; then
-        installed=1
-        pass deb-install
-    else
-        fail deb-install "dpkg -i failed: $(tail -n 2 "$T/dpkg.log" | tr '\n' ' ')"
-        installed=1
-    fi
-    v=$(/usr/bin/ckptd --version 2>&1)
-    check deb-installed-ckptd-version "/usr/bin/ckptd --version said '$v'" [ "$v" = "ckptd $version" ]
-    v=$(/usr/bin/ckptctl --version 2>&1)
-    check deb-installed-ckptctl-version "/usr/bin/ckptctl --version said '$v'" [ "$v" = "ckptctl $version" ]
-    if command -v man >/dev/null; then
-        check deb-installed-man "man -w ckptd found no page" eval "man -w 8 ckptd >/dev/null 2>&1"
-    fi
-    remove_pkg
-    check deb-remove "files left after dpkg -r" \
-        eval "test ! -e /usr/bin/ckptd && test ! -e /lib/systemd/system/ckptd@.service"
+# Install, run and remove it in a throw-away root.
+lower=${CKPTD_DEB_ROOT:-$(scripts/trixie-root.sh path)}
+if [ ! -d "$lower/usr" ] || ! command -v unshare >/dev/null; then
+    skip deb-install "no root file system at $lower to install into (scripts/trixie-root.sh build makes one)"
+    finish
+    exit
 fi
+note "installing into an overlay on $lower (Debian $(cat "$lower/etc/debian_version"))"
+host_before=$(dpkg-query -W -f='${Status} ${Version}' ckptd 2>/dev/null; ls -l --time-style=full-iso /usr/bin/ckptd 2>/dev/null)
+cat >"$T/in-root.sh" <<EOF
+dpkg -i /tmp/$(basename "$deb") >/tmp/dpkg.log 2>&1 && echo install=ok ||
+    { echo install=failed; tail -n 3 /tmp/dpkg.log | sed 's/^/log=/'; }
+echo "ckptd=\$(/usr/bin/ckptd --version 2>&1)"
+echo "ckptctl=\$(/usr/bin/ckptctl --version 2>&1)"
+test -f /usr/lib/systemd/system/ckptd@.service && echo unit=ok
+if command -v man >/dev/null; then
+    man -w 8 ckptd >/dev/null 2>&1 && echo man=ok || echo man=missing
+fi
+dpkg -r ckptd >/tmp/dpkg-r.log 2>&1 && echo remove=ok
+test ! -e /usr/bin/ckptd && test ! -e /usr/lib/systemd/system/ckptd@.service && echo gone=ok
+EOF
+out=$(scripts/trixie-root.sh --lower "$lower" --no-tree --file "$deb" --file "$T/in-root.sh" \
+          run sh /tmp/in-root.sh 2>&1)
+echo "$out" | sed 's/^/# /'
+val() { echo "$out" | sed -n "s/^$1=//p" | head -n 1; }
+check deb-install "dpkg -i failed: $(val log)" [ "$(val install)" = ok ]
+check deb-installed-ckptd-version "/usr/bin/ckptd --version said '$(val ckptd)'" \
+    [ "$(val ckptd)" = "ckptd $version" ]
+check deb-installed-ckptctl-version "/usr/bin/ckptctl --version said '$(val ckptctl)'" \
+    [ "$(val ckptctl)" = "ckptctl $version" ]
+check deb-installed-unit "no /usr/lib/systemd/system/ckptd@.service" [ "$(val unit)" = ok ]
+if [ -n "$(val man)" ]; then
+    check deb-installed-man "man -w 8 ckptd found no page" [ "$(val man)" = ok ]
+fi
+check deb-remove "dpkg -r failed or left files" [ "$(val remove)$(val gone)" = okok ]
+host_after=$(dpkg-query -W -f='${Status} ${Version}' ckptd 2>/dev/null; ls -l --time-style=full-iso /usr/bin/ckptd 2>/dev/null)
+check deb-host-untouched "this machine's ckptd changed: '$host_before' -> '$host_after'" \
+    [ "$host_before" = "$host_after" ]
 
 finish

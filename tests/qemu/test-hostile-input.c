@@ -602,8 +602,8 @@ case_client_cap(void)
         CLEANUP_JSON json_t *c1 = hq_cmd(w, "checkpoint-create",
                                          json_pack("{s:s}", "name", "cap1"));
         if (!c1)
-            ret = -1;
-        for (size_t k = 0; k < ARRAY_SIZE(probe); k++) {
+            ret = -1;   /* hq_cmd said why */
+        for (size_t k = 0; !ret && k < ARRAY_SIZE(probe); k++) {
             CLEANUP_JSON json_t *ev = hq_wait_event_named(conns[probe[k]],
                                                           "CHECKPOINT_CREATED", "cap1", 5);
             if (!ev) {

@@ -207,8 +207,7 @@ check_export(const char *what, const char *uri, const char *bitmap,
     HQ_CHECK(nbd_get_size(h) == DISK_SIZE, "%s: size %" PRId64, what,
              nbd_get_size(h));
 
-    struct dirtymap *x = xcalloc(1, sizeof *x);
-    CLEANUP_FREE struct dirtymap *xf = x;
+    CLEANUP_FREE struct dirtymap *x = xcalloc(1, sizeof *x);
     while (x->next < DISK_SIZE) {
         uint64_t at = x->next;
         nbd_extent_callback cb = { .callback = dirty_cb, .user_data = x };

@@ -59,7 +59,7 @@ struct ctx {
     struct rec extra;       /* sent from inside a callback */
 };
 
-static void
+static void __attribute__((format(printf, 2, 3)))
 ctx_log(struct ctx *c, const char *fmt, ...)
 {
     size_t n = strlen(c->log);
