@@ -128,6 +128,8 @@ test_foreign_nbd_server(void)
      * and sweeps again. */
     HQ_CHECK(hq_inject_rules(vm, "close query-block 1\n") == 0, "rules");
     CLEANUP_JSON json_t *d = hq_exec(vm->ctl, "query-disks", NULL);
+    HQ_CHECK(d && hq_err_class(d), "query-disks across the lost connection: %s",
+             hq_str(d));
     HQ_CHECK(hq_inject_rules(vm, "%s", "") == 0, "rules");
     HQ_CHECK(hq_agent_wait_qemu(vm, "connected", 30) == 0, "reconnect");
     if (theirs_alive(vm, sock, "after a reconnect") < 0)
@@ -162,6 +164,7 @@ test_failed_pull_checkpoint(void)
     }
     HQ_CHECK(m == 1, "tmpfs");
     HQ_CLEANUP_UMOUNT char *mnt = xstrdup(out);
+    (void) mnt;                 /* unmounted when the case returns */
     CLEANUP_FREE char *good = xasprintf("%s/backups", vm->dir);
     struct hq_model ma_;
     HQ_CLEANUP_MODEL struct hq_model *ma = hq_model_init(&ma_, "vda");
