@@ -81,11 +81,44 @@ fresh_then_run(struct agent *a, const struct qmp_error *err, void *opaque)
     req->cmd->run(req);
 }
 
+/* While QEMU migrates the VM, the images change hands: a checkpoint made
+ * now might never reach the destination, and a backup's export would
+ * make the migration fail.  Such a change waits for no one: Busy. */
+static bool
+migrating(const char *status)
+{
+    static const char *const done[] = { "none", "completed", "failed", "cancelled" };
+    if (!status)
+        return false;
+    for (size_t i = 0; i < ARRAY_SIZE(done); i++)
+        if (strcmp(status, done[i]) == 0)
+            return false;
+    return true;
+}
+
+static void
+migrate_checked(struct qmp *q, json_t *ret, const struct qmp_error *err, void *opaque)
+{
+    struct request *req = opaque;
+    const char *status = json_string_value(json_object_get(ret, "status"));
+    if (err) {
+        req_qmp_error(req, err, "asking QEMU whether the VM is migrating");
+        return;
+    }
+    if (migrating(status)) {
+        req_error(req, CKPT_ERR_BUSY, "the VM is being migrated (QEMU's migration "
+                  "status: %s); %s waits until the migration has ended", status,
+                  req->cmd->name);
+        return;
+    }
+    vm_refresh(req->agent, fresh_then_run, req);
+}
+
 void
 change_run(struct request *req)
 {
     if (req->cmd->flags & CMD_FRESH)
-        vm_refresh(req->agent, fresh_then_run, req);
+        vm_send(req->agent, "query-migrate", NULL, migrate_checked, req);
     else
         req->cmd->run(req);
 }

@@ -27,6 +27,7 @@ void
 vm_stop(struct agent *a)
 {
     ev_timer_stop(a->loop, &a->reconnect_w);
+    ev_timer_stop(a->loop, &a->incoming_w);
     a->stopping = true;
     vm_fire_waiters(a, NULL, NULL);
     if (a->qmp)
@@ -63,6 +64,48 @@ reconnect_cb(struct ev_loop *loop, ev_timer *w, int revents)
         log_debug("cannot connect to %s: %s", a->opt.qmp_path, strerror(errno));
 }
 
+/* A migration's destination: until the migration ends the images are
+ * not ours to read (QEMU has them inactive, their bitmaps not loaded).
+ * The run state leaves "inmigrate" when it has; then the tree is read
+ * again, and holds the checkpoints the source had. */
+static void incoming_poll(struct agent *a);
+
+static void
+incoming_refreshed(struct agent *a, const struct qmp_error *err, void *opaque)
+{
+    if (err)
+        log_warn("cannot read the tree after the incoming migration: %s", err->desc);
+    else
+        log_info("incoming migration done: %zu disks, %zu checkpoints",
+                 a->tree.ndisks, a->tree.nckpts);
+}
+
+static void
+incoming_status(struct qmp *q, json_t *ret, const struct qmp_error *err, void *opaque)
+{
+    struct agent *a = opaque;
+    const char *st = json_string_value(json_object_get(ret, "status"));
+    if (err || !a->qemu_ready)
+        return;
+    if (st && strcmp(st, "inmigrate") == 0) {
+        ev_timer_start(a->loop, &a->incoming_w);
+        return;
+    }
+    vm_refresh(a, incoming_refreshed, NULL);
+}
+
+static void
+incoming_tick(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    incoming_poll(w->data);
+}
+
+static void
+incoming_poll(struct agent *a)
+{
+    vm_send(a, "query-status", NULL, incoming_status, a);
+}
+
 static void
 first_refresh_done(struct agent *a, const struct qmp_error *err, void *opaque)
 {
@@ -77,6 +120,10 @@ first_refresh_done(struct agent *a, const struct qmp_error *err, void *opaque)
              a->tree.ndisks, a->tree.nckpts);
     agent_event(a, "QEMU_CONNECTED", NULL);
     life_ready(a);
+    ev_timer_stop(a->loop, &a->incoming_w);
+    ev_timer_init(&a->incoming_w, incoming_tick, 0.25, 0.);
+    a->incoming_w.data = a;
+    incoming_poll(a);
 }
 
 static void

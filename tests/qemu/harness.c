@@ -887,6 +887,7 @@ hq_vm_free(struct hq_vm *vm)
     free(vm->dir);
     free(vm->qmp_sock);
     free(vm->agent_qmp);
+    free(vm->incoming);
     free(vm->test_sock);
     free(vm->ctl_sock);
     free(vm->agent_log);
@@ -1002,6 +1003,10 @@ qemu_argv(struct hq_vm *vm, struct str_vec *a)
     }
     if (vm->guest)
         guest_argv(vm, a);
+    if (vm->incoming) {
+        str_vec_append(a, xstrdup("-incoming"));
+        str_vec_append(a, xstrdup(vm->incoming));
+    }
     str_vec_append(a, NULL);
 }
 

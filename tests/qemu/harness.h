@@ -164,6 +164,7 @@ struct hq_vm {
     int nagent_args;
     /* A real guest (hq_guest_vm): QEMU boots tests/guest/ under TCG. */
     bool guest;
+    char *incoming;         /* QEMU's -incoming (a migration's destination), or NULL */
     char *qga_sock;         /* host side of the guest agent's channel */
     char *console_log;      /* the guest's serial console */
 };
