@@ -217,6 +217,7 @@ typedef void quiesce_cb(struct agent *a, const struct qmp_error *err, void *opaq
 /* The guest's file systems frozen around a transaction (quiesce.c). */
 struct quiesce_state {
     bool freezing, frozen, thawing;
+    bool watchdog_fired;                /* thawed before the transaction's answer */
     double frozen_at;                   /* ev_now when the freeze returned */
     long frozen_ms;                     /* of the last freeze, once thawed */
     ev_timer watchdog;                  /* thaws after 10 s whatever happens */

@@ -27,7 +27,9 @@ create_finish(struct change *ch)
     }
     json_t *ret = enc_checkpoint(&a->tree, (size_t) i, false);
     if (ch->quiesce) {
-        json_object_set_new(ret, "quiesced", json_true());
+        /* The watchdog thawed the guest before QEMU answered: the
+         * checkpoint exists, but it is only crash-consistent. */
+        json_object_set_new(ret, "quiesced", json_boolean(!a->quiesce.watchdog_fired));
         json_object_set_new(ret, "frozen-ms", json_integer(a->quiesce.frozen_ms));
     }
     req_reply(ch->req, ret);

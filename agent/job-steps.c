@@ -400,7 +400,7 @@ txn_done(struct agent *a, const struct qmp_error *err, void *opaque)
     if (!err)
         job->txn_accepted = true;
     if (!err && job->quiesce) {
-        job->quiesced = true;
+        job->quiesced = !a->quiesce.watchdog_fired;
         job->frozen_ms = a->quiesce.frozen_ms;
     }
     if (err && strcmp(err->class, "GuestAgentError") == 0) {

@@ -66,7 +66,9 @@ static void
 watchdog_fired(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct agent *a = w->data;
-    log_warn("the guest was frozen for %.0f s: thawing it now", QUIESCE_WATCHDOG);
+    log_warn("the guest was frozen for %.0f s: thawing it now; what QEMU does "
+             "after this is not quiesced", QUIESCE_WATCHDOG);
+    a->quiesce.watchdog_fired = true;
     quiesce_thaw(a, NULL, NULL);
 }
 
@@ -121,6 +123,7 @@ quiesce_freeze(struct agent *a, quiesce_cb *cb, void *opaque)
     *fc = (struct freeze_call) { a, cb, opaque };
     a->quiesce.freezing = true;
     a->quiesce.frozen_ms = 0;
+    a->quiesce.watchdog_fired = false;
     ev_timer_init(&a->quiesce.watchdog, watchdog_fired, QUIESCE_WATCHDOG, 0.);
     a->quiesce.watchdog.data = a;
     ev_timer_start(a->loop, &a->quiesce.watchdog);

@@ -187,6 +187,27 @@ case_quiesced_backups(void)
     CLEANUP_JSON json_t *x1 = hq_exec(vm->ctl, "checkpoint-get", hq_json("{\"name\": \"x1\"}"));
     HQ_CHECK(x1 && hq_err_class(x1), "x1 exists: %s", hq_str(x1));
 
+    /* QEMU does not answer the transaction for 12 s: the watchdog thaws
+     * the guest after 10, and the reply says the checkpoint is not
+     * quiesced. */
+    HQ_CHECK(hq_inject_rules(vm, "hold transaction 1\n") == 0, "rules");
+    CLEANUP_JSON json_t *wreq = json_pack("{s:s,s:{s:s,s:b},s:i}", "execute",
+        "checkpoint-create", "arguments", "name", "w1", "quiesce", 1, "id", 4242);
+    HQ_CHECK(hq_send_json(vm->ctl, json_incref(wreq)) == 0, "send");
+    CLEANUP_FREE char *held = xasprintf("%s/inject.rules.held", vm->dir);
+    for (double end = hq_now() + 30; access(held, F_OK) != 0; hq_sleep_ms(20))
+        HQ_CHECK(hq_now() < end, "the transaction was not held");
+    double held_at = hq_now();
+    if (thawed(vm, "with the transaction held") < 0)
+        return -1;
+    double thawed_after = hq_now() - held_at;
+    hq_note("the watchdog thawed the guest %.1f s after the freeze", thawed_after);
+    HQ_CHECK(thawed_after > 5 && thawed_after < 30, "thawed after %.1f s", thawed_after);
+    HQ_CHECK(hq_inject_rules(vm, "%s", "") == 0, "release");
+    CLEANUP_JSON json_t *wr = hq_read_reply(vm->ctl, 30);
+    json_t *w1 = json_object_get(wr, "return");
+    HQ_CHECK(w1 && hq_jbool(w1, "quiesced") == 0, "w1 after the watchdog: %s", hq_str(wr));
+
     /* SIGTERM while the guest is frozen (just before the transaction): the
      * agent thaws it, then exits 0. */
     HQ_CHECK(hq_inject_rules(vm, "signal transaction 1 %d %d\n", (int) vm->agent_pid,
