@@ -371,7 +371,49 @@ case_nbd_socket_group(void)
     int rc = run(true, (const char *[]) { "nbdinfo", "--size", uri, NULL }, &out);
     HQ_CHECK(rc == 0 && strtoll(out, NULL, 10) == 64 * MiB, "uid %d reading %s: exit %d: %s",
              NOBODY, uri, rc, out);
+    /* A user outside the group cannot even connect to the NBD socket. */
+    CLEANUP_FREE char *out2 = NULL;
+    const char *other[] = { "setpriv", "--reuid=65533", "--regid=65533", "--clear-groups",
+                            "--", "nbdinfo", "--size", uri, NULL };
+    rc = hq_run_cmd((char *const *) other, &out2);
+    HQ_CHECK(rc != 0, "uid 65533, not in the group, read the export: %s", out2);
     return hq_backup_end(vm, job);
+}
+
+/* An allowed user (uid 65534, in the socket group) takes a whole backup
+ * with ckptctl pull into a directory of its own and restores it: the
+ * restored image is the disk.  A user who is not allowed is refused on
+ * the control socket, and the pull leaves nothing behind. */
+static int
+case_pull_as_other_user(void)
+{
+    CLEANUP_FREE char *bin = ckptctl_path();
+    const char *extra[] = { "--socket-group", "nogroup", "--allow-uid", "65534", NULL };
+    CLEANUP_VM struct hq_vm *vm = vm_in_run_dir(extra);
+    if (!vm)
+        return -1;
+    HQ_CHECK(hq_write(vm, "vda", 0x6b, 0, 256 * 1024) == 0 &&
+             hq_write(vm, "vda", 0x6c, 32 * MiB, 64 * 1024) == 0, "guest writes");
+    CLEANUP_FREE char *home = xasprintf("%s/nobody", vm->dir);
+    HQ_CHECK(mkdir(home, 0700) == 0 && chown(home, NOBODY, NOBODY) == 0, "its directory");
+    CLEANUP_FREE char *out = xasprintf("%s/backups", home);
+    CLEANUP_FREE char *img = xasprintf("%s/vda.raw", home);
+    CLEANUP_FREE char *o1 = NULL, *o2 = NULL, *o3 = NULL;
+    int rc = run(true, (const char *[]) { bin, "--socket", vm->ctl_sock, "pull",
+                                          "--output", out, "--checkpoint", "u1", NULL }, &o1);
+    HQ_CHECK(rc == 0, "pull as uid %d: exit %d: %s", NOBODY, rc, o1);
+    rc = run(true, (const char *[]) { bin, "restore", out, "--disk", "vda", "--output", img,
+                                      "--format", "raw", NULL }, &o2);
+    HQ_CHECK(rc == 0, "restore as uid %d: exit %d: %s", NOBODY, rc, o2);
+    /* The guest's writes reach the image file with a flush. */
+    HQ_CHECK(hq_hmp(vm, "qemu-io -d vda/virtio-backend \"flush\"") == 0, "flush");
+    char *cmp[] = { "qemu-img", "compare", "-U", "-f", "raw", "-F", "qcow2", img,
+                    hq_vm_disk(vm, "vda")->path, NULL };
+    rc = hq_run_cmd(cmp, &o3);
+    HQ_CHECK(rc == 0, "the restored image differs from the disk (%d): %s", rc, o3);
+    CLEANUP_JSON json_t *u1 = hq_ckpt_get(vm->ctl, "u1", false);
+    HQ_CHECK(u1, "the pull's checkpoint");
+    return hq_backup_expect_clean(vm, "after the other user's pull");
 }
 
 /* Runs ckptd with a control socket in dir (and extra arguments); it
@@ -532,6 +574,7 @@ main(void)
         { "impostor", case_impostor },
         { "socket-group", case_socket_group },
         { "nbd-socket-group", case_nbd_socket_group },
+        { "pull-as-other-user", case_pull_as_other_user },
         { "unsafe-dirs", case_unsafe_dirs },
         { "launcher-dirs", case_launcher_dirs },
         { "launcher-group", case_launcher_group },
