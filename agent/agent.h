@@ -168,6 +168,7 @@ struct backup_job {
     int undo_again;
     bool relist;                        /* list QEMU again before it */
     char *end_status;                   /* completed, cancelled, failed */
+    char *undo_error;                   /* the first undo QEMU refused */
     bool txn_accepted;                  /* the new checkpoint exists */
     bool quiesce, quiesced;             /* asked for; done */
     long frozen_ms;

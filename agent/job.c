@@ -146,6 +146,7 @@ job_free(struct backup_job *job)
     free(job->failure);
     free(job->error);
     free(job->end_status);
+    free(job->undo_error);
     free(job->scratch_dir);
     str_vec_free_all(&job->files);
     json_decref(job->server);
@@ -277,7 +278,7 @@ job_unwind(struct backup_job *job)
     job->undo_next = job->started - 1;
     log_debug("backup %s: undoing %d steps", job->id, job->started);
     struct batch *b = batch_new(job->agent, unwind_step, job);
-    b->quiet = true;
+    b->quiet = job->qemu_gone;
     job_list_qemu(job, b);
     batch_arm(b);
 }
@@ -321,7 +322,11 @@ unwind_done(struct backup_job *job)
                   "backup not started: %s", job->error ? job->error
                                                        : "the agent is shutting down");
     }
-    if (job->end_req)
+    if (job->end_req && job->undo_error)
+        req_error(job->end_req, CKPT_ERR_QEMU, "backup %s ended, but QEMU refused to "
+                  "remove some of its objects (%s); the agent removes them when it "
+                  "next connects to QEMU", job->id, job->undo_error);
+    else if (job->end_req)
         req_reply_ok(job->end_req);
     job_free(job);
     agent_maybe_exit(a);
@@ -334,12 +339,18 @@ static void
 unwind_step(const char *err, void *opaque)
 {
     struct backup_job *job = opaque;
+    /* Every undo runs, whatever failed before it; the first failure is
+     * kept for the reply (QEMU gone: nothing is left to remove). */
+    if (err && !job->undo_error && !job->qemu_gone) {
+        log_warn("backup %s: removing its objects: %s", job->id, err);
+        job->undo_error = xstrdup(err);
+    }
     if (job->undo_next < 0) {
         unwind_done(job);
         return;
     }
     struct batch *b = batch_new(job->agent, unwind_step, job);
-    b->quiet = true;
+    b->quiet = job->qemu_gone;
     if (job->relist) {
         job->relist = false;
         job_list_qemu(job, b);

@@ -234,6 +234,46 @@ sigterm_at_each_step(struct hq_vm *vm, const char *what)
     return 0;
 }
 
+/* Each QMP step of backup-end refused in turn: the end is still carried
+ * through (every other undo runs), the reply says what QEMU refused
+ * instead of a silent {}, and what was left goes at the agent's next
+ * connection to QEMU. */
+static int
+test_end_step_fails(void)
+{
+    CLEANUP_VM struct hq_vm *vm = inject_vm(2);
+    HQ_CHECK(vm && !hq_failed(), "vm");
+    json_decref(hq_cmd(vm->ctl, "checkpoint-create", hq_json("{\"name\": \"c0\"}")));
+    CLEANUP_JSON json_t *job = hq_backup_begin(vm, BEGIN_ARGS);
+    HQ_CHECK(job, "begin");
+    CLEANUP_FREE char *args = xasprintf("{\"id\": \"%s\"}", hq_jstr(job, "id"));
+    CLEANUP_JSON json_t *seq = record(vm, "backup-end", args, NULL);
+    HQ_CHECK(seq, "clean end");
+    json_decref(hq_cmd(vm->ctl, "checkpoint-delete", hq_json("{\"name\": \"k1\"}")));
+    hq_note("backup-end makes %zu QMP commands: %s", json_array_size(seq), hq_str(seq));
+    for (size_t i = 0; i < json_array_size(seq); i++) {
+        const char *step = json_string_value(json_array_get(seq, i));
+        char when[128];
+        snprintf(when, sizeof when, "end with %s #%d failed", step, occurrence(seq, i));
+        CLEANUP_JSON json_t *j = hq_backup_begin(vm, BEGIN_ARGS);
+        HQ_CHECK(j, "%s: begin", when);
+        CLEANUP_FREE char *a = xasprintf("{\"id\": \"%s\"}", hq_jstr(j, "id"));
+        HQ_CHECK(hq_inject_rules(vm, "fail %s %d\n", step, occurrence(seq, i)) == 0, "rules");
+        CLEANUP_JSON json_t *r = hq_exec(vm->ctl, "backup-end", hq_json(a));
+        HQ_CHECK(hq_inject_rules(vm, "%s", "") == 0, "rules");
+        HQ_CHECK(r && hq_err_class(r) && strstr(hq_err_desc(r), "refused"),
+                 "%s: backup-end answered %s", when, hq_str(r));
+        CLEANUP_JSON json_t *q = hq_exec(vm->ctl, "query-backup", hq_json(a));
+        HQ_CHECK(q && hq_err_class(q), "%s: the job is still there: %s", when, hq_str(q));
+        /* The next connection's sweep removes what is left. */
+        HQ_CHECK(hq_agent_stop(vm) == 0 && hq_agent_start(vm) == 0, "%s: restart", when);
+        if (clean_and_whole(vm, when) < 0)
+            return -1;
+        json_decref(hq_cmd(vm->ctl, "checkpoint-delete", hq_json("{\"name\": \"k1\"}")));
+    }
+    return 0;
+}
+
 static int
 test_sigterm_begin(void)
 {
@@ -344,6 +384,7 @@ main(void)
         { "export-clash-tree", test_export_clash },
         { "each-step-fails", test_each_step_fails },
         { "connection-lost", test_connection_lost },
+        { "end-step-fails", test_end_step_fails },
         { "sigterm-begin", test_sigterm_begin },
         { "sigterm-end", test_sigterm_end },
         { "disks-move", test_disks_move },
