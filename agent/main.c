@@ -74,6 +74,7 @@ main(int argc, char **argv)
         qga_start(a.qga);
     }
     ev_run(a.loop, 0);
+    unlink_wait();
     ev_timer_stop(a.loop, &a.quiesce.watchdog);
     qga_free(a.qga);
     a.qga = NULL;

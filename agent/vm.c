@@ -106,12 +106,15 @@ incoming_poll(struct agent *a)
     vm_send(a, "query-status", NULL, incoming_status, a);
 }
 
+/* The last step of connecting: is this QEMU a migration's destination? */
 static void
-first_refresh_done(struct agent *a, const struct qmp_error *err, void *opaque)
+connect_status(struct qmp *q, json_t *ret, const struct qmp_error *err, void *opaque)
 {
+    struct agent *a = opaque;
+    const char *st = json_string_value(json_object_get(ret, "status"));
     if (err) {
-        log_error("cannot read the block graph from QEMU: %s", err->desc);
-        qmp_disconnect(a->qmp, "cannot read the block graph");
+        log_error("cannot read QEMU's run state: %s", err->desc);
+        qmp_disconnect(a->qmp, "cannot read the run state");
         return;
     }
     a->qemu_ready = true;
@@ -123,7 +126,22 @@ first_refresh_done(struct agent *a, const struct qmp_error *err, void *opaque)
     ev_timer_stop(a->loop, &a->incoming_w);
     ev_timer_init(&a->incoming_w, incoming_tick, 0.25, 0.);
     a->incoming_w.data = a;
-    incoming_poll(a);
+    if (st && strcmp(st, "inmigrate") == 0) {
+        log_info("QEMU waits for an incoming migration: the checkpoints are read "
+                 "once it has arrived");
+        ev_timer_start(a->loop, &a->incoming_w);
+    }
+}
+
+static void
+first_refresh_done(struct agent *a, const struct qmp_error *err, void *opaque)
+{
+    if (err) {
+        log_error("cannot read the block graph from QEMU: %s", err->desc);
+        qmp_disconnect(a->qmp, "cannot read the block graph");
+        return;
+    }
+    vm_send(a, "query-status", NULL, connect_status, a);
 }
 
 static void

@@ -81,6 +81,8 @@ void str_vec_free_all(struct str_vec *v);   /* frees each string, then the array
 /* Removes path's name now and its blocks in a background thread (a
  * multi-gigabyte unlink would stall the loop).  0, or -1 with errno. */
 int unlink_later(const char *path);
+/* Waits for every unlink_later still freeing blocks (at exit). */
+void unlink_wait(void);
 /* The dot name a file has while its blocks are freed, and the test for
  * one (original: the name it had).  For the start-up sweep. */
 char *unlink_trash_name(const char *path);

@@ -5,8 +5,10 @@
  * rename in the same directory, to a dot name that the start-up sweep
  * also recognises), so nothing can open it any more; the blocks are
  * freed by a short-lived detached thread (Redis' bio.c does the same).
- * If the process exits first, the dot file is found and removed by the
- * next start's sweep. */
+ * At exit the agent waits for the threads still freeing blocks
+ * (unlink_wait), so that a launcher can remove the directory after it;
+ * should the process die first, the next start's sweep finds the dot
+ * file. */
 #include "common/common.h"
 
 #include <errno.h>
@@ -16,6 +18,11 @@
 
 #define TRASH_MARK ".trash-"
 
+/* The threads still at work: the only state here, shared with them. */
+static pthread_mutex_t pending_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pending_done = PTHREAD_COND_INITIALIZER;
+static int pending;
+
 static void *
 unlink_thread(void *arg)
 {
@@ -23,7 +30,20 @@ unlink_thread(void *arg)
     if (unlink(path) < 0 && errno != ENOENT)
         log_warn("cannot remove %s: %m", path);
     free(path);
+    pthread_mutex_lock(&pending_lock);
+    pending--;
+    pthread_cond_broadcast(&pending_done);
+    pthread_mutex_unlock(&pending_lock);
     return NULL;
+}
+
+void
+unlink_wait(void)
+{
+    pthread_mutex_lock(&pending_lock);
+    while (pending > 0)
+        pthread_cond_wait(&pending_done, &pending_lock);
+    pthread_mutex_unlock(&pending_lock);
 }
 
 char *
@@ -60,6 +80,9 @@ unlink_later(const char *path)
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_mutex_lock(&pending_lock);
+    pending++;
+    pthread_mutex_unlock(&pending_lock);
     if (pthread_create(&t, &attr, unlink_thread, trash) != 0)
         unlink_thread(trash);   /* no thread: do it here */
     pthread_attr_destroy(&attr);
