@@ -196,6 +196,37 @@ test_failed_pull_checkpoint(void)
     return hq_backup_expect_clean(vm, "at the end");
 }
 
+/* A crashed agent's scratch files in a subdirectory of the scratch
+ * directory are swept by the next agent, and only its own: a neighbour's
+ * file with another tag in the same subdirectory stays. */
+static int
+test_sweep_subdirectory(void)
+{
+    CLEANUP_VM struct hq_vm *vm = hq_vm_scratch(1, SIZE, NULL, true);
+    HQ_CHECK(vm, "vm");
+    CLEANUP_FREE char *sd = hq_scratch_dir(vm);
+    CLEANUP_FREE char *sub = xasprintf("%s/deep/er", sd);
+    CLEANUP_FREE char *mid = xasprintf("%s/deep", sd);
+    HQ_CHECK(mkdir(mid, 0700) == 0 && mkdir(sub, 0700) == 0, "subdirectories");
+    CLEANUP_FREE char *theirs = xasprintf("%s/ckptd-0badc0de-backup-1-vda.qcow2", sub);
+    FILE *f = fopen(theirs, "w");
+    HQ_CHECK(f && fclose(f) == 0, "a neighbour's file");
+    CLEANUP_FREE char *args = xasprintf("{\"scratch-dir\": \"%s\"}", sub);
+    CLEANUP_JSON json_t *job = hq_backup_begin(vm, args);
+    HQ_CHECK(job, "backup into the subdirectory");
+    CLEANUP_FREE char *mine = hq_scratch_file(sub, hq_jstr(job, "id"), "vda");
+    HQ_CHECK(mine, "its scratch file");
+    hq_agent_kill(vm);
+    HQ_CHECK(access(mine, F_OK) == 0, "the file is there after the crash");
+    HQ_CHECK(hq_agent_start(vm) == 0, "a new agent");
+    HQ_CHECK(access(mine, F_OK) != 0, "the new agent left %s", mine);
+    HQ_CHECK(access(theirs, F_OK) == 0, "the new agent removed the neighbour's %s", theirs);
+    unlink(theirs);
+    rmdir(sub);
+    rmdir(mid);
+    return hq_backup_expect_clean(vm, "after the sweep");
+}
+
 int
 main(void)
 {
@@ -203,6 +234,7 @@ main(void)
         { "shared-scratch-dir", test_shared_scratch },
         { "foreign-nbd-server", test_foreign_nbd_server },
         { "failed-pull-takes-back-checkpoint", test_failed_pull_checkpoint },
+        { "sweep-subdirectory-own-files", test_sweep_subdirectory },
     };
     return hq_run(cases, ARRAY_SIZE(cases));
 }
