@@ -196,7 +196,7 @@ test_failed_pull_checkpoint(void)
     return hq_backup_expect_clean(vm, "at the end");
 }
 
-/* A crashed agent's scratch files in a subdirectory of the scratch
+/* After a host crash, the scratch files in a subdirectory of the scratch
  * directory are swept by the next agent, and only its own: a neighbour's
  * file with another tag in the same subdirectory stays. */
 static int
@@ -216,9 +216,12 @@ test_sweep_subdirectory(void)
     HQ_CHECK(job, "backup into the subdirectory");
     CLEANUP_FREE char *mine = hq_scratch_file(sub, hq_jstr(job, "id"), "vda");
     HQ_CHECK(mine, "its scratch file");
+    /* A host crash: agent and QEMU gone, so nothing in QEMU names the
+     * file any more; the new agent must find it in the directory. */
     hq_agent_kill(vm);
+    hq_qemu_kill(vm);
     HQ_CHECK(access(mine, F_OK) == 0, "the file is there after the crash");
-    HQ_CHECK(hq_agent_start(vm) == 0, "a new agent");
+    HQ_CHECK(hq_qemu_start(vm) == 0 && hq_agent_start(vm) == 0, "QEMU and a new agent");
     HQ_CHECK(access(mine, F_OK) != 0, "the new agent left %s", mine);
     HQ_CHECK(access(theirs, F_OK) == 0, "the new agent removed the neighbour's %s", theirs);
     unlink(theirs);
