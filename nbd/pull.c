@@ -5,10 +5,14 @@
  * (QEMU caps the descriptors per reply); the answer becomes a list of
  * COPY and ZERO ops.  Then the copy: a fixed set of slots, each one
  * request at a time (read into its buffer, then write from it, or a
- * zero), driven by one poll() over both handles.  Completion callbacks
+ * zero), driven by one poll() over the handles.  Completion callbacks
  * only record what happened; every new command is issued from the loop,
  * which keeps libnbd's rule of not calling into a handle from its own
  * callbacks and keeps the state in one place.
+ *
+ * Into a qcow2 file (target_file) the ops are first widened to whole
+ * clusters and a write is a pwrite() from the loop: the page cache takes
+ * it at memory speed, while the reads stay in flight on the socket.
  */
 #include "nbd/pull.h"
 
@@ -27,6 +31,10 @@
 #define NBDX_PULL_STATUS_CHUNK (1ull << 30)
 /* A zero request carries no data, so it may be large. */
 #define NBDX_PULL_MAX_ZERO (1ull << 30)
+/* Connections to an export that allows several (can_multi_conn): QEMU
+ * serves each one's requests in its own coroutine queue, and more than
+ * one keeps its socket busy while we write. */
+#define NBDX_PULL_CONNS 4
 /* How long qemu-nbd may take to start listening. */
 #define NBDX_PULL_CONNECT_MS 10000
 
@@ -117,6 +125,59 @@ nbdx_pull_plan_range(uint64_t offset, uint64_t len,
         pos = stop;
     }
     return pos - offset;
+}
+
+/* Appends [off, end) of one kind to an aligned list whose last op may
+ * overlap it by a cluster (both were widened to cluster boundaries):
+ * a COPY wins the overlap, since it reads what is really there. */
+static void
+align_emit(struct nbdx_pull_op_vec *ops, uint64_t off, uint64_t end,
+           enum nbdx_pull_kind kind)
+{
+    struct nbdx_pull_op *last = ops->len ? &ops->ptr[ops->len - 1] : NULL;
+
+    if (last && last->offset + last->length > off) {
+        if (last->kind == kind) {
+            if (end > last->offset + last->length)
+                last->length = end - last->offset;
+            return;
+        }
+        if (kind == NBDX_PULL_ZERO) {
+            off = last->offset + last->length;
+        } else {
+            last->length = off > last->offset ? off - last->offset : 0;
+            if (last->length == 0)
+                ops->len--;
+        }
+    }
+    if (off < end)
+        plan_emit(ops, off, end - off, kind);
+}
+
+void
+nbdx_pull_plan_align(const struct nbdx_pull_op_vec *in, uint64_t cluster,
+                     uint64_t size, struct nbdx_pull_op_vec *out)
+{
+    for (size_t i = 0; i < in->len; i++) {
+        uint64_t off = in->ptr[i].offset, end = off + in->ptr[i].length;
+        /* Outward for reads, inward for zeros; the disk's end counts as
+         * a boundary (its last cluster may be short). */
+        uint64_t lo = off / cluster * cluster;
+        uint64_t hi = end % cluster ? (end / cluster + 1) * cluster : end;
+        uint64_t zlo = off % cluster ? lo + cluster : off;
+        uint64_t zhi = end == size ? end : end / cluster * cluster;
+
+        hi = hi < size ? hi : size;
+        if (in->ptr[i].kind == NBDX_PULL_COPY || zlo >= zhi) {
+            align_emit(out, lo, hi, NBDX_PULL_COPY);
+            continue;
+        }
+        if (lo < zlo)
+            align_emit(out, lo, zlo, NBDX_PULL_COPY);
+        align_emit(out, zlo, zhi, NBDX_PULL_ZERO);
+        if (zhi < hi)
+            align_emit(out, zhi, hi, NBDX_PULL_COPY);
+    }
 }
 
 uint64_t
@@ -323,6 +384,7 @@ enum slot_state { SLOT_FREE, SLOT_READING, SLOT_READ, SLOT_WRITING };
 
 struct pull_slot {
     struct pull_copy *c;
+    struct nbd_handle *src;     /* the connection this slot reads on */
     char *buf;                  /* NBDX_PULL_MAX_REQUEST, on first COPY */
     uint64_t offset, length;
     enum nbdx_pull_kind kind;
@@ -332,7 +394,10 @@ struct pull_slot {
 
 struct pull_copy {
     const struct nbdx_pull_opts *o;
-    struct nbd_handle *src, *dst;
+    struct nbd_handle *src[NBDX_PULL_CONNS];   /* [0] maps the export */
+    size_t nsrc;
+    struct nbd_handle *dst;             /* NULL: into file */
+    struct nbdx_qcow2_out *file;
     struct nbdx_pull_op_vec ops;
     size_t next;                /* the op being cut into requests */
     uint64_t next_done;         /* bytes of it already issued */
@@ -402,6 +467,22 @@ copy_fail_nbd(struct pull_copy *c, const char *what, const struct pull_slot *s)
     return -1;
 }
 
+/* The write or zero of slot s into the file, done at once. */
+static int
+copy_to_file(struct pull_copy *c, struct pull_slot *s)
+{
+    int r = s->kind == NBDX_PULL_COPY
+        ? nbdx_qcow2_out_write(c->file, s->buf, s->offset, s->length,
+                               &c->res->sparse, c->err, c->errlen)
+        : nbdx_qcow2_out_zero(c->file, s->offset, s->length, c->err, c->errlen);
+    int error = 0;
+
+    if (r < 0)
+        return -1;
+    s->state = SLOT_WRITING;
+    return slot_write_done(s, &error) ? 0 : -1;
+}
+
 /* Starts the slot's next command: a read or zero for a free slot, the
  * write for a slot whose read finished. */
 static int
@@ -410,6 +491,8 @@ copy_issue(struct pull_copy *c, struct pull_slot *s)
     nbd_completion_callback rd = { .callback = slot_read_done, .user_data = s };
     nbd_completion_callback wr = { .callback = slot_write_done, .user_data = s };
 
+    if (s->state == SLOT_READ && c->file)
+        return copy_to_file(c, s);
     if (s->state == SLOT_READ) {
         s->state = SLOT_WRITING;
         if (nbd_aio_pwrite(c->dst, s->buf, s->length, s->offset, wr, 0) < 0)
@@ -418,6 +501,8 @@ copy_issue(struct pull_copy *c, struct pull_slot *s)
     }
     if (s->state != SLOT_FREE || !copy_take(c, s))
         return 0;
+    if (s->kind == NBDX_PULL_ZERO && c->file)
+        return copy_to_file(c, s);
     if (s->kind == NBDX_PULL_ZERO) {
         s->state = SLOT_WRITING;
         if (nbd_aio_zero(c->dst, s->length, s->offset, wr, 0) < 0)
@@ -427,7 +512,7 @@ copy_issue(struct pull_copy *c, struct pull_slot *s)
     if (!s->buf)
         s->buf = xmalloc(c->max_request);
     s->state = SLOT_READING;
-    if (nbd_aio_pread(c->src, s->buf, s->length, s->offset, rd, 0) < 0)
+    if (nbd_aio_pread(s->src, s->buf, s->length, s->offset, rd, 0) < 0)
         return copy_fail_nbd(c, "read", s);
     return 0;
 }
@@ -449,6 +534,9 @@ copy_step(struct pull_copy *c)
             return -1;
         }
         if (copy_issue(c, s) < 0)
+            return -1;
+        /* Into a file a slot may be free again at once: fill it now. */
+        if (c->file && s->state == SLOT_FREE && copy_issue(c, s) < 0)
             return -1;
         busy += s->state != SLOT_FREE;
     }
@@ -481,18 +569,24 @@ poll_notify(struct nbd_handle *h, const struct pollfd *p)
     return 0;
 }
 
-/* Waits for either handle (or a signal: EINTR lets the caller look at
+/* Waits for the handles (or a signal: EINTR lets the caller look at
  * the cancel flag) and lets libnbd move on. */
 static int
 copy_poll(struct pull_copy *c)
 {
-    struct pollfd p[2];
+    struct pollfd p[NBDX_PULL_CONNS + 1];
+    nfds_t n = c->nsrc;
+    int bad = 0;
 
-    poll_prepare(c->src, &p[0]);
-    poll_prepare(c->dst, &p[1]);
-    if (poll(p, 2, 500) < 0)
+    for (size_t i = 0; i < c->nsrc; i++)
+        poll_prepare(c->src[i], &p[i]);
+    if (c->dst)
+        poll_prepare(c->dst, &p[n++]);
+    if (poll(p, n, 500) < 0)
         return errno == EINTR ? 0 : -1;
-    if (poll_notify(c->src, &p[0]) < 0 || poll_notify(c->dst, &p[1]) < 0) {
+    for (size_t i = 0; i < c->nsrc && !bad; i++)
+        bad = poll_notify(c->src[i], &p[i]) < 0;
+    if (bad || (c->dst && poll_notify(c->dst, &p[c->nsrc]) < 0)) {
         pull_err(c->err, c->errlen, "NBD connection failed: %s", nbd_get_error());
         return -1;
     }
@@ -515,6 +609,9 @@ copy_run(struct pull_copy *c)
         if (copy_poll(c) < 0)
             return NBDX_PULL_FAILED;
     }
+    if (c->file)
+        return nbdx_qcow2_out_finish(c->file, c->err, c->errlen) < 0
+               ? NBDX_PULL_FAILED : NBDX_PULL_OK;
     if (nbd_flush(c->dst, 0) < 0) {
         pull_err(c->err, c->errlen, "cannot flush the target: %s", nbd_get_error());
         return NBDX_PULL_FAILED;
@@ -527,13 +624,39 @@ pull_max_request(struct nbd_handle *src, struct nbd_handle *dst)
 {
     uint64_t max = NBDX_PULL_MAX_REQUEST;
     int64_t a = nbd_get_block_size(src, LIBNBD_SIZE_MAXIMUM);
-    int64_t b = nbd_get_block_size(dst, LIBNBD_SIZE_MAXIMUM);
+    int64_t b = dst ? nbd_get_block_size(dst, LIBNBD_SIZE_MAXIMUM) : -1;
 
     if (a > 0 && (uint64_t) a < max)
         max = (uint64_t) a;
     if (b > 0 && (uint64_t) b < max)
         max = (uint64_t) b;
+    /* Into a file, requests are whole clusters (see pull.h). */
+    if (!dst && max >= NBDX_QCOW2_CLUSTER)
+        max -= max % NBDX_QCOW2_CLUSTER;
     return max;
+}
+
+/* More connections to the export where it allows them (o->connections,
+ * capped); the slots take turns over them. */
+static int
+copy_open_more(struct pull_copy *c)
+{
+    unsigned want = c->o->connections ? c->o->connections : NBDX_PULL_CONNS;
+
+    if (want > NBDX_PULL_CONNS)
+        want = NBDX_PULL_CONNS;
+    if (want > c->nslots)
+        want = (unsigned) c->nslots;
+    if (nbd_can_multi_conn(c->src[0]) != 1)
+        want = 1;
+    while (c->nsrc < want) {
+        if (!(c->src[c->nsrc] = pull_connect_source(c->o, c->err, c->errlen)))
+            return -1;
+        c->nsrc++;
+    }
+    for (size_t i = 0; i < c->nslots; i++)
+        c->slots[i].src = c->src[i % c->nsrc];
+    return 0;
 }
 
 /* Connects both ends and checks the sizes. */
@@ -542,12 +665,15 @@ copy_open(struct pull_copy *c)
 {
     int64_t size, tsize;
 
-    if (!(c->src = pull_connect_source(c->o, c->err, c->errlen)) ||
-        !(c->dst = pull_connect_target(c->o, c->err, c->errlen)))
+    if ((c->src[0] = pull_connect_source(c->o, c->err, c->errlen)))
+        c->nsrc = 1;
+    if (!c->nsrc || copy_open_more(c) < 0 ||
+        (!c->o->target_file &&
+         !(c->dst = pull_connect_target(c->o, c->err, c->errlen))))
         return c->o->cancel && *c->o->cancel ? NBDX_PULL_CANCELLED
                                              : NBDX_PULL_FAILED;
-    size = nbd_get_size(c->src);
-    tsize = nbd_get_size(c->dst);
+    size = nbd_get_size(c->src[0]);
+    tsize = c->dst ? nbd_get_size(c->dst) : size;
     if (size < 0 || tsize < 0) {
         pull_err(c->err, c->errlen, "cannot get the size: %s", nbd_get_error());
         return NBDX_PULL_FAILED;
@@ -558,7 +684,18 @@ copy_open(struct pull_copy *c)
         return NBDX_PULL_FAILED;
     }
     c->res->size = (uint64_t) size;
-    c->max_request = pull_max_request(c->src, c->dst);
+    c->max_request = pull_max_request(c->src[0], c->dst);
+    if (c->o->target_file &&
+        (c->max_request % NBDX_QCOW2_CLUSTER ||
+         nbdx_qcow2_out_open(c->o->target_file, (uint64_t) size,
+                             c->o->target_backing, &c->file,
+                             c->err, c->errlen) < 0)) {
+        if (!c->file)
+            pull_err(c->err, c->errlen, "%s: requests of at most %llu bytes"
+                     " do not fill a cluster", c->o->uri,
+                     (unsigned long long) c->max_request);
+        return NBDX_PULL_FAILED;
+    }
     return NBDX_PULL_OK;
 }
 
@@ -568,12 +705,13 @@ copy_close(struct pull_copy *c, bool clean)
 {
     if (c->dst && clean)
         nbd_shutdown(c->dst, 0);
-    if (c->src && clean)
-        nbd_shutdown(c->src, 0);
+    for (size_t i = 0; i < c->nsrc && clean; i++)
+        nbd_shutdown(c->src[i], 0);
     if (c->dst)
         nbd_close(c->dst);
-    if (c->src)
-        nbd_close(c->src);
+    for (size_t i = 0; i < c->nsrc; i++)
+        nbd_close(c->src[i]);
+    nbdx_qcow2_out_free(c->file);
     for (size_t i = 0; i < c->nslots; i++)
         free(c->slots[i].buf);
     free(c->slots);
@@ -596,7 +734,14 @@ nbdx_pull_copy(const struct nbdx_pull_opts *o, struct nbdx_pull_result *res,
         c.slots[i].c = &c;
     st = copy_open(&c);
     if (st == NBDX_PULL_OK)
-        st = pull_map_export(c.src, o, res->size, &c.ops, err, errlen);
+        st = pull_map_export(c.src[0], o, res->size, &c.ops, err, errlen);
+    if (st == NBDX_PULL_OK && c.file) {
+        struct nbdx_pull_op_vec aligned = { 0 };
+
+        nbdx_pull_plan_align(&c.ops, NBDX_QCOW2_CLUSTER, res->size, &aligned);
+        nbdx_pull_op_vec_reset(&c.ops);
+        c.ops = aligned;
+    }
     if (st == NBDX_PULL_OK)
         st = copy_run(&c);
     copy_close(&c, st == NBDX_PULL_OK);
