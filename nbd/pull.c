@@ -11,16 +11,22 @@
  * callbacks and keeps the state in one place.
  *
  * Into a qcow2 file (target_file) the ops are first widened to whole
- * clusters and a write is a pwrite() from the loop: the page cache takes
- * it at memory speed, while the reads stay in flight on the socket.
+ * clusters, and the writes go to one writer thread, which owns the file
+ * (nbdx_qcow2_out_* and its writeback) while the copy runs: writing the
+ * disk then overlaps reading the export instead of following it (an
+ * incremental of 819 MiB: reads alone take 1.0 s, writes alone 0.7 s,
+ * and in one thread they added up).  The loop and the writer hand slots
+ * over under one mutex; an eventfd wakes the loop's poll().
  */
 #include "nbd/pull.h"
 
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -390,6 +396,22 @@ struct pull_slot {
     enum nbdx_pull_kind kind;
     enum slot_state state;
     int error;                  /* errno of a failed read or write */
+    struct pull_slot *wnext;    /* in the writer's to-do or done list */
+    bool wfailed;               /* the writer could not store it */
+};
+
+/* The writer thread's side (see the top of this file).  Everything here
+ * is under lock, except thread and efd, which the loop owns. */
+struct pull_writer {
+    pthread_t thread;
+    bool started;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    struct pull_slot *todo, **todo_tail, *done;
+    bool stop;
+    int efd;                    /* counts finished slots: wakes the loop */
+    char err[512];              /* the first failure */
+    uint64_t sparse;            /* zero bytes found, not stored */
 };
 
 struct pull_copy {
@@ -407,6 +429,7 @@ struct pull_copy {
     struct nbdx_pull_result *res;
     char *err;
     size_t errlen;
+    struct pull_writer w;       /* into a file only */
 };
 
 static int
@@ -467,20 +490,145 @@ copy_fail_nbd(struct pull_copy *c, const char *what, const struct pull_slot *s)
     return -1;
 }
 
-/* The write or zero of slot s into the file, done at once. */
-static int
-copy_to_file(struct pull_copy *c, struct pull_slot *s)
-{
-    int r = s->kind == NBDX_PULL_COPY
-        ? nbdx_qcow2_out_write(c->file, s->buf, s->offset, s->length,
-                               &c->res->sparse, c->err, c->errlen)
-        : nbdx_qcow2_out_zero(c->file, s->offset, s->length, c->err, c->errlen);
-    int error = 0;
+/* --- the writer thread --- */
 
-    if (r < 0)
+static int
+writer_store(struct pull_copy *c, struct pull_slot *s, uint64_t *sparse,
+             char *err, size_t errlen)
+{
+    return s->kind == NBDX_PULL_COPY
+        ? nbdx_qcow2_out_write(c->file, s->buf, s->offset, s->length, sparse,
+                               err, errlen)
+        : nbdx_qcow2_out_zero(c->file, s->offset, s->length, err, errlen);
+}
+
+static void *
+writer_main(void *opaque)
+{
+    struct pull_copy *c = opaque;
+    struct pull_writer *w = &c->w;
+    uint64_t one = 1, sparse = 0;
+    char err[512];
+
+    pthread_mutex_lock(&w->lock);
+    while (!w->stop) {
+        struct pull_slot *s = w->todo;
+        bool failed;
+
+        if (!s) {
+            pthread_cond_wait(&w->wake, &w->lock);
+            continue;
+        }
+        w->todo = s->wnext;
+        if (!w->todo)
+            w->todo_tail = &w->todo;
+        failed = w->err[0] != 0;
+        pthread_mutex_unlock(&w->lock);
+        /* After a failure nothing more is stored: the file is lost. */
+        err[0] = 0;
+        failed = failed || writer_store(c, s, &sparse, err, sizeof err) < 0;
+        pthread_mutex_lock(&w->lock);
+        if (failed && !w->err[0])
+            snprintf(w->err, sizeof w->err, "%s", err[0] ? err : "write failed");
+        s->wfailed = failed;
+        s->wnext = w->done;
+        w->done = s;
+        w->sparse = sparse;
+        if (write(w->efd, &one, sizeof one) < 0) {
+            /* Cannot happen short of 2^64 wakes; the loop polls anyway. */
+        }
+    }
+    pthread_mutex_unlock(&w->lock);
+    return NULL;
+}
+
+static int
+writer_start(struct pull_copy *c)
+{
+    struct pull_writer *w = &c->w;
+    int e;
+
+    w->todo_tail = &w->todo;
+    if ((w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
+        pull_err(c->err, c->errlen, "cannot create an eventfd: %s", strerror(errno));
         return -1;
+    }
+    pthread_mutex_init(&w->lock, NULL);
+    pthread_cond_init(&w->wake, NULL);
+    if ((e = pthread_create(&w->thread, NULL, writer_main, c)) != 0) {
+        pull_err(c->err, c->errlen, "cannot start the writer thread: %s", strerror(e));
+        return -1;
+    }
+    w->started = true;
+    return 0;
+}
+
+/* Stops the writer after its current slot (what is queued is dropped:
+ * this is the end of the copy, or its failure). */
+static void
+writer_stop(struct pull_copy *c)
+{
+    struct pull_writer *w = &c->w;
+
+    if (w->started) {
+        pthread_mutex_lock(&w->lock);
+        w->stop = true;
+        pthread_cond_signal(&w->wake);
+        pthread_mutex_unlock(&w->lock);
+        pthread_join(w->thread, NULL);
+        pthread_cond_destroy(&w->wake);
+        pthread_mutex_destroy(&w->lock);
+        w->started = false;
+    }
+    if (w->efd >= 0)
+        close(w->efd);
+    w->efd = -1;
+}
+
+/* Hands slot s (read done, or a zero) to the writer. */
+static void
+writer_queue(struct pull_copy *c, struct pull_slot *s)
+{
+    struct pull_writer *w = &c->w;
+
     s->state = SLOT_WRITING;
-    return slot_write_done(s, &error) ? 0 : -1;
+    s->wnext = NULL;
+    pthread_mutex_lock(&w->lock);
+    *w->todo_tail = s;
+    w->todo_tail = &s->wnext;
+    pthread_cond_signal(&w->wake);
+    pthread_mutex_unlock(&w->lock);
+}
+
+/* Takes back what the writer finished; -1 after a failure (in c->err). */
+static int
+writer_collect(struct pull_copy *c)
+{
+    struct pull_writer *w = &c->w;
+    struct pull_slot *s;
+    uint64_t n;
+    int r = 0;
+
+    if (read(w->efd, &n, sizeof n) < 0 && errno != EAGAIN)
+        return 0;
+    pthread_mutex_lock(&w->lock);
+    s = w->done;
+    w->done = NULL;
+    c->res->sparse = w->sparse;
+    if (w->err[0]) {
+        pull_err(c->err, c->errlen, "%s", w->err);
+        r = -1;
+    }
+    pthread_mutex_unlock(&w->lock);
+    for (; s; s = s->wnext) {
+        int error = 0;
+
+        if (!s->wfailed)
+            slot_write_done(s, &error);
+        else
+            s->state = SLOT_FREE;
+    }
+    return r;
 }
 
 /* Starts the slot's next command: a read or zero for a free slot, the
@@ -491,8 +639,10 @@ copy_issue(struct pull_copy *c, struct pull_slot *s)
     nbd_completion_callback rd = { .callback = slot_read_done, .user_data = s };
     nbd_completion_callback wr = { .callback = slot_write_done, .user_data = s };
 
-    if (s->state == SLOT_READ && c->file)
-        return copy_to_file(c, s);
+    if (s->state == SLOT_READ && c->file) {
+        writer_queue(c, s);
+        return 0;
+    }
     if (s->state == SLOT_READ) {
         s->state = SLOT_WRITING;
         if (nbd_aio_pwrite(c->dst, s->buf, s->length, s->offset, wr, 0) < 0)
@@ -501,8 +651,10 @@ copy_issue(struct pull_copy *c, struct pull_slot *s)
     }
     if (s->state != SLOT_FREE || !copy_take(c, s))
         return 0;
-    if (s->kind == NBDX_PULL_ZERO && c->file)
-        return copy_to_file(c, s);
+    if (s->kind == NBDX_PULL_ZERO && c->file) {
+        writer_queue(c, s);
+        return 0;
+    }
     if (s->kind == NBDX_PULL_ZERO) {
         s->state = SLOT_WRITING;
         if (nbd_aio_zero(c->dst, s->length, s->offset, wr, 0) < 0)
@@ -523,6 +675,8 @@ copy_step(struct pull_copy *c)
 {
     int busy = 0;
 
+    if (c->file && writer_collect(c) < 0)
+        return -1;
     for (size_t i = 0; i < c->nslots; i++) {
         struct pull_slot *s = &c->slots[i];
 
@@ -534,9 +688,6 @@ copy_step(struct pull_copy *c)
             return -1;
         }
         if (copy_issue(c, s) < 0)
-            return -1;
-        /* Into a file a slot may be free again at once: fill it now. */
-        if (c->file && s->state == SLOT_FREE && copy_issue(c, s) < 0)
             return -1;
         busy += s->state != SLOT_FREE;
     }
@@ -582,6 +733,8 @@ copy_poll(struct pull_copy *c)
         poll_prepare(c->src[i], &p[i]);
     if (c->dst)
         poll_prepare(c->dst, &p[n++]);
+    else
+        p[n++] = (struct pollfd) { .fd = c->w.efd, .events = POLLIN };
     if (poll(p, n, 500) < 0)
         return errno == EINTR ? 0 : -1;
     for (size_t i = 0; i < c->nsrc && !bad; i++)
@@ -609,6 +762,8 @@ copy_run(struct pull_copy *c)
         if (copy_poll(c) < 0)
             return NBDX_PULL_FAILED;
     }
+    /* Every slot is free: the writer waits for work and the file is
+     * the loop's again. */
     if (c->file)
         return nbdx_qcow2_out_finish(c->file, c->err, c->errlen) < 0
                ? NBDX_PULL_FAILED : NBDX_PULL_OK;
@@ -696,13 +851,17 @@ copy_open(struct pull_copy *c)
                      (unsigned long long) c->max_request);
         return NBDX_PULL_FAILED;
     }
+    if (c->file && writer_start(c) < 0)
+        return NBDX_PULL_FAILED;
     return NBDX_PULL_OK;
 }
 
-/* Closes both handles, then frees the buffers in-flight requests used. */
+/* Stops the writer and closes the handles, then frees the buffers
+ * in-flight requests used. */
 static void
 copy_close(struct pull_copy *c, bool clean)
 {
+    writer_stop(c);
     if (c->dst && clean)
         nbd_shutdown(c->dst, 0);
     for (size_t i = 0; i < c->nsrc && clean; i++)
@@ -725,6 +884,7 @@ nbdx_pull_copy(const struct nbdx_pull_opts *o, struct nbdx_pull_result *res,
     struct pull_copy c = {
         .o = o, .res = res, .err = err, .errlen = errlen,
         .nslots = o->requests ? o->requests : 1,
+        .w = { .efd = -1 },
     };
     enum nbdx_pull_status st;
 
