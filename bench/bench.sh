@@ -463,22 +463,16 @@ limit_pull() {    # NAME DISK GIB [raw]: nbdcopy a full export of DISK
     ctl "$v" backup end "$j" >/dev/null
     return $rc
 }
-# Writing MIB MiB to a new file on the bench's disk and flushing it (dd,
-# 256 KiB blocks): what storing a backup costs here, whatever reads it.
-disk_write() {    # NAME MIB
-    "$T/timeit" "$1" 0 1 dd if=/dev/zero of="$W/dd.out" bs=256K count=$(( $2 * 4 )) \
-        conv=fdatasync status=none | record
-    rm -f "$W/dd.out"
-}
 # The plain extent reader's whole incremental: begin (incremental from
-# FROM, no new checkpoint), read the dirty extents, end.  A script, so
-# that timeit times it as one process like `ckptctl pull`.
+# FROM, with a new checkpoint, as ckptctl pull's begin), read the dirty
+# extents, end.  A script, so that timeit times it as one process like
+# `ckptctl pull`.
 ext_job_script() {
     cat >"$W/extjob.sh" <<'XEOF'
 #!/bin/bash
 # extjob.sh CKPTCTL SOCKET DISK FROM EXTREAD
 set -e -o pipefail
-out=$("$1" --socket "$2" backup begin --disk "$3" --incremental "$4")
+out=$("$1" --socket "$2" backup begin --disk "$3" --incremental "$4" --checkpoint "x-$4")
 re="^$3 ([^ ]*) \(bitmap (.*)\)$"
 while IFS= read -r l; do [[ $l =~ $re ]] && uri=${BASH_REMATCH[1]} ctx=${BASH_REMATCH[2]}; done <<<"$out"
 "$5" "$uri" "$ctx" >/dev/null
@@ -538,8 +532,7 @@ sec_pull() {
             # the same changes: incremental from the same checkpoint
             "$T/timeit" "inc${name}_ext" 0 1 "$W/extjob.sh" "$BIN/ckptctl" "$W/$v/ckptd.sock" \
                 vda "$prev" "$T/extread" | record || return 1
-            # and what storing them costs on this disk, alone
-            disk_write "inc${name}_dd" $(( PULL_GIB * 1024 / stride ))
+
             prev=i$name-$r
             limit_pull "inc${name}_limit" vda "$PULL_GIB" || return 1
             if [ "$LVP" = 1 ]; then
@@ -564,7 +557,6 @@ sec_pull() {
             --output "$W/$v/full" --disk vdb --checkpoint "f$r" | record || return 1
         rm -rf "$W/$v/full"
         limit_pull full_raw vdb "$PULL_GIB" raw || return 1
-        disk_write full_dd $(( FULL_GIB * 1024 ))
         push_job full_push vdb "$PULL_GIB" "$r" || return 1
         limit_pull full_limit vdb "$PULL_GIB" || return 1
         if [ "$LVP" = 1 ]; then
@@ -729,11 +721,9 @@ row "backup-end: one process (ms)" "$(cell endproc_ckptd) ckptctl" "$(lvcell end
 row "incremental pull, 1% of an ${PULL_GIB} GiB disk changed ($(( PULL1_BYTES / 1048576 )) MiB)⁵" "$(tcell inc1_ckptd "$PULL1_BYTES") ckptctl pull" "$(lvtcell inc1_lv "$PULL1_BYTES")" "$(tcell inc1_ext "$PULL1_BYTES") plain extent reader" "$(iratio inc1_ckptd inc1_lv)" "$(iratio inc1_ckptd inc1_ext)"
 row "incremental pull, 1%: against the old limit⁵" "$(tcell inc1_ckptd "$PULL1_BYTES") ckptctl pull" "—" "$(tcell inc1_limit "$PULL1_BYTES") nbdcopy into qemu-nbd (qcow2)" "—" "$(iratio inc1_ckptd inc1_limit)"
 row "incremental pull, 10% changed ($(( PULL10_BYTES / 1048576 )) MiB)⁵" "$(tcell inc10_ckptd "$PULL10_BYTES") ckptctl pull" "$(lvtcell inc10_lv "$PULL10_BYTES")" "$(tcell inc10_ext "$PULL10_BYTES") plain extent reader" "$(iratio inc10_ckptd inc10_lv)" "$(iratio inc10_ckptd inc10_ext)"
-row "incremental pull, 10%: against writing the same bytes to a file⁵" "$(tcell inc10_ckptd "$PULL10_BYTES") ckptctl pull" "—" "$(tcell inc10_dd "$PULL10_BYTES") dd conv=fdatasync" "—" "$(iratio inc10_ckptd inc10_dd)"
 row "incremental pull, 10%: against the old limit⁵" "$(tcell inc10_ckptd "$PULL10_BYTES") ckptctl pull" "—" "$(tcell inc10_limit "$PULL10_BYTES") nbdcopy into qemu-nbd (qcow2)" "—" "$(iratio inc10_ckptd inc10_limit)"
 row "full pull of $FULL_GIB GiB of data⁵" "$(tcell full_ckptd $(( FULL_GIB << 30 ))) ckptctl pull" "$(lvtcell full_lv $(( FULL_GIB << 30 )))" "$(tcell full_raw $(( FULL_GIB << 30 ))) nbdcopy to a raw sparse file" "$(iratio full_ckptd full_lv)" "$(iratio full_ckptd full_raw)"
 row "full backup of $FULL_GIB GiB: against QEMU's own push job⁵" "$(tcell full_ckptd $(( FULL_GIB << 30 ))) ckptctl pull" "—" "$(tcell full_push $(( FULL_GIB << 30 ))) blockdev-backup sync=full to qcow2" "—" "$(iratio full_ckptd full_push)"
-row "full pull of $FULL_GIB GiB: against writing the same bytes to a file⁵" "$(tcell full_ckptd $(( FULL_GIB << 30 ))) ckptctl pull" "—" "$(tcell full_dd $(( FULL_GIB << 30 ))) dd conv=fdatasync" "—" "$(iratio full_ckptd full_dd)"
 row "full pull of $FULL_GIB GiB: against the old limit⁵" "$(tcell full_ckptd $(( FULL_GIB << 30 ))) ckptctl pull" "—" "$(tcell full_limit $(( FULL_GIB << 30 ))) nbdcopy into qemu-nbd (qcow2)" "—" "$(iratio full_ckptd full_limit)"
 for n in 1 10 100; do
     row "guest writes with $n checkpoint$([ $n -gt 1 ] && echo s) (4 KiB random, IOPS)⁶" "$(gwcell ck$n)" "$(gwcell lv$n)" "$(gwcell none) no bitmap" "$(iratio gw_ck$n gw_lv$n)" "$(iratio gw_ck$n gw_none)"
@@ -785,7 +775,7 @@ $LVFOOT
    checkpoint), the same engine (bench/nbdpull, linked with libckptd.a) on
    libvirt's export, abortJob. Limits, all in the same rounds on the same
    VM and data: for incrementals the plain libnbd extent reader
-   (bench/extread: \`backup begin --incremental PREV\`, block status of the
+   (bench/extread: \`backup begin --incremental PREV --checkpoint X\`, block status of the
    dirty bitmap, read every dirty extent, 16 × 256 KiB in flight, throw
    the data away, \`backup end\`; one process timed whole); for the full
    backup \`nbdcopy --flush\` of the export to a raw sparse file, and QEMU's
@@ -794,9 +784,6 @@ $LVFOOT
    \`nbdcopy --flush --destination-is-zero\` into a new qcow2 served by
    qemu-nbd, is kept for what it is: the socket hop through qemu-nbd costs
    about half. nbdcopy's exports are set up beforehand and not timed.
-   "Writing the same bytes": \`dd bs=256K conv=fdatasync\` of as many bytes
-   into a new file on the same disk, no reading at all: what storing the
-   backup costs on this machine.
    The ${PULL_GIB} GiB disk is sparse and holds data only
    where the changes are (1 MiB every 100 MiB for 1%, every 10 MiB for 10%,
    rewritten through the device path with \`qemu-io -d vda/virtio-backend\` via
