@@ -18,7 +18,7 @@
 
 static char dir[] = "/tmp/ckptd-qcow2-out-XXXXXX";
 
-static int
+static int __attribute__((format(printf, 1, 2)))
 sh(const char *fmt, ...)
 {
     va_list ap;
