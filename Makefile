@@ -202,7 +202,7 @@ clean:
 # nbdcopy) on this machine, in one run; prints one table and writes it to
 # BENCHMARKS.md (bench/bench.sh; as root it installs and starts libvirt).
 # BENCH_QUICK=1 runs fewer repetitions.  The tools are built here.
-BENCH_TOOLS := $(addprefix $(BUILD)/bench/,qmpbench timeit agentstart nbdpull)
+BENCH_TOOLS := $(addprefix $(BUILD)/bench/,qmpbench timeit agentstart nbdpull extread)
 .PHONY: bench
 
 $(BUILD)/bench/%: bench/%.c $(LIB) $(wildcard */*.h)

@@ -1,7 +1,7 @@
 /* ckptctl pull: one whole pull backup from the command line.
  *
- *   backup-begin -> per disk: qemu-img create, qemu-nbd on the new file,
- *   nbdx_pull_copy from the export into it -> backup-end
+ *   backup-begin -> per disk: claim the new file, nbdx_pull_copy from
+ *   the export into it (the engine writes the qcow2 itself) -> backup-end
  *
  * backup-end runs on every path after a successful begin (error, SIGINT,
  * SIGTERM), because a job left behind pins the exports, the scratch files
@@ -55,7 +55,6 @@ struct ctl_pull {
     json_t *job;
     struct ctl_pull_disk *d;
     size_t n;
-    char *tmpdir;               /* private, for qemu-nbd's sockets */
     time_t begun;               /* when backup-begin returned */
 };
 
@@ -168,8 +167,8 @@ ctl_pull_output_dir(const char *dir)
     return ctl_make_dirs(dir, true);
 }
 
-/* Claims the output name (O_EXCL, 0600) before qemu-img writes it, so an
- * existing backup is never overwritten. */
+/* Claims the output name (O_EXCL, 0600) before the engine writes it, so
+ * an existing backup is never overwritten. */
 static int
 ctl_claim(struct ctl_pull_disk *d)
 {
@@ -185,29 +184,10 @@ ctl_claim(struct ctl_pull_disk *d)
     return CTL_EXIT_OK;
 }
 
-static int
-ctl_create_target(struct ctl_pull_disk *d)
-{
-    char size[32];
-    int r = ctl_claim(d);
-
-    if (r != CTL_EXIT_OK)
-        return r;
-    snprintf(size, sizeof size, "%llu", (unsigned long long) d->size);
-    if (d->previous) {
-        /* A relative backing name: the directory can be moved whole. */
-        char *argv[] = { "qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2",
-                         "-b", d->previous, "--", d->file, size, NULL };
-        return ctl_run(argv);
-    }
-    char *argv[] = { "qemu-img", "create", "-q", "-f", "qcow2", "--", d->file,
-                     size, NULL };
-    return ctl_run(argv);
-}
 
 /* --- the record next to each image (see backupdir.c) --- */
 
-/* Written once qemu-nbd has closed the image: from then on the file is
+/* Written once the engine has closed the image: from then on the file is
  * only ever read, so its checksum holds for good. */
 static int
 ctl_pull_record(struct ctl_pull *p, struct ctl_pull_disk *d)
@@ -225,14 +205,14 @@ ctl_pull_record(struct ctl_pull *p, struct ctl_pull_disk *d)
         return ctl_fail(CTL_EXIT_LOCAL, "cannot stat %s: %s", d->file, strerror(errno));
     rec = json_pack("{s:i, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:O?}",
                     "ckptctl-backup", 1, "disk", d->disk, "checkpoint", p->checkpoint,
-                    "mode", p->incremental ? "incremental" : "full",
+                    "mode", d->previous ? "incremental" : "full",
                     "file", strrchr(d->file, '/') ? strrchr(d->file, '/') + 1 : d->file,
                     "time", (json_int_t) p->begun, "virtual-size", (json_int_t) d->size,
                     "file-size", (json_int_t) st.st_size, "sha256", sum,
                     "job", json_object_get(p->job, "id"));
     if (!rec)
         return ctl_fail(CTL_EXIT_OTHER, "a name is not valid UTF-8");
-    if (p->incremental) {
+    if (d->previous) {
         json_object_set_new(rec, "parent", json_string(p->incremental));
         json_object_set_new(rec, "backing", json_string(d->previous));
         if (prev_sum)
@@ -259,42 +239,32 @@ ctl_copy_status(enum nbdx_pull_status st, const struct ctl_pull_disk *d,
     return CTL_EXIT_OK;
 }
 
-/* Serves the new file with qemu-nbd (not persistent: it exits by itself
- * once the engine disconnects, and its exit status says whether the image
- * was closed cleanly) and copies into it. */
+/* Copies into the claimed file: the engine writes the qcow2 itself (no
+ * qemu-nbd in the data path), an incremental's header naming the previous
+ * backup by its relative name, so the directory can be moved whole. */
 static int
 ctl_pull_copy(struct ctl_pull *p, struct ctl_pull_disk *d, size_t i)
 {
-    CLEANUP_FREE char *sock = xasprintf("%s/nbd-%zu.sock", p->tmpdir, i);
     CLEANUP_FREE char *bitmap = d->bitmap
         ? xasprintf("qemu:dirty-bitmap:%s", d->bitmap) : NULL;
-    char *argv[] = { "qemu-nbd", "-f", "qcow2", "-k", sock, "--", d->file, NULL };
     struct ctl_progress prog = { .disk = d->disk, .start = ctl_now() };
     /* With --json, stderr carries only JSON lines. */
     bool tty = isatty(STDERR_FILENO) && !p->ctx->json;
     struct nbdx_pull_opts o = {
-        .uri = d->uri, .bitmap = bitmap, .target_socket = sock,
+        .uri = d->uri, .bitmap = bitmap,
+        .target_file = d->file, .target_backing = d->previous,
         .requests = p->requests, .cancel = &ctl_pull_signal,
         .progress = tty ? ctl_progress_cb : NULL, .opaque = &prog,
     };
     char err[512] = "";
     enum nbdx_pull_status st;
-    int r, r2;
 
-    if ((o.target_pid = ctl_spawn(argv, -1)) < 0)
-        return CTL_EXIT_LOCAL;
     st = nbdx_pull_copy(&o, &d->res, err, sizeof err);
     if (tty && st == NBDX_PULL_OK)
         ctl_progress_draw(&prog, d->res.copied, d->res.copied, true);
     else if (tty)
         fputc('\n', stderr);
-    /* Connected or not, a failed copy leaves nothing worth flushing. */
-    if (st != NBDX_PULL_OK)
-        kill(o.target_pid, SIGTERM);
-    r = ctl_copy_status(st, d, err);
-    r2 = ctl_wait(o.target_pid, "qemu-nbd", NULL);
-    unlink(sock);
-    return r != CTL_EXIT_OK || st != NBDX_PULL_OK ? r : r2;
+    return ctl_copy_status(st, d, err);
 }
 
 static int
@@ -313,7 +283,7 @@ ctl_pull_disk(struct ctl_pull *p, struct ctl_pull_disk *d, size_t i)
     if (inc && !(d->previous = ctl_previous_backup(p->dir, d->disk, p->incremental)))
         return CTL_EXIT_NOT_FOUND;
     d->file = ctl_backup_path(p->dir, d->disk, p->checkpoint, inc ? "inc" : "full");
-    if ((r = ctl_create_target(d)) != CTL_EXIT_OK || ctl_pull_signal)
+    if ((r = ctl_claim(d)) != CTL_EXIT_OK || ctl_pull_signal)
         return r;
     r = ctl_pull_copy(p, d, i);
     d->seconds = ctl_now() - start;
@@ -449,29 +419,12 @@ ctl_pull_begin_args(const struct ctl_pull *p)
 }
 
 static int
-ctl_pull_tmpdir(struct ctl_pull *p)
-{
-    const char *t = getenv("TMPDIR");
-
-    /* Socket paths must fit in sun_path (108 bytes). */
-    if (!t || !*t || strlen(t) > 64)
-        t = "/tmp";
-    p->tmpdir = xasprintf("%s/ckptctl-XXXXXX", t);
-    if (!mkdtemp(p->tmpdir))
-        return ctl_fail(CTL_EXIT_LOCAL, "cannot create a directory in %s: %s",
-                        t, strerror(errno));
-    return CTL_EXIT_OK;
-}
-
-static int
 ctl_pull_disks(struct ctl_pull *p)
 {
-    int r = ctl_pull_tmpdir(p);
+    int r = CTL_EXIT_OK;
 
     for (size_t i = 0; r == CTL_EXIT_OK && i < p->n && !ctl_pull_signal; i++)
         r = ctl_pull_disk(p, &p->d[i], i);
-    if (p->tmpdir)
-        rmdir(p->tmpdir);
     return r;
 }
 
@@ -709,7 +662,6 @@ ctl_cmd_pull(struct ctl_ctx *ctx, int argc, char **argv)
         free(p.d[i].previous);
     }
     free(p.d);
-    free(p.tmpdir);
     free(p.checkpoint);
     json_decref(p.disks);
     json_decref(p.job);

@@ -5,18 +5,28 @@
  * (QEMU caps the descriptors per reply); the answer becomes a list of
  * COPY and ZERO ops.  Then the copy: a fixed set of slots, each one
  * request at a time (read into its buffer, then write from it, or a
- * zero), driven by one poll() over both handles.  Completion callbacks
+ * zero), driven by one poll() over the handles.  Completion callbacks
  * only record what happened; every new command is issued from the loop,
  * which keeps libnbd's rule of not calling into a handle from its own
  * callbacks and keeps the state in one place.
+ *
+ * Into a qcow2 file (target_file) the ops are first widened to whole
+ * clusters, and the writes go to one writer thread, which owns the file
+ * (nbdx_qcow2_out_* and its writeback) while the copy runs: writing the
+ * disk then overlaps reading the export instead of following it (an
+ * incremental of 819 MiB: reads alone take 1.0 s, writes alone 0.7 s,
+ * and in one thread they added up).  The loop and the writer hand slots
+ * over under one mutex; an eventfd wakes the loop's poll().
  */
 #include "nbd/pull.h"
 
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -27,6 +37,10 @@
 #define NBDX_PULL_STATUS_CHUNK (1ull << 30)
 /* A zero request carries no data, so it may be large. */
 #define NBDX_PULL_MAX_ZERO (1ull << 30)
+/* Connections to an export that allows several (can_multi_conn): QEMU
+ * serves each one's requests in its own coroutine queue, and more than
+ * one keeps its socket busy while we write. */
+#define NBDX_PULL_CONNS 4
 /* How long qemu-nbd may take to start listening. */
 #define NBDX_PULL_CONNECT_MS 10000
 
@@ -119,6 +133,59 @@ nbdx_pull_plan_range(uint64_t offset, uint64_t len,
     return pos - offset;
 }
 
+/* Appends [off, end) of one kind to an aligned list whose last op may
+ * overlap it by a cluster (both were widened to cluster boundaries):
+ * a COPY wins the overlap, since it reads what is really there. */
+static void
+align_emit(struct nbdx_pull_op_vec *ops, uint64_t off, uint64_t end,
+           enum nbdx_pull_kind kind)
+{
+    struct nbdx_pull_op *last = ops->len ? &ops->ptr[ops->len - 1] : NULL;
+
+    if (last && last->offset + last->length > off) {
+        if (last->kind == kind) {
+            if (end > last->offset + last->length)
+                last->length = end - last->offset;
+            return;
+        }
+        if (kind == NBDX_PULL_ZERO) {
+            off = last->offset + last->length;
+        } else {
+            last->length = off > last->offset ? off - last->offset : 0;
+            if (last->length == 0)
+                ops->len--;
+        }
+    }
+    if (off < end)
+        plan_emit(ops, off, end - off, kind);
+}
+
+void
+nbdx_pull_plan_align(const struct nbdx_pull_op_vec *in, uint64_t cluster,
+                     uint64_t size, struct nbdx_pull_op_vec *out)
+{
+    for (size_t i = 0; i < in->len; i++) {
+        uint64_t off = in->ptr[i].offset, end = off + in->ptr[i].length;
+        /* Outward for reads, inward for zeros; the disk's end counts as
+         * a boundary (its last cluster may be short). */
+        uint64_t lo = off / cluster * cluster;
+        uint64_t hi = end % cluster ? (end / cluster + 1) * cluster : end;
+        uint64_t zlo = off % cluster ? lo + cluster : off;
+        uint64_t zhi = end == size ? end : end / cluster * cluster;
+
+        hi = hi < size ? hi : size;
+        if (in->ptr[i].kind == NBDX_PULL_COPY || zlo >= zhi) {
+            align_emit(out, lo, hi, NBDX_PULL_COPY);
+            continue;
+        }
+        if (lo < zlo)
+            align_emit(out, lo, zlo, NBDX_PULL_COPY);
+        align_emit(out, zlo, zhi, NBDX_PULL_ZERO);
+        if (zhi < hi)
+            align_emit(out, zhi, hi, NBDX_PULL_COPY);
+    }
+}
+
 uint64_t
 nbdx_pull_plan_bytes(const struct nbdx_pull_op_vec *ops, enum nbdx_pull_kind kind)
 {
@@ -141,6 +208,10 @@ pull_connect_source(const struct nbdx_pull_opts *o, char *err, size_t errlen)
         pull_err(err, errlen, "%s", nbd_get_error());
         return NULL;
     }
+    /* libnbd zeroes every read buffer first unless told not to: 4 % of
+     * a pull's CPU, for buffers that are only ever written from what
+     * the server sent (a failed read fails the pull). */
+    nbd_set_pread_initialize(h, false);
     if (nbd_add_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION) < 0 ||
         (o->bitmap && nbd_add_meta_context(h, o->bitmap) < 0) ||
         nbd_connect_uri(h, o->uri) < 0) {
@@ -323,16 +394,36 @@ enum slot_state { SLOT_FREE, SLOT_READING, SLOT_READ, SLOT_WRITING };
 
 struct pull_slot {
     struct pull_copy *c;
+    struct nbd_handle *src;     /* the connection this slot reads on */
     char *buf;                  /* NBDX_PULL_MAX_REQUEST, on first COPY */
     uint64_t offset, length;
     enum nbdx_pull_kind kind;
     enum slot_state state;
     int error;                  /* errno of a failed read or write */
+    struct pull_slot *wnext;    /* in the writer's to-do or done list */
+    bool wfailed;               /* the writer could not store it */
+};
+
+/* The writer thread's side (see the top of this file).  Everything here
+ * is under lock, except thread and efd, which the loop owns. */
+struct pull_writer {
+    pthread_t thread;
+    bool started;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    struct pull_slot *todo, **todo_tail, *done;
+    bool stop;
+    int efd;                    /* counts finished slots: wakes the loop */
+    char err[512];              /* the first failure */
+    uint64_t sparse;            /* zero bytes found, not stored */
 };
 
 struct pull_copy {
     const struct nbdx_pull_opts *o;
-    struct nbd_handle *src, *dst;
+    struct nbd_handle *src[NBDX_PULL_CONNS];   /* [0] maps the export */
+    size_t nsrc;
+    struct nbd_handle *dst;             /* NULL: into file */
+    struct nbdx_qcow2_out *file;
     struct nbdx_pull_op_vec ops;
     size_t next;                /* the op being cut into requests */
     uint64_t next_done;         /* bytes of it already issued */
@@ -342,6 +433,7 @@ struct pull_copy {
     struct nbdx_pull_result *res;
     char *err;
     size_t errlen;
+    struct pull_writer w;       /* into a file only */
 };
 
 static int
@@ -402,6 +494,147 @@ copy_fail_nbd(struct pull_copy *c, const char *what, const struct pull_slot *s)
     return -1;
 }
 
+/* --- the writer thread --- */
+
+static int
+writer_store(struct pull_copy *c, struct pull_slot *s, uint64_t *sparse,
+             char *err, size_t errlen)
+{
+    return s->kind == NBDX_PULL_COPY
+        ? nbdx_qcow2_out_write(c->file, s->buf, s->offset, s->length, sparse,
+                               err, errlen)
+        : nbdx_qcow2_out_zero(c->file, s->offset, s->length, err, errlen);
+}
+
+static void *
+writer_main(void *opaque)
+{
+    struct pull_copy *c = opaque;
+    struct pull_writer *w = &c->w;
+    uint64_t one = 1, sparse = 0;
+    char err[512];
+
+    pthread_mutex_lock(&w->lock);
+    while (!w->stop) {
+        struct pull_slot *s = w->todo;
+        bool failed;
+
+        if (!s) {
+            pthread_cond_wait(&w->wake, &w->lock);
+            continue;
+        }
+        w->todo = s->wnext;
+        if (!w->todo)
+            w->todo_tail = &w->todo;
+        failed = w->err[0] != 0;
+        pthread_mutex_unlock(&w->lock);
+        /* After a failure nothing more is stored: the file is lost. */
+        err[0] = 0;
+        failed = failed || writer_store(c, s, &sparse, err, sizeof err) < 0;
+        pthread_mutex_lock(&w->lock);
+        if (failed && !w->err[0])
+            snprintf(w->err, sizeof w->err, "%s", err[0] ? err : "write failed");
+        s->wfailed = failed;
+        s->wnext = w->done;
+        w->done = s;
+        w->sparse = sparse;
+        if (write(w->efd, &one, sizeof one) < 0) {
+            /* Cannot happen short of 2^64 wakes; the loop polls anyway. */
+        }
+    }
+    pthread_mutex_unlock(&w->lock);
+    return NULL;
+}
+
+static int
+writer_start(struct pull_copy *c)
+{
+    struct pull_writer *w = &c->w;
+    int e;
+
+    w->todo_tail = &w->todo;
+    if ((w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
+        pull_err(c->err, c->errlen, "cannot create an eventfd: %s", strerror(errno));
+        return -1;
+    }
+    pthread_mutex_init(&w->lock, NULL);
+    pthread_cond_init(&w->wake, NULL);
+    if ((e = pthread_create(&w->thread, NULL, writer_main, c)) != 0) {
+        pull_err(c->err, c->errlen, "cannot start the writer thread: %s", strerror(e));
+        return -1;
+    }
+    w->started = true;
+    return 0;
+}
+
+/* Stops the writer after its current slot (what is queued is dropped:
+ * this is the end of the copy, or its failure). */
+static void
+writer_stop(struct pull_copy *c)
+{
+    struct pull_writer *w = &c->w;
+
+    if (w->started) {
+        pthread_mutex_lock(&w->lock);
+        w->stop = true;
+        pthread_cond_signal(&w->wake);
+        pthread_mutex_unlock(&w->lock);
+        pthread_join(w->thread, NULL);
+        pthread_cond_destroy(&w->wake);
+        pthread_mutex_destroy(&w->lock);
+        w->started = false;
+    }
+    if (w->efd >= 0)
+        close(w->efd);
+    w->efd = -1;
+}
+
+/* Hands slot s (read done, or a zero) to the writer. */
+static void
+writer_queue(struct pull_copy *c, struct pull_slot *s)
+{
+    struct pull_writer *w = &c->w;
+
+    s->state = SLOT_WRITING;
+    s->wnext = NULL;
+    pthread_mutex_lock(&w->lock);
+    *w->todo_tail = s;
+    w->todo_tail = &s->wnext;
+    pthread_cond_signal(&w->wake);
+    pthread_mutex_unlock(&w->lock);
+}
+
+/* Takes back what the writer finished; -1 after a failure (in c->err). */
+static int
+writer_collect(struct pull_copy *c)
+{
+    struct pull_writer *w = &c->w;
+    struct pull_slot *s;
+    uint64_t n;
+    int r = 0;
+
+    if (read(w->efd, &n, sizeof n) < 0 && errno != EAGAIN)
+        return 0;
+    pthread_mutex_lock(&w->lock);
+    s = w->done;
+    w->done = NULL;
+    c->res->sparse = w->sparse;
+    if (w->err[0]) {
+        pull_err(c->err, c->errlen, "%s", w->err);
+        r = -1;
+    }
+    pthread_mutex_unlock(&w->lock);
+    for (; s; s = s->wnext) {
+        int error = 0;
+
+        if (!s->wfailed)
+            slot_write_done(s, &error);
+        else
+            s->state = SLOT_FREE;
+    }
+    return r;
+}
+
 /* Starts the slot's next command: a read or zero for a free slot, the
  * write for a slot whose read finished. */
 static int
@@ -410,6 +643,10 @@ copy_issue(struct pull_copy *c, struct pull_slot *s)
     nbd_completion_callback rd = { .callback = slot_read_done, .user_data = s };
     nbd_completion_callback wr = { .callback = slot_write_done, .user_data = s };
 
+    if (s->state == SLOT_READ && c->file) {
+        writer_queue(c, s);
+        return 0;
+    }
     if (s->state == SLOT_READ) {
         s->state = SLOT_WRITING;
         if (nbd_aio_pwrite(c->dst, s->buf, s->length, s->offset, wr, 0) < 0)
@@ -418,6 +655,10 @@ copy_issue(struct pull_copy *c, struct pull_slot *s)
     }
     if (s->state != SLOT_FREE || !copy_take(c, s))
         return 0;
+    if (s->kind == NBDX_PULL_ZERO && c->file) {
+        writer_queue(c, s);
+        return 0;
+    }
     if (s->kind == NBDX_PULL_ZERO) {
         s->state = SLOT_WRITING;
         if (nbd_aio_zero(c->dst, s->length, s->offset, wr, 0) < 0)
@@ -427,7 +668,7 @@ copy_issue(struct pull_copy *c, struct pull_slot *s)
     if (!s->buf)
         s->buf = xmalloc(c->max_request);
     s->state = SLOT_READING;
-    if (nbd_aio_pread(c->src, s->buf, s->length, s->offset, rd, 0) < 0)
+    if (nbd_aio_pread(s->src, s->buf, s->length, s->offset, rd, 0) < 0)
         return copy_fail_nbd(c, "read", s);
     return 0;
 }
@@ -438,6 +679,8 @@ copy_step(struct pull_copy *c)
 {
     int busy = 0;
 
+    if (c->file && writer_collect(c) < 0)
+        return -1;
     for (size_t i = 0; i < c->nslots; i++) {
         struct pull_slot *s = &c->slots[i];
 
@@ -481,18 +724,26 @@ poll_notify(struct nbd_handle *h, const struct pollfd *p)
     return 0;
 }
 
-/* Waits for either handle (or a signal: EINTR lets the caller look at
+/* Waits for the handles (or a signal: EINTR lets the caller look at
  * the cancel flag) and lets libnbd move on. */
 static int
 copy_poll(struct pull_copy *c)
 {
-    struct pollfd p[2];
+    struct pollfd p[NBDX_PULL_CONNS + 1];
+    nfds_t n = c->nsrc;
+    int bad = 0;
 
-    poll_prepare(c->src, &p[0]);
-    poll_prepare(c->dst, &p[1]);
-    if (poll(p, 2, 500) < 0)
+    for (size_t i = 0; i < c->nsrc; i++)
+        poll_prepare(c->src[i], &p[i]);
+    if (c->dst)
+        poll_prepare(c->dst, &p[n++]);
+    else
+        p[n++] = (struct pollfd) { .fd = c->w.efd, .events = POLLIN };
+    if (poll(p, n, 500) < 0)
         return errno == EINTR ? 0 : -1;
-    if (poll_notify(c->src, &p[0]) < 0 || poll_notify(c->dst, &p[1]) < 0) {
+    for (size_t i = 0; i < c->nsrc && !bad; i++)
+        bad = poll_notify(c->src[i], &p[i]) < 0;
+    if (bad || (c->dst && poll_notify(c->dst, &p[c->nsrc]) < 0)) {
         pull_err(c->err, c->errlen, "NBD connection failed: %s", nbd_get_error());
         return -1;
     }
@@ -515,6 +766,11 @@ copy_run(struct pull_copy *c)
         if (copy_poll(c) < 0)
             return NBDX_PULL_FAILED;
     }
+    /* Every slot is free: the writer waits for work and the file is
+     * the loop's again. */
+    if (c->file)
+        return nbdx_qcow2_out_finish(c->file, c->err, c->errlen) < 0
+               ? NBDX_PULL_FAILED : NBDX_PULL_OK;
     if (nbd_flush(c->dst, 0) < 0) {
         pull_err(c->err, c->errlen, "cannot flush the target: %s", nbd_get_error());
         return NBDX_PULL_FAILED;
@@ -527,13 +783,39 @@ pull_max_request(struct nbd_handle *src, struct nbd_handle *dst)
 {
     uint64_t max = NBDX_PULL_MAX_REQUEST;
     int64_t a = nbd_get_block_size(src, LIBNBD_SIZE_MAXIMUM);
-    int64_t b = nbd_get_block_size(dst, LIBNBD_SIZE_MAXIMUM);
+    int64_t b = dst ? nbd_get_block_size(dst, LIBNBD_SIZE_MAXIMUM) : -1;
 
     if (a > 0 && (uint64_t) a < max)
         max = (uint64_t) a;
     if (b > 0 && (uint64_t) b < max)
         max = (uint64_t) b;
+    /* Into a file, requests are whole clusters (see pull.h). */
+    if (!dst && max >= NBDX_QCOW2_CLUSTER)
+        max -= max % NBDX_QCOW2_CLUSTER;
     return max;
+}
+
+/* More connections to the export where it allows them (o->connections,
+ * capped); the slots take turns over them. */
+static int
+copy_open_more(struct pull_copy *c)
+{
+    unsigned want = c->o->connections ? c->o->connections : NBDX_PULL_CONNS;
+
+    if (want > NBDX_PULL_CONNS)
+        want = NBDX_PULL_CONNS;
+    if (want > c->nslots)
+        want = (unsigned) c->nslots;
+    if (nbd_can_multi_conn(c->src[0]) != 1)
+        want = 1;
+    while (c->nsrc < want) {
+        if (!(c->src[c->nsrc] = pull_connect_source(c->o, c->err, c->errlen)))
+            return -1;
+        c->nsrc++;
+    }
+    for (size_t i = 0; i < c->nslots; i++)
+        c->slots[i].src = c->src[i % c->nsrc];
+    return 0;
 }
 
 /* Connects both ends and checks the sizes. */
@@ -542,12 +824,15 @@ copy_open(struct pull_copy *c)
 {
     int64_t size, tsize;
 
-    if (!(c->src = pull_connect_source(c->o, c->err, c->errlen)) ||
-        !(c->dst = pull_connect_target(c->o, c->err, c->errlen)))
+    if ((c->src[0] = pull_connect_source(c->o, c->err, c->errlen)))
+        c->nsrc = 1;
+    if (!c->nsrc || copy_open_more(c) < 0 ||
+        (!c->o->target_file &&
+         !(c->dst = pull_connect_target(c->o, c->err, c->errlen))))
         return c->o->cancel && *c->o->cancel ? NBDX_PULL_CANCELLED
                                              : NBDX_PULL_FAILED;
-    size = nbd_get_size(c->src);
-    tsize = nbd_get_size(c->dst);
+    size = nbd_get_size(c->src[0]);
+    tsize = c->dst ? nbd_get_size(c->dst) : size;
     if (size < 0 || tsize < 0) {
         pull_err(c->err, c->errlen, "cannot get the size: %s", nbd_get_error());
         return NBDX_PULL_FAILED;
@@ -558,22 +843,38 @@ copy_open(struct pull_copy *c)
         return NBDX_PULL_FAILED;
     }
     c->res->size = (uint64_t) size;
-    c->max_request = pull_max_request(c->src, c->dst);
+    c->max_request = pull_max_request(c->src[0], c->dst);
+    if (c->o->target_file &&
+        (c->max_request % NBDX_QCOW2_CLUSTER ||
+         nbdx_qcow2_out_open(c->o->target_file, (uint64_t) size,
+                             c->o->target_backing, &c->file,
+                             c->err, c->errlen) < 0)) {
+        if (!c->file)
+            pull_err(c->err, c->errlen, "%s: requests of at most %llu bytes"
+                     " do not fill a cluster", c->o->uri,
+                     (unsigned long long) c->max_request);
+        return NBDX_PULL_FAILED;
+    }
+    if (c->file && writer_start(c) < 0)
+        return NBDX_PULL_FAILED;
     return NBDX_PULL_OK;
 }
 
-/* Closes both handles, then frees the buffers in-flight requests used. */
+/* Stops the writer and closes the handles, then frees the buffers
+ * in-flight requests used. */
 static void
 copy_close(struct pull_copy *c, bool clean)
 {
+    writer_stop(c);
     if (c->dst && clean)
         nbd_shutdown(c->dst, 0);
-    if (c->src && clean)
-        nbd_shutdown(c->src, 0);
+    for (size_t i = 0; i < c->nsrc && clean; i++)
+        nbd_shutdown(c->src[i], 0);
     if (c->dst)
         nbd_close(c->dst);
-    if (c->src)
-        nbd_close(c->src);
+    for (size_t i = 0; i < c->nsrc; i++)
+        nbd_close(c->src[i]);
+    nbdx_qcow2_out_free(c->file);
     for (size_t i = 0; i < c->nslots; i++)
         free(c->slots[i].buf);
     free(c->slots);
@@ -587,6 +888,7 @@ nbdx_pull_copy(const struct nbdx_pull_opts *o, struct nbdx_pull_result *res,
     struct pull_copy c = {
         .o = o, .res = res, .err = err, .errlen = errlen,
         .nslots = o->requests ? o->requests : 1,
+        .w = { .efd = -1 },
     };
     enum nbdx_pull_status st;
 
@@ -596,7 +898,14 @@ nbdx_pull_copy(const struct nbdx_pull_opts *o, struct nbdx_pull_result *res,
         c.slots[i].c = &c;
     st = copy_open(&c);
     if (st == NBDX_PULL_OK)
-        st = pull_map_export(c.src, o, res->size, &c.ops, err, errlen);
+        st = pull_map_export(c.src[0], o, res->size, &c.ops, err, errlen);
+    if (st == NBDX_PULL_OK && c.file) {
+        struct nbdx_pull_op_vec aligned = { 0 };
+
+        nbdx_pull_plan_align(&c.ops, NBDX_QCOW2_CLUSTER, res->size, &aligned);
+        nbdx_pull_op_vec_reset(&c.ops);
+        c.ops = aligned;
+    }
     if (st == NBDX_PULL_OK)
         st = copy_run(&c);
     copy_close(&c, st == NBDX_PULL_OK);

@@ -142,6 +142,53 @@ test_empty_answer_covers_nothing(void **state)
     assert_int_equal(ops.len, 0);
 }
 
+/* Aligned for a qcow2 writer: copies widen, zeros narrow, partial zero
+ * clusters become copies, a copy wins a shared cluster. */
+static void
+test_align_widens_copies_narrows_zeros(void **state)
+{
+    struct nbdx_pull_op in[] = {
+        { 4 * K, 8 * K, NBDX_PULL_COPY },           /* -> [0, 64K) */
+        { 70 * K, 200 * K, NBDX_PULL_ZERO },        /* [64K,128K) copy, [128K,256K) zero, [256K,320K) copy */
+        { 270 * K, 2 * K, NBDX_PULL_COPY },         /* inside the copy before */
+        { 320 * K, 64 * K, NBDX_PULL_ZERO },        /* aligned: stays */
+        { 400 * K, 10 * K, NBDX_PULL_ZERO },        /* inside one cluster: a copy */
+    };
+    struct nbdx_pull_op_vec v = { in, ARRAY_SIZE(in), ARRAY_SIZE(in) };
+    struct nbdx_pull_op_vec ops = { 0 };
+
+    nbdx_pull_plan_align(&v, 64 * K, 1024 * K, &ops);
+    assert_int_equal(ops.len, 5);
+    assert_op(&ops, 0, 0, 128 * K, NBDX_PULL_COPY);
+    assert_op(&ops, 1, 128 * K, 128 * K, NBDX_PULL_ZERO);
+    assert_op(&ops, 2, 256 * K, 64 * K, NBDX_PULL_COPY);
+    assert_op(&ops, 3, 320 * K, 64 * K, NBDX_PULL_ZERO);
+    assert_op(&ops, 4, 384 * K, 64 * K, NBDX_PULL_COPY);
+    nbdx_pull_op_vec_reset(&ops);
+}
+
+/* Two ops sharing a cluster: the copy takes it from the zero, and the
+ * disk's (unaligned) end is a boundary of its own. */
+static void
+test_align_shared_cluster_and_end(void **state)
+{
+    struct nbdx_pull_op in[] = {
+        { 0, 10 * K, NBDX_PULL_COPY },
+        { 10 * K, 182 * K, NBDX_PULL_ZERO },        /* [64K,192K) zero */
+        { 192 * K + 512, 512, NBDX_PULL_COPY },
+        { 260 * K, 40 * K, NBDX_PULL_ZERO },        /* to the end: [256K,300K) */
+    };
+    struct nbdx_pull_op_vec v = { in, ARRAY_SIZE(in), ARRAY_SIZE(in) };
+    struct nbdx_pull_op_vec ops = { 0 };
+
+    nbdx_pull_plan_align(&v, 64 * K, 300 * K, &ops);
+    assert_int_equal(ops.len, 3);
+    assert_op(&ops, 0, 0, 64 * K, NBDX_PULL_COPY);
+    assert_op(&ops, 1, 64 * K, 128 * K, NBDX_PULL_ZERO);
+    assert_op(&ops, 2, 192 * K, 108 * K, NBDX_PULL_COPY);
+    nbdx_pull_op_vec_reset(&ops);
+}
+
 int
 main(void)
 {
@@ -154,6 +201,8 @@ main(void)
         cmocka_unit_test(test_no_maps_copies_everything),
         cmocka_unit_test(test_odd_descriptors),
         cmocka_unit_test(test_empty_answer_covers_nothing),
+        cmocka_unit_test(test_align_widens_copies_narrows_zeros),
+        cmocka_unit_test(test_align_shared_cluster_and_end),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,415 @@
+/* ckptd: a qcow2 file written in one pass, for the pull engine (pull.h).
+ *
+ * Why: the copy used to go through qemu-nbd serving the new qcow2, and
+ * that socket hop (a second copy of every byte and a second process)
+ * cost about half of what the machine can pull.  A backup file is
+ * written once, front to back, by one writer, so the subset of qcow2 it
+ * needs is small: data clusters appended in the order they arrive, L2
+ * tables kept in memory, and at the end the L2 tables, the L1 table,
+ * the refcounts (every cluster of the file is used exactly once) and
+ * finally the header.  The result is a plain qcow2 v3 image (64 KiB
+ * clusters, 16-bit refcounts, no compression, no snapshots) that
+ * `qemu-img check` finds clean; restore and verify read it with qemu-img
+ * as before.
+ *
+ * Writes must be cluster-aligned (the engine widens its reads, see
+ * nbdx_pull_plan_align), so a cluster is never written in part and an
+ * overlay never needs copy-on-write from its backing file.  A cluster
+ * that reads as zeros is not stored: left unallocated in an image
+ * without a backing file (it reads as zeros), marked as a zero cluster
+ * in an overlay (it must hide the older data below).
+ */
+#include "nbd/pull.h"
+
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#define C NBDX_QCOW2_CLUSTER
+#define CLUSTER_BITS 16
+#define L2_ENTRIES (C / 8)              /* one L2 table maps 512 MiB */
+#define REFS_PER_BLOCK (C / 2)          /* 16-bit refcounts */
+#define OFLAG_COPIED (1ull << 63)       /* refcount is exactly one */
+#define OFLAG_ZERO 1ull                 /* L2: the cluster reads as zeros */
+#define HEADER_LEN 104                  /* version 3 without optional fields */
+#define EXT_BACKING_FORMAT 0xe2792acau
+/* Writeback: started for every WB_STEP of new data, waited for and
+ * dropped from the page cache WB_LAG behind (see q_writeback). */
+#define WB_STEP (8ull << 20)
+#define WB_LAG (32ull << 20)
+
+struct nbdx_qcow2_out {
+    int fd;
+    char *path;
+    uint64_t size;                      /* virtual */
+    char *backing;                      /* NULL: no backing file */
+    uint64_t **l2;                      /* per L1 entry, NULL until used */
+    uint64_t l1_size;
+    uint64_t next;                      /* next free host cluster */
+    uint64_t wb_started, wb_done;       /* host bytes in writeback, on disk */
+};
+
+static void __attribute__((format(printf, 3, 4)))
+q_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static int
+q_pwrite(struct nbdx_qcow2_out *q, const void *buf, size_t len, uint64_t off,
+         char *err, size_t errlen)
+{
+    const char *p = buf;
+
+    while (len > 0) {
+        ssize_t n = pwrite(q->fd, p, len, (off_t) off);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            q_err(err, errlen, "cannot write %zu bytes at offset %llu of %s: %s",
+                  len, (unsigned long long) off, q->path,
+                  n < 0 ? strerror(errno) : "short write");
+            return -1;
+        }
+        p += n;
+        len -= (size_t) n;
+        off += (uint64_t) n;
+    }
+    return 0;
+}
+
+int
+nbdx_qcow2_out_open(const char *path, uint64_t size, const char *backing,
+                    struct nbdx_qcow2_out **out, char *err, size_t errlen)
+{
+    struct nbdx_qcow2_out *q;
+    int fd;
+
+    if (backing && strlen(backing) > 1023) {
+        q_err(err, errlen, "backing file name of %s is too long", path);
+        return -1;
+    }
+    /* No O_TRUNC: the caller claimed the name (O_EXCL) and it is empty. */
+    fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        q_err(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    q = xcalloc(1, sizeof *q);
+    q->fd = fd;
+    q->path = xstrdup(path);
+    q->size = size;
+    q->backing = backing ? xstrdup(backing) : NULL;
+    q->l1_size = (size + (uint64_t) C * L2_ENTRIES - 1) / ((uint64_t) C * L2_ENTRIES);
+    q->l2 = xcalloc(q->l1_size ? q->l1_size : 1, sizeof *q->l2);
+    q->next = 1;                        /* cluster 0: the header */
+    *out = q;
+    return 0;
+}
+
+void
+nbdx_qcow2_out_free(struct nbdx_qcow2_out *q)
+{
+    if (!q)
+        return;
+    if (q->fd >= 0)
+        close(q->fd);
+    for (uint64_t i = 0; i < q->l1_size; i++)
+        free(q->l2[i]);
+    free(q->l2);
+    free(q->backing);
+    free(q->path);
+    free(q);
+}
+
+static uint64_t *
+q_entry(struct nbdx_qcow2_out *q, uint64_t guest_cluster)
+{
+    uint64_t i = guest_cluster / L2_ENTRIES;
+
+    if (!q->l2[i])
+        q->l2[i] = xcalloc(L2_ENTRIES, sizeof **q->l2);
+    return &q->l2[i][guest_cluster % L2_ENTRIES];
+}
+
+/* Word by word: the compiler vectorises it, and data clusters usually
+ * differ from zero in their first bytes. */
+static bool
+q_is_zero(const char *buf, size_t len)
+{
+    const uint64_t *w = (const uint64_t *) buf;
+    size_t n = len / 8;
+    uint64_t acc = 0;
+
+    for (size_t i = 0; i < n; i += 64) {
+        size_t end = i + 64 < n ? i + 64 : n;
+        for (size_t j = i; j < end; j++)
+            acc |= w[j];
+        if (acc)
+            return false;
+    }
+    for (size_t i = n * 8; i < len; i++)
+        if (buf[i])
+            return false;
+    return true;
+}
+
+static int
+q_check_range(const struct nbdx_qcow2_out *q, uint64_t off, uint64_t len,
+              char *err, size_t errlen)
+{
+    if (off % C || (len % C && off + len != q->size) || off + len > q->size ||
+        off + len < off) {
+        q_err(err, errlen, "unaligned write of %llu bytes at offset %llu to %s",
+              (unsigned long long) len, (unsigned long long) off, q->path);
+        return -1;
+    }
+    return 0;
+}
+
+/* Data clusters are appended, so what is behind q->next is final: start
+ * its writeback now and then, and wait for (and drop from the page
+ * cache) what is well behind.  Without this the whole backup sits dirty
+ * in the page cache until the final fdatasync, which then takes a third
+ * of the time, and a backup evicts what the host was caching. */
+static void
+q_writeback(struct nbdx_qcow2_out *q)
+{
+    uint64_t end = q->next * C;
+
+    if (end - q->wb_started < WB_STEP)
+        return;
+    /* Advice only: an error here leaves the work to fdatasync. */
+    (void) sync_file_range(q->fd, (off_t) q->wb_started,
+                           (off_t) (end - q->wb_started), SYNC_FILE_RANGE_WRITE);
+    q->wb_started = end;
+    if (q->wb_started - q->wb_done < WB_LAG + WB_STEP)
+        return;
+    end = q->wb_started - WB_LAG;
+    (void) sync_file_range(q->fd, (off_t) q->wb_done, (off_t) (end - q->wb_done),
+                           SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                           SYNC_FILE_RANGE_WAIT_AFTER);
+    (void) posix_fadvise(q->fd, (off_t) q->wb_done, (off_t) (end - q->wb_done),
+                         POSIX_FADV_DONTNEED);
+    q->wb_done = end;
+}
+
+/* Consecutive data clusters of one request go to consecutive host
+ * clusters, in one pwrite per run. */
+int
+nbdx_qcow2_out_write(struct nbdx_qcow2_out *q, const void *buf, uint64_t off,
+                     uint64_t len, uint64_t *zero_bytes, char *err, size_t errlen)
+{
+    const char *p = buf;
+    uint64_t run_start = 0, run_host = 0, run_len = 0;
+
+    if (q_check_range(q, off, len, err, errlen) < 0)
+        return -1;
+    for (uint64_t pos = 0; pos < len; pos += C) {
+        uint64_t n = len - pos < C ? len - pos : C;
+        uint64_t *e = q_entry(q, (off + pos) / C);
+
+        if (*e & ~OFLAG_ZERO) {
+            q_err(err, errlen, "cluster at offset %llu of %s written twice",
+                  (unsigned long long) (off + pos), q->path);
+            return -1;
+        }
+        if (q_is_zero(p + pos, (size_t) n)) {
+            /* Unallocated reads as zeros only where nothing lies below. */
+            *e = q->backing ? OFLAG_ZERO : 0;
+            *zero_bytes += n;
+            continue;
+        }
+        if (run_len && run_host + run_len != q->next * C) {
+            if (q_pwrite(q, p + run_start, (size_t) run_len, run_host, err, errlen) < 0)
+                return -1;
+            run_len = 0;
+        }
+        if (!run_len) {
+            run_start = pos;
+            run_host = q->next * C;
+        }
+        *e = (q->next * C) | OFLAG_COPIED;
+        q->next++;
+        run_len += n;
+    }
+    if (run_len && q_pwrite(q, p + run_start, (size_t) run_len, run_host, err, errlen) < 0)
+        return -1;
+    q_writeback(q);
+    return 0;
+}
+
+int
+nbdx_qcow2_out_zero(struct nbdx_qcow2_out *q, uint64_t off, uint64_t len,
+                    char *err, size_t errlen)
+{
+    if (q_check_range(q, off, len, err, errlen) < 0)
+        return -1;
+    for (uint64_t pos = 0; pos < len; pos += C) {
+        uint64_t *e = q_entry(q, (off + pos) / C);
+
+        if (*e & ~OFLAG_ZERO) {
+            q_err(err, errlen, "cluster at offset %llu of %s written twice",
+                  (unsigned long long) (off + pos), q->path);
+            return -1;
+        }
+        *e = q->backing ? OFLAG_ZERO : 0;
+    }
+    return 0;
+}
+
+static void
+put_be16(unsigned char *p, uint16_t v)
+{
+    v = htobe16(v);
+    memcpy(p, &v, 2);
+}
+
+static void
+put_be32(unsigned char *p, uint32_t v)
+{
+    v = htobe32(v);
+    memcpy(p, &v, 4);
+}
+
+static void
+put_be64(unsigned char *p, uint64_t v)
+{
+    v = htobe64(v);
+    memcpy(p, &v, 8);
+}
+
+/* Header, backing format extension, end of extensions, backing name. */
+static size_t
+q_header(const struct nbdx_qcow2_out *q, unsigned char *h, uint64_t l1_off,
+         uint64_t rt_off, uint64_t rt_clusters)
+{
+    size_t pos = HEADER_LEN;
+
+    memset(h, 0, C);
+    memcpy(h, "QFI\xfb", 4);
+    put_be32(h + 4, 3);
+    put_be32(h + 20, CLUSTER_BITS);
+    put_be64(h + 24, q->size);
+    put_be32(h + 36, (uint32_t) q->l1_size);
+    put_be64(h + 40, l1_off);
+    put_be64(h + 48, rt_off);
+    put_be32(h + 56, (uint32_t) rt_clusters);
+    put_be32(h + 96, 4);                /* refcount_order: 16 bits */
+    put_be32(h + 100, HEADER_LEN);
+    if (q->backing) {
+        /* As `qemu-img create -F qcow2 -b NAME` writes it. */
+        put_be32(h + pos, EXT_BACKING_FORMAT);
+        put_be32(h + pos + 4, 5);
+        memcpy(h + pos + 8, "qcow2", 5);
+        pos += 16;
+    }
+    pos += 8;                           /* end of extensions: type 0, length 0 */
+    if (q->backing) {
+        size_t n = strlen(q->backing);
+        put_be64(h + 8, pos);
+        put_be32(h + 16, (uint32_t) n);
+        memcpy(h + pos, q->backing, n);
+        pos += n;
+    }
+    return pos;
+}
+
+/* Writes n clusters' worth of a table built in buf at host cluster at. */
+static int
+q_put_clusters(struct nbdx_qcow2_out *q, const unsigned char *buf, uint64_t n,
+               uint64_t at, char *err, size_t errlen)
+{
+    return q_pwrite(q, buf, (size_t) (n * C), at * C, err, errlen);
+}
+
+int
+nbdx_qcow2_out_finish(struct nbdx_qcow2_out *q, char *err, size_t errlen)
+{
+    uint64_t l1_clusters = (q->l1_size * 8 + C - 1) / C;
+    uint64_t l1_at, base, rb = 0, rt = 1, total;
+    CLEANUP_FREE uint64_t *l2_host = xcalloc(q->l1_size ? q->l1_size : 1,
+                                             sizeof *l2_host);
+    CLEANUP_FREE unsigned char *buf = NULL;
+    int r = 0;
+
+    if (!l1_clusters)
+        l1_clusters = 1;
+    /* L2 tables after the data, then the L1 table. */
+    for (uint64_t i = 0; i < q->l1_size; i++)
+        if (q->l2[i])
+            l2_host[i] = q->next++;
+    l1_at = q->next;
+    q->next += l1_clusters;
+    /* Then the refcount blocks and table, which count themselves too. */
+    base = q->next;
+    for (;;) {
+        uint64_t rb2, rt2;
+
+        total = base + rb + rt;
+        rb2 = (total + REFS_PER_BLOCK - 1) / REFS_PER_BLOCK;
+        rt2 = (rb2 * 8 + C - 1) / C;
+        if (rb2 == rb && rt2 == rt)
+            break;
+        rb = rb2;
+        rt = rt2;
+    }
+    buf = xmalloc((size_t) ((rb > l1_clusters ? rb : l1_clusters) +
+                            (rt > 1 ? rt : 1)) * C);
+    for (uint64_t i = 0; i < q->l1_size && r == 0; i++) {
+        if (!q->l2[i])
+            continue;
+        for (size_t j = 0; j < L2_ENTRIES; j++)
+            put_be64(buf + j * 8, q->l2[i][j]);
+        r = q_put_clusters(q, buf, 1, l2_host[i], err, errlen);
+    }
+    if (r == 0) {
+        memset(buf, 0, (size_t) (l1_clusters * C));
+        for (uint64_t i = 0; i < q->l1_size; i++)
+            if (l2_host[i])
+                put_be64(buf + i * 8, (l2_host[i] * C) | OFLAG_COPIED);
+        r = q_put_clusters(q, buf, l1_clusters, l1_at, err, errlen);
+    }
+    if (r == 0) {
+        memset(buf, 0, (size_t) (rb * C));
+        for (uint64_t i = 0; i < total; i++)
+            put_be16(buf + i * 2, 1);
+        r = q_put_clusters(q, buf, rb, base, err, errlen);
+    }
+    if (r == 0) {
+        memset(buf, 0, (size_t) (rt * C));
+        for (uint64_t i = 0; i < rb; i++)
+            put_be64(buf + i * 8, (base + i) * C);
+        r = q_put_clusters(q, buf, rt, base + rb, err, errlen);
+    }
+    /* The header last: until it is written the file is no image at all. */
+    if (r == 0) {
+        size_t n = q_header(q, buf, l1_at * C, (base + rb) * C, rt);
+        r = q_pwrite(q, buf, n, 0, err, errlen);
+    }
+    if (r == 0 && ftruncate(q->fd, (off_t) (total * C)) < 0) {
+        q_err(err, errlen, "cannot set the size of %s: %s", q->path, strerror(errno));
+        r = -1;
+    }
+    if (r == 0 && fdatasync(q->fd) < 0) {
+        q_err(err, errlen, "cannot flush %s: %s", q->path, strerror(errno));
+        r = -1;
+    }
+    if (r == 0 && close(q->fd) < 0) {
+        q->fd = -1;
+        q_err(err, errlen, "cannot close %s: %s", q->path, strerror(errno));
+        return -1;
+    }
+    if (r == 0)
+        q->fd = -1;
+    return r;
+}
