@@ -23,6 +23,7 @@
  *                              every ending, QEMU's events, the sweep
  * job-steps.c:      job_steps  the steps of a pull job, each with its undo
  * cmd-backup.c:     backup-begin (arguments), query-backup, backup-end
+ * cmd-changes.c:    checkpoint-changes (extents, read through NBD)
  * quiesce.c:        quiesce_*  freeze, transaction, thaw (guest agent)
  */
 #ifndef CKPTD_AGENT_H
@@ -80,6 +81,7 @@ extern const struct ckpt_cmd query_cmds[];
 extern const struct ckpt_cmd checkpoint_cmds[];
 extern const struct ckpt_cmd backup_cmds[];
 extern const struct ckpt_cmd xml_cmds[];
+extern const struct ckpt_cmd changes_cmds[];
 
 /* --- one control connection --- */
 struct client {

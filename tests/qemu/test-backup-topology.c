@@ -205,6 +205,9 @@ test_outside_snapshot(void)
     json_t *h4a = hq_jfind(json_object_get(h4, "disks"), "disk", "vda");
     HQ_CHECK(h4a && hq_jbool(h4a, "tracking") == 0, "h4 still lists vda, not "
              "tracking: %s", hq_str(h4));
+    CLEANUP_JSON json_t *ch = hq_cmd_err(vm->ctl, "Inconsistent", "checkpoint-changes",
+        hq_json("{\"disk\": \"vda\", \"from\": \"h4\"}"));
+    HQ_CHECK(ch, "changes of a disk that does not track");
     /* The incremental copies vda whole, with the overlay's writes. */
     CLEANUP_JSON json_t *inc = hq_backup_begin(vm, "{\"incremental\": \"h4\"}");
     HQ_CHECK(inc, "incremental from h4");
@@ -399,6 +402,74 @@ test_data_file(void)
     return hq_tree_matches_qemu(vm, "at the end");
 }
 
+/* checkpoint-changes against the dirty map an incremental backup of the
+ * same range exports: equal after a delete in the middle, in pages of
+ * one, and nothing of the agent's left afterwards; a disk that does not
+ * track is Inconsistent. */
+static int
+changes_map(struct hq_vm *vm, const char *from, uint8_t *map)
+{
+    memset(map, 0, NCL);
+    int64_t at = 0;
+    for (int page = 0; page < 1000; page++) {
+        CLEANUP_JSON json_t *r = hq_cmd(vm->ctl, "checkpoint-changes",
+            json_pack("{s:s,s:s,s:I,s:i}", "disk", "vda", "from", from,
+                      "starting-offset", (json_int_t) at, "max-results", 1));
+        HQ_CHECK(r && hq_jint(r, "volume-capacity-bytes") == SIZE, "changes: %s", hq_str(r));
+        size_t i;
+        json_t *e;
+        json_array_foreach(json_object_get(r, "block-metadata"), i, e) {
+            int64_t off = hq_jint(e, "byte-offset"), len = hq_jint(e, "size-bytes");
+            HQ_CHECK(off >= at && len > 0 && off % K64 == 0 && len % K64 == 0,
+                     "extent %s after %" PRId64, hq_str(e), at);
+            for (int64_t c = off / K64; c < (off + len) / K64; c++)
+                map[c] = 1;
+            at = off + len;
+        }
+        if (!json_object_get(r, "next-offset"))
+            return 0;
+        at = hq_jint(r, "next-offset");
+    }
+    HQ_CHECK(false, "more than 1000 pages");
+}
+
+static int
+test_changes_equal_backup_map(void)
+{
+    CLEANUP_VM struct hq_vm *vm = hq_vm_scratch(1, SIZE, NULL, true);
+    HQ_CHECK(vm, "vm");
+    const int64_t w[][2] = { { 0, K64 }, { 5 * K64, 3 * K64 }, { 40 * K64, K64 },
+                             { 41 * K64, K64 }, { SIZE - K64, K64 } };
+    const char *c[] = { "c1", "c2", "c3" };
+    for (int i = 0; i < 3; i++) {
+        CLEANUP_FREE char *a = xasprintf("{\"name\": \"%s\"}", c[i]);
+        json_decref(hq_cmd(vm->ctl, "checkpoint-create", hq_json(a)));
+        for (int k = i; k < 5; k += 2)
+            HQ_CHECK(hq_write(vm, "vda", 0x10 + k, w[k][0], w[k][1]) == 0, "write");
+    }
+    json_decref(hq_cmd(vm->ctl, "checkpoint-delete", hq_json("{\"name\": \"c2\"}")));
+    uint8_t got[NCL], want[NCL];
+    if (changes_map(vm, "c1", got) < 0)
+        return -1;
+    CLEANUP_JSON json_t *inc = hq_backup_begin(vm, "{\"incremental\": \"c1\"}");
+    HQ_CHECK(inc, "incremental from c1");
+    const char *bitmap = hq_jstr(hq_job_disk(inc, "vda"), "bitmap");
+    CLEANUP_FREE char *ctx = xasprintf("qemu:dirty-bitmap:%s", bitmap);
+    {
+        HQ_CLEANUP_NBD struct nbd_handle *h = hq_nbd_open(hq_jstr(hq_job_disk(inc, "vda"), "uri"), ctx);
+        HQ_CHECK(h && hq_nbd_map(h, ctx, SIZE, K64, 1, false, want) == 0, "map");
+    }
+    HQ_CHECK(hq_backup_end(vm, inc) == 0, "end");
+    HQ_CHECK(memcmp(got, want, NCL) == 0, "checkpoint-changes differs from the "
+             "incremental's dirty map");
+    HQ_CHECK(want[0] && want[NCL - 1] && want[40] && want[41] && want[5], "the map "
+             "misses writes");
+    CLEANUP_JSON json_t *bad = hq_cmd_err(vm->ctl, "InvalidParameter", "checkpoint-changes",
+        hq_json("{\"disk\": \"vda\", \"from\": \"c3\", \"to\": \"c1\"}"));
+    HQ_CHECK(bad, "to older than from");
+    return hq_backup_expect_clean(vm, "after checkpoint-changes");
+}
+
 int
 main(void)
 {
@@ -410,6 +481,7 @@ main(void)
         { "pull-raw-restore-each-point", test_pull_raw_restore },
         { "seq-never-reused", test_seq_never_reused },
         { "qcow2-with-data-file", test_data_file },
+        { "changes-equal-backup-map", test_changes_equal_backup_map },
     };
     return hq_run(cases, ARRAY_SIZE(cases));
 }
