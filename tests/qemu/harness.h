@@ -307,6 +307,8 @@ int hq_expect_disk(struct hq_vm *vm, const struct hq_model *m);
  * node: every listed bitmap exists, every checkpoint bitmap is listed,
  * and a disk with checkpoints has exactly one recording.  0 or -1. */
 int hq_tree_matches_qemu(struct hq_vm *vm, const char *when);
+/* ckptctl: $CKPTCTL, else beside the agent binary.  Caller frees. */
+char *hq_ckptctl_path(void);
 /* Runs ckptctl (beside the agent binary, or $CKPTCTL) --socket CTL
  * ARGS... (NULL-terminated); its exit status, and its output in *out. */
 int hq_ckptctl(struct hq_vm *vm, char **out, const char *const *args);

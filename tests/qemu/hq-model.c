@@ -187,13 +187,20 @@ hq_tree_matches_qemu(struct hq_vm *vm, const char *when)
 }
 
 
+char *
+hq_ckptctl_path(void)
+{
+    const char *env = getenv("CKPTCTL");
+    if (env && *env)
+        return xstrdup(env);
+    CLEANUP_FREE char *agent = xstrdup(hq_agent_path());
+    return xasprintf("%s/ckptctl", dirname(agent));
+}
+
 int
 hq_ckptctl(struct hq_vm *vm, char **out, const char *const *args)
 {
-    const char *env = getenv("CKPTCTL");
-    CLEANUP_FREE char *agent = xstrdup(hq_agent_path());
-    CLEANUP_FREE char *bin = env && *env ? xstrdup(env)
-                                         : xasprintf("%s/ckptctl", dirname(agent));
+    CLEANUP_FREE char *bin = hq_ckptctl_path();
     const char *argv[32] = { bin, "--socket", vm->ctl_sock };
     size_t n = 3;
     for (; *args && n + 1 < ARRAY_SIZE(argv); args++)

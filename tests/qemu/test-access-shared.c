@@ -45,15 +45,6 @@
 #define MiB (1024 * 1024)
 #define NOBODY 65534
 
-static char *
-ckptctl_path(void)
-{
-    const char *env = getenv("CKPTCTL");
-    if (env && *env)
-        return xstrdup(env);
-    CLEANUP_FREE char *agent = xstrdup(hq_agent_path());
-    return xasprintf("%s/ckptctl", dirname(agent));
-}
 
 /* out on one line, for notes. */
 static const char *
@@ -125,7 +116,7 @@ case_idle_clients(void)
     unsetenv("CKPTD_DEBUG_HANDSHAKE_TIMEOUT");
     if (!vm)
         return -1;
-    CLEANUP_FREE char *bin = ckptctl_path();
+    CLEANUP_FREE char *bin = hq_ckptctl_path();
     enum { N = 300 };
     static int fds[N];
     double t0 = hq_now();
@@ -243,7 +234,7 @@ case_impostor(void)
     bool up = read(ready[0], &r, 1) == 1;
     close(ready[0]);
     int ret = 0;
-    CLEANUP_FREE char *bin = ckptctl_path();
+    CLEANUP_FREE char *bin = hq_ckptctl_path();
     CLEANUP_FREE char *out = NULL, *out2 = NULL;
     if (!up) {
         hq_fail("the fake agent did not start");
@@ -298,7 +289,7 @@ fail:
 static int
 case_socket_group(void)
 {
-    CLEANUP_FREE char *bin = ckptctl_path();
+    CLEANUP_FREE char *bin = hq_ckptctl_path();
     HQ_CHECK(access(bin, X_OK) == 0, "no ckptctl at %s", bin);
     {
         const char *extra[] = { "--socket-group", "nogroup", "--allow-uid", "65534", NULL };
@@ -387,7 +378,7 @@ case_nbd_socket_group(void)
 static int
 case_pull_as_other_user(void)
 {
-    CLEANUP_FREE char *bin = ckptctl_path();
+    CLEANUP_FREE char *bin = hq_ckptctl_path();
     const char *extra[] = { "--socket-group", "nogroup", "--allow-uid", "65534", NULL };
     CLEANUP_VM struct hq_vm *vm = vm_in_run_dir(extra);
     if (!vm)
@@ -520,7 +511,7 @@ case_launcher_group(void)
     CLEANUP_FREE char *ready = xasprintf("%s/ready", run_dir);
     CLEANUP_FREE char *sock = xasprintf("%s/ckptd.sock", run_dir);
     CLEANUP_FREE char *log = xasprintf("%s/launcher.log", vm->dir);
-    CLEANUP_FREE char *bin = ckptctl_path();
+    CLEANUP_FREE char *bin = hq_ckptctl_path();
     fflush(stdout);
     pid_t pid = fork();
     if (pid == 0) {

@@ -41,6 +41,20 @@ expect_full_disk(json_t *job, const struct hq_model *m, const char *why)
     return 0;
 }
 
+/* An incremental backup (args) in which disk is incremental and exact:
+ * its dirty map is want and, applied to base, it gives expect. */
+static int
+incremental_exact(struct hq_vm *vm, const char *args, const char *disk,
+                  const uint8_t *want, uint8_t *base, const uint8_t *expect)
+{
+    CLEANUP_JSON json_t *inc = hq_backup_begin(vm, args);
+    HQ_CHECK(inc && mode_of(inc, disk) && strcmp(mode_of(inc, disk), "incremental") == 0,
+             "%s in %s: %s", disk, args, hq_str(inc));
+    if (hq_apply_incremental(inc, disk, want, base, expect) < 0)
+        return -1;
+    return hq_backup_end(vm, inc);
+}
+
 /* A full backup with checkpoint name of the listed disks: their bytes
  * become base[i]; slot starts counting for each model. */
 static int
@@ -108,12 +122,9 @@ test_hotplug(void)
     HQ_CHECK(c1 && hq_jfind(json_object_get(c1, "disks"), "disk", "vdd"),
              "c1 should cover vdd: %s", hq_str(c1));
     /* From c1, vdd is incremental: exactly the write made after c1. */
-    CLEANUP_JSON json_t *inc2 = hq_backup_begin(vm, "{\"incremental\": \"c1\"}");
-    HQ_CHECK(inc2 && strcmp(mode_of(inc2, "vdd"), "incremental") == 0,
-             "vdd from c1: %s", hq_str(inc2));
-    if (hq_apply_incremental(inc2, "vdd", md->since[1], base_d, md->data) < 0)
+    if (incremental_exact(vm, "{\"incremental\": \"c1\"}", "vdd", md->since[1],
+                          base_d, md->data) < 0)
         return -1;
-    HQ_CHECK(hq_backup_end(vm, inc2) == 0, "end");
     return hq_backup_expect_clean(vm, "at the end");
 }
 
@@ -242,12 +253,9 @@ test_outside_snapshot(void)
     HQ_CHECK(hq_jbool(hq_jfind(disks2, "disk", "vda"), "tracking") == 1,
              "vda tracks again after the commit: %s", hq_str(disks2));
     /* Every write since h4, before and inside the overlay, is in h4. */
-    CLEANUP_JSON json_t *inc2 = hq_backup_begin(vm, "{\"incremental\": \"h4\", \"disks\": [\"vda\"]}");
-    HQ_CHECK(inc2 && strcmp(mode_of(inc2, "vda"), "incremental") == 0,
-             "vda from h4 after the commit: %s", hq_str(inc2));
-    if (hq_apply_incremental(inc2, "vda", ma->since[0], base_a, ma->data) < 0)
+    if (incremental_exact(vm, "{\"incremental\": \"h4\", \"disks\": [\"vda\"]}", "vda",
+                          ma->since[0], base_a, ma->data) < 0)
         return -1;
-    HQ_CHECK(hq_backup_end(vm, inc2) == 0, "end");
     return hq_tree_matches_qemu(vm, "after the commit");
 }
 
@@ -390,12 +398,9 @@ test_data_file(void)
     if (full_with_checkpoint(vm, "d1", ms, bs, 1, 0) < 0)
         return -1;
     HQ_CHECK(hq_mwrite(vm, mx, 0x92, 5 * K64, 2 * K64) == 0, "write after d1");
-    CLEANUP_JSON json_t *inc = hq_backup_begin(vm, "{\"incremental\": \"d1\"}");
-    HQ_CHECK(inc && strcmp(mode_of(inc, "vdx"), "incremental") == 0, "inc: %s",
-             hq_str(inc));
-    if (hq_apply_incremental(inc, "vdx", mx->since[0], base, mx->data) < 0)
+    if (incremental_exact(vm, "{\"incremental\": \"d1\"}", "vdx", mx->since[0], base,
+                          mx->data) < 0)
         return -1;
-    HQ_CHECK(hq_backup_end(vm, inc) == 0, "end");
     /* The guest's bytes are in the raw data file itself. */
     CLEANUP_FREE char *raw = hq_read_file(data);
     HQ_CHECK(raw && (uint8_t) raw[5 * K64] == 0x92, "the data file does not hold the write");

@@ -36,22 +36,13 @@
 #define K64 (64 * 1024)
 #define DISK_SIZE (16 * MiB)
 
-static char *
-ckptctl_path(void)
-{
-    const char *env = getenv("CKPTCTL");
-    if (env && *env)
-        return xstrdup(env);
-    CLEANUP_FREE char *agent = xstrdup(hq_agent_path());
-    return xasprintf("%s/ckptctl", dirname(agent));
-}
 
 /* Runs ckptctl --socket CTL ARGS...: its exit status, stdout in *out and
  * stderr in *err (both kept apart: --json errors must be alone there). */
 static int
 ctl(struct hq_vm *vm, char **out, char **err, const char *const *args)
 {
-    CLEANUP_FREE char *bin = ckptctl_path();
+    CLEANUP_FREE char *bin = hq_ckptctl_path();
     CLEANUP_FREE char *errfile = xasprintf("%s/ctl.stderr", vm->dir);
     const char *argv[40] = { "sh", "-c", "exec \"$0\" \"$@\" 2>\"$HQ_CTL_ERR\"",
                              bin, "--socket", vm->ctl_sock };
@@ -559,7 +550,7 @@ case_json_errors(void)
     if (json_error(e7, "LocalError", "/proc/ckptctl-test") < 0)
         return -1;
     /* An unreachable agent. */
-    CLEANUP_FREE char *bin = ckptctl_path();
+    CLEANUP_FREE char *bin = hq_ckptctl_path();
     CLEANUP_FREE char *nosock = xasprintf("%s/none.sock", vm->dir);
     CLEANUP_FREE char *errfile = xasprintf("%s/ctl.stderr", vm->dir);
     setenv("HQ_CTL_ERR", errfile, 1);
@@ -661,7 +652,7 @@ case_progress(void)
         hq_skip("no script(1) to give ckptctl a terminal");
         return 0;
     }
-    CLEANUP_FREE char *bin = ckptctl_path();
+    CLEANUP_FREE char *bin = hq_ckptctl_path();
     CLEANUP_FREE char *dir = xasprintf("%s/b", vm->dir);
     CLEANUP_FREE char *cmd = xasprintf("'%s' --socket '%s' pull --output '%s'", bin,
                                        vm->ctl_sock, dir);

@@ -64,6 +64,24 @@ record(struct hq_vm *vm, const char *cmd, const char *args, json_t **reply)
 
 #define BEGIN_ARGS "{\"incremental\": \"c0\", \"checkpoint\": {\"name\": \"k1\"}}"
 
+/* c0, then the QMP commands of one clean begin from it (its job ended and
+ * its checkpoint k1 deleted again), or NULL with hq_fail. */
+static json_t *
+record_begin(struct hq_vm *vm)
+{
+    json_decref(hq_cmd(vm->ctl, "checkpoint-create", hq_json("{\"name\": \"c0\"}")));
+    json_t *job = NULL;
+    json_t *seq = record(vm, "backup-begin", BEGIN_ARGS, &job);
+    int r = seq && job ? hq_backup_end(vm, job) : -1;
+    json_decref(job);
+    json_decref(hq_cmd(vm->ctl, "checkpoint-delete", hq_json("{\"name\": \"k1\"}")));
+    if (r < 0) {
+        json_decref(seq);
+        return NULL;
+    }
+    return seq;
+}
+
 /* Bug: a backup-begin whose export step failed after QEMU accepted the
  * transaction left the tree without the new checkpoint while it recorded
  * on the disks.  The export fails here because another client already
@@ -103,13 +121,8 @@ test_each_step_fails(void)
 {
     CLEANUP_VM struct hq_vm *vm = inject_vm(2);
     HQ_CHECK(vm && !hq_failed(), "vm");
-    json_decref(hq_cmd(vm->ctl, "checkpoint-create", hq_json("{\"name\": \"c0\"}")));
-    json_t *job = NULL;
-    CLEANUP_JSON json_t *begin = record(vm, "backup-begin", BEGIN_ARGS, &job);
-    HQ_CHECK(begin && job, "clean begin");
-    HQ_CHECK(hq_backup_end(vm, job) == 0, "end");
-    json_decref(job);
-    json_decref(hq_cmd(vm->ctl, "checkpoint-delete", hq_json("{\"name\": \"k1\"}")));
+    CLEANUP_JSON json_t *begin = record_begin(vm);
+    HQ_CHECK(begin, "clean begin");
     hq_note("backup-begin makes %zu QMP commands: %s", json_array_size(begin),
             hq_str(begin));
     for (size_t i = 0; i < json_array_size(begin); i++) {
@@ -149,13 +162,8 @@ test_connection_lost(void)
 {
     CLEANUP_VM struct hq_vm *vm = inject_vm(2);
     HQ_CHECK(vm && !hq_failed(), "vm");
-    json_decref(hq_cmd(vm->ctl, "checkpoint-create", hq_json("{\"name\": \"c0\"}")));
-    json_t *job = NULL;
-    CLEANUP_JSON json_t *begin = record(vm, "backup-begin", BEGIN_ARGS, &job);
-    HQ_CHECK(begin && job, "clean begin");
-    HQ_CHECK(hq_backup_end(vm, job) == 0, "end");
-    json_decref(job);
-    json_decref(hq_cmd(vm->ctl, "checkpoint-delete", hq_json("{\"name\": \"k1\"}")));
+    CLEANUP_JSON json_t *begin = record_begin(vm);
+    HQ_CHECK(begin, "clean begin");
     for (size_t i = 0; i < json_array_size(begin); i++) {
         const char *step = json_string_value(json_array_get(begin, i));
         char when[128];

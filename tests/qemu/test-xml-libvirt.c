@@ -1193,22 +1193,13 @@ case_xml_disk_by_path(void)
 
 /* ------------------------------------------------------------- ckptctl */
 
-static char *
-ckptctl_path(void)
-{
-    const char *env = getenv("CKPTCTL");
-    if (env && *env)
-        return xstrdup(env);
-    CLEANUP_FREE char *agent = xstrdup(hq_agent_path());
-    return xasprintf("%s/ckptctl", dirname(agent));
-}
 
 /* Runs ckptctl --socket CTL ARGS...; returns its exit status, output
  * (stdout and stderr) in *out. */
 static int
 ctl(struct hq_vm *vm, char **out, const char *const *args)
 {
-    CLEANUP_FREE char *bin = ckptctl_path();
+    CLEANUP_FREE char *bin = hq_ckptctl_path();
     const char *argv[24] = { bin, "--socket", vm->ctl_sock };
     size_t n = 3;
     for (; *args && n + 1 < ARRAY_SIZE(argv); args++)
@@ -1234,7 +1225,7 @@ case_ckptctl(void)
     model_init(&m);
     CLEANUP_VM struct hq_vm *vm = hq_vm_simple(2, DISK_SIZE, true);
     HQ_CHECK(vm, "setup");
-    CLEANUP_FREE char *bin = ckptctl_path();
+    CLEANUP_FREE char *bin = hq_ckptctl_path();
     HQ_CHECK(access(bin, X_OK) == 0, "no ckptctl at %s (set CKPTCTL)", bin);
 
     CLEANUP_FREE char *cfile = xasprintf("%s/k1.xml", vm->dir);
