@@ -253,6 +253,7 @@ struct agent {
     struct str_vec known;               /* checkpoint names when QEMU left */
     struct str_vec lost;                /* known then, gone after it came back */
     struct qga *qga;                    /* the guest agent, or NULL */
+    json_t *commands;                   /* query-commands' answer, built once */
     struct quiesce_state quiesce;
     long qmp_sent;                      /* commands sent, for CKPTD_DEBUG_ABORT_AFTER */
     struct backup_job *jobs;

@@ -76,9 +76,14 @@ add_command(const struct ckpt_cmd *cmd, void *opaque)
 static enum cmd_result
 cmd_commands(struct request *req)
 {
-    json_t *list = json_array();
-    dispatch_for_each(add_command, list);
-    req_reply(req, list);
+    /* The table never changes: built once, shared by every reply (a
+     * client may well ask for it thousands of times in a row). */
+    struct agent *a = req->agent;
+    if (!a->commands) {
+        a->commands = json_array();
+        dispatch_for_each(add_command, a->commands);
+    }
+    req_reply(req, json_incref(a->commands));
     return CMD_DONE;
 }
 

@@ -78,6 +78,7 @@ main(int argc, char **argv)
     ev_timer_stop(a.loop, &a.quiesce.watchdog);
     qga_free(a.qga);
     a.qga = NULL;
+    json_decref(a.commands);
     vm_stop(&a);
     ctl_close_listener(&a);
     life_cleanup(&a);

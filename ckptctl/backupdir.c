@@ -375,10 +375,13 @@ ctl_bkdir_load(const char *dir, const char *disk, struct ctl_bkdir *out)
     DIR *dp = opendir(dir);
     struct dirent *de;
 
-    *out = (struct ctl_bkdir) { .dir = xstrdup(dir) };
+    /* Empty on failure too, so that ctl_bkdir_free is always right and
+     * never needed. */
+    *out = (struct ctl_bkdir) { 0 };
     if (!dp)
         return ctl_fail(errno == ENOENT ? CTL_EXIT_NOT_FOUND : CTL_EXIT_LOCAL,
                         "cannot open backup directory %s: %s", dir, strerror(errno));
+    out->dir = xstrdup(dir);
     while ((de = readdir(dp)) != NULL) {
         struct ctl_bk b;
 
