@@ -238,6 +238,7 @@ struct agent {
     ev_signal sigterm_w, sigint_w, sighup_w;
     ev_timer reconnect_w;
     ev_timer incoming_w;                /* polls an incoming migration's end */
+    bool incoming;                      /* a migration's destination, not yet run */
     ev_timer scratch_w;                 /* watches scratch space of backups */
     struct client *clients;
     size_t nclients;

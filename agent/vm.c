@@ -66,8 +66,10 @@ reconnect_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* A migration's destination: until the migration ends the images are
  * not ours to read (QEMU has them inactive, their bitmaps not loaded).
- * The run state leaves "inmigrate" when it has; then the tree is read
- * again, and holds the checkpoints the source had. */
+ * QEMU 7.2 activates them when the migration completes, QEMU 10 only
+ * when the VM runs: so the tree is read again both when the run state
+ * leaves "inmigrate" and at the first RESUME after it, and then holds
+ * the checkpoints the source had. */
 static void incoming_poll(struct agent *a);
 
 static void
@@ -91,6 +93,16 @@ incoming_status(struct qmp *q, json_t *ret, const struct qmp_error *err, void *o
         ev_timer_start(a->loop, &a->incoming_w);
         return;
     }
+    vm_refresh(a, incoming_refreshed, NULL);
+}
+
+/* The VM runs after an incoming migration: its images are active now. */
+static void
+incoming_resumed(struct agent *a)
+{
+    if (!a->incoming || !a->qemu_ready)
+        return;
+    a->incoming = false;
     vm_refresh(a, incoming_refreshed, NULL);
 }
 
@@ -126,7 +138,8 @@ connect_status(struct qmp *q, json_t *ret, const struct qmp_error *err, void *op
     ev_timer_stop(a->loop, &a->incoming_w);
     ev_timer_init(&a->incoming_w, incoming_tick, 0.25, 0.);
     a->incoming_w.data = a;
-    if (st && strcmp(st, "inmigrate") == 0) {
+    a->incoming = st && strcmp(st, "inmigrate") == 0;
+    if (a->incoming) {
         log_info("QEMU waits for an incoming migration: the checkpoints are read "
                  "once it has arrived");
         ev_timer_start(a->loop, &a->incoming_w);
@@ -201,6 +214,8 @@ event_cb(struct qmp *q, const char *event, json_t *data, void *opaque)
         data = json_null();
     vm_fire_waiters(a, event, data);
     job_qemu_event(a, event, data);
+    if (strcmp(event, "RESUME") == 0)
+        incoming_resumed(a);
 }
 
 void
