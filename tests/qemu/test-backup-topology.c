@@ -128,15 +128,24 @@ test_hotplug(void)
     return hq_backup_expect_clean(vm, "at the end");
 }
 
+/* QEMU and the agent over a qcow2 vda and a writable raw vdc. */
+static struct hq_vm *
+raw_vm(void)
+{
+    struct hq_vm *vm = hq_vm_scratch(1, SIZE, NULL, false);
+    if (vm && (hq_vm_add_disk(vm, "vdc", "raw", SIZE, false) < 0 ||
+               hq_qemu_start(vm) < 0 || hq_agent_start(vm) < 0))
+        hq_fail("raw VM");
+    return vm;
+}
+
 /* A writable raw disk is in every backup, in full, at the backup's own
  * point in time. */
 static int
 test_raw(void)
 {
-    CLEANUP_VM struct hq_vm *vm = hq_vm_scratch(1, SIZE, NULL, false);
-    HQ_CHECK(vm, "vm");
-    HQ_CHECK(hq_vm_add_disk(vm, "vdc", "raw", SIZE, false) == 0, "raw disk");
-    HQ_CHECK(hq_qemu_start(vm) == 0 && hq_agent_start(vm) == 0, "start");
+    CLEANUP_VM struct hq_vm *vm = raw_vm();
+    HQ_CHECK(vm && !hq_failed(), "a VM with qcow2 vda and raw vdc");
     struct hq_model ma_, mc_;
     HQ_CLEANUP_MODEL struct hq_model *ma = hq_model_init(&ma_, "vda");
     HQ_CLEANUP_MODEL struct hq_model *mc = hq_model_init(&mc_, "vdc");
@@ -309,10 +318,8 @@ restore_equals(struct hq_vm *vm, const char *dir, const char *disk, const char *
 static int
 test_pull_raw_restore(void)
 {
-    CLEANUP_VM struct hq_vm *vm = hq_vm_scratch(1, SIZE, NULL, false);
-    HQ_CHECK(vm, "vm");
-    HQ_CHECK(hq_vm_add_disk(vm, "vdc", "raw", SIZE, false) == 0, "raw disk");
-    HQ_CHECK(hq_qemu_start(vm) == 0 && hq_agent_start(vm) == 0, "start");
+    CLEANUP_VM struct hq_vm *vm = raw_vm();
+    HQ_CHECK(vm && !hq_failed(), "a VM with qcow2 vda and raw vdc");
     struct hq_model ma_, mc_;
     HQ_CLEANUP_MODEL struct hq_model *ma = hq_model_init(&ma_, "vda");
     HQ_CLEANUP_MODEL struct hq_model *mc = hq_model_init(&mc_, "vdc");
