@@ -1981,8 +1981,10 @@ guest_boot(struct hq_vm *vm, int n)
     return c ? 0 : -1;
 }
 
-struct hq_vm *
-hq_guest_vm(int n, int64_t size)
+/* A VM set up to boot the test guest: the guest's kernel and initramfs
+ * must exist; disks are added by the caller. */
+static struct hq_vm *
+guest_vm_new(void)
 {
     const char *g = hq_guest_dir();
     CLEANUP_FREE char *initrd = xasprintf("%s/initramfs.cpio.gz", g);
@@ -1996,21 +1998,38 @@ hq_guest_vm(int n, int64_t size)
     vm->guest = true;
     vm->qga_sock = xasprintf("%s/qga.sock", vm->dir);
     vm->console_log = xasprintf("%s/console.log", vm->dir);
+    return vm;
+}
+
+/* Boots the guest on VM's disks; frees VM and returns NULL on failure. */
+static struct hq_vm *
+guest_vm_boot(struct hq_vm *vm, int n, const char *what)
+{
+    double t0 = hq_now();
+    if (guest_boot(vm, n) < 0) {
+        hq_vm_free(vm);
+        return NULL;
+    }
+    hq_note("guest up %s in %.1f s", what, hq_now() - t0);
+    return vm;
+}
+
+struct hq_vm *
+hq_guest_vm(int n, int64_t size)
+{
+    struct hq_vm *vm = guest_vm_new();
+    if (!vm)
+        return NULL;
     for (int i = 0; i < n; i++) {
         char name[8];
         snprintf(name, sizeof name, "vd%c", 'a' + i);
         struct hq_disk *d = new_disk(vm, name, "qcow2", size, false);
-        if (!d || guest_format(d) < 0)
-            goto fail;
+        if (!d || guest_format(d) < 0) {
+            hq_vm_free(vm);
+            return NULL;
+        }
     }
-    double t0 = hq_now();
-    if (guest_boot(vm, n) < 0)
-        goto fail;
-    hq_note("guest up in %.1f s", hq_now() - t0);
-    return vm;
-fail:
-    hq_vm_free(vm);
-    return NULL;
+    return guest_vm_boot(vm, n, "on new disks");
 }
 
 static int64_t
@@ -2025,48 +2044,43 @@ image_size(const char *image)
     return hq_jint(j, "virtual-size");
 }
 
+/* Adds disk vdX as a copy of IMAGE. */
+static int
+guest_disk_from(struct hq_vm *vm, int i, const char *image)
+{
+    char name[8];
+    snprintf(name, sizeof name, "vd%c", 'a' + i);
+    int64_t size = image_size(image);
+    if (size <= 0) {
+        hq_fail("qemu-img info %s failed", image);
+        return -1;
+    }
+    struct hq_disk *d = new_disk(vm, name, "qcow2", size, false);
+    if (!d)
+        return -1;
+    CLEANUP_FREE char *out = NULL;
+    char *conv[] = { "qemu-img", "convert", "-O", "qcow2",
+                     (char *) image, d->path, NULL };
+    if (hq_run_cmd(conv, &out) != 0) {
+        hq_fail("qemu-img convert %s: %s", image, out);
+        return -1;
+    }
+    return 0;
+}
+
 struct hq_vm *
 hq_guest_vm_from(int n, const char *const *images)
 {
-    const char *g = hq_guest_dir();
-    CLEANUP_FREE char *initrd = xasprintf("%s/initramfs.cpio.gz", g);
-    if (access(initrd, R_OK) != 0) {
-        hq_fail("no guest at %s (make %s)", initrd, initrd);
-        return NULL;
-    }
-    struct hq_vm *vm = hq_vm_new();
+    struct hq_vm *vm = guest_vm_new();
     if (!vm)
         return NULL;
-    vm->guest = true;
-    vm->qga_sock = xasprintf("%s/qga.sock", vm->dir);
-    vm->console_log = xasprintf("%s/console.log", vm->dir);
     for (int i = 0; i < n; i++) {
-        char name[8];
-        snprintf(name, sizeof name, "vd%c", 'a' + i);
-        int64_t size = image_size(images[i]);
-        if (size <= 0) {
-            hq_fail("qemu-img info %s failed", images[i]);
-            goto fail;
-        }
-        struct hq_disk *d = new_disk(vm, name, "qcow2", size, false);
-        if (!d)
-            goto fail;
-        CLEANUP_FREE char *out = NULL;
-        char *conv[] = { "qemu-img", "convert", "-O", "qcow2",
-                         (char *) images[i], d->path, NULL };
-        if (hq_run_cmd(conv, &out) != 0) {
-            hq_fail("qemu-img convert %s: %s", images[i], out);
-            goto fail;
+        if (guest_disk_from(vm, i, images[i]) < 0) {
+            hq_vm_free(vm);
+            return NULL;
         }
     }
-    double t0 = hq_now();
-    if (guest_boot(vm, n) < 0)
-        goto fail;
-    hq_note("guest up from %d image(s) in %.1f s", n, hq_now() - t0);
-    return vm;
-fail:
-    hq_vm_free(vm);
-    return NULL;
+    return guest_vm_boot(vm, n, "from images");
 }
 
 int
