@@ -96,6 +96,28 @@ migrating(const char *status)
     return true;
 }
 
+/* After a completed migration the VM lives on in the destination; this
+ * QEMU, "postmigrate" until someone resumes it here, has let go of its
+ * images, yet still takes a persistent bitmap that no image or
+ * destination will ever hold: the checkpoint would be lost silently. */
+static void
+status_checked(struct qmp *q, json_t *ret, const struct qmp_error *err, void *opaque)
+{
+    struct request *req = opaque;
+    const char *status = json_string_value(json_object_get(ret, "status"));
+    if (err) {
+        req_qmp_error(req, err, "asking QEMU for the VM's run state");
+        return;
+    }
+    if (status && strcmp(status, "postmigrate") == 0) {
+        req_error(req, CKPT_ERR_BUSY, "the VM has been migrated away (QEMU's run "
+                  "state: postmigrate); %s is for the destination's agent, or "
+                  "waits until the VM runs here again", req->cmd->name);
+        return;
+    }
+    vm_refresh(req->agent, fresh_then_run, req);
+}
+
 static void
 migrate_checked(struct qmp *q, json_t *ret, const struct qmp_error *err, void *opaque)
 {
@@ -109,6 +131,10 @@ migrate_checked(struct qmp *q, json_t *ret, const struct qmp_error *err, void *o
         req_error(req, CKPT_ERR_BUSY, "the VM is being migrated (QEMU's migration "
                   "status: %s); %s waits until the migration has ended", status,
                   req->cmd->name);
+        return;
+    }
+    if (status && strcmp(status, "completed") == 0) {
+        vm_send(req->agent, "query-status", NULL, status_checked, req);
         return;
     }
     vm_refresh(req->agent, fresh_then_run, req);
