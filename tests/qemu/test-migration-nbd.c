@@ -8,13 +8,14 @@
  * redefine, the bitmaps are persistent in the destination's images, and
  * incrementals after the move are exact.
  *
- * A checkpoint made while the mirrors run (before the migration starts)
- * reaches the destination like the older ones: the capability sends the
- * bitmaps the source has when the migration starts.  Once the migration
- * has completed, the source QEMU (postmigrate) still takes a new bitmap
- * that neither its images nor the destination will hold: the source's
- * agent refuses such a change, Busy.  Without the capability the
- * destination's images hold no checkpoints at all. */
+ * While a mirror runs, checkpoint changes and backups are Busy: libvirt
+ * fixes the bitmaps a migration carries (block-bitmap-mapping) before it
+ * starts the mirrors, so a checkpoint made then would not travel, and
+ * the bitmap it stopped would reach the destination recording nothing.
+ * While the migration runs, Busy as over shared images; once it has
+ * completed, the source QEMU (postmigrate) still takes a new bitmap that
+ * neither its images nor the destination will hold: Busy too.  Without
+ * the capability the destination's images hold no checkpoints at all. */
 #include "tests/qemu/harness.h"
 
 #include <stdio.h>
@@ -126,11 +127,11 @@ migrate(struct hq_vm *src, struct hq_vm *dst, const char *want)
     return wait_migration(src, want);
 }
 
-/* What comes after the migration: the source cancels its mirrors (a
- * ready mirror's cancel leaves the target as it is) and drops the NBD
- * nodes; the destination ends its exports and server, and runs the VM. */
+/* The source cancels its mirrors (a ready mirror's cancel leaves the
+ * target as it is) and drops the NBD nodes; the destination ends its
+ * exports. */
 static int
-hand_over(struct hq_vm *src, struct hq_vm *dst)
+mirrors_cancel(struct hq_vm *src, struct hq_vm *dst)
 {
     for (int i = 0; i < src->ndisks; i++) {
         CLEANUP_FREE char *node = xasprintf("mig-%s", src->disks[i].name);
@@ -153,9 +154,39 @@ hand_over(struct hq_vm *src, struct hq_vm *dst)
                                         json_pack("{s:s}", "id", src->disks[i].name));
         HQ_CHECK(e, "block-export-del %s", src->disks[i].name);
     }
+    return 0;
+}
+
+/* After the migration: the mirrors cancelled, the destination's NBD
+ * server stopped, the VM running there. */
+static int
+hand_over(struct hq_vm *src, struct hq_vm *dst)
+{
+    if (mirrors_cancel(src, dst) < 0)
+        return -1;
     CLEANUP_JSON json_t *stop = hq_cmd(dst->mon, "nbd-server-stop", NULL);
     CLEANUP_JSON json_t *cont = hq_cmd(dst->mon, "cont", NULL);
     HQ_CHECK(stop && cont, "the destination's NBD server stopped, the VM running");
+    return 0;
+}
+
+/* While the mirrors run, every change is Busy, naming the mirror, and
+ * the bitmaps stay as they were. */
+static int
+busy_while_mirroring(struct hq_vm *src)
+{
+    CLEANUP_JSON json_t *snap = hq_snapshot(src);
+    CLEANUP_JSON json_t *c = hq_cmd_err(src->ctl, "Busy", "checkpoint-create",
+                                        hq_json("{\"name\": \"during-mirror\"}"));
+    CLEANUP_JSON json_t *d = hq_cmd_err(src->ctl, "Busy", "checkpoint-delete",
+                                        hq_json("{\"name\": \"m1\"}"));
+    CLEANUP_JSON json_t *b = hq_cmd_err(src->ctl, "Busy", "backup-begin",
+                                        hq_json("{\"checkpoint\": {\"name\": \"b1\"}}"));
+    HQ_CHECK(c && d && b, "changes while the mirrors run");
+    HQ_CHECK(strstr(hq_err_desc(c), "mirror job 'mig-"), "%s", hq_err_desc(c));
+    CLEANUP_JSON json_t *snap2 = hq_snapshot(src);
+    HQ_CHECK(json_equal(snap, snap2), "the refusals changed the bitmaps: %s",
+             hq_str(snap2));
     return 0;
 }
 
@@ -284,16 +315,8 @@ test_migrate_nbd(void)
     HQ_CHECK(dst && !hq_failed(), "destination");
     HQ_CHECK(set_dirty_bitmaps(src, true) == 0 && set_dirty_bitmaps(dst, true) == 0,
              "dirty-bitmaps");
-    if (mirror_to(src, dst) < 0)
-        return -1;
-
-    /* While the mirrors run, before the migration: a checkpoint is made
-     * on the source (the mirror's filter is hidden from the disk's view:
-     * it still tracks) and travels with the others. */
     CLEANUP_JSON json_t *m3 = hq_cmd(src->ctl, "checkpoint-create", hq_json("{\"name\": \"m3\"}"));
-    HQ_CHECK(m3, "m3 while the mirrors run");
-    if (hq_tree_matches_qemu(src, "while the mirrors run") < 0)
-        return -1;
+    HQ_CHECK(m3, "m3 before the mirrors start");
     CLEANUP_FREE uint8_t *at3_a = xmalloc(SIZE);
     CLEANUP_FREE uint8_t *at3_b = xmalloc(SIZE);
     uint8_t *base3[] = { at3_a, at3_b };
@@ -301,8 +324,13 @@ test_migrate_nbd(void)
     memcpy(at3_b, mb->data, SIZE);
     hq_model_mark(ma, 1);
     hq_model_mark(mb, 1);
-    HQ_CHECK(hq_mwrite(src, ma, 0x33, 8 * K64, K64) == 0 &&
-             hq_mwrite(src, mb, 0x43, 0, K64) == 0, "write while the mirrors run");
+    HQ_CHECK(hq_mwrite(src, ma, 0x33, 8 * K64, K64) == 0, "write after m3");
+    if (mirror_to(src, dst) < 0 || busy_while_mirroring(src) < 0)
+        return -1;
+    /* Guest writes go on while the mirrors run: they reach the copy and
+     * the bitmaps the migration carries. */
+    HQ_CHECK(hq_mwrite(src, mb, 0x43, 0, K64) == 0 &&
+             hq_mwrite(src, ma, 0x36, 5 * K64, K64) == 0, "write while the mirrors run");
 
     /* The migration, slowed to a crawl: changes are Busy, and a write
      * in flight (mirrored, and marked in the bitmaps the migration sends
@@ -380,12 +408,46 @@ test_migrate_nbd_no_bitmaps(void)
     return hq_expect_disk(dst, ma);
 }
 
+/* Mirrors that end without a migration (cancelled: the migration was
+ * called off): changes are allowed again on the source, which goes on
+ * as before. */
+static int
+test_mirror_cancelled(void)
+{
+    CLEANUP_VM struct hq_vm *src = hq_vm_scratch(1, SIZE, NULL, true);
+    HQ_CHECK(src, "source");
+    struct hq_model ma_;
+    HQ_CLEANUP_MODEL struct hq_model *ma = hq_model_init(&ma_, "vda");
+    HQ_CHECK(hq_mwrite(src, ma, 0x61, 0, K64) == 0, "write");
+    CLEANUP_JSON json_t *full = hq_backup_begin(src, "{\"checkpoint\": {\"name\": \"m1\"}}");
+    HQ_CHECK(full, "full backup with m1");
+    CLEANUP_FREE uint8_t *base_a = xmalloc(SIZE);
+    uint8_t *base1[] = { base_a };
+    struct hq_model *m[] = { ma };
+    HQ_CHECK(hq_read_full(full, "vda", base_a) == 0, "read");
+    hq_model_mark(ma, 0);
+    HQ_CHECK(hq_backup_end(src, full) == 0, "end");
+    CLEANUP_VM struct hq_vm *dst = destination(src);
+    HQ_CHECK(dst && !hq_failed(), "destination");
+    if (mirror_to(src, dst) < 0 || busy_while_mirroring(src) < 0)
+        return -1;
+    HQ_CHECK(hq_mwrite(src, ma, 0x62, 3 * K64, K64) == 0, "write while the mirrors run");
+    if (mirrors_cancel(src, dst) < 0)
+        return -1;
+    CLEANUP_JSON json_t *m2 = hq_cmd(src->ctl, "checkpoint-create", hq_json("{\"name\": \"m2\"}"));
+    HQ_CHECK(m2, "m2 once the mirrors have ended");
+    if (hq_tree_matches_qemu(src, "after the mirrors") < 0)
+        return -1;
+    return incremental(src, "m1", 0, m, base1);
+}
+
 int
 main(void)
 {
     static const struct hq_case cases[] = {
         { "migrate-nbd-mirror", test_migrate_nbd },
         { "migrate-nbd-without-dirty-bitmaps", test_migrate_nbd_no_bitmaps },
+        { "mirror-cancelled", test_mirror_cancelled },
     };
     return hq_run(cases, ARRAY_SIZE(cases));
 }
