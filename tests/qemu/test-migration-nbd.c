@@ -255,17 +255,24 @@ static int
 bitmaps_in_images(struct hq_vm *vm)
 {
     char *before[HQ_MAX_DISKS] = { 0 };
-    for (int d = 0; d < vm->ndisks; d++) {
+    int rc = 0;
+    for (int d = 0; d < vm->ndisks && rc == 0; d++) {
         CLEANUP_JSON json_t *bm = hq_bitmaps(vm, vm->disks[d].name);
-        HQ_CHECK(bm && json_array_size(bm) > 0, "%s has no bitmaps", vm->disks[d].name);
         size_t i;
         json_t *b;
+        if (!bm || json_array_size(bm) == 0) {
+            hq_fail("%s has no bitmaps", vm->disks[d].name);
+            rc = -1;
+        }
         json_array_foreach(bm, i, b)
-            HQ_CHECK(hq_jbool(b, "persistent") == 1, "%s: bitmap %s is not "
-                     "persistent", vm->disks[d].name, hq_str(b));
+            if (hq_jbool(b, "persistent") != 1) {
+                hq_fail("%s: bitmap %s is not persistent", vm->disks[d].name, hq_str(b));
+                rc = -1;
+            }
         before[d] = sorted_names(bm);
     }
-    int rc = hq_qemu_quit(vm);
+    if (rc == 0)
+        rc = hq_qemu_quit(vm);
     for (int d = 0; d < vm->ndisks && rc == 0; d++) {
         CLEANUP_JSON json_t *img = hq_image_bitmaps(vm, vm->disks[d].name);
         CLEANUP_FREE char *after = img ? sorted_names(img) : NULL;
