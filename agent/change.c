@@ -96,6 +96,60 @@ migrating(const char *status)
     return true;
 }
 
+/* A mirror job copies a disk elsewhere, most often the first half of a
+ * migration with non-shared images.  A checkpoint made meanwhile may
+ * never reach the destination: libvirt fixes the bitmaps the migration
+ * carries (block-bitmap-mapping) before it starts the mirrors, and the
+ * new bitmap is not among them, while the one it stopped recording is;
+ * the destination would then track no writes at all.  (After a local
+ * copy, the disk no longer sees the node that holds it either.)  So a
+ * change waits until the mirror has ended: Busy. */
+static void
+jobs_checked(struct qmp *q, json_t *ret, const struct qmp_error *err, void *opaque)
+{
+    struct request *req = opaque;
+    size_t i;
+    json_t *job;
+    if (err) {
+        req_qmp_error(req, err, "asking QEMU for its block jobs");
+        return;
+    }
+    json_array_foreach(ret, i, job) {
+        const char *type = json_string_value(json_object_get(job, "type"));
+        const char *id = json_string_value(json_object_get(job, "device"));
+        if (type && strcmp(type, "mirror") == 0) {
+            req_error(req, CKPT_ERR_BUSY, "mirror job '%s' copies a disk (a migration "
+                      "with non-shared images, or a storage move): a checkpoint made "
+                      "now might not reach the copy; %s waits until the mirror has "
+                      "ended", id ? id : "?", req->cmd->name);
+            return;
+        }
+    }
+    vm_refresh(req->agent, fresh_then_run, req);
+}
+
+/* After a completed migration the VM lives on in the destination; this
+ * QEMU, "postmigrate" until someone resumes it here, has let go of its
+ * images, yet still takes a persistent bitmap that no image or
+ * destination will ever hold: the checkpoint would be lost silently. */
+static void
+status_checked(struct qmp *q, json_t *ret, const struct qmp_error *err, void *opaque)
+{
+    struct request *req = opaque;
+    const char *status = json_string_value(json_object_get(ret, "status"));
+    if (err) {
+        req_qmp_error(req, err, "asking QEMU for the VM's run state");
+        return;
+    }
+    if (status && strcmp(status, "postmigrate") == 0) {
+        req_error(req, CKPT_ERR_BUSY, "the VM has been migrated away (QEMU's run "
+                  "state: postmigrate); %s is for the destination's agent, or "
+                  "waits until the VM runs here again", req->cmd->name);
+        return;
+    }
+    vm_send(req->agent, "query-block-jobs", NULL, jobs_checked, req);
+}
+
 static void
 migrate_checked(struct qmp *q, json_t *ret, const struct qmp_error *err, void *opaque)
 {
@@ -111,7 +165,11 @@ migrate_checked(struct qmp *q, json_t *ret, const struct qmp_error *err, void *o
                   req->cmd->name);
         return;
     }
-    vm_refresh(req->agent, fresh_then_run, req);
+    if (status && strcmp(status, "completed") == 0) {
+        vm_send(req->agent, "query-status", NULL, status_checked, req);
+        return;
+    }
+    vm_send(req->agent, "query-block-jobs", NULL, jobs_checked, req);
 }
 
 void
