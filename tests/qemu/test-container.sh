@@ -32,10 +32,14 @@ skip_all() {
 [ "$(id -u)" = 0 ] || skip_all "not root: the test runs rootful podman"
 [ "$BUILD" = build-asan ] &&
     skip_all "the image holds the package, always a plain build; covered by the plain run"
-# A chroot (scripts/trixie-root.sh) sees another root than PID 1's.
-if [ -r /proc/1/root ] && [ "$(stat -L -c %d:%i / 2>/dev/null)" != "$(stat -L -c %d:%i /proc/1/root/ 2>/dev/null)" ]; then
-    skip_all "in a chroot (the Debian 13 run?): podman cannot run containers here"
-fi
+# podman cannot run containers from a chroot: the Debian 13 root of
+# scripts/trixie-root.sh (its marker file), or any root other than PID 1's
+# (when /proc/1/root can be read at all).
+[ -e /.ckptd-root ] &&
+    skip_all "in the Debian 13 root of scripts/trixie-root.sh, a chroot: podman cannot run containers there"
+root_id=$(stat -L -c %d:%i / 2>/dev/null)
+init_root_id=$(stat -L -c %d:%i /proc/1/root/ 2>/dev/null) || init_root_id=$root_id
+[ "$root_id" = "$init_root_id" ] || skip_all "in a chroot: podman cannot run containers here"
 command -v podman >/dev/null ||
     skip_all "podman not installed (CKPTD_DEPS_CONTAINER=1 make deps installs podman and runc)"
 command -v runc >/dev/null ||
