@@ -103,10 +103,21 @@ fi
 
 # The package, without its unit tests (test-deb.sh runs them), and the
 # image from it; podman's layer cache keeps the QEMU layer between runs.
+# The package is kept too, under the hash of the files `make deb` copies
+# (contents and names only), so that a second run on the same tree skips
+# its build.
 t1=$(date +%s)
-if DEB_BUILD_OPTIONS="nocheck parallel=2" make --no-print-directory -C "$ROOT" \
+key=$(tar -cf - --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner \
+          --exclude=./.git --exclude=./build --exclude='./build-*' . | sha256sum | cut -c1-16)
+mkdir -p "$STORE/deb" "$T/ctx"
+if [ -f "$STORE/deb/$key/done" ]; then
+    cp "$STORE/deb/$key"/ckptd_*.deb "$T/ctx/"
+    note "package of this tree from $STORE/deb/$key"
+elif DEB_BUILD_OPTIONS="nocheck parallel=2" make --no-print-directory -C "$ROOT" \
        BUILD="$T/debbuild" deb >"$T/deb.log" 2>&1; then
-    mkdir "$T/ctx" && cp "$T"/debbuild/deb/ckptd_*.deb "$T/ctx/" && rm -rf "$T/debbuild"
+    cp "$T"/debbuild/deb/ckptd_*.deb "$T/ctx/" && rm -rf "$T/debbuild"
+    rm -rf "$STORE/deb"/* && mkdir "$STORE/deb/$key" &&
+        cp "$T"/ctx/ckptd_*.deb "$STORE/deb/$key/" && touch "$STORE/deb/$key/done"
 else
     fail container-deb "make deb failed"
     tail_log "$T/deb.log"
