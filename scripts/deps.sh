@@ -3,6 +3,9 @@
 # if any is missing; prints nothing when none is.  Works on Debian 12 and 13.
 # Names given as arguments are needed too (scripts/deps.sh mmdebstrap).
 # Needs root for apt-get; says what to run otherwise.
+# CKPTD_DEPS_CONTAINER=1 adds podman, runc and mmdebstrap, which
+# tests/qemu/test-container.sh needs (it skips without them); not by
+# default, as podman brings a container engine and its services.
 #   scripts/deps.sh --list   prints the list below (for the trixie root's
 #                            cache key), one entry a line.
 # Names are split on white space, never globbed.
@@ -39,6 +42,8 @@ if [ "$1" = --list ]; then
     printf '%s\n' "$entries"
     exit 0
 fi
+# After --list: the trixie root's cache key does not change with it.
+[ "${CKPTD_DEPS_CONTAINER:-}" = 1 ] && set -- "$@" podman runc mmdebstrap
 for p in "$@"; do
     entries="$entries
 $p"
