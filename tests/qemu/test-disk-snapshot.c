@@ -1,0 +1,339 @@
+/* disk-snapshot and disk-commit: external snapshots through ckptd carry
+ * the checkpoints into the new overlay, so that incrementals stay exact
+ * to the cluster (dirty maps against the shadow model) and to the byte
+ * (previous backup + incremental = the disk) across a snapshot and a
+ * commit; after every step each disk has exactly one recording
+ * checkpoint bitmap across all its layers.  Refused snapshots change
+ * nothing (no node, no file), and an agent restart between the snapshot
+ * and the commit keeps the tree. */
+#include "tests/qemu/harness.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define K64 HQ_K64
+#define SIZE HQ_MODEL_SIZE
+
+/* An incremental backup (args) of vda, exact: its dirty map is want and,
+ * applied to base (the previous backup's bytes, updated), the disk. */
+static int
+incremental_exact(struct hq_vm *vm, const char *args, const uint8_t *want,
+                  uint8_t *base, const struct hq_model *m)
+{
+    CLEANUP_JSON json_t *inc = hq_backup_begin(vm, args);
+    const char *mode = hq_jstr(hq_job_disk(inc, "vda"), "mode");
+    HQ_CHECK(inc && mode && strcmp(mode, "incremental") == 0, "%s: %s", args,
+             hq_str(inc));
+    if (hq_apply_incremental(inc, "vda", want, base, m->data) < 0)
+        return -1;
+    return hq_backup_end(vm, inc);
+}
+
+/* query-disks' entry of disk (new reference). */
+static json_t *
+disk_entry(struct hq_vm *vm, const char *disk)
+{
+    CLEANUP_JSON json_t *disks = hq_cmd(vm->ctl, "query-disks", NULL);
+    json_t *d = hq_jfind(disks, "disk", disk);
+    return d ? json_incref(d) : NULL;
+}
+
+/* vda tracks on node, with layers layers, and the agent's tree is QEMU's. */
+static int
+check_state(struct hq_vm *vm, const char *node, size_t layers, const char *when)
+{
+    CLEANUP_JSON json_t *d = disk_entry(vm, "vda");
+    HQ_CHECK(d && hq_jbool(d, "tracking") == 1 && hq_jbool(d, "checkpoints") == 1 &&
+             strcmp(hq_jstr(d, "node-name"), node) == 0, "%s: vda should track on %s: %s",
+             when, node, hq_str(d));
+    CLEANUP_JSON json_t *l = hq_disk_layers(vm, "vda");
+    HQ_CHECK(l && json_array_size(l) == layers, "%s: vda should have %zu layers: %s",
+             when, layers, hq_str(l));
+    return hq_tree_matches_qemu(vm, when);
+}
+
+static json_t *
+snapshot(struct hq_vm *vm, const char *file, const char *ckpt)
+{
+    json_t *args = json_pack("{s:[{s:s,s:s}]}", "disks", "disk", "vda", "file", file);
+    if (ckpt)
+        json_object_set_new(args, "checkpoint", json_pack("{s:s}", "name", ckpt));
+    return hq_cmd(vm->ctl, "disk-snapshot", args);
+}
+
+static bool
+exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+/* c1, writes, snapshot, writes, c2, writes, incrementals from c1 and c2,
+ * commit, writes, incrementals again; each backup applied to the previous
+ * one gives the disk at that point. */
+static int
+test_snapshot_commit(void)
+{
+    CLEANUP_VM struct hq_vm *vm = hq_vm_scratch(1, SIZE, NULL, true);
+    HQ_CHECK(vm, "vm");
+    struct hq_model m_;
+    HQ_CLEANUP_MODEL struct hq_model *m = hq_model_init(&m_, "vda");
+    /* at_c1, at_c2, at_c3: the restored disk at each checkpoint. */
+    CLEANUP_FREE uint8_t *at_c1 = xcalloc(1, SIZE), *at_c2 = xcalloc(1, SIZE);
+    CLEANUP_FREE uint8_t *at_c3 = xcalloc(1, SIZE), *scratch = xcalloc(1, SIZE);
+    HQ_CHECK(hq_mwrite(vm, m, 0x11, 0, 4 * K64) == 0, "first data");
+    CLEANUP_JSON json_t *full = hq_backup_begin(vm, "{\"checkpoint\": {\"name\": \"c1\"}}");
+    HQ_CHECK(full && hq_read_full(full, "vda", at_c1) == 0, "full backup with c1");
+    HQ_CHECK(hq_first_diff(at_c1, m->data, SIZE) < 0, "the full backup is the disk");
+    HQ_CHECK(hq_backup_end(vm, full) == 0, "end");
+    hq_model_mark(m, 0);
+    HQ_CHECK(hq_mwrite(vm, m, 0x12, 2 * K64, 3 * K64) == 0, "write before the snapshot");
+
+    CLEANUP_FREE char *ov = xasprintf("%s/vda-ov1.qcow2", vm->dir);
+    CLEANUP_JSON json_t *snap = snapshot(vm, ov, NULL);
+    HQ_CHECK(snap && exists(ov), "disk-snapshot: %s", hq_str(snap));
+    json_t *sd = hq_jfind(json_object_get(snap, "disks"), "disk", "vda");
+    HQ_CHECK(sd && hq_jbool(sd, "tracking") == 1, "the reply: %s", hq_str(snap));
+    CLEANUP_FREE char *ovnode = xstrdup(hq_jstr(sd, "node-name"));
+    HQ_CHECK(strcmp(ovnode, "vda-fmt") != 0, "the disk's node is the overlay: %s",
+             hq_str(sd));
+    if (check_state(vm, ovnode, 2, "after the snapshot") < 0)
+        return -1;
+    HQ_CHECK(hq_mwrite(vm, m, 0x13, 4 * K64, 2 * K64) == 0 &&
+             hq_mwrite(vm, m, 0x14, 100 * K64, K64) == 0, "writes into the overlay");
+
+    /* c2 in an incremental from c1: c2 lives on the overlay only. */
+    CLEANUP_JSON json_t *b1 = hq_backup_begin(vm,
+        "{\"incremental\": \"c1\", \"checkpoint\": {\"name\": \"c2\"}}");
+    HQ_CHECK(b1, "incremental from c1 with c2");
+    memcpy(at_c2, at_c1, SIZE);
+    if (hq_apply_incremental(b1, "vda", m->since[0], at_c2, m->data) < 0)
+        return -1;
+    HQ_CHECK(hq_backup_end(vm, b1) == 0, "end");
+    hq_model_mark(m, 1);
+    if (check_state(vm, ovnode, 2, "after c2") < 0)
+        return -1;
+    HQ_CHECK(hq_mwrite(vm, m, 0x15, 3 * K64, K64) == 0 &&
+             hq_mwrite(vm, m, 0x16, 200 * K64, 2 * K64) == 0, "writes after c2");
+    memcpy(scratch, at_c1, SIZE);
+    if (incremental_exact(vm, "{\"incremental\": \"c1\"}", m->since[0], scratch, m) < 0)
+        return -1;
+    /* c3 in an incremental from c2: the chain c1 -> c2 -> c3 restores. */
+    CLEANUP_JSON json_t *b2 = hq_backup_begin(vm,
+        "{\"incremental\": \"c2\", \"checkpoint\": {\"name\": \"c3\"}}");
+    HQ_CHECK(b2, "incremental from c2 with c3");
+    memcpy(at_c3, at_c2, SIZE);
+    if (hq_apply_incremental(b2, "vda", m->since[1], at_c3, m->data) < 0)
+        return -1;
+    HQ_CHECK(hq_backup_end(vm, b2) == 0, "end");
+    hq_model_mark(m, 2);
+    HQ_CHECK(hq_mwrite(vm, m, 0x17, 5 * K64, K64) == 0, "write after c3");
+    if (check_state(vm, ovnode, 2, "after c3") < 0)
+        return -1;
+
+    /* A checkpoint kept on the read-only base cannot be deleted yet. */
+    CLEANUP_JSON json_t *del1 = hq_cmd_err(vm->ctl, "Unsupported", "checkpoint-delete",
+                                           hq_json("{\"name\": \"c1\"}"));
+    HQ_CHECK(del1 && strstr(hq_err_desc(del1), "disk-commit"), "delete c1: %s",
+             hq_str(del1));
+
+    CLEANUP_JSON json_t *cm = hq_cmd(vm->ctl, "disk-commit", hq_json("{\"disk\": \"vda\"}"));
+    HQ_CHECK(cm && hq_jbool(cm, "tracking") == 1 &&
+             strcmp(hq_jstr(cm, "node-name"), "vda-fmt") == 0, "disk-commit: %s",
+             hq_str(cm));
+    CLEANUP_JSON json_t *nodes = hq_cmd(vm->mon, "query-named-block-nodes",
+                                        hq_json("{\"flat\": true}"));
+    HQ_CHECK(nodes && !hq_jfind(nodes, "node-name", ovnode), "the overlay is gone: %s",
+             hq_str(nodes));
+    if (check_state(vm, "vda-fmt", 1, "after the commit") < 0)
+        return -1;
+    HQ_CHECK(hq_mwrite(vm, m, 0x18, 7 * K64, 2 * K64) == 0 &&
+             hq_mwrite(vm, m, 0x19, 2 * K64, K64) == 0, "writes after the commit");
+    memcpy(scratch, at_c1, SIZE);
+    if (incremental_exact(vm, "{\"incremental\": \"c1\"}", m->since[0], scratch, m) < 0)
+        return -1;
+    memcpy(scratch, at_c2, SIZE);
+    if (incremental_exact(vm, "{\"incremental\": \"c2\"}", m->since[1], scratch, m) < 0)
+        return -1;
+    memcpy(scratch, at_c3, SIZE);
+    if (incremental_exact(vm, "{\"incremental\": \"c3\"}", m->since[2], scratch, m) < 0)
+        return -1;
+    /* Now one layer: c2 goes, its writes kept in c1. */
+    CLEANUP_JSON json_t *del2 = hq_cmd(vm->ctl, "checkpoint-delete",
+                                       hq_json("{\"name\": \"c2\"}"));
+    HQ_CHECK(del2, "delete c2 after the commit");
+    if (check_state(vm, "vda-fmt", 1, "after deleting c2") < 0)
+        return -1;
+    memcpy(scratch, at_c1, SIZE);
+    if (incremental_exact(vm, "{\"incremental\": \"c1\"}", m->since[0], scratch, m) < 0)
+        return -1;
+    return hq_expect_disk(vm, m);
+}
+
+/* A snapshot that makes a checkpoint in its own transaction, then the
+ * delete of that checkpoint while the overlay is there: its writes go
+ * into the older checkpoint, carried into the overlay. */
+static int
+test_snapshot_checkpoint(void)
+{
+    CLEANUP_VM struct hq_vm *vm = hq_vm_scratch(1, SIZE, NULL, true);
+    HQ_CHECK(vm, "vm");
+    struct hq_model m_;
+    HQ_CLEANUP_MODEL struct hq_model *m = hq_model_init(&m_, "vda");
+    CLEANUP_FREE uint8_t *at_c1 = xcalloc(1, SIZE), *scratch = xcalloc(1, SIZE);
+    CLEANUP_JSON json_t *full = hq_backup_begin(vm, "{\"checkpoint\": {\"name\": \"c1\"}}");
+    HQ_CHECK(full && hq_read_full(full, "vda", at_c1) == 0, "full backup with c1");
+    HQ_CHECK(hq_backup_end(vm, full) == 0, "end");
+    hq_model_mark(m, 0);
+    HQ_CHECK(hq_mwrite(vm, m, 0x21, 0, 2 * K64) == 0, "write before the snapshot");
+    CLEANUP_FREE char *ov = xasprintf("%s/vda-ov1.qcow2", vm->dir);
+    CLEANUP_JSON json_t *snap = snapshot(vm, ov, "s1");
+    HQ_CHECK(snap && json_object_get(snap, "checkpoint"), "disk-snapshot with s1: %s",
+             hq_str(snap));
+    hq_model_mark(m, 1);
+    CLEANUP_FREE char *ovnode = xstrdup(hq_jstr(hq_jfind(json_object_get(snap, "disks"),
+                                                         "disk", "vda"), "node-name"));
+    if (check_state(vm, ovnode, 2, "after the snapshot with s1") < 0)
+        return -1;
+    HQ_CHECK(hq_mwrite(vm, m, 0x22, K64, 3 * K64) == 0, "write into the overlay");
+    memcpy(scratch, at_c1, SIZE);
+    if (incremental_exact(vm, "{\"incremental\": \"c1\"}", m->since[0], scratch, m) < 0)
+        return -1;
+    CLEANUP_JSON json_t *del = hq_cmd(vm->ctl, "checkpoint-delete",
+                                      hq_json("{\"name\": \"s1\"}"));
+    HQ_CHECK(del, "delete s1 on the overlay");
+    if (check_state(vm, ovnode, 2, "after deleting s1") < 0)
+        return -1;
+    HQ_CHECK(hq_mwrite(vm, m, 0x23, 9 * K64, K64) == 0, "write after the delete");
+    memcpy(scratch, at_c1, SIZE);
+    if (incremental_exact(vm, "{\"incremental\": \"c1\"}", m->since[0], scratch, m) < 0)
+        return -1;
+    CLEANUP_JSON json_t *cm = hq_cmd(vm->ctl, "disk-commit", hq_json("{\"disk\": \"vda\"}"));
+    HQ_CHECK(cm, "disk-commit");
+    if (check_state(vm, "vda-fmt", 1, "after the commit") < 0)
+        return -1;
+    memcpy(scratch, at_c1, SIZE);
+    if (incremental_exact(vm, "{\"incremental\": \"c1\"}", m->since[0], scratch, m) < 0)
+        return -1;
+    return hq_expect_disk(vm, m);
+}
+
+/* Refused snapshots change nothing: a file outside the image's
+ * directory, an existing file, an unknown disk, and a transaction QEMU
+ * refuses (after the files and nodes were made: they go again). */
+static int
+test_refused(void)
+{
+    CLEANUP_VM struct hq_vm *vm = hq_vm_scratch(1, SIZE, NULL, false);
+    HQ_CHECK(vm && hq_qemu_start(vm) == 0 && hq_inject_start(vm) == 0 &&
+             hq_agent_start(vm) == 0, "setup");
+    CLEANUP_JSON json_t *c1 = hq_cmd(vm->ctl, "checkpoint-create", hq_json("{\"name\": \"c1\"}"));
+    HQ_CHECK(c1, "c1");
+    CLEANUP_JSON json_t *before = hq_snapshot(vm);
+    CLEANUP_JSON json_t *nodes0 = hq_cmd(vm->mon, "query-named-block-nodes",
+                                         hq_json("{\"flat\": true}"));
+    CLEANUP_FREE char *sub = xasprintf("%s/elsewhere", vm->dir);
+    HQ_CHECK(mkdir(sub, 0700) == 0, "mkdir");
+    CLEANUP_FREE char *bad = xasprintf("%s/ov.qcow2", sub);
+    CLEANUP_JSON json_t *r1 = hq_exec(vm->ctl, "disk-snapshot", json_pack(
+        "{s:[{s:s,s:s}]}", "disks", "disk", "vda", "file", bad));
+    HQ_CHECK(r1 && strcmp(hq_err_class(r1) ? hq_err_class(r1) : "", "InvalidParameter") == 0 &&
+             strstr(hq_err_desc(r1), "vda") && !exists(bad), "elsewhere: %s", hq_str(r1));
+    CLEANUP_FREE char *taken = xasprintf("%s/taken.qcow2", vm->dir);
+    FILE *f = fopen(taken, "w");
+    HQ_CHECK(f && fputs("precious", f) >= 0 && fclose(f) == 0, "existing file");
+    CLEANUP_JSON json_t *r2 = hq_exec(vm->ctl, "disk-snapshot", json_pack(
+        "{s:[{s:s,s:s}]}", "disks", "disk", "vda", "file", taken));
+    struct stat st;
+    HQ_CHECK(r2 && strcmp(hq_err_class(r2) ? hq_err_class(r2) : "", "AlreadyExists") == 0 &&
+             stat(taken, &st) == 0 && st.st_size == 8, "existing file: %s", hq_str(r2));
+    CLEANUP_FREE char *ov = xasprintf("%s/vda-ov.qcow2", vm->dir);
+    CLEANUP_JSON json_t *r3 = hq_cmd_err(vm->ctl, "NotFound", "disk-snapshot", json_pack(
+        "{s:[{s:s,s:s}]}", "disks", "disk", "vdz", "file", ov));
+    HQ_CHECK(r3 && !exists(ov), "unknown disk");
+    CLEANUP_JSON json_t *r4 = hq_cmd_err(vm->ctl, "Unsupported", "disk-commit",
+                                         hq_json("{\"disk\": \"vda\"}"));
+    HQ_CHECK(r4 && strstr(hq_err_desc(r4), "no overlay"), "commit without overlay: %s",
+             hq_str(r4));
+    HQ_CHECK(hq_inject_rules(vm, "fail transaction 1\n") == 0, "rules");
+    CLEANUP_JSON json_t *r5 = hq_cmd_err(vm->ctl, "QemuError", "disk-snapshot", json_pack(
+        "{s:[{s:s,s:s}]}", "disks", "disk", "vda", "file", ov));
+    HQ_CHECK(r5 && !exists(ov), "refused transaction leaves no file: %s", hq_str(r5));
+    HQ_CHECK(hq_inject_rules(vm, "%s", "") == 0, "rules");
+    CLEANUP_JSON json_t *after = hq_snapshot(vm);
+    CLEANUP_JSON json_t *nodes1 = hq_cmd(vm->mon, "query-named-block-nodes",
+                                         hq_json("{\"flat\": true}"));
+    HQ_CHECK(json_equal(before, after), "bitmaps changed: %s", hq_str(after));
+    HQ_CHECK(json_array_size(nodes0) == json_array_size(nodes1), "nodes left: %s",
+             hq_str(nodes1));
+    CLEANUP_JSON json_t *jobs = hq_cmd(vm->mon, "query-jobs", NULL);
+    HQ_CHECK(jobs && json_array_size(jobs) == 0, "jobs left: %s", hq_str(jobs));
+    if (check_state(vm, "vda-fmt", 1, "after the refusals") < 0)
+        return -1;
+    /* And the same snapshot works once QEMU accepts it. */
+    CLEANUP_JSON json_t *ok = snapshot(vm, ov, NULL);
+    HQ_CHECK(ok && exists(ov), "the snapshot afterwards");
+    return hq_tree_matches_qemu(vm, "after the snapshot");
+}
+
+/* A new agent between the snapshot and the commit reads the same tree
+ * from the layers, and the commit and incrementals work with it. */
+static int
+test_restart(void)
+{
+    CLEANUP_VM struct hq_vm *vm = hq_vm_scratch(1, SIZE, NULL, true);
+    HQ_CHECK(vm, "vm");
+    struct hq_model m_;
+    HQ_CLEANUP_MODEL struct hq_model *m = hq_model_init(&m_, "vda");
+    CLEANUP_FREE uint8_t *at_c1 = xcalloc(1, SIZE), *scratch = xcalloc(1, SIZE);
+    CLEANUP_JSON json_t *full = hq_backup_begin(vm, "{\"checkpoint\": {\"name\": \"c1\"}}");
+    HQ_CHECK(full && hq_read_full(full, "vda", at_c1) == 0, "full backup with c1");
+    HQ_CHECK(hq_backup_end(vm, full) == 0, "end");
+    hq_model_mark(m, 0);
+    HQ_CHECK(hq_mwrite(vm, m, 0x31, 0, K64) == 0, "write");
+    CLEANUP_FREE char *ov = xasprintf("%s/vda-ov1.qcow2", vm->dir);
+    CLEANUP_JSON json_t *snap = snapshot(vm, ov, NULL);
+    HQ_CHECK(snap, "snapshot");
+    CLEANUP_JSON json_t *c2 = hq_cmd(vm->ctl, "checkpoint-create", hq_json("{\"name\": \"c2\"}"));
+    HQ_CHECK(c2, "c2 on the overlay");
+    hq_model_mark(m, 1);
+    HQ_CHECK(hq_mwrite(vm, m, 0x32, 6 * K64, K64) == 0, "write");
+    CLEANUP_JSON json_t *list0 = hq_cmd(vm->ctl, "checkpoint-list", NULL);
+    CLEANUP_JSON json_t *disk0 = disk_entry(vm, "vda");
+    HQ_CHECK(hq_agent_stop(vm) == 0 && hq_agent_start(vm) == 0, "restart the agent");
+    CLEANUP_JSON json_t *list1 = hq_cmd(vm->ctl, "checkpoint-list", NULL);
+    CLEANUP_JSON json_t *disk1 = disk_entry(vm, "vda");
+    HQ_CHECK(json_equal(list0, list1), "checkpoints before %s, after %s", hq_str(list0),
+             hq_str(list1));
+    HQ_CHECK(json_equal(disk0, disk1), "vda before %s, after %s", hq_str(disk0),
+             hq_str(disk1));
+    if (check_state(vm, hq_jstr(disk1, "node-name"), 2, "after the restart") < 0)
+        return -1;
+    memcpy(scratch, at_c1, SIZE);
+    if (incremental_exact(vm, "{\"incremental\": \"c1\"}", m->since[0], scratch, m) < 0)
+        return -1;
+    CLEANUP_JSON json_t *cm = hq_cmd(vm->ctl, "disk-commit", hq_json("{\"disk\": \"vda\"}"));
+    HQ_CHECK(cm, "disk-commit");
+    if (check_state(vm, "vda-fmt", 1, "after the commit") < 0)
+        return -1;
+    HQ_CHECK(hq_mwrite(vm, m, 0x33, 8 * K64, K64) == 0, "write");
+    memcpy(scratch, at_c1, SIZE);
+    if (incremental_exact(vm, "{\"incremental\": \"c1\"}", m->since[0], scratch, m) < 0)
+        return -1;
+    return hq_expect_disk(vm, m);
+}
+
+int
+main(void)
+{
+    static const struct hq_case cases[] = {
+        { "snapshot-commit", test_snapshot_commit },
+        { "snapshot-checkpoint", test_snapshot_checkpoint },
+        { "refused", test_refused },
+        { "restart", test_restart },
+    };
+    return hq_run(cases, ARRAY_SIZE(cases));
+}
