@@ -168,6 +168,8 @@ hq_disk_layers(struct hq_vm *vm, const char *disk)
     for (int depth = 0; n && depth < 16; depth++) {
         json_array_append(layers, n);
         const char *file = hq_jstr(json_object_get(n, "image"), "full-backing-filename");
+        if (!file)
+            file = hq_jstr(n, "backing_file");
         json_t *next = NULL, *c;
         size_t k;
         json_array_foreach(nodes, k, c)
