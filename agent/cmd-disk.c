@@ -227,10 +227,20 @@ static void
 snap_txn_done(struct agent *a, const struct qmp_error *err, void *opaque)
 {
     struct snap *s = opaque;
+    if (err && (strcmp(err->class, "Disconnected") == 0 ||
+                strcmp(err->class, "Timeout") == 0)) {
+        /* No answer: the overlays may be the disks' active layers now, and
+         * the guest writing into them.  Their files stay; the tree is
+         * read again when QEMU is back. */
+        req_error(s->req, CKPT_ERR_NOT_CONNECTED, "QEMU did not answer the snapshot "
+                  "of disk '%s' (%s); whether it was taken shows in query-disks once "
+                  "QEMU is back, and its overlay files were kept", s->disks[0].disk,
+                  err->desc);
+        snap_free(s);
+        return;
+    }
     if (err) {
-        snap_fail(s, strcmp(err->class, "Disconnected") == 0 ? CKPT_ERR_NOT_CONNECTED
-                                                              : CKPT_ERR_QEMU,
-                  xasprintf("QEMU refused the snapshot of disk '%s': %s",
+        snap_fail(s, CKPT_ERR_QEMU, xasprintf("QEMU refused the snapshot of disk '%s': %s",
                             s->disks[0].disk, err->desc));
         return;
     }
