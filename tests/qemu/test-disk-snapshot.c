@@ -64,6 +64,24 @@ snapshot(struct hq_vm *vm, const char *file, const char *ckpt)
     return hq_cmd(vm->ctl, "disk-snapshot", args);
 }
 
+/* checkpoint-changes of vda from `from` covers exactly the clusters want. */
+static int
+changes_exact(struct hq_vm *vm, const char *from, const uint8_t *want)
+{
+    CLEANUP_JSON json_t *r = hq_cmd(vm->ctl, "checkpoint-changes",
+                                    json_pack("{s:s,s:s}", "disk", "vda", "from", from));
+    HQ_CHECK(r, "checkpoint-changes from %s", from);
+    uint8_t got[HQ_MODEL_NCL] = { 0 };
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(r, "block-metadata"), i, e)
+        for (int64_t o = hq_jint(e, "byte-offset");
+             o < hq_jint(e, "byte-offset") + hq_jint(e, "size-bytes"); o += K64)
+            got[o / K64] = 1;
+    HQ_CHECK(memcmp(got, want, sizeof got) == 0, "changes from %s: %s", from, hq_str(r));
+    return 0;
+}
+
 static bool
 exists(const char *path)
 {
@@ -199,6 +217,8 @@ test_snapshot_checkpoint(void)
     if (check_state(vm, ovnode, 2, "after the snapshot with s1") < 0)
         return -1;
     HQ_CHECK(hq_mwrite(vm, m, 0x22, K64, 3 * K64) == 0, "write into the overlay");
+    if (changes_exact(vm, "c1", m->since[0]) < 0 || changes_exact(vm, "s1", m->since[1]) < 0)
+        return -1;
     memcpy(scratch, at_c1, SIZE);
     if (incremental_exact(vm, "{\"incremental\": \"c1\"}", m->since[0], scratch, m) < 0)
         return -1;
@@ -326,6 +346,31 @@ test_restart(void)
     return hq_expect_disk(vm, m);
 }
 
+/* The same through ckptctl. */
+static int
+test_ckptctl(void)
+{
+    CLEANUP_VM struct hq_vm *vm = hq_vm_scratch(1, SIZE, NULL, true);
+    HQ_CHECK(vm, "vm");
+    CLEANUP_JSON json_t *c1 = hq_cmd(vm->ctl, "checkpoint-create", hq_json("{\"name\": \"c1\"}"));
+    HQ_CHECK(c1, "c1");
+    CLEANUP_FREE char *arg = xasprintf("vda=%s/vda-ov1.qcow2", vm->dir);
+    CLEANUP_FREE char *out1 = NULL, *out2 = NULL, *out3 = NULL;
+    int rc = hq_ckptctl(vm, &out1, (const char *const[]) { "disk", "snapshot", "--checkpoint",
+                                                            "c2", arg, NULL });
+    HQ_CHECK(rc == 0 && strstr(out1, "vda-ov1.qcow2") && strstr(out1, "tracking") &&
+             strstr(out1, "checkpoint: c2"), "disk snapshot: %d %s", rc, out1);
+    CLEANUP_JSON json_t *d = disk_entry(vm, "vda");
+    if (check_state(vm, hq_jstr(d, "node-name"), 2, "after ckptctl disk snapshot") < 0)
+        return -1;
+    rc = hq_ckptctl(vm, &out2, (const char *const[]) { "disk", "snapshot", "vda", NULL });
+    HQ_CHECK(rc == 2, "DISK without =FILE is a usage error: %d %s", rc, out2);
+    rc = hq_ckptctl(vm, &out3, (const char *const[]) { "disk", "commit", "vda", NULL });
+    HQ_CHECK(rc == 0 && strstr(out3, "committed") && strstr(out3, "vda-fmt"),
+             "disk commit: %d %s", rc, out3);
+    return check_state(vm, "vda-fmt", 1, "after ckptctl disk commit");
+}
+
 int
 main(void)
 {
@@ -334,6 +379,7 @@ main(void)
         { "snapshot-checkpoint", test_snapshot_checkpoint },
         { "refused", test_refused },
         { "restart", test_restart },
+        { "ckptctl", test_ckptctl },
     };
     return hq_run(cases, ARRAY_SIZE(cases));
 }
