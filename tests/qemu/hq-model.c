@@ -165,6 +165,20 @@ hq_disk_layers(struct hq_vm *vm, const char *disk)
     }
     json_t *layers = json_array();
     json_t *n = top ? hq_jfind(nodes, "node-name", top) : NULL;
+    /* Below a filter (a running backup's copy-before-write): the format
+     * node that opens the same file. */
+    for (int depth = 0; n && depth < 8 && strcmp(hq_jstr(n, "drv"), "qcow2") != 0 &&
+                        strcmp(hq_jstr(n, "drv"), "raw") != 0; depth++) {
+        json_t *below = NULL, *c;
+        size_t k;
+        json_array_foreach(nodes, k, c)
+            if (hq_jstr(n, "file") && hq_jstr(c, "file") &&
+                strcmp(hq_jstr(c, "file"), hq_jstr(n, "file")) == 0 &&
+                (strcmp(hq_jstr(c, "drv"), "qcow2") == 0 ||
+                 strcmp(hq_jstr(c, "drv"), "raw") == 0))
+                below = c;
+        n = below;
+    }
     for (int depth = 0; n && depth < 16; depth++) {
         json_array_append(layers, n);
         const char *file = hq_jstr(json_object_get(n, "image"), "full-backing-filename");
