@@ -350,6 +350,42 @@ test_restart(void)
     return hq_expect_disk(vm, m);
 }
 
+/* A disk with no checkpoint yet: the first one is made on the overlay;
+ * the commit adds it (bitmap and record) to the base, which held none. */
+static int
+test_first_checkpoint_on_overlay(void)
+{
+    CLEANUP_VM struct hq_vm *vm = hq_vm_scratch(1, SIZE, NULL, true);
+    HQ_CHECK(vm, "vm");
+    struct hq_model m_;
+    HQ_CLEANUP_MODEL struct hq_model *m = hq_model_init(&m_, "vda");
+    CLEANUP_FREE uint8_t *at_c1 = xcalloc(1, SIZE), *scratch = xcalloc(1, SIZE);
+    HQ_CHECK(hq_mwrite(vm, m, 0x41, 0, 2 * K64) == 0, "write on the base");
+    CLEANUP_FREE char *ov = xasprintf("%s/vda-ov1.qcow2", vm->dir);
+    CLEANUP_JSON json_t *snap = snapshot(vm, ov, NULL);
+    HQ_CHECK(snap, "snapshot of a disk without checkpoints");
+    CLEANUP_FREE char *ovnode = xstrdup(hq_jstr(hq_jfind(json_object_get(snap, "disks"),
+                                                         "disk", "vda"), "node-name"));
+    HQ_CHECK(hq_mwrite(vm, m, 0x42, 5 * K64, K64) == 0, "write on the overlay");
+    CLEANUP_JSON json_t *full = hq_backup_begin(vm, "{\"checkpoint\": {\"name\": \"c1\"}}");
+    HQ_CHECK(full && hq_read_full(full, "vda", at_c1) == 0, "full backup with c1");
+    HQ_CHECK(hq_first_diff(at_c1, m->data, SIZE) < 0, "the full backup is the disk");
+    HQ_CHECK(hq_backup_end(vm, full) == 0, "end");
+    hq_model_mark(m, 0);
+    if (check_state(vm, ovnode, 2, "c1 on the overlay") < 0)
+        return -1;
+    HQ_CHECK(hq_mwrite(vm, m, 0x43, 6 * K64, 2 * K64) == 0, "write after c1");
+    CLEANUP_JSON json_t *cm = hq_cmd(vm->ctl, "disk-commit", hq_json("{\"disk\": \"vda\"}"));
+    HQ_CHECK(cm, "disk-commit");
+    if (check_state(vm, "vda-fmt", 1, "after the commit") < 0)
+        return -1;
+    HQ_CHECK(hq_mwrite(vm, m, 0x44, 0, K64) == 0, "write after the commit");
+    memcpy(scratch, at_c1, SIZE);
+    if (incremental_exact(vm, "{\"incremental\": \"c1\"}", m->since[0], scratch, m) < 0)
+        return -1;
+    return hq_expect_disk(vm, m);
+}
+
 /* The same through ckptctl. */
 static int
 test_ckptctl(void)
@@ -385,6 +421,7 @@ main(void)
         { "snapshot-checkpoint", test_snapshot_checkpoint },
         { "refused", test_refused },
         { "restart", test_restart },
+        { "first-checkpoint-on-overlay", test_first_checkpoint_on_overlay },
         { "ckptctl", test_ckptctl },
     };
     return hq_run(cases, ARRAY_SIZE(cases));
