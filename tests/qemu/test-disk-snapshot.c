@@ -111,7 +111,9 @@ test_snapshot_commit(void)
     HQ_CHECK(hq_mwrite(vm, m, 0x12, 2 * K64, 3 * K64) == 0, "write before the snapshot");
 
     CLEANUP_FREE char *ov = xasprintf("%s/vda-ov1.qcow2", vm->dir);
+    double t0 = hq_now();
     CLEANUP_JSON json_t *snap = snapshot(vm, ov, NULL);
+    hq_note("disk-snapshot took %.1f ms", (hq_now() - t0) * 1000);
     HQ_CHECK(snap && exists(ov), "disk-snapshot: %s", hq_str(snap));
     json_t *sd = hq_jfind(json_object_get(snap, "disks"), "disk", "vda");
     HQ_CHECK(sd && hq_jbool(sd, "tracking") == 1, "the reply: %s", hq_str(snap));
@@ -158,7 +160,10 @@ test_snapshot_commit(void)
     HQ_CHECK(del1 && strstr(hq_err_desc(del1), "disk-commit"), "delete c1: %s",
              hq_str(del1));
 
+    t0 = hq_now();
     CLEANUP_JSON json_t *cm = hq_cmd(vm->ctl, "disk-commit", hq_json("{\"disk\": \"vda\"}"));
+    hq_note("disk-commit of a 16 MiB disk (about 0.6 MiB in the overlay) took %.1f ms",
+            (hq_now() - t0) * 1000);
     HQ_CHECK(cm && hq_jbool(cm, "tracking") == 1 &&
              strcmp(hq_jstr(cm, "node-name"), "vda-fmt") == 0, "disk-commit: %s",
              hq_str(cm));
