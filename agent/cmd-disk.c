@@ -505,6 +505,7 @@ commit_free(struct commit *c)
     free(c);
 }
 
+/* Replies and frees c; takes why (never c->error itself). */
 static void
 commit_reply_error(struct commit *c, enum ckpt_err cls, char *why)
 {
@@ -520,12 +521,13 @@ commit_undone(struct agent *a, const struct qmp_error *err, void *opaque)
     if (err)
         log_warn("disk-commit of '%s': stopping the base's bitmaps: %s", c->disk,
                  err->desc);
-    commit_reply_error(c, c->error_class, c->error);
+    char *why = c->error;
     c->error = NULL;
+    commit_reply_error(c, c->error_class, why);
 }
 
 /* The job ended without the overlay going: the base's bitmaps that the
- * merge made record stop again (the overlay's still record). */
+ * merge made record stop again (the overlay's still record).  Takes why. */
 static void
 commit_failed(struct commit *c, enum ckpt_err cls, char *why)
 {
@@ -538,8 +540,8 @@ commit_failed(struct commit *c, enum ckpt_err cls, char *why)
         txn_send(c->req->agent, undo, commit_undone, c);
         return;
     }
-    commit_reply_error(c, cls, why);
     c->error = NULL;
+    commit_reply_error(c, cls, why);
 }
 
 static void

@@ -391,6 +391,59 @@ test_first_checkpoint_on_overlay(void)
     return hq_expect_disk(vm, m);
 }
 
+/* A commit that QEMU refuses half way, at the merge and at the
+ * completion: the overlay stays the active layer, the disk tracks with
+ * one recording bitmap, incrementals stay exact, and a commit afterwards
+ * works. */
+static int
+test_commit_fails(void)
+{
+    CLEANUP_VM struct hq_vm *vm = hq_vm_scratch(1, SIZE, NULL, false);
+    HQ_CHECK(vm && hq_qemu_start(vm) == 0 && hq_inject_start(vm) == 0 &&
+             hq_agent_start(vm) == 0, "setup");
+    struct hq_model m_;
+    HQ_CLEANUP_MODEL struct hq_model *m = hq_model_init(&m_, "vda");
+    CLEANUP_FREE uint8_t *at_c1 = xcalloc(1, SIZE), *scratch = xcalloc(1, SIZE);
+    CLEANUP_JSON json_t *full = hq_backup_begin(vm, "{\"checkpoint\": {\"name\": \"c1\"}}");
+    HQ_CHECK(full && hq_read_full(full, "vda", at_c1) == 0, "full backup with c1");
+    HQ_CHECK(hq_backup_end(vm, full) == 0, "end");
+    hq_model_mark(m, 0);
+    HQ_CHECK(hq_mwrite(vm, m, 0x51, 0, K64) == 0, "write");
+    CLEANUP_FREE char *ov = xasprintf("%s/vda-ov1.qcow2", vm->dir);
+    CLEANUP_JSON json_t *snap = snapshot(vm, ov, "c2");
+    HQ_CHECK(snap, "snapshot with c2");
+    CLEANUP_FREE char *ovnode = xstrdup(hq_jstr(hq_jfind(json_object_get(snap, "disks"),
+                                                         "disk", "vda"), "node-name"));
+    HQ_CHECK(hq_mwrite(vm, m, 0x52, 3 * K64, K64) == 0, "write into the overlay");
+    static const char *const rules[] = { "fail transaction 1\n",
+                                         "fail block-job-complete 1\n" };
+    for (size_t i = 0; i < ARRAY_SIZE(rules); i++) {
+        HQ_CHECK(hq_inject_rules(vm, "%s", rules[i]) == 0, "rules");
+        CLEANUP_JSON json_t *r = hq_cmd_err(vm->ctl, "QemuError", "disk-commit",
+                                            hq_json("{\"disk\": \"vda\"}"));
+        HQ_CHECK(r && strstr(hq_err_desc(r), "vda"), "%s: %s", rules[i], hq_str(r));
+        HQ_CHECK(hq_inject_rules(vm, "%s", "") == 0, "rules");
+        if (check_state(vm, ovnode, 2, rules[i]) < 0)
+            return -1;
+        CLEANUP_JSON json_t *jobs = hq_cmd(vm->mon, "query-jobs", NULL);
+        HQ_CHECK(jobs && json_array_size(jobs) == 0, "jobs left: %s", hq_str(jobs));
+        HQ_CHECK(hq_mwrite(vm, m, 0x53 + (int) i, (5 + (int64_t) i) * K64, K64) == 0,
+                 "write");
+        memcpy(scratch, at_c1, SIZE);
+        if (incremental_exact(vm, "{\"incremental\": \"c1\"}", m->since[0], scratch, m) < 0)
+            return -1;
+    }
+    CLEANUP_JSON json_t *cm = hq_cmd(vm->ctl, "disk-commit", hq_json("{\"disk\": \"vda\"}"));
+    HQ_CHECK(cm, "disk-commit once QEMU accepts it");
+    if (check_state(vm, "vda-fmt", 1, "after the commit") < 0)
+        return -1;
+    HQ_CHECK(hq_mwrite(vm, m, 0x58, 9 * K64, K64) == 0, "write");
+    memcpy(scratch, at_c1, SIZE);
+    if (incremental_exact(vm, "{\"incremental\": \"c1\"}", m->since[0], scratch, m) < 0)
+        return -1;
+    return hq_expect_disk(vm, m);
+}
+
 /* The same through ckptctl. */
 static int
 test_ckptctl(void)
@@ -427,6 +480,7 @@ main(void)
         { "refused", test_refused },
         { "restart", test_restart },
         { "first-checkpoint-on-overlay", test_first_checkpoint_on_overlay },
+        { "commit-fails", test_commit_fails },
         { "ckptctl", test_ckptctl },
     };
     return hq_run(cases, ARRAY_SIZE(cases));
