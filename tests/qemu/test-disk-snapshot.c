@@ -441,7 +441,9 @@ test_commit_fails(void)
     memcpy(scratch, at_c1, SIZE);
     if (incremental_exact(vm, "{\"incremental\": \"c1\"}", m->since[0], scratch, m) < 0)
         return -1;
-    return hq_expect_disk(vm, m);
+    if (hq_expect_disk(vm, m) < 0)
+        return -1;
+    return hq_agent_stop(vm);
 }
 
 /* The same through ckptctl. */
