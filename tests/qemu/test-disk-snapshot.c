@@ -446,6 +446,63 @@ test_commit_fails(void)
     return hq_agent_stop(vm);
 }
 
+/* Two disks in one snapshot with a new checkpoint: both or neither.  A
+ * second disk whose file exists stops the whole snapshot before anything
+ * is made (the first disk's file is not created either). */
+static int
+test_two_disks(void)
+{
+    CLEANUP_VM struct hq_vm *vm = hq_vm_scratch(2, SIZE, NULL, true);
+    HQ_CHECK(vm, "vm");
+    struct hq_model ma_, mb_;
+    HQ_CLEANUP_MODEL struct hq_model *ma = hq_model_init(&ma_, "vda");
+    HQ_CLEANUP_MODEL struct hq_model *mb = hq_model_init(&mb_, "vdb");
+    CLEANUP_FREE uint8_t *a1 = xcalloc(1, SIZE), *b1 = xcalloc(1, SIZE);
+    CLEANUP_JSON json_t *full = hq_backup_begin(vm, "{\"checkpoint\": {\"name\": \"c1\"}}");
+    HQ_CHECK(full && hq_read_full(full, "vda", a1) == 0 && hq_read_full(full, "vdb", b1) == 0,
+             "full backup with c1");
+    HQ_CHECK(hq_backup_end(vm, full) == 0, "end");
+    hq_model_mark(ma, 0);
+    hq_model_mark(mb, 0);
+    HQ_CHECK(hq_mwrite(vm, ma, 0x61, 0, K64) == 0 && hq_mwrite(vm, mb, 0x62, K64, K64) == 0,
+             "writes");
+    CLEANUP_FREE char *oa = xasprintf("%s/vda-ov.qcow2", vm->dir);
+    CLEANUP_FREE char *ob = xasprintf("%s/vdb-ov.qcow2", vm->dir);
+    FILE *f = fopen(ob, "w");
+    HQ_CHECK(f && fclose(f) == 0, "vdb's file exists");
+    CLEANUP_JSON json_t *bad = hq_cmd_err(vm->ctl, "AlreadyExists", "disk-snapshot",
+        json_pack("{s:[{s:s,s:s},{s:s,s:s}]}", "disks", "disk", "vda", "file", oa,
+                  "disk", "vdb", "file", ob));
+    HQ_CHECK(bad && !exists(oa), "the refused pair leaves no vda file: %s", hq_str(bad));
+    HQ_CHECK(unlink(ob) == 0, "unlink");
+    CLEANUP_JSON json_t *snap = hq_cmd(vm->ctl, "disk-snapshot",
+        json_pack("{s:[{s:s,s:s},{s:s,s:s}],s:{s:s}}", "disks", "disk", "vda", "file", oa,
+                  "disk", "vdb", "file", ob, "checkpoint", "name", "c2"));
+    HQ_CHECK(snap && json_array_size(json_object_get(snap, "disks")) == 2 &&
+             json_array_size(json_object_get(json_object_get(snap, "checkpoint"), "disks")) == 2,
+             "both disks: %s", hq_str(snap));
+    hq_model_mark(ma, 1);
+    hq_model_mark(mb, 1);
+    CLEANUP_JSON json_t *disks = hq_cmd(vm->ctl, "query-disks", NULL);
+    HQ_CHECK(hq_jbool(hq_jfind(disks, "disk", "vda"), "tracking") == 1 &&
+             hq_jbool(hq_jfind(disks, "disk", "vdb"), "tracking") == 1, "both track: %s",
+             hq_str(disks));
+    if (hq_tree_matches_qemu(vm, "after the snapshot of both") < 0)
+        return -1;
+    HQ_CHECK(hq_mwrite(vm, ma, 0x63, 4 * K64, K64) == 0 && hq_mwrite(vm, mb, 0x64, 0, K64) == 0,
+             "writes into the overlays");
+    CLEANUP_JSON json_t *inc = hq_backup_begin(vm, "{\"incremental\": \"c1\"}");
+    HQ_CHECK(inc, "incremental from c1");
+    if (hq_apply_incremental(inc, "vda", ma->since[0], a1, ma->data) < 0 ||
+        hq_apply_incremental(inc, "vdb", mb->since[0], b1, mb->data) < 0)
+        return -1;
+    HQ_CHECK(hq_backup_end(vm, inc) == 0, "end");
+    CLEANUP_JSON json_t *ca = hq_cmd(vm->ctl, "disk-commit", hq_json("{\"disk\": \"vda\"}"));
+    CLEANUP_JSON json_t *cb = hq_cmd(vm->ctl, "disk-commit", hq_json("{\"disk\": \"vdb\"}"));
+    HQ_CHECK(ca && cb, "commit both");
+    return hq_tree_matches_qemu(vm, "after both commits");
+}
+
 /* The same through ckptctl. */
 static int
 test_ckptctl(void)
@@ -483,6 +540,7 @@ main(void)
         { "restart", test_restart },
         { "first-checkpoint-on-overlay", test_first_checkpoint_on_overlay },
         { "commit-fails", test_commit_fails },
+        { "two-disks", test_two_disks },
         { "ckptctl", test_ckptctl },
     };
     return hq_run(cases, ARRAY_SIZE(cases));
