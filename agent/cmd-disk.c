@@ -694,6 +694,20 @@ commit_started(struct qmp *q, json_t *ret, const struct qmp_error *err, void *op
                            "'%s' into '%s': %s", c->disk, c->base, err->desc));
 }
 
+/* A checkpoint with a bitmap on disk's top layer, or NULL. */
+static const char *
+overlay_checkpoint(struct agent *a, const char *disk)
+{
+    const struct meta_tree *t = &a->tree;
+    ssize_t d = meta_tree_find_disk(t, disk);
+    for (size_t i = 0; d >= 0 && t->disks[d].tracking && i < t->nckpts; i++) {
+        const struct meta_member *m = meta_ckpt_member(&t->ckpts[i], (size_t) d);
+        if (m && m->parts[0].layer == 0)
+            return t->ckpts[i].rec.name;
+    }
+    return NULL;
+}
+
 static void
 commit_nodes(struct qmp *q, json_t *ret, const struct qmp_error *err, void *opaque)
 {
@@ -712,6 +726,22 @@ commit_nodes(struct qmp *q, json_t *ret, const struct qmp_error *err, void *opaq
         return;
     }
     c->base = xstrdup(base);
+    /* The overlay's checkpoints need a base that stores bitmaps. */
+    const char *held = overlay_checkpoint(a, c->disk);
+    json_t *bn = NULL, *it;
+    size_t k;
+    json_array_foreach(ret, k, it)
+        if (opt_str(it, "node-name") && strcmp(opt_str(it, "node-name"), base) == 0)
+            bn = it;
+    const char *drv = bn ? opt_str(bn, "drv") : NULL;
+    if (held && (!drv || strcmp(drv, "qcow2") != 0)) {
+        commit_reply_error(c, CKPT_ERR_UNSUPPORTED, xasprintf("disk '%s' cannot be "
+                           "committed into '%s' (%s): checkpoint '%s' on its overlay "
+                           "would be lost, as only qcow2 images store bitmaps; delete "
+                           "the overlay's checkpoints first", c->disk, base,
+                           drv ? drv : "unknown format", held));
+        return;
+    }
     /* The overlay's protocol node goes too, if disk-snapshot made it. */
     CLEANUP_FREE char *proto = xasprintf("%s-file", c->active);
     size_t i;

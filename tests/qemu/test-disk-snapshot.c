@@ -503,6 +503,31 @@ test_two_disks(void)
     return hq_tree_matches_qemu(vm, "after both commits");
 }
 
+/* A raw disk takes a qcow2 overlay, which can hold checkpoints; the
+ * commit back into the raw image, which cannot, is refused while one is
+ * there, and works once it is deleted. */
+static int
+test_raw_base(void)
+{
+    CLEANUP_VM struct hq_vm *vm = hq_vm_new();
+    HQ_CHECK(vm && hq_vm_add_disk(vm, "vda", "raw", SIZE, false) == 0 &&
+             hq_qemu_start(vm) == 0 && hq_agent_start(vm) == 0, "setup");
+    CLEANUP_FREE char *ov = xasprintf("%s/vda-ov1.qcow2", vm->dir);
+    CLEANUP_JSON json_t *snap = snapshot(vm, ov, NULL);
+    HQ_CHECK(snap, "snapshot of a raw disk");
+    CLEANUP_JSON json_t *c1 = hq_cmd(vm->ctl, "checkpoint-create", hq_json("{\"name\": \"c1\"}"));
+    HQ_CHECK(c1, "c1 on the qcow2 overlay");
+    CLEANUP_JSON json_t *r = hq_cmd_err(vm->ctl, "Unsupported", "disk-commit",
+                                        hq_json("{\"disk\": \"vda\"}"));
+    HQ_CHECK(r && strstr(hq_err_desc(r), "c1"), "commit into raw: %s", hq_str(r));
+    CLEANUP_JSON json_t *jobs = hq_cmd(vm->mon, "query-jobs", NULL);
+    HQ_CHECK(jobs && json_array_size(jobs) == 0, "no job started: %s", hq_str(jobs));
+    CLEANUP_JSON json_t *del = hq_cmd(vm->ctl, "checkpoint-delete", hq_json("{\"name\": \"c1\"}"));
+    CLEANUP_JSON json_t *cm = hq_cmd(vm->ctl, "disk-commit", hq_json("{\"disk\": \"vda\"}"));
+    HQ_CHECK(del && cm && strcmp(hq_jstr(cm, "format"), "raw") == 0, "commit: %s", hq_str(cm));
+    return hq_tree_matches_qemu(vm, "after the commit into raw");
+}
+
 /* The same through ckptctl. */
 static int
 test_ckptctl(void)
@@ -541,6 +566,7 @@ main(void)
         { "first-checkpoint-on-overlay", test_first_checkpoint_on_overlay },
         { "commit-fails", test_commit_fails },
         { "two-disks", test_two_disks },
+        { "raw-base", test_raw_base },
         { "ckptctl", test_ckptctl },
     };
     return hq_run(cases, ARRAY_SIZE(cases));
