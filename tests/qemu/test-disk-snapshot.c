@@ -528,6 +528,64 @@ test_raw_base(void)
     return hq_tree_matches_qemu(vm, "after the commit into raw");
 }
 
+/* The agent dies during a commit, after the merge into the base and
+ * before the completion: the commit job waits READY with the overlay
+ * still the active layer (and busy: no backup could start).  The next
+ * agent's sweep cancels that job; the disk tracks on the overlay,
+ * backups work, and disk-commit commits: one recording bitmap, exact
+ * incrementals. */
+static int
+test_agent_dies_in_commit(void)
+{
+    CLEANUP_VM struct hq_vm *vm = hq_vm_scratch(1, SIZE, NULL, false);
+    HQ_CHECK(vm && hq_qemu_start(vm) == 0 && hq_inject_start(vm) == 0 &&
+             hq_agent_start(vm) == 0, "setup");
+    struct hq_model m_;
+    HQ_CLEANUP_MODEL struct hq_model *m = hq_model_init(&m_, "vda");
+    CLEANUP_FREE uint8_t *at_c1 = xcalloc(1, SIZE), *scratch = xcalloc(1, SIZE);
+    CLEANUP_JSON json_t *full = hq_backup_begin(vm, "{\"checkpoint\": {\"name\": \"c1\"}}");
+    HQ_CHECK(full && hq_read_full(full, "vda", at_c1) == 0, "full backup with c1");
+    HQ_CHECK(hq_backup_end(vm, full) == 0, "end");
+    hq_model_mark(m, 0);
+    CLEANUP_FREE char *ov = xasprintf("%s/vda-ov1.qcow2", vm->dir);
+    CLEANUP_JSON json_t *snap = snapshot(vm, ov, NULL);
+    HQ_CHECK(snap, "snapshot");
+    CLEANUP_FREE char *ovnode = xstrdup(hq_jstr(hq_jfind(json_object_get(snap, "disks"),
+                                                         "disk", "vda"), "node-name"));
+    HQ_CHECK(hq_mwrite(vm, m, 0x71, 2 * K64, K64) == 0, "write into the overlay");
+    HQ_CHECK(hq_inject_rules(vm, "hold block-job-complete 1\n") == 0, "rules");
+    CLEANUP_FREE char *held = xasprintf("%s/inject.rules.held", vm->dir);
+    HQ_CHECK(hq_send_json(vm->ctl, json_pack("{s:s,s:{s:s}}", "execute", "disk-commit",
+                                             "arguments", "disk", "vda")) == 0, "send");
+    for (double end = hq_now() + 30; !exists(held); hq_sleep_ms(10))
+        HQ_CHECK(hq_now() < end, "the commit never reached block-job-complete");
+    hq_agent_kill(vm);
+    hq_conn_close(vm->ctl);
+    vm->ctl = NULL;
+    HQ_CHECK(hq_inject_rules(vm, "%s", "") == 0, "rules");
+    CLEANUP_JSON json_t *jobs = hq_cmd(vm->mon, "query-jobs", NULL);
+    HQ_CHECK(jobs && json_array_size(jobs) == 1, "the commit job waits: %s", hq_str(jobs));
+    HQ_CHECK(hq_agent_start(vm) == 0, "a new agent");
+    CLEANUP_JSON json_t *jobs2 = hq_cmd(vm->mon, "query-jobs", NULL);
+    HQ_CHECK(jobs2 && json_array_size(jobs2) == 0, "the sweep ended it: %s", hq_str(jobs2));
+    CLEANUP_JSON json_t *d = disk_entry(vm, "vda");
+    HQ_CHECK(d && hq_jbool(d, "tracking") == 1 && strcmp(hq_jstr(d, "node-name"), ovnode) == 0,
+             "vda still tracks on the overlay: %s", hq_str(d));
+    HQ_CHECK(hq_mwrite(vm, m, 0x72, 4 * K64, K64) == 0, "write");
+    memcpy(scratch, at_c1, SIZE);
+    if (incremental_exact(vm, "{\"incremental\": \"c1\"}", m->since[0], scratch, m) < 0)
+        return -1;
+    CLEANUP_JSON json_t *cm = hq_cmd(vm->ctl, "disk-commit", hq_json("{\"disk\": \"vda\"}"));
+    HQ_CHECK(cm, "disk-commit after the restart");
+    if (check_state(vm, "vda-fmt", 1, "after the second commit") < 0)
+        return -1;
+    HQ_CHECK(hq_mwrite(vm, m, 0x73, 8 * K64, K64) == 0, "write");
+    memcpy(scratch, at_c1, SIZE);
+    if (incremental_exact(vm, "{\"incremental\": \"c1\"}", m->since[0], scratch, m) < 0)
+        return -1;
+    return hq_expect_disk(vm, m);
+}
+
 /* The same through ckptctl. */
 static int
 test_ckptctl(void)
@@ -567,6 +625,7 @@ main(void)
         { "commit-fails", test_commit_fails },
         { "two-disks", test_two_disks },
         { "raw-base", test_raw_base },
+        { "agent-dies-in-commit", test_agent_dies_in_commit },
         { "ckptctl", test_ckptctl },
     };
     return hq_run(cases, ARRAY_SIZE(cases));
