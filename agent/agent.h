@@ -25,6 +25,7 @@
  * cmd-backup.c:     backup-begin (arguments), query-backup, backup-end
  * cmd-changes.c:    checkpoint-changes (extents, read through NBD)
  * quiesce.c:        quiesce_*  freeze, transaction, thaw (guest agent)
+ * cmd-disk.c:       disk-snapshot, disk-commit (layers, bitmaps carried)
  */
 #ifndef CKPTD_AGENT_H
 #define CKPTD_AGENT_H
@@ -49,7 +50,8 @@ struct client;
 struct request;
 
 /* --- the command table --- */
-enum arg_type { ARG_STRING, ARG_BOOL, ARG_INT, ARG_STRING_LIST, ARG_OBJECT };
+enum arg_type { ARG_STRING, ARG_BOOL, ARG_INT, ARG_STRING_LIST, ARG_OBJECT,
+                ARG_OBJECT_LIST };
 
 struct cmd_arg {
     const char *name;
@@ -82,6 +84,7 @@ extern const struct ckpt_cmd checkpoint_cmds[];
 extern const struct ckpt_cmd backup_cmds[];
 extern const struct ckpt_cmd xml_cmds[];
 extern const struct ckpt_cmd changes_cmds[];
+extern const struct ckpt_cmd disk_cmds[];
 
 /* --- one control connection --- */
 struct client {

@@ -286,12 +286,13 @@ check_range(struct agent *a, json_t *args, struct changes *c, struct ckpt_error 
         const struct meta_member *mj = meta_ckpt_member(&t->ckpts[j], (size_t) d);
         if (!mj)
             continue;
-        if (!mj->bitmap || mj->bitmap->inconsistent)
+        if (!mj->bitmap || ckpt_member_unusable(mj))
             return ckpt_fail(e, CKPT_ERR_INCONSISTENT, "the bitmap of checkpoint '%s' "
                              "on disk '%s' is not usable (QEMU stopped without saving "
                              "it); a full backup is needed", t->ckpts[j].rec.name, disk);
-        json_array_append_new(c->sources, json_string(mj->bitmap->name));
     }
+    json_decref(c->sources);
+    c->sources = ckpt_merge_sources(t, (size_t) d, (size_t) f, (size_t) end, md->node);
     c->disk = xstrdup(md->disk);
     c->node = xstrdup(md->node);
     c->size = md->virtual_size;

@@ -56,7 +56,7 @@ cmd_status(struct request *req)
 
 static const char *const arg_type_names[] = {
     [ARG_STRING] = "str", [ARG_BOOL] = "bool", [ARG_INT] = "int",
-    [ARG_STRING_LIST] = "[str]", [ARG_OBJECT] = "object",
+    [ARG_STRING_LIST] = "[str]", [ARG_OBJECT] = "object", [ARG_OBJECT_LIST] = "[object]",
 };
 
 /* The table is the description: each command with its arguments, their

@@ -7,7 +7,7 @@
 #include <stdio.h>
 
 static const struct ckpt_cmd *const tables[] = {
-    query_cmds, checkpoint_cmds, backup_cmds, xml_cmds, changes_cmds,
+    query_cmds, checkpoint_cmds, backup_cmds, xml_cmds, changes_cmds, disk_cmds,
 };
 
 const struct ckpt_cmd *
@@ -37,6 +37,7 @@ type_name(enum arg_type t)
     case ARG_INT: return "an integer";
     case ARG_STRING_LIST: return "a list of strings";
     case ARG_OBJECT: return "an object";
+    case ARG_OBJECT_LIST: return "a list of objects";
     }
     return "?";
 }
@@ -49,6 +50,16 @@ type_ok(enum arg_type t, json_t *v)
     case ARG_BOOL: return json_is_boolean(v);
     case ARG_INT: return json_is_integer(v);
     case ARG_OBJECT: return json_is_object(v);
+    case ARG_OBJECT_LIST: {
+        size_t i;
+        json_t *e;
+        if (!json_is_array(v))
+            return false;
+        json_array_foreach(v, i, e)
+            if (!json_is_object(e))
+                return false;
+        return true;
+    }
     case ARG_STRING_LIST: {
         size_t i;
         json_t *e;

@@ -1,5 +1,6 @@
 /* Disks and checkpoints as the JSON objects of PROTOCOL.md. */
 #include "agent/agent.h"
+#include "bitmap/plan.h"
 
 json_t *
 enc_disk(const struct meta_disk *d)
@@ -21,7 +22,7 @@ enc_member(const struct meta_tree *t, size_t i, const struct meta_member *m,
            bool with_size)
 {
     const struct meta_disk *d = &t->disks[m->disk];
-    bool consistent = m->bitmap && !m->bitmap->inconsistent;
+    bool consistent = m->bitmap && !ckpt_member_unusable(m);
     json_t *o = json_pack("{s:s,s:s,s:s,s:b,s:b}", "disk", d->disk, "node-name",
                           d->node, "bitmap", t->ckpts[i].rec.name,
                           "consistent", consistent, "tracking", d->tracking);

@@ -479,8 +479,11 @@ undo_transaction(struct backup_job *job, struct batch *b)
         const char *id = json_string_value(json_object_get(j, "id"));
         const char *status = json_string_value(json_object_get(j, "status"));
         const char *type = json_string_value(json_object_get(j, "type"));
-        if (!id_is_mine(job, id) || !status || !type || strcmp(type, "backup") != 0 ||
-            strcmp(status, "null") == 0)
+        /* The sweep also ends a disk-commit's job that a dead agent left
+         * waiting READY (cmd-disk.c): no pivot, the overlay stays. */
+        bool commit = job->sweep && type && strcmp(type, "commit") == 0;
+        if (!id_is_mine(job, id) || !status || !type ||
+            (strcmp(type, "backup") != 0 && !commit) || strcmp(status, "null") == 0)
             continue;
         if (strcmp(status, "concluded") == 0) {
             batch_send(b, "job-dismiss", json_pack("{s:s}", "id", id), NULL, NULL);

@@ -41,17 +41,18 @@ check_incremental_disk(const struct meta_tree *t, const struct meta_ckpt *c,
     const char *disk = t->disks[d].disk;
     if ((out->reason = full_reason(t, c, d)))
         return CKPT_OK;
-    if (!m->bitmap || m->bitmap->inconsistent)
+    const struct meta_bitmap *bad = ckpt_member_unusable(m);
+    if (bad || !m->bitmap)
         return ckpt_fail(e, CKPT_ERR_INCONSISTENT,
                          "the bitmap of checkpoint '%s' on disk '%s' is %s "
                          "(QEMU stopped without saving it); a full backup is needed",
-                         c->rec.name, disk, m->bitmap ? "inconsistent" : "missing");
+                         c->rec.name, disk, bad ? "inconsistent" : "missing");
     /* Every newer checkpoint on the disk adds to the merge: all of them
-     * must be whole too. */
+     * must be whole too, on every layer. */
     size_t i = (size_t) (c - t->ckpts);
     for (size_t j = i + 1; j < t->nckpts; j++) {
         const struct meta_member *n = meta_ckpt_member(&t->ckpts[j], d);
-        if (n && (!n->bitmap || n->bitmap->inconsistent))
+        if (n && (!n->bitmap || ckpt_member_unusable(n)))
             return ckpt_fail(e, CKPT_ERR_INCONSISTENT,
                              "the bitmap of checkpoint '%s' on disk '%s', needed "
                              "for an incremental backup from '%s', is not usable; "
@@ -137,16 +138,10 @@ plan_temp_bitmap(const struct meta_tree *t, const struct ckpt_backup_req *r,
     const struct meta_disk *disk = &t->disks[d];
     CLEANUP_FREE char *tmp = ckpt_tmp_bitmap(r->job, disk->disk);
     ssize_t i = meta_tree_find_ckpt(t, r->incremental);
-    CLEANUP_FREE const char **srcs = xcalloc(t->nckpts + 1, sizeof *srcs);
-    size_t n = 0;
-    for (size_t j = (size_t) i; j < t->nckpts; j++) {
-        const struct meta_member *m = meta_ckpt_member(&t->ckpts[j], d);
-        if (m && m->bitmap)
-            srcs[n++] = m->bitmap->name;
-    }
     json_array_append_new(actions, qmp_bitmap_add(disk->node, tmp, false, true,
                                                   (unsigned long) nd->granularity));
-    json_array_append_new(actions, qmp_bitmap_merge(disk->node, tmp, srcs, n));
+    json_array_append_new(actions, qmp_bitmap_merge_refs(disk->node, tmp,
+        ckpt_merge_sources(t, d, (size_t) i, t->nckpts, disk->node)));
 }
 
 enum ckpt_err

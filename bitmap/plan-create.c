@@ -61,15 +61,19 @@ check_name(const struct meta_tree *t, const char *name, const bool *sel,
 /* Every older checkpoint bitmap on disk d that still records stops: in the
  * chain only the newest records.  Inconsistent bitmaps cannot be touched
  * (and do not record). */
-static void
-stop_recording(const struct meta_tree *t, size_t d, json_t *actions)
+void
+ckpt_plan_stop_recording(const struct meta_tree *t, size_t d, json_t *actions)
 {
+    const struct meta_disk *disk = &t->disks[d];
     for (size_t i = 0; i < t->nckpts; i++) {
         const struct meta_member *m = meta_ckpt_member(&t->ckpts[i], d);
-        if (m && m->bitmap && m->bitmap->recording && !m->bitmap->inconsistent)
-            json_array_append_new(actions,
-                qmp_bitmap_action("block-dirty-bitmap-disable",
-                                  t->disks[d].node, m->bitmap->name));
+        for (size_t k = 0; m && k < m->nparts; k++) {
+            const struct meta_bitmap *b = m->parts[k].bitmap;
+            if (b && b->recording && !b->inconsistent)
+                json_array_append_new(actions,
+                    qmp_bitmap_action("block-dirty-bitmap-disable",
+                                      meta_bitmap_node(disk, b), b->name));
+        }
     }
 }
 
@@ -92,9 +96,12 @@ ckpt_plan_create(const struct meta_tree *t, const struct ckpt_create_req *r,
     for (size_t d = 0; d < t->ndisks; d++) {
         if (!sel[d])
             continue;
-        const char *node = t->disks[d].node;
-        stop_recording(t, d, actions);
-        ckpt_plan_drop_marks(&t->disks[d], removes);
+        const char *node = r->nodes && r->nodes[d] ? r->nodes[d] : t->disks[d].node;
+        ckpt_plan_stop_recording(t, d, actions);
+        /* Marks on a layer that becomes a backing image stay: it turns
+         * read-only, and the new record holds a higher number anyway. */
+        if (!(r->nodes && r->nodes[d]))
+            ckpt_plan_drop_marks(&t->disks[d], removes);
         json_array_append_new(actions, qmp_bitmap_add(node, r->name, true, false, 0));
         json_array_append_new(actions, qmp_bitmap_add(node, record, true, true,
                                                       META_RECORD_GRANULARITY));

@@ -18,28 +18,58 @@ struct disk_pass {
     struct ckpt_error *e;
 };
 
-static const struct meta_bitmap *
-bitmap_of(const struct disk_pass *p, size_t i)
+/* Checkpoint i's part on layer l of this disk, or NULL. */
+static const struct meta_part *
+part_of(const struct disk_pass *p, size_t i, size_t l)
 {
     const struct meta_member *m = meta_ckpt_member(&p->t->ckpts[i], p->d);
-    return m ? m->bitmap : NULL;
+    for (size_t k = 0; m && k < m->nparts; k++)
+        if (m->parts[k].layer == l)
+            return &m->parts[k];
+    return NULL;
 }
 
-/* Merges the deleted checkpoints [from, to) on this disk into survivor s. */
-static enum ckpt_err
-fold_into(struct disk_pass *p, ssize_t s, size_t from, size_t to)
+/* Survivor s has no bitmap on layer l yet: it gets one there, with its
+ * record (the same name as on its other layers), so that the writes of
+ * the deleted checkpoints on that layer are kept.  NULL when s has no
+ * bitmap whole enough to stand for. */
+static const char *
+carry_survivor(struct disk_pass *p, size_t s, size_t l, bool recording,
+               uint64_t granularity)
 {
-    const struct meta_bitmap *target = s >= 0 ? bitmap_of(p, (size_t) s) : NULL;
-    if (!target || target->inconsistent)
+    const struct meta_member *m = meta_ckpt_member(&p->t->ckpts[s], p->d);
+    if (!m->bitmap || m->bitmap->inconsistent)
+        return NULL;
+    const char *node = p->t->disks[p->d].layers[l].node;
+    json_array_append_new(p->actions, qmp_bitmap_add(node, m->bitmap->name, true,
+                                                     !recording,
+                                                     (unsigned long) granularity));
+    json_array_append_new(p->actions, qmp_bitmap_add(node, m->record, true, true,
+                                                     META_RECORD_GRANULARITY));
+    return m->bitmap->name;
+}
+
+/* Merges the deleted checkpoints [from, to) on layer l of this disk into
+ * survivor s's bitmap on that layer. */
+static enum ckpt_err
+fold_into(struct disk_pass *p, size_t l, ssize_t s, size_t from, size_t to)
+{
+    if (s < 0)
+        return CKPT_OK;         /* nothing older survives to keep them */
+    const struct meta_part *tp = part_of(p, (size_t) s, l);
+    const struct meta_bitmap *target = tp ? tp->bitmap : NULL;
+    if (tp && (!target || target->inconsistent))
         return CKPT_OK;         /* nothing that could still be kept whole */
-    const char *node = p->t->disks[p->d].node;
+    const char *node = p->t->disks[p->d].layers[l].node;
     /* On the heap: a chain can be thousands of checkpoints long. */
     CLEANUP_FREE const char **srcs = xcalloc(to - from + 1, sizeof *srcs);
     size_t n = 0;
     bool was_recording = false;
+    uint64_t granularity = 0;
     for (size_t j = from; j < to; j++) {
-        const struct meta_bitmap *b = bitmap_of(p, j);
-        if (!p->del[j] || !b)
+        const struct meta_part *dp = p->del[j] ? part_of(p, j, l) : NULL;
+        const struct meta_bitmap *b = dp ? dp->bitmap : NULL;
+        if (!b)
             continue;
         if (b->inconsistent)
             return ckpt_fail(p->e, CKPT_ERR_INCONSISTENT,
@@ -47,50 +77,85 @@ fold_into(struct disk_pass *p, ssize_t s, size_t from, size_t to)
                              "disk '%s' is inconsistent, so '%s' would miss writes; "
                              "delete '%s' with its children instead",
                              p->t->ckpts[j].rec.name, p->t->disks[p->d].disk,
-                             target->name, target->name);
+                             p->t->ckpts[s].rec.name, p->t->ckpts[s].rec.name);
         srcs[n++] = b->name;
         was_recording |= b->recording;
+        if (!granularity)
+            granularity = b->granularity;
     }
-    if (n)
-        json_array_append_new(p->actions, qmp_bitmap_merge(node, target->name, srcs, n));
-    if (was_recording && !target->recording)
+    if (!n)
+        return CKPT_OK;
+    const char *name = target ? target->name
+                              : carry_survivor(p, (size_t) s, l, was_recording, granularity);
+    if (!name)
+        return CKPT_OK;
+    json_array_append_new(p->actions, qmp_bitmap_merge(node, name, srcs, n));
+    if (target && was_recording && !target->recording)
         json_array_append_new(p->actions,
-            qmp_bitmap_action("block-dirty-bitmap-enable", node, target->name));
+            qmp_bitmap_action("block-dirty-bitmap-enable", node, name));
+    return CKPT_OK;
+}
+
+/* A deleted checkpoint's bitmaps on a read-only backing layer cannot be
+ * merged or removed (QEMU refuses: the bitmaps are read-only there). */
+static enum ckpt_err
+check_writable(struct disk_pass *p)
+{
+    const struct meta_disk *d = &p->t->disks[p->d];
+    for (size_t j = 0; j < p->t->nckpts; j++) {
+        const struct meta_member *m = meta_ckpt_member(&p->t->ckpts[j], p->d);
+        for (size_t k = 0; p->del[j] && m && k < m->nparts; k++)
+            if (d->layers[m->parts[k].layer].read_only)
+                return ckpt_fail(p->e, CKPT_ERR_UNSUPPORTED,
+                                 "checkpoint '%s' is also kept on '%s', a backing "
+                                 "image of disk '%s' that QEMU opened read-only, "
+                                 "where its bitmaps cannot be merged or removed; "
+                                 "commit the disk first (disk-commit %s)",
+                                 p->t->ckpts[j].rec.name,
+                                 d->layers[m->parts[k].layer].node, d->disk, d->disk);
+    }
     return CKPT_OK;
 }
 
 static void
 remove_deleted(struct disk_pass *p)
 {
-    const char *node = p->t->disks[p->d].node;
+    const struct meta_disk *d = &p->t->disks[p->d];
     for (size_t j = 0; j < p->t->nckpts; j++) {
         const struct meta_member *m = meta_ckpt_member(&p->t->ckpts[j], p->d);
-        if (!p->del[j] || !m)
-            continue;
-        if (m->bitmap)
+        for (size_t k = 0; p->del[j] && m && k < m->nparts; k++) {
+            const char *node = d->layers[m->parts[k].layer].node;
+            if (m->parts[k].bitmap)
+                json_array_append_new(p->actions, qmp_bitmap_action(
+                    "block-dirty-bitmap-remove", node, m->parts[k].bitmap->name));
             json_array_append_new(p->actions,
-                qmp_bitmap_action("block-dirty-bitmap-remove", node, m->bitmap->name));
-        json_array_append_new(p->actions,
-            qmp_bitmap_action("block-dirty-bitmap-remove", node, m->record));
+                qmp_bitmap_action("block-dirty-bitmap-remove", node, m->parts[k].record));
+        }
     }
 }
 
+/* Layer by layer: each deleted checkpoint's bitmap on a layer goes into
+ * the nearest older survivor's bitmap on the same layer. */
 static enum ckpt_err
 plan_disk(struct disk_pass *p)
 {
-    ssize_t survivor = -1;
-    size_t group_start = 0;
     enum ckpt_err err;
-    for (size_t j = 0; j < p->t->nckpts; j++) {
-        if (p->del[j] || !meta_ckpt_member(&p->t->ckpts[j], p->d))
-            continue;
-        if ((err = fold_into(p, survivor, group_start, j)))
-            return err;
-        survivor = (ssize_t) j;
-        group_start = j + 1;
-    }
-    if ((err = fold_into(p, survivor, group_start, p->t->nckpts)))
+    if ((err = check_writable(p)))
         return err;
+    for (size_t l = 0; l < p->t->disks[p->d].nlayers; l++) {
+        ssize_t survivor = -1;
+        size_t group_start = 0;
+        for (size_t j = 0; j < p->t->nckpts; j++) {
+            if (p->del[j] || !meta_ckpt_member(&p->t->ckpts[j], p->d))
+                continue;
+            if ((err = fold_into(p, l, survivor, group_start, j)))
+                return err;
+            survivor = (ssize_t) j;
+            group_start = j + 1;
+        }
+        if ((err = fold_into(p, l, survivor, group_start, p->t->nckpts)))
+            return err;
+    }
     remove_deleted(p);
     return CKPT_OK;
 }
@@ -162,13 +227,15 @@ ckpt_plan_next_mark(const struct meta_tree *t, const struct meta_ckpt *newest,
     }
 }
 
-/* Removes the disk's high-water marks (a new record supersedes them). */
+/* Removes the disk's high-water marks (a new record supersedes them) on
+ * its top layer: those below are read-only, and lower than any record
+ * above them. */
 void
 ckpt_plan_drop_marks(const struct meta_disk *d, json_t *actions)
 {
     for (size_t b = 0; b < d->nbitmaps; b++) {
         uint64_t n;
-        if (meta_next_decode(d->bitmaps[b].name, &n))
+        if (d->bitmaps[b].layer == 0 && meta_next_decode(d->bitmaps[b].name, &n))
             json_array_append_new(actions, qmp_bitmap_action(
                 "block-dirty-bitmap-remove", d->node, d->bitmaps[b].name));
     }

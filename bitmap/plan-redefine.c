@@ -202,6 +202,13 @@ ckpt_plan_release(const struct meta_tree *t, json_t *actions, struct ckpt_error 
     json_t *planned = json_array();
     for (size_t d = 0; d < t->ndisks; d++) {
         const char *node = t->disks[d].node;
+        if (t->disks[d].nlayers > 1) {
+            json_decref(planned);
+            return ckpt_fail(e, CKPT_ERR_UNSUPPORTED, "disk '%s' keeps checkpoints on "
+                             "%zu layers (a disk-snapshot); libvirt reads one: commit "
+                             "the disk first (disk-commit %s)", t->disks[d].disk,
+                             t->disks[d].nlayers, t->disks[d].disk);
+        }
         CLEANUP_FREE const char **newer = xcalloc(t->nckpts + 1, sizeof *newer);
         for (size_t i = 0; i < t->nckpts; i++) {
             const struct meta_member *m = meta_ckpt_member(&t->ckpts[i], d);

@@ -20,7 +20,15 @@ struct ckpt_create_req {
     int64_t now;                /* creation time, seconds */
     const char *const *disks;   /* NULL: every disk that can hold checkpoints */
     size_t ndisks;
+    /* NULL, or per disk index the node that gets the new bitmaps when it
+     * is not the disk's node (NULL entry): the overlay of a disk-snapshot
+     * in the same transaction. */
+    const char *const *nodes;
 };
+
+/* Disables every bitmap of disk d that records, on any of its layers
+ * (inconsistent ones cannot be touched, and do not record). */
+void ckpt_plan_stop_recording(const struct meta_tree *t, size_t d, json_t *actions);
 
 /* Adds the actions for a new checkpoint to `actions` (a JSON array): on
  * each member disk, disable the bitmap that records now and add the new
@@ -138,5 +146,36 @@ enum ckpt_err ckpt_plan_backup(const struct meta_tree *t,
                                const struct ckpt_backup_req *r,
                                const struct ckpt_backup_disk *disks, size_t n,
                                json_t *actions, struct ckpt_error *e);
+
+/* --- layers.c: a disk's checkpoints across the layers of its chain --- */
+/* The first inconsistent bitmap of a member on any layer, or NULL. */
+const struct meta_bitmap *ckpt_member_unusable(const struct meta_member *m);
+/* Merge sources (qmp_bitmap_ref, for a target on target_node): every
+ * bitmap, on every layer, of the checkpoints [from, to) on disk d. */
+json_t *ckpt_merge_sources(const struct meta_tree *t, size_t d, size_t from,
+                           size_t to, const char *target_node);
+
+struct ckpt_snapshot_req {
+    const char *const *disks;   /* disk names */
+    const char *const *overlays;/* per disk: the new overlay's format node,
+                                 * added already with no backing */
+    size_t ndisks;
+    const struct ckpt_create_req *checkpoint;   /* new checkpoint, or NULL */
+};
+/* Can disk d take a snapshot that carries its checkpoints?  It must be
+ * writable, track writes, and its newest checkpoint's bitmap be whole. */
+enum ckpt_err ckpt_plan_snapshot_disk(const struct meta_tree *t, size_t d,
+                                      struct ckpt_error *e);
+/* The transaction of a disk-snapshot: blockdev-snapshot per disk, and the
+ * checkpoints carried into the overlays (or the new checkpoint made
+ * there), so that exactly one bitmap per disk records, on the overlay. */
+enum ckpt_err ckpt_plan_snapshot(const struct meta_tree *t,
+                                 const struct ckpt_snapshot_req *r,
+                                 json_t *actions, struct ckpt_error *e);
+/* The transaction that moves the overlay's (layer 0) bitmaps of disk d
+ * into base, its backing node, once a commit job is READY; undo gets the
+ * actions that stop what it made record (if the job then fails). */
+enum ckpt_err ckpt_plan_commit(const struct meta_tree *t, size_t d, const char *base,
+                               json_t *actions, json_t *undo, struct ckpt_error *e);
 
 #endif

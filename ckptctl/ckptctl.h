@@ -153,6 +153,10 @@ int ctl_cmd_version(struct ctl_ctx *ctx, int argc, char **argv);
 int ctl_cmd_disks(struct ctl_ctx *ctx, int argc, char **argv);
 int ctl_cmd_raw(struct ctl_ctx *ctx, int argc, char **argv);
 
+/* --- disk.c --- */
+int ctl_cmd_disk_snapshot(struct ctl_ctx *ctx, int argc, char **argv);
+int ctl_cmd_disk_commit(struct ctl_ctx *ctx, int argc, char **argv);
+
 /* --- checkpoint.c --- */
 int ctl_cmd_checkpoint_create(struct ctl_ctx *ctx, int argc, char **argv);
 int ctl_cmd_checkpoint_list(struct ctl_ctx *ctx, int argc, char **argv);

@@ -35,6 +35,12 @@ static const char *const create_options[] = {
     NULL
 };
 
+static const char *const snapshot_options[] = {
+    "--checkpoint NAME   also create checkpoint NAME, in the same transaction",
+    "--description TEXT  its description",
+    NULL
+};
+
 static const char *const redefine_options[] = {
     "--xml FILE          a <domaincheckpoint> or a <checkpoints> list ('-':",
     "                    standard input); every bitmap must already be in the",
@@ -178,6 +184,14 @@ static const struct ctl_cmd ctl_commands[] = {
       NULL, ctl_cmd_version },
     { "disks", "", "list the VM's disks and whether they can hold checkpoints",
       NULL, ctl_cmd_disks },
+    { "disk snapshot", "[--checkpoint NAME [--description TEXT]] DISK=FILE...",
+      "put a new qcow2 overlay FILE (next to the disk's image) on each DISK,"
+      " carrying its checkpoints",
+      snapshot_options, ctl_cmd_disk_snapshot },
+    { "disk commit", "DISK",
+      "merge DISK's top overlay into its backing image, checkpoints included;"
+      " returns once the overlay is gone (see --timeout)",
+      NULL, ctl_cmd_disk_commit },
     { "checkpoint create",
       "[--description TEXT] [--disk DISK]... [--quiesce] [NAME]\n"
       "| --xml FILE [--quiesce]",

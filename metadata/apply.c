@@ -9,26 +9,30 @@
 
 #include <stdio.h>
 
+/* The disk one of whose layers is node, and that layer's index. */
 static struct meta_disk *
-disk_of(struct meta_tree *t, json_t *data)
+disk_of(struct meta_tree *t, const char *node, size_t *layer)
 {
-    const char *node = json_string_value(json_object_get(data, "node"));
-    for (size_t d = 0; node && d < t->ndisks; d++)
-        if (strcmp(t->disks[d].node, node) == 0)
+    for (size_t d = 0; node && d < t->ndisks; d++) {
+        ssize_t l = meta_disk_find_layer(&t->disks[d], node);
+        if (l >= 0) {
+            *layer = (size_t) l;
             return &t->disks[d];
+        }
+    }
     return NULL;
 }
 
 static struct meta_bitmap *
-find(struct meta_disk *d, const char *name)
+find(struct meta_disk *d, size_t layer, const char *name)
 {
-    return (struct meta_bitmap *) meta_disk_find_bitmap(d, name);
+    return (struct meta_bitmap *) meta_disk_find_bitmap_on(d, layer, name);
 }
 
 static int
-add(struct meta_disk *d, json_t *data, const char *name)
+add(struct meta_disk *d, size_t layer, json_t *data, const char *name)
 {
-    if (find(d, name))
+    if (find(d, layer, name))
         return -1;
     json_t *g = json_object_get(data, "granularity");
     d->bitmaps = xrealloc(d->bitmaps, (d->nbitmaps + 1) * sizeof *d->bitmaps);
@@ -37,18 +41,28 @@ add(struct meta_disk *d, json_t *data, const char *name)
         .recording = !json_is_true(json_object_get(data, "disabled")),
         .persistent = json_is_true(json_object_get(data, "persistent")),
         .granularity = g ? (uint64_t) json_integer_value(g) : 65536,
+        .layer = layer,
     };
     return 0;
 }
 
+/* Sources are names on the target's node, or {node, name} on any layer
+ * of any disk. */
 static int
-merge(struct meta_disk *d, struct meta_bitmap *target, json_t *data)
+merge(struct meta_tree *t, struct meta_disk *d, size_t layer,
+      struct meta_bitmap *target, json_t *data)
 {
     size_t i;
     json_t *src;
     uint64_t count = target->count;
     json_array_foreach(json_object_get(data, "bitmaps"), i, src) {
-        struct meta_bitmap *b = json_is_string(src) ? find(d, json_string_value(src)) : NULL;
+        struct meta_bitmap *b = NULL;
+        size_t sl;
+        struct meta_disk *sd;
+        if (json_is_string(src))
+            b = find(d, layer, json_string_value(src));
+        else if ((sd = disk_of(t, json_string_value(json_object_get(src, "node")), &sl)))
+            b = find(sd, sl, json_string_value(json_object_get(src, "name")));
         if (!b)
             return -1;
         count += b->count;
@@ -64,7 +78,9 @@ apply_one(struct meta_tree *t, json_t *action)
     json_t *data = json_object_get(action, "data");
     const char *name = json_string_value(json_object_get(data, "name"));
     const char *target = json_string_value(json_object_get(data, "target"));
-    struct meta_disk *d = disk_of(t, data);
+    size_t layer = 0;
+    struct meta_disk *d = disk_of(t, json_string_value(json_object_get(data, "node")),
+                                  &layer);
     /* The fleecing job of a backup: its filter and its anonymous bitmap
      * are not in the tree (the disk keeps its format node). */
     if (type && strcmp(type, "blockdev-backup") == 0)
@@ -72,12 +88,12 @@ apply_one(struct meta_tree *t, json_t *action)
     if (!type || !d)
         return -1;
     if (strcmp(type, "block-dirty-bitmap-add") == 0)
-        return name ? add(d, data, name) : -1;
-    struct meta_bitmap *b = find(d, name ? name : target ? target : "");
+        return name ? add(d, layer, data, name) : -1;
+    struct meta_bitmap *b = find(d, layer, name ? name : target ? target : "");
     if (!b)
         return -1;
     if (strcmp(type, "block-dirty-bitmap-merge") == 0)
-        return merge(d, b, data);
+        return merge(t, d, layer, b, data);
     if (strcmp(type, "block-dirty-bitmap-enable") == 0) {
         b->recording = true;
         return 0;
@@ -156,12 +172,16 @@ meta_tree_signature(const struct meta_tree *t)
     for (size_t i = 0; i < t->nckpts; i++)
         for (size_t k = 0; k < t->ckpts[i].nmembers; k++) {
             const struct meta_member *m = &t->ckpts[i].members[k];
-            const struct meta_bitmap *b = m->bitmap;
-            str_vec_append(&lines, xasprintf("%s %s %s%s%s",
-                                             t->disks[m->disk].node, m->record,
-                                             b ? b->name : "(no data bitmap)",
-                                             b && b->recording ? " rec" : "",
-                                             b && b->persistent ? " pers" : ""));
+            const struct meta_disk *d = &t->disks[m->disk];
+            for (size_t p = 0; p < m->nparts; p++) {
+                const struct meta_bitmap *b = m->parts[p].bitmap;
+                str_vec_append(&lines, xasprintf("%s %s %s%s%s",
+                                                 d->layers[m->parts[p].layer].node,
+                                                 m->parts[p].record,
+                                                 b ? b->name : "(no data bitmap)",
+                                                 b && b->recording ? " rec" : "",
+                                                 b && b->persistent ? " pers" : ""));
+            }
         }
     if (lines.len)
         qsort(lines.ptr, lines.len, sizeof *lines.ptr, cmp_str);

@@ -58,11 +58,22 @@ struct meta_bitmap {
     bool recording, persistent, busy, inconsistent;
     uint64_t count;             /* dirty bytes */
     uint64_t granularity;
+    size_t layer;               /* index into its disk's layers: 0 = node */
+};
+
+/* One format node of a disk's chain that holds checkpoints (records).
+ * A disk-snapshot puts a new layer on top and carries the checkpoints
+ * into it; the layers below keep the bitmaps of the writes they saw. */
+struct meta_layer {
+    char *node;
+    bool read_only;             /* QEMU opened it read-only (a backing
+                                 * image): its bitmaps cannot change */
 };
 
 struct meta_disk {
     char *disk;                 /* guest device id, else node name */
-    char *node;                 /* format node: where its bitmaps live */
+    char *node;                 /* format node: where its bitmaps live, the
+                                 * top of layers (layers[0].node) */
     char *active;               /* the active layer's format node: what the
                                  * guest writes and a backup copies; the same
                                  * as node while the disk tracks writes */
@@ -74,15 +85,29 @@ struct meta_disk {
     bool read_only;
     bool can_checkpoint;
     char *reason;               /* why not, when !can_checkpoint */
-    struct meta_bitmap *bitmaps;
+    struct meta_layer *layers;  /* top first: node, then the layers below
+                                 * it in the backing chain that hold records */
+    size_t nlayers;
+    struct meta_bitmap *bitmaps;/* of every layer, layer by layer */
     size_t nbitmaps;
+};
+
+/* A checkpoint's bitmaps on one layer of a disk: its record, and its data
+ * bitmap there (the writes that layer saw since the checkpoint). */
+struct meta_part {
+    size_t layer;
+    const struct meta_bitmap *bitmap;   /* NULL if missing */
+    const char *record;
 };
 
 /* One member disk of a checkpoint. */
 struct meta_member {
     size_t disk;                /* index into tree->disks */
-    const struct meta_bitmap *bitmap;   /* the data bitmap; NULL if missing */
-    const char *record;         /* this disk's record bitmap name */
+    const struct meta_bitmap *bitmap;   /* the data bitmap on the topmost
+                                 * layer holding it (parts[0]); NULL if missing */
+    const char *record;         /* parts[0]'s record bitmap name */
+    struct meta_part *parts;    /* every layer holding its record, top first */
+    size_t nparts;
 };
 
 struct meta_ckpt {
@@ -104,17 +129,32 @@ struct meta_tree {
 int meta_tree_build(json_t *blocks, json_t *nodes, struct meta_tree *out,
                     struct ckpt_error *e);
 void meta_tree_free(struct meta_tree *t);
+/* The format node below node in its backing chain, from the "return" of
+ * query-named-block-nodes (flat), or NULL.  Borrowed from nodes. */
+const char *meta_backing_node(json_t *nodes, const char *node);
 /* Re-derives the checkpoints from the disks' bitmaps. */
 void meta_tree_derive(struct meta_tree *t);
 /* Index lookups; -1 when absent. */
 ssize_t meta_tree_find_ckpt(const struct meta_tree *t, const char *name);
 ssize_t meta_tree_find_disk(const struct meta_tree *t, const char *disk);
+/* A bitmap on the disk's top checkpoint layer (node), or on layer. */
 const struct meta_bitmap *meta_disk_find_bitmap(const struct meta_disk *d,
                                                 const char *name);
+const struct meta_bitmap *meta_disk_find_bitmap_on(const struct meta_disk *d,
+                                                   size_t layer, const char *name);
+/* The layer index of node on disk d; -1 when it is not one of its layers. */
+ssize_t meta_disk_find_layer(const struct meta_disk *d, const char *node);
+/* The node a bitmap of disk d is on. */
+static inline const char *
+meta_bitmap_node(const struct meta_disk *d, const struct meta_bitmap *b)
+{
+    return d->layers[b->layer].node;
+}
 /* The member entry of checkpoint c on disk index d, or NULL. */
 const struct meta_member *meta_ckpt_member(const struct meta_ckpt *c, size_t d);
-/* Bytes written on disk d since checkpoint i: its bitmap plus every newer
- * one on the disk.  A sum of counts, so an upper bound of their union. */
+/* Bytes written on disk d since checkpoint i: its bitmaps plus every newer
+ * one on every layer of the disk.  A sum of counts, so an upper bound of
+ * their union. */
 uint64_t meta_tree_changed_since(const struct meta_tree *t, size_t i, size_t d);
 /* The newest checkpoint older than index i that has disk d; -1 if none. */
 ssize_t meta_tree_prev_on_disk(const struct meta_tree *t, size_t i, size_t d);

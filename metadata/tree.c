@@ -48,18 +48,21 @@ find_node(json_t *nodes, const char *name)
     return NULL;
 }
 
+/* Appends the named bitmaps of node (layer index layer) to d's. */
 static void
-read_bitmaps(struct meta_disk *d, json_t *node)
+read_bitmaps(struct meta_disk *d, json_t *node, size_t layer)
 {
     json_t *list = json_object_get(node, "dirty-bitmaps");
     size_t i;
     json_t *b;
-    d->bitmaps = xcalloc(json_array_size(list), sizeof *d->bitmaps);
+    d->bitmaps = xrealloc(d->bitmaps, (d->nbitmaps + json_array_size(list) + 1) *
+                                      sizeof *d->bitmaps);
     json_array_foreach(list, i, b) {
         const char *name = jstr(b, "name");
         if (!name)              /* anonymous: a running block job's */
             continue;
         struct meta_bitmap *m = &d->bitmaps[d->nbitmaps++];
+        *m = (struct meta_bitmap) { .layer = layer };
         m->name = xstrdup(name);
         m->recording = json_is_true(json_object_get(b, "recording"));
         m->persistent = json_is_true(json_object_get(b, "persistent"));
@@ -190,6 +193,28 @@ checkpoint_layer(json_t *nodes, json_t *active, struct meta_disk *d)
     return layer;
 }
 
+/* The layers of d from its checkpoint layer down: the layer itself, and
+ * each backing layer below it that holds records too (what a
+ * disk-snapshot through ckptd leaves).  A layer without records ends the
+ * walk: nothing of ours lies beyond it. */
+#define META_MAX_LAYERS 16
+static void
+read_layers(struct meta_disk *d, json_t *nodes, json_t *layer)
+{
+    d->layers = xcalloc(META_MAX_LAYERS, sizeof *d->layers);
+    for (json_t *l = layer; l && d->nlayers < META_MAX_LAYERS;
+         l = backing_layer(nodes, l)) {
+        if (l != layer && !has_records(l))
+            break;
+        const char *name = jstr(l, "node-name");
+        d->layers[d->nlayers] = (struct meta_layer) {
+            .node = xstrdup(name ? name : d->node),
+            .read_only = json_is_true(json_object_get(l, "ro")),
+        };
+        read_bitmaps(d, l, d->nlayers++);
+    }
+}
+
 static int
 read_disk(json_t *block, json_t *nodes, struct meta_disk *d)
 {
@@ -218,7 +243,7 @@ read_disk(json_t *block, json_t *nodes, struct meta_disk *d)
         why = "it does not track writes now (see 'tracking')";
     d->can_checkpoint = why == NULL;
     d->reason = why ? xstrdup(why) : NULL;
-    read_bitmaps(d, layer);
+    read_layers(d, nodes, layer);
     return 0;
 }
 
@@ -226,6 +251,7 @@ read_disk(json_t *block, json_t *nodes, struct meta_disk *d)
 struct found_record {
     struct meta_record rec;
     size_t disk;
+    size_t layer;
     const char *bitmap;
 };
 
@@ -234,14 +260,20 @@ cmp_found(const void *x, const void *y)
 {
     const struct found_record *a = x, *b = y;
     int c = strcmp(a->rec.name, b->rec.name);
-    return c ? c : a->disk < b->disk ? -1 : a->disk > b->disk;
+    if (c)
+        return c;
+    if (a->disk != b->disk)
+        return a->disk < b->disk ? -1 : 1;
+    return a->layer < b->layer ? -1 : a->layer > b->layer;
 }
 
 static int
 cmp_bitmap_name(const void *x, const void *y)
 {
-    return strcmp((*(const struct meta_bitmap *const *) x)->name,
-                  (*(const struct meta_bitmap *const *) y)->name);
+    const struct meta_bitmap *a = *(const struct meta_bitmap *const *) x;
+    const struct meta_bitmap *b = *(const struct meta_bitmap *const *) y;
+    int c = strcmp(a->name, b->name);
+    return c ? c : a->layer < b->layer ? -1 : a->layer > b->layer;
 }
 
 /* A disk's bitmaps sorted by name, to find data bitmaps in log time: an
@@ -258,9 +290,9 @@ sorted_bitmaps(const struct meta_disk *d)
 }
 
 static const struct meta_bitmap *
-find_sorted(const struct meta_bitmap **v, size_t n, const char *name)
+find_sorted(const struct meta_bitmap **v, size_t n, const char *name, size_t layer)
 {
-    struct meta_bitmap key = { .name = (char *) name };
+    struct meta_bitmap key = { .name = (char *) name, .layer = layer };
     const struct meta_bitmap *kp = &key;
     const struct meta_bitmap **hit = n ? bsearch(&kp, v, n, sizeof *v, cmp_bitmap_name) : NULL;
     return hit ? *hit : NULL;
@@ -286,7 +318,8 @@ find_records(struct meta_tree *t, struct found_record **out)
                 cap = cap ? cap * 2 : 16;
                 *out = xrealloc(*out, cap * sizeof **out);
             }
-            (*out)[n++] = (struct found_record) { rec, d, disk->bitmaps[b].name };
+            (*out)[n++] = (struct found_record) { rec, d, disk->bitmaps[b].layer,
+                                                  disk->bitmaps[b].name };
         }
     }
     return n;
@@ -310,25 +343,35 @@ collect_records(struct meta_tree *t)
         /* Compared with the checkpoint, not f[i - 1]: merged records are
          * cleared as they go. */
         bool same = t->nckpts && strcmp(f[i].rec.name, t->ckpts[t->nckpts - 1].rec.name) == 0;
+        bool same_disk = same && f[i].disk == f[i - 1].disk;
         if (!same) {
             struct meta_ckpt *c = &t->ckpts[t->nckpts++];
             *c = (struct meta_ckpt) { .rec = f[i].rec };
             c->members = xcalloc(t->ndisks + 1, sizeof *c->members);
         } else {
-            bool second_on_disk = f[i].disk == f[i - 1].disk;
-            if (!second_on_disk && f[i].rec.seq != t->ckpts[t->nckpts - 1].rec.seq)
+            bool second_on_layer = same_disk && f[i].layer == f[i - 1].layer;
+            if (!second_on_layer && f[i].rec.seq != t->ckpts[t->nckpts - 1].rec.seq)
                 log_warn("checkpoint '%s' has records of different sequence on "
-                         "different disks; using the first", f[i].rec.name);
+                         "different disks or layers; using the first", f[i].rec.name);
             meta_record_clear(&f[i].rec);
-            if (second_on_disk)
+            if (second_on_layer)
                 continue;
         }
         struct meta_ckpt *c = &t->ckpts[t->nckpts - 1];
-        c->members[c->nmembers++] = (struct meta_member) {
-            .disk = f[i].disk, .record = f[i].bitmap,
+        if (!same_disk) {
+            c->members[c->nmembers++] = (struct meta_member) {
+                .disk = f[i].disk,
+                .parts = xcalloc(t->disks[f[i].disk].nlayers + 1, sizeof (struct meta_part)),
+            };
+        }
+        struct meta_member *m = &c->members[c->nmembers - 1];
+        m->parts[m->nparts++] = (struct meta_part) {
+            .layer = f[i].layer, .record = f[i].bitmap,
             .bitmap = find_sorted(sorted[f[i].disk], t->disks[f[i].disk].nbitmaps,
-                                  c->rec.name),
+                                  c->rec.name, f[i].layer),
         };
+        m->bitmap = m->parts[0].bitmap;
+        m->record = m->parts[0].record;
     }
     for (size_t d = 0; d < t->ndisks; d++)
         free(sorted[d]);
@@ -350,11 +393,45 @@ ckpts_free(struct meta_tree *t)
 {
     for (size_t i = 0; i < t->nckpts; i++) {
         meta_record_clear(&t->ckpts[i].rec);
+        for (size_t k = 0; k < t->ckpts[i].nmembers; k++)
+            free(t->ckpts[i].members[k].parts);
         free(t->ckpts[i].members);
     }
     free(t->ckpts);
     t->ckpts = NULL;
     t->nckpts = 0;
+}
+
+/* A disk whose layers hold checkpoints tracks only while the newest of
+ * them records on the top layer.  It does not when another client
+ * committed a ckptd overlay into its base (whose bitmaps disk-snapshot
+ * had disabled): writes would then reach no checkpoint at all.
+ * Inconsistent or missing bitmaps are judged elsewhere. */
+static void
+check_recording(struct meta_tree *t)
+{
+    for (size_t d = 0; d < t->ndisks; d++) {
+        struct meta_disk *disk = &t->disks[d];
+        ssize_t i = meta_tree_prev_on_disk(t, t->nckpts, d);
+        if (!disk->tracking || i < 0)
+            continue;
+        const struct meta_member *m = meta_ckpt_member(&t->ckpts[i], d);
+        const struct meta_bitmap *b = m->parts[0].layer == 0 ? m->bitmap : NULL;
+        if (b && (b->recording || b->inconsistent))
+            continue;
+        if (m->parts[0].layer == 0 && !b)
+            continue;
+        disk->tracking = false;
+        disk->untracked = xasprintf(
+            "the bitmap of its newest checkpoint '%s' on '%s' does not record "
+            "(its layers were committed outside ckptd); a full backup is needed",
+            t->ckpts[i].rec.name, disk->active);
+        if (disk->can_checkpoint) {
+            disk->can_checkpoint = false;
+            free(disk->reason);
+            disk->reason = xstrdup("it does not track writes now (see 'tracking')");
+        }
+    }
 }
 
 void
@@ -364,6 +441,7 @@ meta_tree_derive(struct meta_tree *t)
     collect_records(t);
     if (t->nckpts)
         qsort(t->ckpts, t->nckpts, sizeof *t->ckpts, cmp_seq);
+    check_recording(t);
     t->next_seq = t->nckpts ? t->ckpts[t->nckpts - 1].rec.seq + 1 : 1;
     for (size_t d = 0; d < t->ndisks; d++)
         for (size_t b = 0; b < t->disks[d].nbitmaps; b++) {
@@ -402,6 +480,9 @@ disk_free(struct meta_disk *d)
     free(d->format);
     free(d->filename);
     free(d->reason);
+    for (size_t i = 0; i < d->nlayers; i++)
+        free(d->layers[i].node);
+    free(d->layers);
     for (size_t i = 0; i < d->nbitmaps; i++)
         free(d->bitmaps[i].name);
     free(d->bitmaps);
@@ -436,12 +517,27 @@ meta_tree_find_disk(const struct meta_tree *t, const char *disk)
 }
 
 const struct meta_bitmap *
-meta_disk_find_bitmap(const struct meta_disk *d, const char *name)
+meta_disk_find_bitmap_on(const struct meta_disk *d, size_t layer, const char *name)
 {
     for (size_t i = 0; i < d->nbitmaps; i++)
-        if (strcmp(d->bitmaps[i].name, name) == 0)
+        if (d->bitmaps[i].layer == layer && strcmp(d->bitmaps[i].name, name) == 0)
             return &d->bitmaps[i];
     return NULL;
+}
+
+const struct meta_bitmap *
+meta_disk_find_bitmap(const struct meta_disk *d, const char *name)
+{
+    return meta_disk_find_bitmap_on(d, 0, name);
+}
+
+ssize_t
+meta_disk_find_layer(const struct meta_disk *d, const char *node)
+{
+    for (size_t i = 0; node && i < d->nlayers; i++)
+        if (strcmp(d->layers[i].node, node) == 0)
+            return (ssize_t) i;
+    return -1;
 }
 
 const struct meta_member *
@@ -468,8 +564,17 @@ meta_tree_changed_since(const struct meta_tree *t, size_t i, size_t d)
     uint64_t sum = 0;
     for (size_t j = i; j < t->nckpts; j++) {
         const struct meta_member *m = meta_ckpt_member(&t->ckpts[j], d);
-        if (m && m->bitmap)
-            sum += m->bitmap->count;
+        for (size_t k = 0; m && k < m->nparts; k++)
+            if (m->parts[k].bitmap)
+                sum += m->parts[k].bitmap->count;
     }
     return sum;
+}
+
+const char *
+meta_backing_node(json_t *nodes, const char *node)
+{
+    json_t *layer = find_node(nodes, node);
+    json_t *below = layer ? backing_layer(nodes, layer) : NULL;
+    return below ? jstr(below, "node-name") : NULL;
 }

@@ -59,3 +59,19 @@ qmp_bitmap_merge(const char *node, const char *target,
                                        "target", target, "bitmaps", bitmaps));
     return qmp_action("block-dirty-bitmap-merge", data);
 }
+
+json_t *
+qmp_bitmap_merge_refs(const char *node, const char *target, json_t *sources)
+{
+    json_t *data = qmp_check(json_pack("{s:s, s:s, s:o}", "node", node,
+                                       "target", target, "bitmaps", sources));
+    return qmp_action("block-dirty-bitmap-merge", data);
+}
+
+json_t *
+qmp_bitmap_ref(const char *target_node, const char *node, const char *name)
+{
+    if (strcmp(target_node, node) == 0)
+        return qmp_check(json_string(name));
+    return qmp_check(json_pack("{s:s, s:s}", "node", node, "name", name));
+}

@@ -169,5 +169,10 @@ json_t *qmp_bitmap_add(const char *node, const char *name, bool persistent,
 /* block-dirty-bitmap-merge into node/target from bitmaps on the same node. */
 json_t *qmp_bitmap_merge(const char *node, const char *target,
                          const char *const *sources, size_t nsources);
+/* The same from a list of qmp_bitmap_ref sources (stolen): QEMU merges
+ * bitmaps of other nodes too (a disk's layers). */
+json_t *qmp_bitmap_merge_refs(const char *node, const char *target, json_t *sources);
+/* A merge source: the name alone on target_node, else {"node", "name"}. */
+json_t *qmp_bitmap_ref(const char *target_node, const char *node, const char *name);
 
 #endif

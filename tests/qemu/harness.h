@@ -303,10 +303,14 @@ int hq_apply_incremental(json_t *job, const char *disk, const uint8_t *want,
                          uint8_t *base, const uint8_t *expect);
 /* The disk through a last full backup equals the model.  0 or -1. */
 int hq_expect_disk(struct hq_vm *vm, const struct hq_model *m);
-/* The agent's checkpoints against QEMU's bitmaps on each disk's format
- * node: every listed bitmap exists, every checkpoint bitmap is listed,
- * and a disk with checkpoints has exactly one recording.  0 or -1. */
+/* The agent's checkpoints against QEMU's bitmaps on every layer of each
+ * disk's chain: every listed bitmap exists, every checkpoint bitmap is
+ * listed, and a disk with checkpoints has exactly one recording across
+ * its layers.  0 or -1. */
 int hq_tree_matches_qemu(struct hq_vm *vm, const char *when);
+/* The format nodes of disk's backing chain, active layer first
+ * (query-named-block-nodes entries; new reference), or NULL. */
+json_t *hq_disk_layers(struct hq_vm *vm, const char *disk);
 /* ckptctl: $CKPTCTL, else beside the agent binary.  Caller frees. */
 char *hq_ckptctl_path(void);
 /* Runs ckptctl (beside the agent binary, or $CKPTCTL) --socket CTL

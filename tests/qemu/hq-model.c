@@ -142,10 +142,64 @@ hq_expect_disk(struct hq_vm *vm, const struct hq_model *m)
 }
 
 
-/* The agent's checkpoints against QEMU's bitmaps, disk by disk: every
- * listed checkpoint's bitmap exists on each of its disks, every checkpoint
- * bitmap QEMU holds is listed, and a disk holding any records exactly one
- * recording bitmap. */
+/* The format nodes of disk's chain, active layer first (query-block's
+ * node, then each backing file's node), as a new array; NULL on error. */
+json_t *
+hq_disk_layers(struct hq_vm *vm, const char *disk)
+{
+    CLEANUP_JSON json_t *blocks = hq_cmd(vm->mon, "query-block", NULL);
+    CLEANUP_JSON json_t *nodes = hq_cmd(vm->mon, "query-named-block-nodes",
+                                        json_pack("{s:b}", "flat", 1));
+    if (!blocks || !nodes)
+        return NULL;
+    const char *top = NULL;
+    size_t i;
+    json_t *b;
+    json_array_foreach(blocks, i, b) {
+        const char *qdev = hq_jstr(b, "qdev");
+        json_t *ins = json_object_get(b, "inserted");
+        CLEANUP_FREE char *want = xasprintf("/machine/peripheral/%s/", disk);
+        if (ins && qdev && (strcmp(qdev, disk) == 0 ||
+                            strncmp(qdev, want, strlen(want)) == 0))
+            top = hq_jstr(ins, "node-name");
+    }
+    json_t *layers = json_array();
+    json_t *n = top ? hq_jfind(nodes, "node-name", top) : NULL;
+    /* Below a filter (a running backup's copy-before-write): the format
+     * node that opens the same file. */
+    for (int depth = 0; n && depth < 8 && strcmp(hq_jstr(n, "drv"), "qcow2") != 0 &&
+                        strcmp(hq_jstr(n, "drv"), "raw") != 0; depth++) {
+        json_t *below = NULL, *c;
+        size_t k;
+        json_array_foreach(nodes, k, c)
+            if (hq_jstr(n, "file") && hq_jstr(c, "file") &&
+                strcmp(hq_jstr(c, "file"), hq_jstr(n, "file")) == 0 &&
+                (strcmp(hq_jstr(c, "drv"), "qcow2") == 0 ||
+                 strcmp(hq_jstr(c, "drv"), "raw") == 0))
+                below = c;
+        n = below;
+    }
+    for (int depth = 0; n && depth < 16; depth++) {
+        json_array_append(layers, n);
+        const char *file = hq_jstr(json_object_get(n, "image"), "full-backing-filename");
+        if (!file)
+            file = hq_jstr(n, "backing_file");
+        json_t *next = NULL, *c;
+        size_t k;
+        json_array_foreach(nodes, k, c)
+            if (file && hq_jstr(c, "file") && strcmp(hq_jstr(c, "file"), file) == 0 &&
+                strcmp(hq_jstr(c, "drv"), "file") != 0 && c != n)
+                next = c;
+        n = next;
+    }
+    return layers;
+}
+
+/* The agent's checkpoints against QEMU's bitmaps, disk by disk, over
+ * every layer of the disk's chain: every listed checkpoint's bitmap
+ * exists on a layer of each of its disks, every checkpoint bitmap QEMU
+ * holds is listed, and a disk holding any has exactly one recording,
+ * across all its layers. */
 int
 hq_tree_matches_qemu(struct hq_vm *vm, const char *when)
 {
@@ -153,35 +207,43 @@ hq_tree_matches_qemu(struct hq_vm *vm, const char *when)
     HQ_CHECK(list, "%s: checkpoint-list", when);
     for (int d = 0; d < vm->ndisks; d++) {
         const char *disk = vm->disks[d].name;
-        CLEANUP_JSON json_t *bms = hq_bitmaps(vm, disk);
-        HQ_CHECK(bms, "%s: bitmaps of %s", when, disk);
+        CLEANUP_JSON json_t *layers = hq_disk_layers(vm, disk);
+        HQ_CHECK(layers, "%s: layers of %s", when, disk);
         CLEANUP_JSON json_t *listed = json_array();
         size_t i, k;
-        json_t *c, *cd;
+        json_t *c, *cd, *layer;
         json_array_foreach(list, i, c)
             json_array_foreach(json_object_get(c, "disks"), k, cd)
                 if (strcmp(hq_jstr(cd, "disk"), disk) == 0)
                     json_array_append_new(listed, json_string(hq_jstr(cd, "bitmap")));
         int recording = 0, ours = 0;
-        json_t *bm;
-        json_array_foreach(bms, i, bm) {
-            const char *name = hq_jstr(bm, "name");
-            if (!name || strncmp(name, "ckptd", 5) == 0)
-                continue;
-            ours++;
-            if (hq_jbool(bm, "recording") == 1)
-                recording++;
-            bool found = false;
-            json_array_foreach(listed, k, cd)
-                found |= strcmp(json_string_value(cd), name) == 0;
-            HQ_CHECK(found, "%s: QEMU holds bitmap '%s' on %s, the agent lists %s",
-                     when, name, disk, hq_str(list));
+        CLEANUP_JSON json_t *seen = json_object();
+        json_array_foreach(layers, k, layer) {
+            json_t *bm;
+            json_array_foreach(json_object_get(layer, "dirty-bitmaps"), i, bm) {
+                const char *name = hq_jstr(bm, "name");
+                if (!name || strncmp(name, "ckptd", 5) == 0)
+                    continue;
+                ours++;
+                json_object_set_new(seen, name, json_true());
+                if (hq_jbool(bm, "recording") == 1)
+                    recording++;
+                bool found = false;
+                json_t *ln;
+                size_t j;
+                json_array_foreach(listed, j, ln)
+                    found |= strcmp(json_string_value(ln), name) == 0;
+                HQ_CHECK(found, "%s: QEMU holds bitmap '%s' on %s (%s), the agent "
+                         "lists %s", when, name, disk, hq_jstr(layer, "node-name"),
+                         hq_str(list));
+            }
         }
-        HQ_CHECK((size_t) ours == json_array_size(listed),
-                 "%s: %s: QEMU holds %d checkpoint bitmaps, the agent lists %zu",
-                 when, disk, ours, json_array_size(listed));
+        HQ_CHECK(json_object_size(seen) == json_array_size(listed),
+                 "%s: %s: QEMU holds %zu checkpoint bitmaps, the agent lists %zu",
+                 when, disk, json_object_size(seen), json_array_size(listed));
         HQ_CHECK(ours == 0 || recording == 1,
-                 "%s: %s has %d recording checkpoint bitmaps", when, disk, recording);
+                 "%s: %s has %d recording checkpoint bitmaps across %zu layers", when,
+                 disk, recording, json_array_size(layers));
     }
     return 0;
 }
