@@ -292,6 +292,14 @@ check_range(struct agent *a, json_t *args, struct changes *c, struct ckpt_error 
                              "it); a full backup is needed", t->ckpts[j].rec.name, disk);
         json_array_append_new(c->sources, json_string(mj->bitmap->name));
     }
+    /* Bitmaps of checkpoints deleted while the disk was detached hold
+     * writes of the range too (see meta_tree_stale_between). */
+    CLEANUP_FREE const char **stale = xcalloc(t->nstale + 1, sizeof *stale);
+    size_t nst = meta_tree_stale_between(t, (size_t) d, t->ckpts[f].rec.seq,
+                                         end < (ssize_t) t->nckpts ? t->ckpts[end].rec.seq
+                                                                   : UINT64_MAX, stale);
+    for (size_t k = 0; k < nst; k++)
+        json_array_append_new(c->sources, json_string(stale[k]));
     c->disk = xstrdup(md->disk);
     c->node = xstrdup(md->node);
     c->size = md->virtual_size;

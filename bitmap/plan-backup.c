@@ -102,6 +102,9 @@ ckpt_plan_backup_disks(const struct meta_tree *t, const struct ckpt_backup_req *
     *n = 0;
     if (r->incremental) {
         ssize_t i = meta_tree_find_ckpt(t, r->incremental);
+        CLEANUP_FREE char *why = i < 0 ? meta_tree_why_absent(t, r->incremental) : NULL;
+        if (why)
+            return ckpt_fail(e, CKPT_ERR_NOT_FOUND, "%s; a full backup is needed", why);
         if (i < 0)
             return ckpt_fail(e, CKPT_ERR_NOT_FOUND,
                              "checkpoint '%s' not found; a full backup is needed",
@@ -137,13 +140,16 @@ plan_temp_bitmap(const struct meta_tree *t, const struct ckpt_backup_req *r,
     const struct meta_disk *disk = &t->disks[d];
     CLEANUP_FREE char *tmp = ckpt_tmp_bitmap(r->job, disk->disk);
     ssize_t i = meta_tree_find_ckpt(t, r->incremental);
-    CLEANUP_FREE const char **srcs = xcalloc(t->nckpts + 1, sizeof *srcs);
+    CLEANUP_FREE const char **srcs = xcalloc(t->nckpts + t->nstale + 1, sizeof *srcs);
     size_t n = 0;
     for (size_t j = (size_t) i; j < t->nckpts; j++) {
         const struct meta_member *m = meta_ckpt_member(&t->ckpts[j], d);
         if (m && m->bitmap)
             srcs[n++] = m->bitmap->name;
     }
+    /* A stale checkpoint's bitmap (deleted while this disk was away)
+     * holds writes since C too, until the next change folds it. */
+    n += meta_tree_stale_between(t, d, t->ckpts[i].rec.seq, UINT64_MAX, srcs + n);
     json_array_append_new(actions, qmp_bitmap_add(disk->node, tmp, false, true,
                                                   (unsigned long) nd->granularity));
     json_array_append_new(actions, qmp_bitmap_merge(disk->node, tmp, srcs, n));

@@ -85,6 +85,7 @@ ckpt_plan_create(const struct meta_tree *t, const struct ckpt_create_req *r,
         .name = (char *) r->name, .seq = t->next_seq, .ctime = r->now,
         .description = (char *) r->description,
     };
+    memcpy(rec.chain, t->chain, sizeof rec.chain);
     CLEANUP_FREE char *record = meta_record_encode(&rec, e);
     if (!record)
         return e->code;
@@ -100,5 +101,6 @@ ckpt_plan_create(const struct meta_tree *t, const struct ckpt_create_req *r,
                                                       META_RECORD_GRANULARITY));
     }
     json_array_extend(actions, removes);
+    ckpt_plan_chain(t, NULL, actions);
     return CKPT_OK;
 }
