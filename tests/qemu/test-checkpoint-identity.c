@@ -110,8 +110,9 @@ test_foreign_disk(void)
     HQ_CHECK(hq_write(other, "vda", 0x31, 0, 2 * K64) == 0, "write");
     json_decref(create(other, "o2"));
     HQ_CHECK(hq_write(other, "vda", 0x32, 4 * K64, K64) == 0, "write");
-    CLEANUP_FREE char *oid = id_of(other, "o2");
-    HQ_CHECK(oid, "the other VM's id");
+    CLEANUP_JSON json_t *o2 = hq_ckpt_get(other->ctl, "o2", false);
+    HQ_CHECK(o2, "o2");
+    const char *oid = hq_jstr(o2, "id") ? hq_jstr(o2, "id") : "(none)";
     HQ_CHECK(hq_agent_stop(other) == 0 && hq_qemu_quit(other) == 0, "stop the other VM");
 
     CLEANUP_VM struct hq_vm *vm = hq_vm_scratch(1, SIZE, NULL, true);
@@ -122,21 +123,22 @@ test_foreign_disk(void)
     HQ_CHECK(c1, "c1");
     hq_model_mark(ma, 0);
     HQ_CHECK(hq_mwrite(vm, ma, 0x11, K64, K64) == 0, "write");
-    CLEANUP_FREE char *id1 = id_of(vm, "c1");
-    HQ_CHECK(id1 && strncmp(id1, oid, 16) != 0, "two VMs share a chain: %s and %s", id1, oid);
 
     HQ_CHECK(hq_qemu_plug(vm, "vdf", other->disks[0].path) == 0, "plug the other disk");
     CLEANUP_FREE char *before = bitmap_state(vm, "vdf");
     CLEANUP_JSON json_t *d = disk_entry(vm, "vdf");
+    HQ_CHECK(!in_any_checkpoint(vm, "vdf"), "vdf joined a checkpoint: %s",
+             hq_str(hq_cmd(vm->ctl, "checkpoint-list", NULL)));
+    HQ_CHECK(is_listed(vm, "o2") == 0, "o2 of the other VM is listed");
     json_t *f = json_object_get(d, "foreign");
     HQ_CHECK(d && hq_jbool(d, "checkpoints") == 0 && f, "vdf should be foreign: %s", hq_str(d));
+    CLEANUP_FREE char *id1 = id_of(vm, "c1");
+    HQ_CHECK(id1 && strncmp(id1, oid, 16) != 0, "two VMs share a chain: %s and %s", id1, oid);
     HQ_CHECK(hq_jstr(f, "chain") && strncmp(hq_jstr(f, "chain"), oid, 16) == 0 &&
              strstr(hq_jstr(d, "reason"), "another chain"),
              "vdf should name the other chain %.16s: %s", oid, hq_str(d));
     HQ_CHECK(json_array_size(json_object_get(f, "checkpoints")) == 2,
              "vdf's two checkpoints: %s", hq_str(f));
-    HQ_CHECK(!in_any_checkpoint(vm, "vdf"), "vdf joined a checkpoint");
-    HQ_CHECK(is_listed(vm, "o2") == 0, "o2 of the other VM is listed");
     CLEANUP_JSON json_t *e = hq_cmd_err(vm->ctl, "NotFound", "checkpoint-get",
                                         hq_json("{\"name\": \"o2\"}"));
     HQ_CHECK(e && strstr(hq_err_desc(e), "vdf"), "why o2 is not here: %s", hq_str(e));
@@ -233,9 +235,6 @@ test_deleted_while_detached(void)
 
     /* query-disks reads the disks afresh (the agent sees the hot-plug). */
     CLEANUP_JSON json_t *d = disk_entry(vm, "vdb");
-    json_t *st = json_object_get(d, "stale");
-    HQ_CHECK(st && json_array_size(json_object_get(st, "checkpoints")) == 1 &&
-             hq_jbool(d, "checkpoints") == 1, "vdb should report c2 stale: %s", hq_str(d));
     /* Seen by this agent, and by a new one reading the images cold. */
     for (int pass = 0; pass < 2; pass++) {
         HQ_CHECK(is_listed(vm, "c2") == 0, "c2 came back with vdb: %s",
@@ -248,6 +247,9 @@ test_deleted_while_detached(void)
         if (pass == 0)
             HQ_CHECK(hq_agent_stop(vm) == 0 && hq_agent_start(vm) == 0, "restart the agent");
     }
+    json_t *st = json_object_get(d, "stale");
+    HQ_CHECK(st && json_array_size(json_object_get(st, "checkpoints")) == 1 &&
+             hq_jbool(d, "checkpoints") == 1, "vdb should report c2 stale: %s", hq_str(d));
     CLEANUP_JSON json_t *e = hq_cmd_err(vm->ctl, "NotFound", "checkpoint-get",
                                         hq_json("{\"name\": \"c2\"}"));
     HQ_CHECK(e && strstr(hq_err_desc(e), "detached"), "why c2 is gone: %s", hq_str(e));
@@ -307,12 +309,9 @@ test_pull_recreated(void)
     CLEANUP_FREE char *out = NULL;
     const char *full[] = { "pull", "--output", dir, "--checkpoint", "x", NULL };
     HQ_CHECK(hq_ckptctl(vm, &out, full) == 0, "full pull: %s", out);
-    CLEANUP_FREE char *id_old = id_of(vm, "x");
+    CLEANUP_JSON json_t *x_old = hq_ckpt_get(vm->ctl, "x", false);
     HQ_CHECK(delete(vm, "x") == 0, "delete x");
     json_decref(create(vm, "x"));
-    CLEANUP_FREE char *id_new = id_of(vm, "x");
-    HQ_CHECK(id_old && id_new && strcmp(id_old, id_new) != 0,
-             "the new x has the old one's id %s", id_new);
     HQ_CHECK(hq_write(vm, "vda", 0x42, 2 * K64, K64) == 0, "write");
 
     int files = count_files(dir);
@@ -325,6 +324,10 @@ test_pull_recreated(void)
              strstr(err, "deleted and created again"), "the refusal: %s", err);
     HQ_CHECK(count_files(dir) == files, "the refused pull left files in %s", dir);
     HQ_CHECK(is_listed(vm, "y") == 0, "the refused pull made checkpoint y");
+    const char *id_old = x_old ? hq_jstr(x_old, "id") : NULL;
+    CLEANUP_FREE char *id_new = id_of(vm, "x");
+    HQ_CHECK(id_old && id_new && strcmp(id_old, id_new) != 0,
+             "the new x has the old one's id %s", id_new);
 
     /* The record holds the identity; backups shows it. */
     CLEANUP_FREE char *list = NULL;
