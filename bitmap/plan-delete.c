@@ -101,6 +101,13 @@ ckpt_plan_delete(const struct meta_tree *t, const char *name,
                  struct str_vec *deleted, struct ckpt_error *e)
 {
     ssize_t i = meta_tree_find_ckpt(t, name);
+    /* The leftovers of a checkpoint deleted while a disk was detached:
+     * deleting it again folds them now (nothing is reported deleted). */
+    for (size_t k = 0; i < 0 && t->chain[0] && mode == CKPT_DELETE_ONE && k < t->nstale; k++)
+        if (strcmp(t->stale[k].rec.name, name) == 0) {
+            ckpt_plan_chain(t, NULL, actions);
+            return CKPT_OK;
+        }
     if (i < 0)
         return ckpt_fail(e, CKPT_ERR_NOT_FOUND, "checkpoint '%s' not found", name);
     CLEANUP_FREE bool *del = xcalloc(t->nckpts, sizeof *del);

@@ -265,6 +265,10 @@ test_deleted_while_detached(void)
         hq_backup_end(vm, inc) < 0)
         return -1;
 
+    /* The name c2 is still taken on vdb, by c2's leftover bitmap. */
+    CLEANUP_JSON json_t *ae = hq_cmd_err(vm->ctl, "AlreadyExists", "checkpoint-create",
+                                         hq_json("{\"name\": \"c2\"}"));
+    HQ_CHECK(ae && strstr(hq_err_desc(ae), "checkpoint-delete"), "create c2: %s", hq_str(ae));
     /* The next change folds c2 on vdb into c1. */
     json_decref(create(vm, "c4"));
     HQ_CHECK(!hq_bitmap(vm, "vdb", "c2") &&

@@ -315,6 +315,28 @@ test_change_folds_stale(void **state)
     meta_tree_free(&t);
 }
 
+/* A stale name cannot be taken by a new checkpoint on that disk; deleting
+ * it folds the leftovers at once and deletes nothing. */
+static void
+test_stale_name(void **state)
+{
+    struct meta_tree t;
+    fx_build(DETACHED, &t);
+    struct ckpt_create_req r = { .name = "c2", .now = 2000 };
+    CLEANUP_JSON json_t *a = json_array();
+    struct ckpt_error e = { 0 };
+    assert_int_equal(ckpt_plan_create(&t, &r, a, &e), CKPT_ERR_ALREADY_EXISTS);
+    assert_non_null(strstr(e.msg, "checkpoint-delete"));
+    assert_int_equal(json_array_size(a), 0);
+    struct str_vec deleted = { 0 };
+    assert_int_equal(ckpt_plan_delete(&t, "c2", CKPT_DELETE_ONE, a, &deleted, &e), CKPT_OK);
+    assert_int_equal(deleted.len, 0);
+    assert_true(fx_actions_match(a,
+        "addrec vdb-fmt ckptd1:gone:" X ":2; merge vdb-fmt c1 < c2; "
+        "remove vdb-fmt c2; remove vdb-fmt " RX(2, "c2")));
+    meta_tree_free(&t);
+}
+
 /* The stale checkpoint was the newest on vdb (it records): folded into
  * c1, which records again when no new checkpoint is made on vdb. */
 static void
@@ -437,6 +459,7 @@ main(void)
         cmocka_unit_test(test_stale_not_listed),
         cmocka_unit_test(test_change_folds_stale),
         cmocka_unit_test(test_fold_newest_stale_records_again),
+        cmocka_unit_test(test_stale_name),
         cmocka_unit_test(test_delete_writes_gone),
         cmocka_unit_test(test_old_records_adopted),
         cmocka_unit_test(test_old_disk_joins_only_if_it_matches),
