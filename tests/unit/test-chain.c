@@ -69,8 +69,8 @@ test_bad_chain_is_malformed(void **state)
         "ckptd1:1:1:c1::0123",                  /* too short */
         "ckptd1:1:1:c1::0123456789ABCDEF",      /* upper case */
         "ckptd1:1:1:c1::0123456789abcdef0",     /* too long */
-        "ckptd1:1:1:c1:bmln:" X ":x",           /* a field too many */
-        "ckptd1:1:1:c1:b%ln:" X,                /* bad description */
+        ("ckptd1:1:1:c1:bmln:" X ":x"),         /* a field too many */
+        ("ckptd1:1:1:c1:b%ln:" X),              /* bad description */
     };
     for (size_t i = 0; i < ARRAY_SIZE(bad); i++)
         assert_int_equal(meta_record_decode(bad[i], &out), -1);
@@ -148,8 +148,8 @@ test_gone_round_trip(void **state)
     str_vec_free_all(&names);
     meta_seqs_free(&back);
     meta_seqs_free(&s);
-    const char *bad[] = { "ckptd1:gone:" X ":", "ckptd1:gone:" X ":3-1",
-                          "ckptd1:gone:" X ":1,", "ckptd1:gone:" X ":01",
+    const char *bad[] = { ("ckptd1:gone:" X ":"), ("ckptd1:gone:" X ":3-1"),
+                          ("ckptd1:gone:" X ":1,"), ("ckptd1:gone:" X ":01"),
                           "ckptd1:gone:0123:1" };
     for (size_t i = 0; i < ARRAY_SIZE(bad); i++)
         assert_false(meta_gone_decode(bad[i], chain, NULL));
