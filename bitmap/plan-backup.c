@@ -58,6 +58,15 @@ check_incremental_disk(const struct meta_tree *t, const struct meta_ckpt *c,
                              "a full backup is needed", t->ckpts[j].rec.name,
                              disk, c->rec.name);
     }
+    for (size_t j = 0; j < t->nstale; j++) {
+        const struct meta_member *n = meta_ckpt_member(&t->stale[j], d);
+        if (n && n->bitmap && n->bitmap->inconsistent && t->stale[j].rec.seq > c->rec.seq)
+            return ckpt_fail(e, CKPT_ERR_INCONSISTENT,
+                             "the bitmap that deleted checkpoint '%s' left on disk "
+                             "'%s', needed for an incremental backup from '%s', is "
+                             "inconsistent; a full backup is needed",
+                             t->stale[j].rec.name, disk, c->rec.name);
+    }
     out->incremental = true;
     out->granularity = m->bitmap->granularity;
     return CKPT_OK;
