@@ -39,8 +39,15 @@ adopt_records(const struct meta_tree *t, const struct str_vec *deleted, json_t *
             continue;
         for (size_t k = 0; k < c->nmembers; k++) {
             const struct meta_disk *d = &t->disks[c->members[k].disk];
+            const char *rec = c->members[k].record;
+            size_t len = strlen(rec);
             struct meta_record old;
-            if (!d->can_checkpoint || meta_record_decode(c->members[k].record, &old) != 1)
+            /* Most records have the id already: no need to decode them. */
+            if (!d->can_checkpoint || (len > META_CHAIN_LEN &&
+                                       strcmp(rec + len - META_CHAIN_LEN, t->chain) == 0 &&
+                                       rec[len - META_CHAIN_LEN - 1] == ':'))
+                continue;
+            if (meta_record_decode(rec, &old) != 1)
                 continue;
             bool has_id = old.chain[0] != '\0';
             memcpy(old.chain, t->chain, sizeof old.chain);

@@ -455,16 +455,30 @@ choose_chain(const struct meta_tree *t, const struct found_record *f, size_t n,
  * chain has ids: it joins only if one of its records is a checkpoint of
  * the chain (same number, name and time), i.e. it was detached while the
  * first change wrote the id. */
+static int
+cmp_rec_seq(const void *x, const void *y)
+{
+    const struct meta_record *a = *(const struct meta_record *const *) x;
+    const struct meta_record *b = *(const struct meta_record *const *) y;
+    return a->seq < b->seq ? -1 : a->seq > b->seq;
+}
+
+/* xs: the chain's records with its id, sorted by seq (nx of them). */
 static bool
-matches_chain(const struct found_record *f, size_t n, size_t d, const char *x)
+matches_chain(const struct found_record *f, size_t n, size_t d,
+              const struct meta_record **xs, size_t nx)
 {
     for (size_t i = 0; i < n; i++) {
         if (f[i].disk != d || f[i].rec.chain[0])
             continue;
-        for (size_t j = 0; j < n; j++)
-            if (strcmp(f[j].rec.chain, x) == 0 && f[j].rec.seq == f[i].rec.seq &&
-                f[j].rec.ctime == f[i].rec.ctime &&
-                strcmp(f[j].rec.name, f[i].rec.name) == 0)
+        const struct meta_record *key = &f[i].rec;
+        const struct meta_record **hit = nx ? bsearch(&key, xs, nx, sizeof *xs, cmp_rec_seq)
+                                            : NULL;
+        /* Records of one seq are adjacent: look at each. */
+        while (hit && hit > xs && hit[-1]->seq == key->seq)
+            hit--;
+        for (; hit && hit < xs + nx && (*hit)->seq == key->seq; hit++)
+            if ((*hit)->ctime == key->ctime && strcmp((*hit)->name, key->name) == 0)
                 return true;
     }
     return false;
@@ -486,12 +500,19 @@ static void
 classify_disks(struct meta_tree *t, const struct found_record *f, size_t n, const char *x)
 {
     bool chained = x[0] && chain_held(t, f, n, x);
+    const struct meta_record **xs = xcalloc(n + 1, sizeof *xs);
+    size_t nx = 0;
+    for (size_t i = 0; chained && i < n; i++)
+        if (strcmp(f[i].rec.chain, x) == 0)
+            xs[nx++] = &f[i].rec;
+    if (nx)
+        qsort(xs, nx, sizeof *xs, cmp_rec_seq);
     for (size_t d = 0; d < t->ndisks; d++) {
         struct meta_disk *disk = &t->disks[d];
         const char *other = x[0] ? other_chain(t, f, n, d, x) : NULL;
-        bool own = false;       /* holds an id of x */
-        for (size_t i = 0; i < n && !own; i++)
-            own = f[i].disk == d && strcmp(f[i].rec.chain, x) == 0;
+        char dc[META_CHAIN_LEN + 1];
+        disk_chain(t, f, n, d, "", dc);
+        bool own = dc[0] && strcmp(dc, x) == 0;        /* holds x's id */
         bool chainless = false;
         for (size_t i = 0; i < n && !chainless; i++)
             chainless = f[i].disk == d && !f[i].rec.chain[0];
@@ -503,7 +524,7 @@ classify_disks(struct meta_tree *t, const struct found_record *f, size_t n, cons
                 "(%s): a disk from another VM, or from before all of this VM's "
                 "checkpoints were deleted; ckptd leaves its bitmaps alone",
                 disk->foreign_chain, x);
-        } else if (chained && chainless && !own && !matches_chain(f, n, d, x)) {
+        } else if (chained && chainless && !own && !matches_chain(f, n, d, xs, nx)) {
             disk->foreign = xasprintf(
                 "it holds checkpoints of an earlier ckptd that are none of this "
                 "VM's (chain %s): a disk from another VM; ckptd leaves its "
@@ -520,6 +541,7 @@ classify_disks(struct meta_tree *t, const struct found_record *f, size_t n, cons
             meta_seqs_free(&s);
         }
     }
+    free(xs);
 }
 
 static void
