@@ -253,6 +253,7 @@ struct agent {
     bool stopping;
     json_t *qemu_version;
     struct meta_tree tree;
+    char new_chain[META_CHAIN_LEN + 1]; /* the id a first checkpoint gets */
     struct event_waiter *waiters;
     struct str_vec known;               /* checkpoint names when QEMU left */
     struct str_vec lost;                /* known then, gone after it came back */
@@ -356,6 +357,10 @@ void vm_refresh(struct agent *a, vm_refresh_cb *cb, void *opaque);
  * against a re-read, and a difference aborts. */
 void vm_tree_after(struct agent *a, json_t *actions, vm_refresh_cb *cb,
                    void *opaque);
+/* Gives the tree a chain id to write when the images have none yet: the
+ * one derived from an earlier ckptd's records, else a new random one
+ * (written with the first checkpoint).  After every tree update. */
+void vm_settle_chain(struct agent *a);
 /* Checkpoints known before QEMU left and missing after it came back. */
 void vm_note_lost(struct agent *a);
 /* Answers NotFound, saying why, when name is a checkpoint that vanished

@@ -252,7 +252,10 @@ get_answer(struct request *req)
     const struct meta_tree *t = &req->agent->tree;
     const char *name = opt_str(req->args, "name");
     ssize_t i = meta_tree_find_ckpt(t, name);
-    if (i < 0)
+    CLEANUP_FREE char *why = i < 0 ? meta_tree_why_absent(t, name) : NULL;
+    if (why)
+        req_error(req, CKPT_ERR_NOT_FOUND, "%s", why);
+    else if (i < 0)
         req_error(req, CKPT_ERR_NOT_FOUND, "checkpoint '%s' not found", name);
     else
         req_reply(req, enc_checkpoint(t, (size_t) i, opt_bool(req->args, "size")));

@@ -476,6 +476,8 @@ struct commit {
     struct event_waiter *ready_w, *done_w, *cancel_w;
     json_t *undo;                       /* stops what the merge made record */
     bool merged;                        /* the merge transaction was accepted */
+    bool base_no_bitmaps;               /* the base is not qcow2: it takes
+                                         * no bitmap, not even a mark */
     char *error;
     enum ckpt_err error_class;
 };
@@ -654,7 +656,10 @@ commit_ready_tree(struct agent *a, const struct qmp_error *err, void *opaque)
     ssize_t d = err ? -1 : meta_tree_find_disk(&a->tree, c->disk);
     struct ckpt_error e = { 0 };
     json_t *actions = json_array();
-    if (d < 0 || ckpt_plan_commit(&a->tree, (size_t) d, c->base, actions, c->undo, &e)) {
+    /* Into a raw base only once no checkpoint is on the overlay (checked
+     * before the job started): its marks go with it. */
+    if (d < 0 || (!c->base_no_bitmaps &&
+                  ckpt_plan_commit(&a->tree, (size_t) d, c->base, actions, c->undo, &e))) {
         json_decref(actions);
         c->error = d < 0 ? xasprintf("disk '%s': reading the disks during the commit "
                                      "failed", c->disk) : xstrdup(e.msg);
@@ -734,6 +739,7 @@ commit_nodes(struct qmp *q, json_t *ret, const struct qmp_error *err, void *opaq
         if (opt_str(it, "node-name") && strcmp(opt_str(it, "node-name"), base) == 0)
             bn = it;
     const char *drv = bn ? opt_str(bn, "drv") : NULL;
+    c->base_no_bitmaps = !drv || strcmp(drv, "qcow2") != 0;
     if (held && (!drv || strcmp(drv, "qcow2") != 0)) {
         commit_reply_error(c, CKPT_ERR_UNSUPPORTED, xasprintf("disk '%s' cannot be "
                            "committed into '%s' (%s): checkpoint '%s' on its overlay "

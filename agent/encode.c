@@ -14,6 +14,27 @@ enc_disk(const struct meta_disk *d)
     if (d->reason)
         json_object_set_new(o, "reason", json_string(d->untracked ? d->untracked
                                                                   : d->reason));
+    if (d->foreign) {
+        json_t *names = json_array();
+        for (size_t i = 0; i < d->foreign_names.len; i++)
+            json_array_append_new(names, json_string(d->foreign_names.ptr[i]));
+        json_object_set_new(o, "foreign", json_pack("{s:s?,s:o,s:s}", "chain",
+                            d->foreign_chain[0] ? d->foreign_chain : NULL,
+                            "checkpoints", names, "reason", d->foreign));
+    }
+    if (d->stale_names.len) {
+        json_t *names = json_array();
+        for (size_t i = 0; i < d->stale_names.len; i++)
+            json_array_append_new(names, json_string(d->stale_names.ptr[i]));
+        json_object_set_new(o, "stale", json_pack("{s:o,s:s}", "checkpoints", names,
+            "reason", d->can_checkpoint
+                ? "deleted while this disk was detached: not checkpoints any more; "
+                  "their bitmaps still count in incrementals and are folded into "
+                  "the older checkpoints by the next change"
+                : "deleted while this disk was detached: not checkpoints any more; "
+                  "their bitmaps still count in incrementals and stay until the "
+                  "disk can hold checkpoints again"));
+    }
     return o;
 }
 
@@ -38,7 +59,8 @@ json_t *
 enc_checkpoint(const struct meta_tree *t, size_t i, bool with_size)
 {
     const struct meta_ckpt *c = &t->ckpts[i];
-    json_t *o = json_pack("{s:s}", "name", c->rec.name);
+    CLEANUP_FREE char *id = meta_tree_ckpt_id(t, i);
+    json_t *o = json_pack("{s:s,s:s}", "name", c->rec.name, "id", id);
     ssize_t parent = meta_tree_parent(t, i);
     if (parent >= 0)
         json_object_set_new(o, "parent", json_string(t->ckpts[parent].rec.name));

@@ -3,6 +3,12 @@
  * accepted.  The images are the truth; this is a cache of them. */
 #include "agent/agent.h"
 
+#include <inttypes.h>
+#include <stdio.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
 struct refresh {
     struct agent *agent;
     vm_refresh_cb *cb;
@@ -31,13 +37,16 @@ nodes_done(struct qmp *q, json_t *ret, const struct qmp_error *err, void *opaque
     }
     struct meta_tree tree;
     struct ckpt_error e = { 0 };
-    if (meta_tree_build(r->blocks, ret, &tree, &e) < 0) {
+    /* The chain known so far: a disk of another chain plugged in stays
+     * foreign even when it holds more checkpoints than the VM's own. */
+    if (meta_tree_build_in(r->blocks, ret, r->agent->tree.chain, &tree, &e) < 0) {
         struct qmp_error qe = { "GenericError", e.msg };
         refresh_finish(r, &qe);
         return;
     }
     meta_tree_free(&r->agent->tree);
     r->agent->tree = tree;
+    vm_settle_chain(r->agent);
     refresh_finish(r, NULL);
 }
 
@@ -93,6 +102,7 @@ vm_tree_after(struct agent *a, json_t *actions, vm_refresh_cb *cb, void *opaque)
         vm_refresh(a, cb, opaque);
         return;
     }
+    vm_settle_chain(a);
     if (!a->opt.debug.verify_tree) {
         cb(a, NULL, opaque);
         return;
@@ -100,6 +110,39 @@ vm_tree_after(struct agent *a, json_t *actions, vm_refresh_cb *cb, void *opaque)
     struct replay_check *rc = xmalloc(sizeof *rc);
     *rc = (struct replay_check) { meta_tree_signature(&a->tree), cb, opaque };
     vm_refresh(a, verify_replay, rc);
+}
+
+/* --- the chain id --- */
+void
+vm_settle_chain(struct agent *a)
+{
+    struct meta_tree *t = &a->tree;
+    if (t->chain[0])
+        return;
+    /* Records of an earlier ckptd only: their id is derived until the
+     * first change writes it, so it is the same for every agent. */
+    const struct meta_record *oldest = NULL;
+    if (t->nckpts)
+        oldest = &t->ckpts[0].rec;
+    if (t->nstale && (!oldest || t->stale[0].rec.seq < oldest->seq))
+        oldest = &t->stale[0].rec;
+    if (oldest) {
+        meta_chain_derive(oldest, t->chain);
+        return;
+    }
+    if (!a->new_chain[0]) {
+        uint64_t r = 0;
+        if (getrandom(&r, sizeof r, 0) != (ssize_t) sizeof r) {
+            /* No entropy at all is no reason to refuse checkpoints:
+             * time and pid still tell two VMs apart in practice. */
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            r = ((uint64_t) ts.tv_sec << 32) ^ (uint64_t) ts.tv_nsec ^
+                ((uint64_t) getpid() << 16);
+        }
+        snprintf(a->new_chain, sizeof a->new_chain, "%016" PRIx64, r);
+    }
+    memcpy(t->chain, a->new_chain, sizeof t->chain);
 }
 
 /* --- checkpoints lost in a QEMU crash --- */

@@ -17,21 +17,33 @@ ckpt_member_unusable(const struct meta_member *m)
     return NULL;
 }
 
+static void
+append_parts(const struct meta_disk *disk, const struct meta_member *m,
+             const char *target_node, json_t *srcs)
+{
+    for (size_t k = 0; m && k < m->nparts; k++) {
+        const struct meta_bitmap *b = m->parts[k].bitmap;
+        if (b)
+            json_array_append_new(srcs, qmp_bitmap_ref(target_node,
+                meta_bitmap_node(disk, b), b->name));
+    }
+}
+
 json_t *
 ckpt_merge_sources(const struct meta_tree *t, size_t d, size_t from, size_t to,
                    const char *target_node)
 {
     const struct meta_disk *disk = &t->disks[d];
     json_t *srcs = json_array();
-    for (size_t j = from; j < to && j < t->nckpts; j++) {
-        const struct meta_member *m = meta_ckpt_member(&t->ckpts[j], d);
-        for (size_t k = 0; m && k < m->nparts; k++) {
-            const struct meta_bitmap *b = m->parts[k].bitmap;
-            if (b)
-                json_array_append_new(srcs, qmp_bitmap_ref(target_node,
-                    meta_bitmap_node(disk, b), b->name));
-        }
-    }
+    for (size_t j = from; j < to && j < t->nckpts; j++)
+        append_parts(disk, meta_ckpt_member(&t->ckpts[j], d), target_node, srcs);
+    /* A stale checkpoint (deleted while this disk was detached) between
+     * the two holds writes of the range too, until a change folds it. */
+    uint64_t lo = from < t->nckpts ? t->ckpts[from].rec.seq : UINT64_MAX;
+    uint64_t hi = to < t->nckpts ? t->ckpts[to].rec.seq : UINT64_MAX;
+    for (size_t j = 0; j < t->nstale; j++)
+        if (t->stale[j].rec.seq > lo && t->stale[j].rec.seq < hi)
+            append_parts(disk, meta_ckpt_member(&t->stale[j], d), target_node, srcs);
     return srcs;
 }
 
@@ -168,11 +180,14 @@ ckpt_plan_commit(const struct meta_tree *t, size_t d, const char *base,
                 "block-dirty-bitmap-disable", base, top->bitmap->name));
         }
     }
-    /* The sequence high-water mark goes down with the rest. */
+    /* The sequence high-water mark and the chain's gone marks go down
+     * with the rest. */
     for (size_t b = 0; b < disk->nbitmaps; b++) {
         uint64_t n;
+        char chain[META_CHAIN_LEN + 1];
         const struct meta_bitmap *mb = &disk->bitmaps[b];
-        if (mb->layer == 0 && meta_next_decode(mb->name, &n) &&
+        bool mark = meta_next_decode(mb->name, &n) || meta_gone_decode(mb->name, chain, NULL);
+        if (mb->layer == 0 && mark &&
             !(bl > 0 && meta_disk_find_bitmap_on(disk, (size_t) bl, mb->name)))
             json_array_append_new(planned, qmp_bitmap_add(base, mb->name, true, true,
                                                           META_RECORD_GRANULARITY));

@@ -59,6 +59,15 @@ check_incremental_disk(const struct meta_tree *t, const struct meta_ckpt *c,
                              "a full backup is needed", t->ckpts[j].rec.name,
                              disk, c->rec.name);
     }
+    for (size_t j = 0; j < t->nstale; j++) {
+        const struct meta_member *n = meta_ckpt_member(&t->stale[j], d);
+        if (n && ckpt_member_unusable(n) && t->stale[j].rec.seq > c->rec.seq)
+            return ckpt_fail(e, CKPT_ERR_INCONSISTENT,
+                             "the bitmap that deleted checkpoint '%s' left on disk "
+                             "'%s', needed for an incremental backup from '%s', is "
+                             "inconsistent; a full backup is needed",
+                             t->stale[j].rec.name, disk, c->rec.name);
+    }
     out->incremental = true;
     out->granularity = m->bitmap->granularity;
     return CKPT_OK;
@@ -103,6 +112,9 @@ ckpt_plan_backup_disks(const struct meta_tree *t, const struct ckpt_backup_req *
     *n = 0;
     if (r->incremental) {
         ssize_t i = meta_tree_find_ckpt(t, r->incremental);
+        CLEANUP_FREE char *why = i < 0 ? meta_tree_why_absent(t, r->incremental) : NULL;
+        if (why)
+            return ckpt_fail(e, CKPT_ERR_NOT_FOUND, "%s; a full backup is needed", why);
         if (i < 0)
             return ckpt_fail(e, CKPT_ERR_NOT_FOUND,
                              "checkpoint '%s' not found; a full backup is needed",

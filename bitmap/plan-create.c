@@ -50,11 +50,20 @@ check_name(const struct meta_tree *t, const char *name, const bool *sel,
     if (meta_tree_find_ckpt(t, name) >= 0)
         return ckpt_fail(e, CKPT_ERR_ALREADY_EXISTS,
                          "checkpoint '%s' already exists", name);
-    for (size_t d = 0; d < t->ndisks; d++)
-        if (sel[d] && meta_disk_find_bitmap(&t->disks[d], name))
-            return ckpt_fail(e, CKPT_ERR_ALREADY_EXISTS,
-                             "disk '%s' already has a bitmap named '%s'",
-                             t->disks[d].disk, name);
+    for (size_t d = 0; d < t->ndisks; d++) {
+        if (!sel[d] || !meta_disk_find_bitmap(&t->disks[d], name))
+            continue;
+        for (size_t k = 0; k < t->disks[d].stale_names.len; k++)
+            if (strcmp(t->disks[d].stale_names.ptr[k], name) == 0)
+                return ckpt_fail(e, CKPT_ERR_ALREADY_EXISTS,
+                                 "disk '%s' still holds the bitmap of checkpoint '%s', "
+                                 "deleted while the disk was detached; "
+                                 "checkpoint-delete '%s' removes it", t->disks[d].disk,
+                                 name, name);
+        return ckpt_fail(e, CKPT_ERR_ALREADY_EXISTS,
+                         "disk '%s' already has a bitmap named '%s'",
+                         t->disks[d].disk, name);
+    }
     return CKPT_OK;
 }
 
@@ -89,6 +98,7 @@ ckpt_plan_create(const struct meta_tree *t, const struct ckpt_create_req *r,
         .name = (char *) r->name, .seq = t->next_seq, .ctime = r->now,
         .description = (char *) r->description,
     };
+    memcpy(rec.chain, t->chain, sizeof rec.chain);
     CLEANUP_FREE char *record = meta_record_encode(&rec, e);
     if (!record)
         return e->code;
@@ -107,5 +117,6 @@ ckpt_plan_create(const struct meta_tree *t, const struct ckpt_create_req *r,
                                                       META_RECORD_GRANULARITY));
     }
     json_array_extend(actions, removes);
+    ckpt_plan_chain(t, NULL, actions);
     return CKPT_OK;
 }

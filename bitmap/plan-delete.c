@@ -166,6 +166,13 @@ ckpt_plan_delete(const struct meta_tree *t, const char *name,
                  struct str_vec *deleted, struct ckpt_error *e)
 {
     ssize_t i = meta_tree_find_ckpt(t, name);
+    /* The leftovers of a checkpoint deleted while a disk was detached:
+     * deleting it again folds them now (nothing is reported deleted). */
+    for (size_t k = 0; i < 0 && t->chain[0] && mode == CKPT_DELETE_ONE && k < t->nstale; k++)
+        if (strcmp(t->stale[k].rec.name, name) == 0) {
+            ckpt_plan_chain(t, NULL, actions);
+            return CKPT_OK;
+        }
     if (i < 0)
         return ckpt_fail(e, CKPT_ERR_NOT_FOUND, "checkpoint '%s' not found", name);
     CLEANUP_FREE bool *del = xcalloc(t->nckpts, sizeof *del);
@@ -198,11 +205,16 @@ ckpt_plan_delete(const struct meta_tree *t, const char *name,
     if (!survivors)             /* the last one: the images left clean */
         for (size_t d = 0; d < t->ndisks; d++)
             ckpt_plan_drop_marks(&t->disks[d], planned);
-    json_array_extend(actions, planned);
-    json_decref(planned);
+    struct str_vec names = { 0 };
     for (size_t j = 0; j < t->nckpts; j++)
         if (del[j])
-            str_vec_append(deleted, xstrdup(t->ckpts[j].rec.name));
+            str_vec_append(&names, xstrdup(t->ckpts[j].rec.name));
+    ckpt_plan_chain(t, &names, planned);
+    json_array_extend(actions, planned);
+    json_decref(planned);
+    for (size_t j = 0; j < names.len; j++)
+        str_vec_append(deleted, names.ptr[j]);
+    free(names.ptr);
     return CKPT_OK;
 }
 
@@ -233,6 +245,8 @@ ckpt_plan_next_mark(const struct meta_tree *t, const struct meta_ckpt *newest,
 void
 ckpt_plan_drop_marks(const struct meta_disk *d, json_t *actions)
 {
+    if (d->foreign)             /* another chain's: not ours to touch */
+        return;
     for (size_t b = 0; b < d->nbitmaps; b++) {
         uint64_t n;
         if (d->bitmaps[b].layer == 0 && meta_next_decode(d->bitmaps[b].name, &n))

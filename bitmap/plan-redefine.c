@@ -171,6 +171,7 @@ ckpt_plan_redefine(const struct meta_tree *t, const struct meta_xml_ckpt *list,
             .name = c->name, .seq = t->next_seq + k,
             .ctime = c->has_ctime ? c->ctime : now, .description = c->description,
         };
+        memcpy(rec.chain, t->chain, sizeof rec.chain);
         CLEANUP_FREE char *record = NULL;
         if ((err = members_of(t, c, m, e)) || !(record = meta_record_encode(&rec, e))) {
             err = err ? err : e->code;
@@ -184,10 +185,39 @@ ckpt_plan_redefine(const struct meta_tree *t, const struct meta_xml_ckpt *list,
     }
     for (size_t d = 0; d < t->ndisks && !err; d++)
         err = plan_recording(t, chain, t->nckpts + n, d, planned, e);
-    if (!err)
+    if (!err) {
+        ckpt_plan_chain(t, NULL, planned);
         json_array_extend(actions, planned);
+    }
     json_decref(planned);
     return err;
+}
+
+/* What the chain keeps on disk d besides records goes too: the bitmaps
+ * of stale checkpoints (merged into the older ones above) and the gone
+ * marks.  libvirt has no use for them, and a stale record left without
+ * its gone mark would bring its checkpoint back. */
+static void
+release_chain(const struct meta_tree *t, size_t d, json_t *planned)
+{
+    const struct meta_disk *disk = &t->disks[d];
+    if (disk->foreign)
+        return;
+    for (size_t s = 0; s < t->nstale; s++) {
+        const struct meta_member *m = meta_ckpt_member(&t->stale[s], d);
+        if (m && m->bitmap)
+            json_array_append_new(planned, qmp_bitmap_action(
+                "block-dirty-bitmap-remove", disk->node, m->bitmap->name));
+        if (m)
+            json_array_append_new(planned, qmp_bitmap_action(
+                "block-dirty-bitmap-remove", disk->node, m->record));
+    }
+    for (size_t b = 0; b < disk->nbitmaps; b++) {
+        char c[META_CHAIN_LEN + 1];
+        if (meta_gone_decode(disk->bitmaps[b].name, c, NULL))
+            json_array_append_new(planned, qmp_bitmap_action(
+                "block-dirty-bitmap-remove", disk->node, disk->bitmaps[b].name));
+    }
 }
 
 /* The way back to libvirt, whose incremental backup from C reads C's
@@ -209,7 +239,8 @@ ckpt_plan_release(const struct meta_tree *t, json_t *actions, struct ckpt_error 
                              "the disk first (disk-commit %s)", t->disks[d].disk,
                              t->disks[d].nlayers, t->disks[d].disk);
         }
-        CLEANUP_FREE const char **newer = xcalloc(t->nckpts + 1, sizeof *newer);
+        CLEANUP_FREE const char **newer = xcalloc(t->nckpts + t->nstale + 1,
+                                                  sizeof *newer);
         for (size_t i = 0; i < t->nckpts; i++) {
             const struct meta_member *m = meta_ckpt_member(&t->ckpts[i], d);
             if (!m)
@@ -227,6 +258,12 @@ ckpt_plan_release(const struct meta_tree *t, json_t *actions, struct ckpt_error 
                 if (o && o->bitmap)
                     newer[n++] = o->bitmap->name;
             }
+            /* A stale checkpoint's bitmap holds writes since C too. */
+            for (size_t j = 0; j < t->nstale; j++) {
+                const struct meta_member *o = meta_ckpt_member(&t->stale[j], d);
+                if (o && o->bitmap && t->stale[j].rec.seq > t->ckpts[i].rec.seq)
+                    newer[n++] = o->bitmap->name;
+            }
             if (n)
                 json_array_append_new(planned, qmp_bitmap_merge(node, m->bitmap->name,
                                                                 newer, n));
@@ -237,6 +274,7 @@ ckpt_plan_release(const struct meta_tree *t, json_t *actions, struct ckpt_error 
                 "block-dirty-bitmap-remove", node, m->record));
         }
         ckpt_plan_drop_marks(&t->disks[d], planned);
+        release_chain(t, d, planned);
     }
     json_array_extend(actions, planned);
     json_decref(planned);

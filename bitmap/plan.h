@@ -6,6 +6,7 @@
  * plan-delete.c:   ckpt_plan_delete
  * plan-redefine.c: ckpt_plan_redefine, ckpt_plan_release
  * plan-backup.c:   ckpt_plan_backup*  disk selection, the begin transaction
+ * plan-chain.c:    ckpt_plan_chain    the chain's upkeep in every change
  * names.c:         ckpt_tmp_*         names of temporary objects: the
  *                  contract between a job, its undo and the start-up sweep
  */
@@ -57,6 +58,16 @@ enum ckpt_err ckpt_plan_delete(const struct meta_tree *t, const char *name,
 void ckpt_plan_next_mark(const struct meta_tree *t, const struct meta_ckpt *newest,
                          json_t *adds, json_t *removes);
 void ckpt_plan_drop_marks(const struct meta_disk *d, json_t *actions);
+
+/* --- plan-chain.c --- */
+/* Adds to a change's actions what keeps the chain right (records given
+ * the chain id, the gone set with the names this change deletes, stale
+ * checkpoints folded; see plan-chain.c), then moves every remove last:
+ * QEMU applies a transaction's removes at its end.  Called by each plan
+ * that changes checkpoints; nothing when t->chain is "". */
+void ckpt_plan_chain(const struct meta_tree *t, const struct str_vec *deleted,
+                     json_t *actions);
+void ckpt_plan_removes_last(json_t *actions);
 
 /* --- plan-redefine.c --- */
 struct meta_xml_ckpt;
@@ -151,7 +162,8 @@ enum ckpt_err ckpt_plan_backup(const struct meta_tree *t,
 /* The first inconsistent bitmap of a member on any layer, or NULL. */
 const struct meta_bitmap *ckpt_member_unusable(const struct meta_member *m);
 /* Merge sources (qmp_bitmap_ref, for a target on target_node): every
- * bitmap, on every layer, of the checkpoints [from, to) on disk d. */
+ * bitmap, on every layer, of the checkpoints [from, to) on disk d, and of
+ * the stale checkpoints between them (deleted while d was detached). */
 json_t *ckpt_merge_sources(const struct meta_tree *t, size_t d, size_t from,
                            size_t to, const char *target_node);
 

@@ -492,6 +492,23 @@ ctl_bk_recorded_sha256(const char *dir, const char *name)
     return out;
 }
 
+/* The checkpoint identity (the agent's "id": chain and sequence number)
+ * that the record of DIR/name holds, or NULL (none recorded: a backup by
+ * an earlier ckptctl). */
+char *
+ctl_bk_recorded_id(const char *dir, const char *name)
+{
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    json_t *rec = dfd >= 0 ? ctl_bk_read_record(dfd, name) : NULL;
+    const char *s = ctl_rec_str(rec, "checkpoint-id");
+    char *out = s ? xstrdup(s) : NULL;
+
+    if (dfd >= 0)
+        close(dfd);
+    json_decref(rec);
+    return out;
+}
+
 json_t *
 ctl_bk_json(const struct ctl_bkdir *d, const struct ctl_bk *b)
 {
@@ -512,6 +529,9 @@ ctl_bk_json(const struct ctl_bkdir *d, const struct ctl_bk *b)
                         : b->parent ? json_string(b->parent) : json_null());
     if (b->backing)
         json_object_set_new(j, "backing", json_string(b->backing));
+    if (ctl_rec_str(b->record, "checkpoint-id"))
+        json_object_set_new(j, "checkpoint-id",
+                            json_string(ctl_rec_str(b->record, "checkpoint-id")));
     if (b->why)
         json_object_set_new(j, "problem", json_string(b->why));
     if (b->missing_file)

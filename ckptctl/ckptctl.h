@@ -252,6 +252,7 @@ int ctl_sha256_file(const char *path, char hex[65]);
 int ctl_bk_write_record(const char *image, json_t *rec);
 /* The "sha256" in the record of dir/name, or NULL. */
 char *ctl_bk_recorded_sha256(const char *dir, const char *name);
+char *ctl_bk_recorded_id(const char *dir, const char *name);
 
 /* --- changes.c --- */
 int ctl_cmd_changes(struct ctl_ctx *ctx, int argc, char **argv);

@@ -50,6 +50,8 @@ struct ctl_pull {
     bool strict;                /* refuse an incremental with a full disk */
     bool quiesce;               /* freeze the guest around the begin */
     char *checkpoint;
+    char *checkpoint_id;        /* its identity in the VM (agent's "id") */
+    char *base_id;              /* the --incremental checkpoint's */
     json_t *disks;              /* --disk names */
     unsigned requests;
     json_t *job;
@@ -212,6 +214,10 @@ ctl_pull_record(struct ctl_pull *p, struct ctl_pull_disk *d)
                     "job", json_object_get(p->job, "id"));
     if (!rec)
         return ctl_fail(CTL_EXIT_OTHER, "a name is not valid UTF-8");
+    /* The identity, not only the name: an --incremental onto this backup
+     * can then tell a re-created checkpoint from this one. */
+    if (p->checkpoint_id)
+        json_object_set_new(rec, "checkpoint-id", json_string(p->checkpoint_id));
     if (d->previous) {
         json_object_set_new(rec, "parent", json_string(p->incremental));
         json_object_set_new(rec, "backing", json_string(d->previous));
@@ -367,6 +373,23 @@ ctl_pull_previous_chain(const char *dir, const char *disk, const char *prev)
     return r;
 }
 
+/* The VM's checkpoint must be the one the previous backup was taken at:
+ * the same name can be a checkpoint deleted and made again since, whose
+ * bitmap holds only the writes since the new one. */
+static int
+ctl_pull_same_checkpoint(const struct ctl_pull *p, const char *disk, const char *prev)
+{
+    CLEANUP_FREE char *had = ctl_bk_recorded_id(p->dir, prev);
+
+    if (!had || !p->base_id || strcmp(had, p->base_id) == 0)
+        return CTL_EXIT_OK;     /* the same, or a backup without an identity */
+    return ctl_fail(CTL_EXIT_NOT_FOUND, "checkpoint %s in the VM (%s) is not the"
+                    " checkpoint %s that the backup of disk %s in %s was taken at"
+                    " (%s, file %s): it was deleted and created again since; take"
+                    " a full backup", p->incremental, p->base_id, p->incremental,
+                    disk, p->dir, had, prev);
+}
+
 /* Before anything is created: an incremental needs the previous backup of
  * every disk, and no output file may exist yet.  Otherwise the agent would
  * create a checkpoint for a backup that cannot be written. */
@@ -381,6 +404,8 @@ ctl_pull_precheck(struct ctl_pull *p)
 
     if (r != CTL_EXIT_OK)
         return r;
+    const char *id = json_string_value(json_object_get(base, "id"));
+    p->base_id = id ? xstrdup(id) : NULL;
     json_array_foreach(list, i, d) {
         const char *name = json_is_string(d) ? json_string_value(d)
                            : json_string_value(json_object_get(d, "disk"));
@@ -392,7 +417,8 @@ ctl_pull_precheck(struct ctl_pull *p)
         bool inc = p->incremental && ctl_pull_in_base(base, name);
         if (inc && !(prev = ctl_previous_backup(p->dir, name, p->incremental)))
             return CTL_EXIT_NOT_FOUND;
-        if (prev && (r = ctl_pull_previous_chain(p->dir, name, prev)) != CTL_EXIT_OK)
+        if (prev && ((r = ctl_pull_previous_chain(p->dir, name, prev)) != CTL_EXIT_OK ||
+                     (r = ctl_pull_same_checkpoint(p, name, prev)) != CTL_EXIT_OK))
             return r;
         file = ctl_backup_path(p->dir, name, p->checkpoint, inc ? "inc" : "full");
         if (ctl_exists(file))
@@ -628,6 +654,19 @@ ctl_pull_finish(struct ctl_pull *p, int r, int end)
     return ctl_output(p->ctx, "pull", summary, ctl_print_pulled, NULL);
 }
 
+/* The new checkpoint's identity, for the records.  An agent without
+ * identities (or a failed query) leaves it out: the backup is still
+ * good, an incremental onto it just cannot check it. */
+static void
+ctl_pull_learn_id(struct ctl_pull *p)
+{
+    CLEANUP_JSON json_t *c = NULL;
+
+    if (ctl_call(p->ctx, "checkpoint-get", json_pack("{s:s}", "name", p->checkpoint),
+                 &c) == CTL_EXIT_OK && json_is_string(json_object_get(c, "id")))
+        p->checkpoint_id = xstrdup(json_string_value(json_object_get(c, "id")));
+}
+
 static int
 ctl_pull_run(struct ctl_pull *p)
 {
@@ -641,6 +680,7 @@ ctl_pull_run(struct ctl_pull *p)
         return r;
     p->begun = time(NULL);
     ctl_pull_take_job(p);
+    ctl_pull_learn_id(p);
     r = ctl_pull_disks(p);
     end = ctl_backup_end(p->ctx, json_string_value(json_object_get(p->job, "id")));
     return ctl_pull_finish(p, r, end);
@@ -663,6 +703,8 @@ ctl_cmd_pull(struct ctl_ctx *ctx, int argc, char **argv)
     }
     free(p.d);
     free(p.checkpoint);
+    free(p.checkpoint_id);
+    free(p.base_id);
     json_decref(p.disks);
     json_decref(p.job);
     return r;

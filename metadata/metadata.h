@@ -4,6 +4,8 @@
  *
  * name.c:   meta_name_*    checkpoint-name rules
  * record.c: meta_record_*  one checkpoint's record <-> one bitmap name
+ * chain.c:  meta_chain_*, meta_gone_*  the chain id, and the chain's
+ *                          record of deleted sequence numbers
  * tree.c:   meta_tree_*    disks, bitmaps and checkpoints from
  *                          query-block + query-named-block-nodes
  * apply.c:  meta_tree_apply  a transaction QEMU accepted, applied to the
@@ -20,16 +22,21 @@
 bool meta_name_valid(const char *name);
 
 /* --- record.c --- */
-/* Record bitmaps: "ckptd1:" SEQ ":" CTIME ":" NAME [":" DESC-BASE64URL]. */
+/* Record bitmaps: "ckptd1:" SEQ ":" CTIME ":" NAME ":" [DESC-BASE64URL]
+ * ":" CHAIN; records of an earlier ckptd have no chain id:
+ * "ckptd1:" SEQ ":" CTIME ":" NAME [":" DESC-BASE64URL]. */
 #define META_RECORD_PREFIX "ckptd1:"
 #define META_BITMAP_NAME_MAX 1023       /* qcow2's limit on a bitmap name */
 #define META_RECORD_GRANULARITY 2147483648u /* largest QEMU accepts: tiny */
+#define META_CHAIN_LEN 16               /* a chain id: 16 lowercase hex digits */
 
 struct meta_record {
     char *name;
     uint64_t seq;           /* creation order: parent = previous seq */
     int64_t ctime;          /* seconds since the epoch */
     char *description;      /* NULL when none */
+    char chain[META_CHAIN_LEN + 1];     /* the chain id; "" in an earlier
+                                         * ckptd's record (none) */
 };
 
 /* The longest description (bytes) that fits beside a name of name_len. */
@@ -47,10 +54,50 @@ void meta_record_clear(struct meta_record *r);
 #define META_NEXT_PREFIX "ckptd1:next:"
 char *meta_next_encode(uint64_t next);
 bool meta_next_decode(const char *bitmap, uint64_t *next);
+/* A decimal number up to a non-digit; no sign, no leading zeros. */
+bool meta_parse_u64(const char **p, uint64_t *out);
 /* Does this bitmap name belong to ckptd: a record ("ckptdN:") or a
  * temporary bitmap ("ckptd:")?  Such names cannot be checkpoint names. */
 #define META_TEMP_PREFIX "ckptd:"
 bool meta_bitmap_is_ours(const char *bitmap);
+
+/* --- chain.c --- */
+/* A chain is every checkpoint one VM has made since its first: its id is
+ * random, made with that first checkpoint, and in every record.  A
+ * sequence number is unique within a chain, so (chain, seq) names one
+ * checkpoint for good: the identity a backup records. */
+bool meta_chain_valid(const char *s);          /* 16 lowercase hex digits */
+/* The id given to the checkpoints of an earlier ckptd (records without
+ * one) until a change writes it: a hash of the oldest of them, so every
+ * agent reading the same images derives the same id. */
+void meta_chain_derive(const struct meta_record *oldest, char out[META_CHAIN_LEN + 1]);
+
+/* The chain's deleted sequence numbers ("gone set"): on every disk that
+ * can hold checkpoints, so that a disk that was detached when one of its
+ * checkpoints was deleted cannot bring it back.  Sorted ranges, split
+ * over as many bitmaps as the name limit needs:
+ *   "ckptd1:gone:" CHAIN ":" RANGE {"," RANGE}   RANGE = N | N "-" M */
+#define META_GONE_PREFIX "ckptd1:gone:"
+struct meta_seq_range {
+    uint64_t lo, hi;        /* inclusive */
+};
+struct meta_seqs {          /* a set of sequence numbers: sorted ranges that
+                             * neither overlap nor touch */
+    struct meta_seq_range *r;
+    size_t n;
+};
+void meta_seqs_add_range(struct meta_seqs *s, uint64_t lo, uint64_t hi);
+uint64_t meta_seqs_max(const struct meta_seqs *s);     /* 0 when empty */
+bool meta_seqs_equal(const struct meta_seqs *a, const struct meta_seqs *b);
+void meta_seqs_add(struct meta_seqs *s, uint64_t seq);
+bool meta_seqs_has(const struct meta_seqs *s, uint64_t seq);
+void meta_seqs_free(struct meta_seqs *s);
+/* The bitmap names that hold set s for chain (appended to out). */
+void meta_gone_encode(const char *chain, const struct meta_seqs *s, struct str_vec *out);
+/* true when bitmap is a gone mark: its chain copied out, its numbers
+ * added to s (NULL: only recognise it). */
+bool meta_gone_decode(const char *bitmap, char chain[META_CHAIN_LEN + 1],
+                      struct meta_seqs *s);
 
 /* --- tree.c --- */
 struct meta_bitmap {
@@ -85,6 +132,18 @@ struct meta_disk {
     bool read_only;
     bool can_checkpoint;
     char *reason;               /* why not, when !can_checkpoint */
+    bool base_capable;          /* can_checkpoint but for the chain: the image */
+    const char *base_reason;    /* why not, then (a literal) */
+    /* Derived from the bitmaps with the checkpoints (meta_tree_derive): */
+    char *foreign;              /* why its checkpoints are not this VM's (it
+                                 * holds another chain's), else NULL; such a
+                                 * disk cannot hold checkpoints and ckptd
+                                 * never touches its bitmaps */
+    char foreign_chain[META_CHAIN_LEN + 1];     /* that chain; "" for an
+                                                 * earlier ckptd's records */
+    struct str_vec foreign_names;       /* its checkpoints' names */
+    struct str_vec stale_names;         /* checkpoints deleted while it was
+                                         * detached whose bitmaps it holds */
     struct meta_layer *layers;  /* top first: node, then the layers below
                                  * it in the backing chain that hold records */
     size_t nlayers;
@@ -122,12 +181,28 @@ struct meta_tree {
     struct meta_ckpt *ckpts;    /* sorted by seq: oldest first */
     size_t nckpts;
     uint64_t next_seq;
+    /* The VM's chain: the id written into new records and marks ("": none
+     * known; then plans write records without one, as an earlier ckptd
+     * did).  Kept by meta_tree_derive when set, else found in the images. */
+    char chain[META_CHAIN_LEN + 1];
+    struct meta_seqs gone;      /* the chain's deleted sequence numbers */
+    /* Checkpoints the chain deleted while a disk holding them was
+     * detached: their bitmaps on that disk, by seq.  Not checkpoints (never
+     * listed, never a parent), but their data bitmaps still hold writes
+     * since them, so incrementals from older checkpoints merge them, and
+     * the next change folds them away (bitmap/plan-chain.c). */
+    struct meta_ckpt *stale;
+    size_t nstale;
 };
 
 /* Builds the tree from the "return" values of query-block and
  * query-named-block-nodes (flat).  Returns 0, or -1 with e set. */
 int meta_tree_build(json_t *blocks, json_t *nodes, struct meta_tree *out,
                     struct ckpt_error *e);
+/* The same, for a VM whose chain is known (NULL: not known): a disk of
+ * another chain never becomes the VM's, whatever the disks' count. */
+int meta_tree_build_in(json_t *blocks, json_t *nodes, const char *chain,
+                       struct meta_tree *out, struct ckpt_error *e);
 void meta_tree_free(struct meta_tree *t);
 /* The format node below node in its backing chain, from the "return" of
  * query-named-block-nodes (flat), or NULL.  Borrowed from nodes. */
@@ -156,6 +231,11 @@ const struct meta_member *meta_ckpt_member(const struct meta_ckpt *c, size_t d);
  * one on every layer of the disk.  A sum of counts, so an upper bound of
  * their union. */
 uint64_t meta_tree_changed_since(const struct meta_tree *t, size_t i, size_t d);
+/* The checkpoint's identity: CHAIN ":" SEQ (new string). */
+char *meta_tree_ckpt_id(const struct meta_tree *t, size_t i);
+/* Why no checkpoint `name` is listed although a disk holds its bitmaps
+ * (stale, or on a foreign disk), or NULL: a new string. */
+char *meta_tree_why_absent(const struct meta_tree *t, const char *name);
 /* The newest checkpoint older than index i that has disk d; -1 if none. */
 ssize_t meta_tree_prev_on_disk(const struct meta_tree *t, size_t i, size_t d);
 /* Parent in the chain: the previous checkpoint by seq; -1 for the root. */

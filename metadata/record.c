@@ -73,11 +73,13 @@ b64_decode(const char *s)
 }
 
 /* Worst case of the fixed part: prefix, 20-digit seq, 20-digit time,
- * name, and three ':' separators. */
+ * name, the chain id, and four ':' separators.  Sized for a record with
+ * a chain id, which every record this version writes has. */
 static size_t
 fixed_len(size_t name_len)
 {
-    return strlen(META_RECORD_PREFIX) + 20 + 1 + 20 + 1 + name_len + 1;
+    return strlen(META_RECORD_PREFIX) + 20 + 1 + 20 + 1 + name_len + 1 + 1 +
+           META_CHAIN_LEN;
 }
 
 size_t
@@ -103,8 +105,18 @@ meta_record_encode(const struct meta_record *r, struct ckpt_error *e)
                   r->name, dlen, meta_record_max_description(strlen(r->name)));
         return NULL;
     }
+    if (r->chain[0] && !meta_chain_valid(r->chain)) {
+        ckpt_fail(e, CKPT_ERR_INVALID_PARAMETER,
+                  "checkpoint '%s' has a malformed chain id '%s'", r->name, r->chain);
+        return NULL;
+    }
     CLEANUP_FREE char *enc = xmalloc(b64_len(dlen) + 1);
     b64_encode((const unsigned char *) desc, dlen, enc);
+    /* With a chain id the description field is always there, maybe
+     * empty, so that the id is always the sixth field. */
+    if (r->chain[0])
+        return xasprintf(META_RECORD_PREFIX "%" PRIu64 ":%" PRId64 ":%s:%s:%s",
+                         r->seq, r->ctime, r->name, enc, r->chain);
     if (dlen)
         return xasprintf(META_RECORD_PREFIX "%" PRIu64 ":%" PRId64 ":%s:%s",
                          r->seq, r->ctime, r->name, enc);
@@ -113,8 +125,8 @@ meta_record_encode(const struct meta_record *r, struct ckpt_error *e)
 }
 
 /* Parses a decimal number up to ':' or the end; no sign, no leading 0s. */
-static bool
-parse_u64(const char **p, uint64_t *out)
+bool
+meta_parse_u64(const char **p, uint64_t *out)
 {
     const char *s = *p;
     uint64_t v = 0;
@@ -136,12 +148,13 @@ meta_record_decode(const char *bitmap, struct meta_record *out)
 {
     size_t plen = strlen(META_RECORD_PREFIX);
     if (strncmp(bitmap, META_RECORD_PREFIX, plen) != 0 ||
-        strncmp(bitmap, META_NEXT_PREFIX, strlen(META_NEXT_PREFIX)) == 0)
+        strncmp(bitmap, META_NEXT_PREFIX, strlen(META_NEXT_PREFIX)) == 0 ||
+        strncmp(bitmap, META_GONE_PREFIX, strlen(META_GONE_PREFIX)) == 0)
         return 0;
     const char *p = bitmap + plen;
     uint64_t seq, ctime;
-    if (!parse_u64(&p, &seq) || *p++ != ':' ||
-        !parse_u64(&p, &ctime) || *p++ != ':' || ctime > INT64_MAX)
+    if (!meta_parse_u64(&p, &seq) || *p++ != ':' ||
+        !meta_parse_u64(&p, &ctime) || *p++ != ':' || ctime > INT64_MAX)
         return -1;
     const char *colon = strchr(p, ':');
     size_t nlen = colon ? (size_t) (colon - p) : strlen(p);
@@ -150,15 +163,28 @@ meta_record_decode(const char *bitmap, struct meta_record *out)
         free(name);
         return -1;
     }
+    /* After the name: nothing (no description, no chain: an earlier
+     * ckptd's), DESC (the same), or DESC:CHAIN (DESC maybe empty). */
     char *desc = NULL;
-    if (colon && !(desc = b64_decode(colon + 1))) {
+    const char *chain = colon ? strchr(colon + 1, ':') : NULL;
+    if (chain && !meta_chain_valid(chain + 1)) {
         free(name);
         return -1;
+    }
+    if (colon) {
+        CLEANUP_FREE char *field = strndup(colon + 1, chain ? (size_t) (chain - colon - 1)
+                                                            : strlen(colon + 1));
+        if (!field || !(desc = b64_decode(field))) {
+            free(name);
+            return -1;
+        }
     }
     *out = (struct meta_record) {
         .name = name, .seq = seq, .ctime = (int64_t) ctime,
         .description = desc && *desc ? desc : NULL,
     };
+    if (chain)
+        memcpy(out->chain, chain + 1, META_CHAIN_LEN + 1);
     if (desc && !*desc)
         free(desc);
     return 1;
@@ -202,5 +228,5 @@ meta_next_decode(const char *bitmap, uint64_t *next)
     if (strncmp(bitmap, META_NEXT_PREFIX, plen) != 0)
         return false;
     const char *p = bitmap + plen;
-    return parse_u64(&p, next) && *p == '\0';
+    return meta_parse_u64(&p, next) && *p == '\0';
 }

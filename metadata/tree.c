@@ -241,8 +241,9 @@ read_disk(json_t *block, json_t *nodes, struct meta_disk *d)
     const char *why = why_not_capable(d, image);
     if (!why && !d->tracking)
         why = "it does not track writes now (see 'tracking')";
-    d->can_checkpoint = why == NULL;
+    d->can_checkpoint = d->base_capable = why == NULL;
     d->reason = why ? xstrdup(why) : NULL;
+    d->base_reason = why;
     read_layers(d, nodes, layer);
     return 0;
 }
@@ -327,37 +328,38 @@ find_records(struct meta_tree *t, struct found_record **out)
 
 /* Records joined by checkpoint name: sorted by (name, disk), each run of
  * one name is one checkpoint with its members in disk order.  O(n log n)
- * in the number of bitmaps. */
-static void
-collect_records(struct meta_tree *t)
+ * in the number of bitmaps.  Takes the records (cleared as they go). */
+static size_t
+collect_records(const struct meta_tree *t, struct found_record *f, size_t n,
+                const struct meta_bitmap ***sorted, struct meta_ckpt **out)
 {
-    struct found_record *f;
-    size_t n = find_records(t, &f);
     if (n)
         qsort(f, n, sizeof *f, cmp_found);
-    const struct meta_bitmap ***sorted = xcalloc(t->ndisks + 1, sizeof *sorted);
-    for (size_t d = 0; d < t->ndisks; d++)
-        sorted[d] = sorted_bitmaps(&t->disks[d]);
-    t->ckpts = xcalloc(n + 1, sizeof *t->ckpts);
+    struct meta_ckpt *ckpts = xcalloc(n + 1, sizeof *ckpts);
+    size_t nckpts = 0;
     for (size_t i = 0; i < n; i++) {
         /* Compared with the checkpoint, not f[i - 1]: merged records are
          * cleared as they go. */
-        bool same = t->nckpts && strcmp(f[i].rec.name, t->ckpts[t->nckpts - 1].rec.name) == 0;
+        bool same = nckpts && strcmp(f[i].rec.name, ckpts[nckpts - 1].rec.name) == 0;
         bool same_disk = same && f[i].disk == f[i - 1].disk;
         if (!same) {
-            struct meta_ckpt *c = &t->ckpts[t->nckpts++];
+            struct meta_ckpt *c = &ckpts[nckpts++];
             *c = (struct meta_ckpt) { .rec = f[i].rec };
             c->members = xcalloc(t->ndisks + 1, sizeof *c->members);
         } else {
             bool second_on_layer = same_disk && f[i].layer == f[i - 1].layer;
-            if (!second_on_layer && f[i].rec.seq != t->ckpts[t->nckpts - 1].rec.seq)
+            if (!second_on_layer && f[i].rec.seq != ckpts[nckpts - 1].rec.seq)
                 log_warn("checkpoint '%s' has records of different sequence on "
                          "different disks or layers; using the first", f[i].rec.name);
+            /* A record without the chain id and one with it: the same
+             * checkpoint, partly rewritten; it has the id. */
+            if (!ckpts[nckpts - 1].rec.chain[0])
+                memcpy(ckpts[nckpts - 1].rec.chain, f[i].rec.chain, sizeof f[i].rec.chain);
             meta_record_clear(&f[i].rec);
             if (second_on_layer)
                 continue;
         }
-        struct meta_ckpt *c = &t->ckpts[t->nckpts - 1];
+        struct meta_ckpt *c = &ckpts[nckpts - 1];
         if (!same_disk) {
             c->members[c->nmembers++] = (struct meta_member) {
                 .disk = f[i].disk,
@@ -373,10 +375,8 @@ collect_records(struct meta_tree *t)
         m->bitmap = m->parts[0].bitmap;
         m->record = m->parts[0].record;
     }
-    for (size_t d = 0; d < t->ndisks; d++)
-        free(sorted[d]);
-    free(sorted);
-    free(f);
+    *out = ckpts;
+    return nckpts;
 }
 
 static int
@@ -386,20 +386,241 @@ cmp_seq(const void *a, const void *b)
     return x->rec.seq < y->rec.seq ? -1 : x->rec.seq > y->rec.seq;
 }
 
-/* Checkpoints from the disks' bitmaps: records joined by name, sorted by
- * sequence.  Replaces whatever checkpoints the tree had. */
+static void
+ckpt_list_free(struct meta_ckpt *c, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        meta_record_clear(&c[i].rec);
+        for (size_t k = 0; k < c[i].nmembers; k++)
+            free(c[i].members[k].parts);
+        free(c[i].members);
+    }
+    free(c);
+}
+
 static void
 ckpts_free(struct meta_tree *t)
 {
-    for (size_t i = 0; i < t->nckpts; i++) {
-        meta_record_clear(&t->ckpts[i].rec);
-        for (size_t k = 0; k < t->ckpts[i].nmembers; k++)
-            free(t->ckpts[i].members[k].parts);
-        free(t->ckpts[i].members);
+    ckpt_list_free(t->ckpts, t->nckpts);
+    ckpt_list_free(t->stale, t->nstale);
+    t->ckpts = t->stale = NULL;
+    t->nckpts = t->nstale = 0;
+    meta_seqs_free(&t->gone);
+}
+
+/* --- which chain each disk belongs to --- */
+
+/* The first chain id a disk's records or gone marks name; for a disk
+ * with only an earlier ckptd's records, `derived`; else "". */
+static void
+disk_chain(const struct meta_tree *t, const struct found_record *f, size_t n, size_t d,
+           const char *derived, char out[META_CHAIN_LEN + 1])
+{
+    bool chainless = false;
+    for (size_t i = 0; i < n; i++) {
+        if (f[i].disk == d && f[i].rec.chain[0]) {
+            memcpy(out, f[i].rec.chain, META_CHAIN_LEN + 1);
+            return;
+        }
+        chainless |= f[i].disk == d;
     }
-    free(t->ckpts);
-    t->ckpts = NULL;
-    t->nckpts = 0;
+    const struct meta_disk *disk = &t->disks[d];
+    for (size_t b = 0; b < disk->nbitmaps; b++)
+        if (meta_gone_decode(disk->bitmaps[b].name, out, NULL))
+            return;
+    strcpy(out, chainless ? derived : "");
+}
+
+/* Does disk d hold a record or mark of a chain other than x? */
+static const char *
+other_chain(const struct meta_tree *t, const struct found_record *f, size_t n, size_t d,
+            const char *x)
+{
+    for (size_t i = 0; i < n; i++)
+        if (f[i].disk == d && f[i].rec.chain[0] && strcmp(f[i].rec.chain, x) != 0)
+            return f[i].rec.chain;
+    const struct meta_disk *disk = &t->disks[d];
+    for (size_t b = 0; b < disk->nbitmaps; b++) {
+        char c[META_CHAIN_LEN + 1];
+        if (meta_gone_decode(disk->bitmaps[b].name, c, NULL) && strcmp(c, x) != 0)
+            return disk->bitmaps[b].name + strlen(META_GONE_PREFIX);
+    }
+    return NULL;
+}
+
+static bool
+chain_held(const struct meta_tree *t, const struct found_record *f, size_t n,
+           const char *x)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(f[i].rec.chain, x) == 0)
+            return true;
+    for (size_t d = 0; d < t->ndisks; d++)
+        for (size_t b = 0; b < t->disks[d].nbitmaps; b++) {
+            char c[META_CHAIN_LEN + 1];
+            if (meta_gone_decode(t->disks[d].bitmaps[b].name, c, NULL) &&
+                strcmp(c, x) == 0)
+                return true;
+        }
+    return false;
+}
+
+/* The VM's chain when the agent does not know it yet: the one whose
+ * records are on the most disks, the first disk deciding a tie (the boot
+ * disk is first; a disk from another VM is hot-plugged later).  A chain
+ * with an id beats records without one: the first change of this version
+ * gives every attached disk the id, so those without are disks that were
+ * away then, or another VM's. */
+static void
+choose_chain(const struct meta_tree *t, const struct found_record *f, size_t n,
+             const char *derived, char x[META_CHAIN_LEN + 1])
+{
+    size_t best = 0;
+    x[0] = '\0';
+    for (size_t d = 0; d < t->ndisks; d++) {
+        char c[META_CHAIN_LEN + 1];
+        disk_chain(t, f, n, d, derived, c);
+        if (!c[0])
+            continue;
+        bool real = strcmp(c, derived) != 0;
+        size_t count = real ? t->ndisks + 1 : 0;
+        for (size_t o = 0; o < t->ndisks; o++) {
+            char oc[META_CHAIN_LEN + 1];
+            disk_chain(t, f, n, o, derived, oc);
+            count += strcmp(oc, c) == 0;
+        }
+        if (count > best) {
+            best = count;
+            memcpy(x, c, META_CHAIN_LEN + 1);
+        }
+    }
+}
+
+/* A disk with only an earlier ckptd's records (no chain id) when the
+ * chain has ids: it joins only if one of its records is a checkpoint of
+ * the chain (same number, name and time), i.e. it was detached while the
+ * first change wrote the id. */
+static int
+cmp_rec_seq(const void *x, const void *y)
+{
+    const struct meta_record *a = *(const struct meta_record *const *) x;
+    const struct meta_record *b = *(const struct meta_record *const *) y;
+    return a->seq < b->seq ? -1 : a->seq > b->seq;
+}
+
+/* xs: the chain's records with its id, sorted by seq (nx of them). */
+static bool
+matches_chain(const struct found_record *f, size_t n, size_t d,
+              const struct meta_record **xs, size_t nx)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (f[i].disk != d || f[i].rec.chain[0])
+            continue;
+        const struct meta_record *key = &f[i].rec;
+        const struct meta_record **hit = nx ? bsearch(&key, xs, nx, sizeof *xs, cmp_rec_seq)
+                                            : NULL;
+        /* Records of one seq are adjacent: look at each. */
+        while (hit && hit > xs && hit[-1]->seq == key->seq)
+            hit--;
+        for (; hit && hit < xs + nx && (*hit)->seq == key->seq; hit++)
+            if ((*hit)->ctime == key->ctime && strcmp((*hit)->name, key->name) == 0)
+                return true;
+    }
+    return false;
+}
+
+static void
+disk_reset_derived(struct meta_disk *d)
+{
+    free(d->foreign);
+    d->foreign = NULL;
+    d->foreign_chain[0] = '\0';
+    str_vec_free_all(&d->foreign_names);
+    str_vec_free_all(&d->stale_names);
+}
+
+/* Sets d->foreign (and why) for each disk whose checkpoints are not this
+ * chain's; gathers the chain's gone set from the others. */
+static void
+classify_disks(struct meta_tree *t, const struct found_record *f, size_t n, const char *x)
+{
+    bool chained = x[0] && chain_held(t, f, n, x);
+    const struct meta_record **xs = xcalloc(n + 1, sizeof *xs);
+    size_t nx = 0;
+    for (size_t i = 0; chained && i < n; i++)
+        if (strcmp(f[i].rec.chain, x) == 0)
+            xs[nx++] = &f[i].rec;
+    if (nx)
+        qsort(xs, nx, sizeof *xs, cmp_rec_seq);
+    for (size_t d = 0; d < t->ndisks; d++) {
+        struct meta_disk *disk = &t->disks[d];
+        const char *other = x[0] ? other_chain(t, f, n, d, x) : NULL;
+        char dc[META_CHAIN_LEN + 1];
+        disk_chain(t, f, n, d, "", dc);
+        bool own = dc[0] && strcmp(dc, x) == 0;        /* holds x's id */
+        bool chainless = false;
+        for (size_t i = 0; i < n && !chainless; i++)
+            chainless = f[i].disk == d && !f[i].rec.chain[0];
+        if (other) {
+            memcpy(disk->foreign_chain, other, META_CHAIN_LEN);
+            disk->foreign_chain[META_CHAIN_LEN] = '\0';
+            disk->foreign = xasprintf(
+                "it holds checkpoints of another chain (%s), not of this VM's "
+                "(%s): a disk from another VM, or from before all of this VM's "
+                "checkpoints were deleted; ckptd leaves its bitmaps alone",
+                disk->foreign_chain, x);
+        } else if (chained && chainless && !own && !matches_chain(f, n, d, xs, nx)) {
+            disk->foreign = xasprintf(
+                "it holds checkpoints of an earlier ckptd that are none of this "
+                "VM's (chain %s): a disk from another VM; ckptd leaves its "
+                "bitmaps alone", x);
+        }
+        if (disk->foreign)
+            continue;
+        for (size_t b = 0; b < disk->nbitmaps; b++) {
+            char c[META_CHAIN_LEN + 1];
+            struct meta_seqs s = { 0 };
+            if (meta_gone_decode(disk->bitmaps[b].name, c, &s) && strcmp(c, x) == 0)
+                for (size_t k = 0; k < s.n; k++)
+                    meta_seqs_add_range(&t->gone, s.r[k].lo, s.r[k].hi);
+            meta_seqs_free(&s);
+        }
+    }
+    free(xs);
+}
+
+static void
+note_foreign_names(struct meta_tree *t, const struct found_record *f, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct meta_disk *disk = &t->disks[f[i].disk];
+        if (disk->foreign)
+            str_vec_append(&disk->foreign_names, xstrdup(f[i].rec.name));
+    }
+}
+
+static void
+note_stale_names(struct meta_tree *t)
+{
+    for (size_t i = 0; i < t->nstale; i++)
+        for (size_t k = 0; k < t->stale[i].nmembers; k++)
+            str_vec_append(&t->disks[t->stale[i].members[k].disk].stale_names,
+                           xstrdup(t->stale[i].rec.name));
+}
+
+/* Does a stale checkpoint newer than seq (deleted while disk d was away)
+ * record on d's top layer?  It holds the writes then, until the next
+ * change folds it into the newest live one. */
+static bool
+stale_records_on_top(const struct meta_tree *t, size_t d, uint64_t seq)
+{
+    for (size_t j = 0; j < t->nstale; j++) {
+        const struct meta_member *m = meta_ckpt_member(&t->stale[j], d);
+        if (m && t->stale[j].rec.seq > seq && m->parts[0].layer == 0 && m->bitmap &&
+            m->bitmap->recording)
+            return true;
+    }
+    return false;
 }
 
 /* A disk whose layers hold checkpoints tracks only while the newest of
@@ -419,6 +640,8 @@ check_recording(struct meta_tree *t)
         const struct meta_bitmap *b = m->parts[0].layer == 0 ? m->bitmap : NULL;
         if (b && (b->recording || b->inconsistent))
             continue;
+        if (stale_records_on_top(t, d, t->ckpts[i].rec.seq))
+            continue;
         if (m->parts[0].layer == 0 && !b)
             continue;
         disk->tracking = false;
@@ -426,36 +649,110 @@ check_recording(struct meta_tree *t)
             "the bitmap of its newest checkpoint '%s' on '%s' does not record "
             "(its layers were committed outside ckptd); a full backup is needed",
             t->ckpts[i].rec.name, disk->active);
-        if (disk->can_checkpoint) {
-            disk->can_checkpoint = false;
-            free(disk->reason);
-            disk->reason = xstrdup("it does not track writes now (see 'tracking')");
-        }
+        /* As read_disk does for a disk that does not track; the end of
+         * meta_tree_derive sets can_checkpoint and reason from these. */
+        disk->base_capable = false;
+        disk->base_reason = "it does not track writes now (see 'tracking')";
     }
 }
 
+/* Checkpoints from the disks' bitmaps: the records of this VM's chain
+ * joined by name, sorted by sequence; those the chain deleted while their
+ * disk was away apart (stale); other chains' disks apart (foreign).
+ * Replaces whatever checkpoints the tree had; keeps t->chain when set. */
 void
 meta_tree_derive(struct meta_tree *t)
 {
     ckpts_free(t);
-    collect_records(t);
+    for (size_t d = 0; d < t->ndisks; d++)
+        disk_reset_derived(&t->disks[d]);
+    struct found_record *f;
+    size_t n = find_records(t, &f);
+    /* A chain the agent knows counts while a disk holds it: an id not
+     * written yet must not make the VM's own disks foreign when they are
+     * plugged in after QEMU starts. */
+    char derived[META_CHAIN_LEN + 1] = "";
+    const struct meta_record *oldest = NULL;
+    for (size_t i = 0; i < n; i++)
+        if (!f[i].rec.chain[0] && (!oldest || f[i].rec.seq < oldest->seq))
+            oldest = &f[i].rec;
+    if (oldest)
+        meta_chain_derive(oldest, derived);
+    if (t->chain[0] && !chain_held(t, f, n, t->chain) && strcmp(t->chain, derived) != 0)
+        t->chain[0] = '\0';
+    /* x: the chain to sort the disks by.  It becomes the tree's only when
+     * it is in the images (a derived one the agent settles itself). */
+    char x[META_CHAIN_LEN + 1];
+    memcpy(x, t->chain, sizeof x);
+    if (!x[0])
+        choose_chain(t, f, n, derived, x);
+    if (!t->chain[0] && chain_held(t, f, n, x))
+        memcpy(t->chain, x, sizeof x);
+    classify_disks(t, f, n, x);
+    note_foreign_names(t, f, n);
+
+    /* Live and stale records of this chain; foreign ones dropped. */
+    size_t nlive = 0, nstale = 0;
+    struct found_record *stale = xcalloc(n + 1, sizeof *stale);
+    for (size_t i = 0; i < n; i++) {
+        if (t->disks[f[i].disk].foreign)
+            meta_record_clear(&f[i].rec);
+        else if (meta_seqs_has(&t->gone, f[i].rec.seq))
+            stale[nstale++] = f[i];
+        else
+            f[nlive++] = f[i];
+    }
+    const struct meta_bitmap ***sorted = xcalloc(t->ndisks + 1, sizeof *sorted);
+    for (size_t d = 0; d < t->ndisks; d++)
+        sorted[d] = sorted_bitmaps(&t->disks[d]);
+    t->nckpts = collect_records(t, f, nlive, sorted, &t->ckpts);
+    t->nstale = collect_records(t, stale, nstale, sorted, &t->stale);
+    for (size_t d = 0; d < t->ndisks; d++)
+        free(sorted[d]);
+    free(sorted);
+    free(f);
+    free(stale);
     if (t->nckpts)
         qsort(t->ckpts, t->nckpts, sizeof *t->ckpts, cmp_seq);
+    if (t->nstale)
+        qsort(t->stale, t->nstale, sizeof *t->stale, cmp_seq);
     check_recording(t);
+    note_stale_names(t);
+
     t->next_seq = t->nckpts ? t->ckpts[t->nckpts - 1].rec.seq + 1 : 1;
-    for (size_t d = 0; d < t->ndisks; d++)
-        for (size_t b = 0; b < t->disks[d].nbitmaps; b++) {
+    if (t->nstale && t->stale[t->nstale - 1].rec.seq >= t->next_seq)
+        t->next_seq = t->stale[t->nstale - 1].rec.seq + 1;
+    if (meta_seqs_max(&t->gone) >= t->next_seq)
+        t->next_seq = meta_seqs_max(&t->gone) + 1;
+    for (size_t d = 0; d < t->ndisks; d++) {
+        struct meta_disk *disk = &t->disks[d];
+        for (size_t b = 0; !disk->foreign && b < disk->nbitmaps; b++) {
             uint64_t next;
-            if (meta_next_decode(t->disks[d].bitmaps[b].name, &next) && next > t->next_seq)
+            if (meta_next_decode(disk->bitmaps[b].name, &next) && next > t->next_seq)
                 t->next_seq = next;
         }
+        /* A foreign disk holds no checkpoints of this VM's. */
+        disk->can_checkpoint = disk->base_capable && !disk->foreign;
+        free(disk->reason);
+        disk->reason = disk->foreign ? xstrdup(disk->foreign)
+                       : disk->base_reason ? xstrdup(disk->base_reason) : NULL;
+    }
 }
 
 int
 meta_tree_build(json_t *blocks, json_t *nodes, struct meta_tree *out,
                 struct ckpt_error *e)
 {
+    return meta_tree_build_in(blocks, nodes, NULL, out, e);
+}
+
+int
+meta_tree_build_in(json_t *blocks, json_t *nodes, const char *chain,
+                   struct meta_tree *out, struct ckpt_error *e)
+{
     memset(out, 0, sizeof *out);
+    if (chain && meta_chain_valid(chain))
+        memcpy(out->chain, chain, sizeof out->chain);
     if (!json_is_array(blocks) || !json_is_array(nodes)) {
         ckpt_fail(e, CKPT_ERR_QEMU, "QEMU answered the block queries with no list");
         return -1;
@@ -483,6 +780,7 @@ disk_free(struct meta_disk *d)
     for (size_t i = 0; i < d->nlayers; i++)
         free(d->layers[i].node);
     free(d->layers);
+    disk_reset_derived(d);
     for (size_t i = 0; i < d->nbitmaps; i++)
         free(d->bitmaps[i].name);
     free(d->bitmaps);
@@ -568,7 +866,38 @@ meta_tree_changed_since(const struct meta_tree *t, size_t i, size_t d)
             if (m->parts[k].bitmap)
                 sum += m->parts[k].bitmap->count;
     }
+    /* The writes in a stale checkpoint's bitmaps are writes since i too. */
+    for (size_t j = 0; j < t->nstale; j++) {
+        const struct meta_member *m = meta_ckpt_member(&t->stale[j], d);
+        for (size_t k = 0; m && k < m->nparts; k++)
+            if (m->parts[k].bitmap && t->stale[j].rec.seq > t->ckpts[i].rec.seq)
+                sum += m->parts[k].bitmap->count;
+    }
     return sum;
+}
+
+char *
+meta_tree_ckpt_id(const struct meta_tree *t, size_t i)
+{
+    const struct meta_record *r = &t->ckpts[i].rec;
+    return xasprintf("%s:%llu", r->chain[0] ? r->chain : t->chain[0] ? t->chain : "-",
+                     (unsigned long long) r->seq);
+}
+
+char *
+meta_tree_why_absent(const struct meta_tree *t, const char *name)
+{
+    for (size_t i = 0; i < t->nstale; i++)
+        if (strcmp(t->stale[i].rec.name, name) == 0)
+            return xasprintf("checkpoint '%s' was deleted while disk '%s' was "
+                             "detached; the bitmaps it left there do not bring "
+                             "it back", name, t->disks[t->stale[i].members[0].disk].disk);
+    for (size_t d = 0; d < t->ndisks; d++)
+        for (size_t k = 0; k < t->disks[d].foreign_names.len; k++)
+            if (strcmp(t->disks[d].foreign_names.ptr[k], name) == 0)
+                return xasprintf("disk '%s' holds a checkpoint '%s', but %s", t->disks[d].disk,
+                                 name, t->disks[d].foreign);
+    return NULL;
 }
 
 const char *

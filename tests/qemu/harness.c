@@ -1069,6 +1069,8 @@ hq_qemu_kill(struct hq_vm *vm)
     vm->qemu_pid = 0;
 }
 
+static int plug_disk(struct hq_vm *vm, struct hq_disk *d);
+
 int
 hq_qemu_hotplug(struct hq_vm *vm, const char *name, int64_t size)
 {
@@ -1077,8 +1079,30 @@ hq_qemu_hotplug(struct hq_vm *vm, const char *name, int64_t size)
         return -1;
     }
     struct hq_disk *d = new_disk(vm, name, "qcow2", size, false);
-    if (!d)
+    return d ? plug_disk(vm, d) : -1;
+}
+
+int
+hq_qemu_plug(struct hq_vm *vm, const char *name, const char *path)
+{
+    if (vm->root_ports_used == HQ_ROOT_PORTS || vm->ndisks == HQ_MAX_DISKS ||
+        strlen(name) > 8) {
+        hq_fail("no room to plug %s", name);
         return -1;
+    }
+    struct hq_disk *d = &vm->disks[vm->ndisks++];
+    memset(d, 0, sizeof *d);
+    snprintf(d->name, sizeof d->name, "%s", name);
+    snprintf(d->node, sizeof d->node, "%s-fmt", name);
+    snprintf(d->format, sizeof d->format, "qcow2");
+    d->path = xstrdup(path);
+    return plug_disk(vm, d);
+}
+
+static int
+plug_disk(struct hq_vm *vm, struct hq_disk *d)
+{
+    const char *name = d->name;
     CLEANUP_FREE char *file = xasprintf("%s-file", name);
     CLEANUP_FREE char *port = xasprintf("hq-rp%d", vm->root_ports_used++);
     CLEANUP_JSON json_t *r1 = hq_cmd(vm->mon, "blockdev-add",

@@ -201,6 +201,9 @@ void hq_qemu_kill(struct hq_vm *vm);
 /* Hot-adds a new qcow2 disk: qemu-img, blockdev-add, device_add on a spare
  * PCIe root port.  0 or -1. */
 int hq_qemu_hotplug(struct hq_vm *vm, const char *name, int64_t size);
+/* The same with an existing qcow2 image (a disk from another VM, or one
+ * the test took out of this VM's command line).  0 or -1. */
+int hq_qemu_plug(struct hq_vm *vm, const char *name, const char *path);
 
 /* --- disk: guest writes and bitmaps --- */
 

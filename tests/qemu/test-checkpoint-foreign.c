@@ -104,10 +104,13 @@ test_before_agent(void)
         || expect_foreign(vm, "vda", "off", 1, 0, 0) < 0
         || expect_foreign(vm, "vdb", "mine", 1, 1, 0) < 0)
         return -1;
-    /* And only they are left once the checkpoints are gone. */
+    /* And only they are left once the checkpoints are gone, with the
+     * chain's gone set (metadata/README.md, "Identity"). */
     CLEANUP_FREE char *left = hq_bitmap_names(vm, "vda");
-    HQ_CHECK(hq_bitmap_count_prefix(vm, "vda", "ckptd") == 0
-             && hq_bitmap_count_prefix(vm, "vdb", "ckptd") == 0,
+    HQ_CHECK(hq_bitmap_count_prefix(vm, "vda", "ckptd")
+             == hq_bitmap_count_prefix(vm, "vda", "ckptd1:gone:")
+             && hq_bitmap_count_prefix(vm, "vdb", "ckptd")
+             == hq_bitmap_count_prefix(vm, "vdb", "ckptd1:gone:"),
              "agent bitmaps left: %s", left);
     return 0;
 }
