@@ -12,12 +12,13 @@
  *
  * The ops are first widened to whole clusters (the file is opened with
  * them: they fix its layout), and the writes go to one writer thread,
- * which owns the file (nbdx_qcow2_out_*: its writeback and checksum)
- * while the copy runs: writing the disk then overlaps reading the
- * export instead of following it (an
- * incremental of 819 MiB: reads alone take 1.0 s, writes alone 0.7 s,
- * and in one thread they added up).  The loop and the writer hand slots
- * over under one mutex; an eventfd wakes the loop's poll().
+ * which owns the file (nbdx_qcow2_out_* and its writeback) while the
+ * copy runs: writing the disk then overlaps reading the export instead
+ * of following it (an incremental of 819 MiB: reads alone take 1.0 s,
+ * writes alone 0.7 s, and in one thread they added up).  Behind it a
+ * hasher thread feeds the stored slots, in the order stored, to the
+ * file's checksum (nbdx_qcow2_out_hash).  The loop and the two threads
+ * hand slots over under one mutex; an eventfd wakes the loop's poll().
  */
 #include "nbd/pull.h"
 
@@ -347,18 +348,26 @@ struct pull_slot {
     enum nbdx_pull_kind kind;
     enum slot_state state;
     int error;                  /* errno of a failed read or write */
-    struct pull_slot *wnext;    /* in the writer's to-do or done list */
+    struct pull_slot *wnext;    /* in a to-do or the done list */
     bool wfailed;               /* the writer could not store it */
 };
 
-/* The writer thread's side (see the top of this file).  Everything here
- * is under lock, except thread and efd, which the loop owns. */
+/* A first-in first-out list of slots. */
+struct slot_fifo {
+    struct pull_slot *head, **tail;
+};
+
+/* The writer's and the hasher's side (see the top of this file).
+ * Everything here is under lock, except the threads and efd, which the
+ * loop owns. */
 struct pull_writer {
-    pthread_t thread;
-    bool started;
+    pthread_t thread, hasher;
+    bool started, hstarted;
     pthread_mutex_t lock;
-    pthread_cond_t wake;
-    struct pull_slot *todo, **todo_tail, *done;
+    pthread_cond_t wake, hwake;
+    struct slot_fifo todo;      /* to store, in the order the loop read them */
+    struct slot_fifo htodo;     /* stored, to hash, in the order stored */
+    struct pull_slot *done;
     bool stop;
     int efd;                    /* counts finished slots: wakes the loop */
     char err[512];              /* the first failure */
@@ -447,26 +456,58 @@ writer_store(struct pull_copy *c, struct pull_slot *s, uint64_t *sparse,
         : nbdx_qcow2_out_zero(c->file, s->offset, s->length, err, errlen);
 }
 
+static void
+fifo_push(struct slot_fifo *f, struct pull_slot *s)
+{
+    s->wnext = NULL;
+    *f->tail = s;
+    f->tail = &s->wnext;
+}
+
+static struct pull_slot *
+fifo_pop(struct slot_fifo *f)
+{
+    struct pull_slot *s = f->head;
+
+    if (s && !(f->head = s->wnext))
+        f->tail = &f->head;
+    return s;
+}
+
+/* Under lock: s is finished, back to the loop.  Only the first slot
+ * on an empty list wakes it: the loop takes the whole list after it has
+ * read the eventfd, so a later one is either taken with it or finds the
+ * list empty again. */
+static void
+writer_done(struct pull_writer *w, struct pull_slot *s)
+{
+    uint64_t one = 1;
+    bool wake = !w->done;
+
+    s->wnext = w->done;
+    w->done = s;
+    if (wake && write(w->efd, &one, sizeof one) < 0) {
+        /* Cannot happen short of 2^64 wakes; the loop polls anyway. */
+    }
+}
+
 static void *
 writer_main(void *opaque)
 {
     struct pull_copy *c = opaque;
     struct pull_writer *w = &c->w;
-    uint64_t one = 1, sparse = 0;
+    uint64_t sparse = 0;
     char err[512];
 
     pthread_mutex_lock(&w->lock);
     while (!w->stop) {
-        struct pull_slot *s = w->todo;
+        struct pull_slot *s = fifo_pop(&w->todo);
         bool failed;
 
         if (!s) {
             pthread_cond_wait(&w->wake, &w->lock);
             continue;
         }
-        w->todo = s->wnext;
-        if (!w->todo)
-            w->todo_tail = &w->todo;
         failed = w->err[0] != 0;
         pthread_mutex_unlock(&w->lock);
         /* After a failure nothing more is stored: the file is lost. */
@@ -476,12 +517,39 @@ writer_main(void *opaque)
         if (failed && !w->err[0])
             snprintf(w->err, sizeof w->err, "%s", err[0] ? err : "write failed");
         s->wfailed = failed;
-        s->wnext = w->done;
-        w->done = s;
         w->sparse = sparse;
-        if (write(w->efd, &one, sizeof one) < 0) {
-            /* Cannot happen short of 2^64 wakes; the loop polls anyway. */
+        if (!failed && s->kind == NBDX_PULL_COPY) {
+            fifo_push(&w->htodo, s);
+            pthread_cond_signal(&w->hwake);
+        } else {
+            writer_done(w, s);
         }
+    }
+    pthread_mutex_unlock(&w->lock);
+    return NULL;
+}
+
+/* The checksum runs a step behind the writes, on a thread of its own:
+ * SHA-256 of every byte costs as much CPU as storing it, and in one
+ * thread the two added up. */
+static void *
+hasher_main(void *opaque)
+{
+    struct pull_copy *c = opaque;
+    struct pull_writer *w = &c->w;
+
+    pthread_mutex_lock(&w->lock);
+    while (!w->stop) {
+        struct pull_slot *s = fifo_pop(&w->htodo);
+
+        if (!s) {
+            pthread_cond_wait(&w->hwake, &w->lock);
+            continue;
+        }
+        pthread_mutex_unlock(&w->lock);
+        nbdx_qcow2_out_hash(c->file, s->buf, s->length);
+        pthread_mutex_lock(&w->lock);
+        writer_done(w, s);
     }
     pthread_mutex_unlock(&w->lock);
     return NULL;
@@ -493,23 +561,29 @@ writer_start(struct pull_copy *c)
     struct pull_writer *w = &c->w;
     int e;
 
-    w->todo_tail = &w->todo;
+    w->todo.tail = &w->todo.head;
+    w->htodo.tail = &w->htodo.head;
     if ((w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
         pull_err(c->err, c->errlen, "cannot create an eventfd: %s", strerror(errno));
         return -1;
     }
     pthread_mutex_init(&w->lock, NULL);
     pthread_cond_init(&w->wake, NULL);
-    if ((e = pthread_create(&w->thread, NULL, writer_main, c)) != 0) {
-        pull_err(c->err, c->errlen, "cannot start the writer thread: %s", strerror(e));
+    pthread_cond_init(&w->hwake, NULL);
+    if ((e = pthread_create(&w->thread, NULL, writer_main, c)) == 0) {
+        w->started = true;
+        if ((e = pthread_create(&w->hasher, NULL, hasher_main, c)) == 0)
+            w->hstarted = true;
+    }
+    if (e != 0) {
+        pull_err(c->err, c->errlen, "cannot start the writer threads: %s", strerror(e));
         return -1;
     }
-    w->started = true;
     return 0;
 }
 
-/* Stops the writer after its current slot (what is queued is dropped:
- * this is the end of the copy, or its failure). */
+/* Stops the threads after their current slot (what is queued is
+ * dropped: this is the end of the copy, or its failure). */
 static void
 writer_stop(struct pull_copy *c)
 {
@@ -519,11 +593,15 @@ writer_stop(struct pull_copy *c)
         pthread_mutex_lock(&w->lock);
         w->stop = true;
         pthread_cond_signal(&w->wake);
+        pthread_cond_signal(&w->hwake);
         pthread_mutex_unlock(&w->lock);
         pthread_join(w->thread, NULL);
+        if (w->hstarted)
+            pthread_join(w->hasher, NULL);
         pthread_cond_destroy(&w->wake);
+        pthread_cond_destroy(&w->hwake);
         pthread_mutex_destroy(&w->lock);
-        w->started = false;
+        w->started = w->hstarted = false;
     }
     if (w->efd >= 0)
         close(w->efd);
@@ -537,10 +615,8 @@ writer_queue(struct pull_copy *c, struct pull_slot *s)
     struct pull_writer *w = &c->w;
 
     s->state = SLOT_WRITING;
-    s->wnext = NULL;
     pthread_mutex_lock(&w->lock);
-    *w->todo_tail = s;
-    w->todo_tail = &s->wnext;
+    fifo_push(&w->todo, s);
     pthread_cond_signal(&w->wake);
     pthread_mutex_unlock(&w->lock);
 }

@@ -132,6 +132,11 @@ int nbdx_qcow2_out_open(const char *path, uint64_t size, const char *backing,
 int nbdx_qcow2_out_write(struct nbdx_qcow2_out *q, const void *buf, uint64_t off,
                          uint64_t len, uint64_t *zero_bytes,
                          char *err, size_t errlen);
+/* The checksum's part of a write that succeeded: call it once for each
+ * write, with the same buffer and length, in the order of the writes.
+ * It touches nothing but the checksum, so it may run on another thread
+ * (one at a time) while later writes go on; finish needs every one. */
+void nbdx_qcow2_out_hash(struct nbdx_qcow2_out *q, const void *buf, uint64_t len);
 /* Makes [off, off + len) read as zeros (same alignment as a write). */
 int nbdx_qcow2_out_zero(struct nbdx_qcow2_out *q, uint64_t off, uint64_t len,
                         char *err, size_t errlen);

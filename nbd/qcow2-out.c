@@ -80,7 +80,10 @@ struct nbdx_qcow2_out {
     size_t header_len;
     uint64_t next;                      /* next free host cluster */
     uint64_t wb_started, wb_done;       /* host bytes in writeback, on disk */
-    struct sha256_ctx sha;              /* of the file up to q->next */
+    /* The checksum's side (nbdx_qcow2_out_hash, perhaps on another
+     * thread): of the file up to data cluster `hashed`. */
+    struct sha256_ctx sha;
+    uint64_t hashed;
 };
 
 static void __attribute__((format(printf, 3, 4)))
@@ -131,16 +134,23 @@ q_hash_zeros(struct nbdx_qcow2_out *q, uint64_t n)
     }
 }
 
-/* Writes whole clusters (the last one may be short: it is padded with
- * the zeros the file reads there) at host cluster `at`, the next one
+/* Hashes whole clusters; the last one may be short: it is padded with
+ * the zeros the file reads there. */
+static void
+q_hash_clusters(struct nbdx_qcow2_out *q, const void *buf, size_t len)
+{
+    sha256_update(&q->sha, len, buf);
+    if (len % C)
+        q_hash_zeros(q, C - len % C);
+}
+
+/* Hashes and writes metadata clusters at host cluster `at`, the next one
  * the hash has not seen. */
 static int
 q_put(struct nbdx_qcow2_out *q, const void *buf, size_t len, uint64_t at,
       char *err, size_t errlen)
 {
-    sha256_update(&q->sha, len, buf);
-    if (len % C)
-        q_hash_zeros(q, C - len % C);
+    q_hash_clusters(q, buf, len);
     return q_pwrite(q, buf, len, at * C, err, errlen);
 }
 
@@ -447,7 +457,8 @@ nbdx_qcow2_out_write(struct nbdx_qcow2_out *q, const void *buf, uint64_t off,
         /* A zero cluster in between ends the run: the buffer has a gap
          * there, the host clusters do not. */
         if (run_len && run_start + run_len != pos) {
-            if (q_put(q, p + run_start, (size_t) run_len, run_host, err, errlen) < 0)
+            if (q_pwrite(q, p + run_start, (size_t) run_len, run_host * C,
+                         err, errlen) < 0)
                 return -1;
             run_len = 0;
         }
@@ -459,10 +470,37 @@ nbdx_qcow2_out_write(struct nbdx_qcow2_out *q, const void *buf, uint64_t off,
         q->next++;
         run_len += n;
     }
-    if (run_len && q_put(q, p + run_start, (size_t) run_len, run_host, err, errlen) < 0)
+    if (run_len && q_pwrite(q, p + run_start, (size_t) run_len, run_host * C,
+                            err, errlen) < 0)
         return -1;
     q_writeback(q);
     return 0;
+}
+
+/* The clusters of buf that nbdx_qcow2_out_write stored (those that are
+ * not zeros), in the order it stored them. */
+void
+nbdx_qcow2_out_hash(struct nbdx_qcow2_out *q, const void *buf, uint64_t len)
+{
+    const char *p = buf;
+    uint64_t run_start = 0, run_len = 0;
+
+    for (uint64_t pos = 0; pos < len; pos += C) {
+        uint64_t n = len - pos < C ? len - pos : C;
+
+        if (q_is_zero(p + pos, (size_t) n)) {
+            if (run_len)
+                q_hash_clusters(q, p + run_start, (size_t) run_len);
+            run_len = 0;
+            continue;
+        }
+        if (!run_len)
+            run_start = pos;
+        run_len += n;
+        q->hashed++;
+    }
+    if (run_len)
+        q_hash_clusters(q, p + run_start, (size_t) run_len);
 }
 
 int
@@ -526,7 +564,14 @@ nbdx_qcow2_out_finish(struct nbdx_qcow2_out *q, char sha256[65],
                       char *err, size_t errlen)
 {
     uint8_t d[SHA256_DIGEST_SIZE];
-    int r = q_tail(q, err, errlen);
+    int r;
+
+    if (q->hashed != q->next - q->lay.data) {
+        q_err(err, errlen, "the checksum of %s missed %lld of its data clusters",
+              q->path, (long long) (q->next - q->lay.data - q->hashed));
+        return -1;
+    }
+    r = q_tail(q, err, errlen);
 
     /* The header last: until it is written the file is no image at all. */
     if (r == 0)

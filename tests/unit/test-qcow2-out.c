@@ -64,6 +64,19 @@ fill(size_t len, int pat)
     return b;
 }
 
+/* A write and, as the engine does it for every write that succeeded,
+ * its share of the checksum. */
+static int
+put(struct nbdx_qcow2_out *q, const void *buf, uint64_t off, uint64_t len,
+    uint64_t *zeros, char *err, size_t errlen)
+{
+    int r = nbdx_qcow2_out_write(q, buf, off, len, zeros, err, errlen);
+
+    if (r == 0)
+        nbdx_qcow2_out_hash(q, buf, len);
+    return r;
+}
+
 /* A plan: (offset, length, kind) triples, ended by a zero length. */
 static void
 plan(struct nbdx_pull_op_vec *ops, ...)
@@ -102,15 +115,15 @@ test_full(void **state)
          COPY(1024 * M, 512), END);
     assert_int_equal(nbdx_qcow2_out_open(img, size, NULL, &ops, &q, err, sizeof err), 0);
     nbdx_pull_op_vec_reset(&ops);
-    assert_int_equal(nbdx_qcow2_out_write(q, a, 512 * M - CL, 2 * CL, &zeros,
+    assert_int_equal(put(q, a, 512 * M - CL, 2 * CL, &zeros,
                                           err, sizeof err), 0);
-    assert_int_equal(nbdx_qcow2_out_write(q, a, 0, CL, &zeros, err, sizeof err), 0);
-    assert_int_equal(nbdx_qcow2_out_write(q, z, 4 * CL, CL, &zeros, err, sizeof err), 0);
-    assert_int_equal(nbdx_qcow2_out_write(q, t, 1024 * M, 512, &zeros,
+    assert_int_equal(put(q, a, 0, CL, &zeros, err, sizeof err), 0);
+    assert_int_equal(put(q, z, 4 * CL, CL, &zeros, err, sizeof err), 0);
+    assert_int_equal(put(q, t, 1024 * M, 512, &zeros,
                                           err, sizeof err), 0);
     /* Twice the same cluster, and a write not on a cluster boundary. */
-    assert_int_not_equal(nbdx_qcow2_out_write(q, a, 0, CL, &zeros, err, sizeof err), 0);
-    assert_int_not_equal(nbdx_qcow2_out_write(q, a, 512, CL, &zeros, err, sizeof err), 0);
+    assert_int_not_equal(put(q, a, 0, CL, &zeros, err, sizeof err), 0);
+    assert_int_not_equal(put(q, a, 512, CL, &zeros, err, sizeof err), 0);
     assert_int_equal(nbdx_qcow2_out_finish(q, sum, err, sizeof err), 0);
     nbdx_qcow2_out_free(q);
     assert_int_equal(zeros, CL);
@@ -148,7 +161,7 @@ test_zero_between(void **state)
     plan(&ops, COPY(CL, 4 * CL), END);
     assert_int_equal(nbdx_qcow2_out_open(img, 1 * M, NULL, &ops, &q, err, sizeof err), 0);
     nbdx_pull_op_vec_reset(&ops);
-    assert_int_equal(nbdx_qcow2_out_write(q, b, CL, 4 * CL, &zeros, err, sizeof err), 0);
+    assert_int_equal(put(q, b, CL, 4 * CL, &zeros, err, sizeof err), 0);
     assert_int_equal(nbdx_qcow2_out_finish(q, sum, err, sizeof err), 0);
     nbdx_qcow2_out_free(q);
     assert_int_equal(zeros, CL);
@@ -163,8 +176,8 @@ test_zero_between(void **state)
     assert_bytes(img, 5 * CL, 1 * M - 5 * CL, 0);
 }
 
-/* Only what the plan copies may be stored, and no more data clusters
- * than it has. */
+/* Only what the plan copies may be stored, no more data clusters than
+ * it has, and every write must reach the checksum. */
 static void
 test_outside_plan(void **state)
 {
@@ -180,11 +193,11 @@ test_outside_plan(void **state)
                                          err, sizeof err), 0);
     nbdx_pull_op_vec_reset(&ops);
     /* Another L2 table's range, then a second data cluster in the first. */
-    assert_int_not_equal(nbdx_qcow2_out_write(q, a, 512 * M, CL, &zeros,
+    assert_int_not_equal(put(q, a, 512 * M, CL, &zeros,
                                               err, sizeof err), 0);
     assert_non_null(strstr(err, "outside the plan"));
-    assert_int_equal(nbdx_qcow2_out_write(q, a, 0, CL, &zeros, err, sizeof err), 0);
-    assert_int_not_equal(nbdx_qcow2_out_write(q, a, 2 * CL, CL, &zeros,
+    assert_int_equal(put(q, a, 0, CL, &zeros, err, sizeof err), 0);
+    assert_int_not_equal(put(q, a, 2 * CL, CL, &zeros,
                                               err, sizeof err), 0);
     assert_int_equal(nbdx_qcow2_out_zero(q, CL, CL, err, sizeof err), 0);
     assert_int_equal(nbdx_qcow2_out_finish(q, sum, err, sizeof err), 0);
@@ -193,6 +206,15 @@ test_outside_plan(void **state)
     assert_sha256(img, sum);
     assert_bytes(img, 0, CL, 0xa1);
     assert_bytes(img, CL, 1024 * M - CL, 0);
+    /* A write whose checksum share never came: finish says so. */
+    plan(&ops, COPY(0, CL), END);
+    unlink(img);
+    assert_int_equal(nbdx_qcow2_out_open(img, 1 * M, NULL, &ops, &q, err, sizeof err), 0);
+    nbdx_pull_op_vec_reset(&ops);
+    assert_int_equal(nbdx_qcow2_out_write(q, a, 0, CL, &zeros, err, sizeof err), 0);
+    assert_int_not_equal(nbdx_qcow2_out_finish(q, sum, err, sizeof err), 0);
+    assert_non_null(strstr(err, "checksum"));
+    nbdx_qcow2_out_free(q);
     /* A plan past the disk's end. */
     plan(&ops, COPY(0, 2 * M), END);
     assert_int_not_equal(nbdx_qcow2_out_open(img, 1 * M, NULL, &ops, &q,
@@ -221,8 +243,8 @@ test_overlay(void **state)
     assert_int_equal(nbdx_qcow2_out_open(top, 8 * M, "base.qcow2", &ops, &q,
                                          err, sizeof err), 0);
     nbdx_pull_op_vec_reset(&ops);
-    assert_int_equal(nbdx_qcow2_out_write(q, b, 2 * CL, CL, &zeros, err, sizeof err), 0);
-    assert_int_equal(nbdx_qcow2_out_write(q, z, 5 * CL, CL, &zeros, err, sizeof err), 0);
+    assert_int_equal(put(q, b, 2 * CL, CL, &zeros, err, sizeof err), 0);
+    assert_int_equal(put(q, z, 5 * CL, CL, &zeros, err, sizeof err), 0);
     assert_int_equal(nbdx_qcow2_out_zero(q, 1 * M, 1 * M, err, sizeof err), 0);
     assert_int_equal(nbdx_qcow2_out_finish(q, sum, err, sizeof err), 0);
     nbdx_qcow2_out_free(q);
