@@ -320,6 +320,12 @@ nbdx_qcow2_out_open(const char *path, uint64_t size, const char *backing,
         return -1;
     }
     q->next = q->lay.data;
+    /* The data area in one piece up front: the writes then fill
+     * allocated blocks instead of allocating as they go.  Advice only:
+     * a file system without fallocate allocates as before. */
+    if (q->lay.data_max)
+        (void) fallocate(q->fd, 0, (off_t) (q->lay.data * C),
+                         (off_t) (q->lay.data_max * C));
     *out = q;
     return 0;
 }
@@ -537,6 +543,11 @@ q_tail(struct nbdx_qcow2_out *q, char *err, size_t errlen)
     CLEANUP_FREE unsigned char *buf = xmalloc(C);
 
     q_hash_zeros(q, (hole_end - hole) * C);
+    /* Give back what open allocated for the hole (it reads as zeros
+     * either way). */
+    if (hole < hole_end)
+        (void) fallocate(q->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                         (off_t) (hole * C), (off_t) ((hole_end - hole) * C));
     for (uint64_t t = 0; t < q->l1_size; t++) {
         if (!q->l2_host[t])
             continue;
