@@ -13,7 +13,7 @@ BUILD   ?= build
 VERSION := 0.1.0
 
 CC      ?= cc
-PKGS    := jansson libxml-2.0 libnbd
+PKGS    := jansson libxml-2.0 libnbd nettle
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
            -Wshadow -Wformat=2 -Wvla -fno-strict-aliasing \
@@ -21,7 +21,8 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 # libxml2 is not linked: metadata/xmldl.c opens it on first use (it brings
 # ICU and libstdc++, 2.4 MB resident, that a VM without XML never needs).
-LDLIBS  += $(shell pkg-config --libs jansson libnbd 2>/dev/null) -lev -ldl -pthread
+# nettle: SHA-256 for the pull's records (libnbd's gnutls loads it anyway).
+LDLIBS  += $(shell pkg-config --libs jansson libnbd nettle 2>/dev/null) -lev -ldl -pthread
 ifeq ($(SANITIZE),1)
 CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -O1
 LDFLAGS += -fsanitize=address,undefined

@@ -445,23 +445,32 @@ lv_writes() {
     local i
     for (( i=0; i<$3; i++ )); do echo "- hmp qemu-io -d $1/virtio-backend \"write -P $4 $(( i * $2 ))M 1M\""; done
 }
-limit_pull() {    # NAME DISK GIB [raw]: nbdcopy a full export of DISK
+limit_pull() {    # NAME DISK GIB: nbdcopy a full export of DISK into qemu-nbd
     local v=pull j uri rc
     j=$(ctl "$v" backup begin --disk "$2" | sed -n 1p) || return 1
     uri="nbd+unix:///$2?socket=$W/$v/ckptd-nbd.sock"
-    if [ "${4:-}" = raw ]; then
-        rm -f "$W/lim.raw"
-        "$T/timeit" "$1" 0 1 nbdcopy --flush "$uri" "$W/lim.raw" | record
-        rc=$?
-        rm -f "$W/lim.raw"
-    else
-        qemu-img create -q -f qcow2 "$W/lim.qcow2" "${3}G"
-        "$T/timeit" "$1" 0 1 nbdcopy --flush --destination-is-zero "$uri" -- [ qemu-nbd -f qcow2 "$W/lim.qcow2" ] | record
-        rc=$?
-        rm -f "$W/lim.qcow2"
-    fi
+    qemu-img create -q -f qcow2 "$W/lim.qcow2" "${3}G"
+    "$T/timeit" "$1" 0 1 nbdcopy --flush --destination-is-zero "$uri" -- [ qemu-nbd -f qcow2 "$W/lim.qcow2" ] | record
+    rc=$?
+    rm -f "$W/lim.qcow2"
     ctl "$v" backup end "$j" >/dev/null
     return $rc
+}
+# The full limit's whole job, timed as one process like `ckptctl pull`:
+# begin (a full backup with a new checkpoint, as the pull's begin),
+# nbdcopy of the export to a raw sparse file, end.
+raw_job_script() {
+    cat >"$W/rawjob.sh" <<'XEOF'
+#!/bin/bash
+# rawjob.sh CKPTCTL SOCKET DISK CHECKPOINT OUT
+set -e -o pipefail
+out=$("$1" --socket "$2" backup begin --disk "$3" --checkpoint "$4")
+re="^$3 ([^ ]*)$"
+while IFS= read -r l; do [[ $l =~ $re ]] && uri=${BASH_REMATCH[1]}; done <<<"$out"
+nbdcopy --flush "$uri" "$5"
+"$1" --socket "$2" backup end "$(sed -n 1p <<<"$out")" >/dev/null
+XEOF
+    chmod +x "$W/rawjob.sh"
 }
 # The plain extent reader's whole incremental: begin (incremental from
 # FROM, with a new checkpoint, as ckptctl pull's begin), read the dirty
@@ -504,6 +513,7 @@ sec_pull() {
     [ "$LV" = 1 ] && { lv_start "$v" 2 "${PULL_GIB}G" || { note "libvirt domain for pulls failed"; LVP=0; }; }
     mkdir -p "$W/$v/out"
     ext_job_script
+    raw_job_script
     for name in 1 10; do
         if [ "$name" = 1 ]; then stride=100 reps=$R_INC1; else stride=10 reps=$R_INC10; fi
         cnt=$(( PULL_GIB * 1024 / stride ))
@@ -556,7 +566,10 @@ sec_pull() {
         "$T/timeit" full_ckptd 0 1 "$BIN/ckptctl" --socket "$W/$v/ckptd.sock" pull \
             --output "$W/$v/full" --disk vdb --checkpoint "f$r" | record || return 1
         rm -rf "$W/$v/full"
-        limit_pull full_raw vdb "$PULL_GIB" raw || return 1
+        rm -f "$W/lim.raw"
+        "$T/timeit" full_raw 0 1 "$W/rawjob.sh" "$BIN/ckptctl" "$W/$v/ckptd.sock" \
+            vdb "r$r" "$W/lim.raw" | record || return 1
+        rm -f "$W/lim.raw"
         push_job full_push vdb "$PULL_GIB" "$r" || return 1
         limit_pull full_limit vdb "$PULL_GIB" || return 1
         if [ "$LVP" = 1 ]; then
@@ -778,12 +791,14 @@ $LVFOOT
    (bench/extread: \`backup begin --incremental PREV --checkpoint X\`, block status of the
    dirty bitmap, read every dirty extent, 16 × 256 KiB in flight, throw
    the data away, \`backup end\`; one process timed whole); for the full
-   backup \`nbdcopy --flush\` of the export to a raw sparse file, and QEMU's
+   backup \`nbdcopy --flush\` of the export to a raw sparse file (timed
+   whole the same way: \`backup begin --checkpoint X\`, nbdcopy, \`backup
+   end\`), and QEMU's
    own push job (\`blockdev-backup sync=full\` into a new qcow2 target node
    on the bench's monitor, until the node is closed); the old limit,
    \`nbdcopy --flush --destination-is-zero\` into a new qcow2 served by
    qemu-nbd, is kept for what it is: the socket hop through qemu-nbd costs
-   about half. nbdcopy's exports are set up beforehand and not timed.
+   about half; its exports are set up beforehand and not timed.
    The ${PULL_GIB} GiB disk is sparse and holds data only
    where the changes are (1 MiB every 100 MiB for 1%, every 10 MiB for 10%,
    rewritten through the device path with \`qemu-io -d vda/virtio-backend\` via

@@ -10,13 +10,15 @@
  * which keeps libnbd's rule of not calling into a handle from its own
  * callbacks and keeps the state in one place.
  *
- * Into a qcow2 file (target_file) the ops are first widened to whole
- * clusters, and the writes go to one writer thread, which owns the file
- * (nbdx_qcow2_out_* and its writeback) while the copy runs: writing the
- * disk then overlaps reading the export instead of following it (an
- * incremental of 819 MiB: reads alone take 1.0 s, writes alone 0.7 s,
- * and in one thread they added up).  The loop and the writer hand slots
- * over under one mutex; an eventfd wakes the loop's poll().
+ * The ops are first widened to whole clusters (the file is opened with
+ * them: they fix its layout), and the writes go to one writer thread,
+ * which owns the file (nbdx_qcow2_out_* and its writeback) while the
+ * copy runs: writing the disk then overlaps reading the export instead
+ * of following it (an incremental of 819 MiB: reads alone take 1.0 s,
+ * writes alone 0.7 s, and in one thread they added up).  Behind it a
+ * hasher thread feeds the stored slots, in the order stored, to the
+ * file's checksum (nbdx_qcow2_out_hash).  The loop and the two threads
+ * hand slots over under one mutex; an eventfd wakes the loop's poll().
  */
 #include "nbd/pull.h"
 
@@ -27,8 +29,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 /* Flag of the qemu:dirty-bitmap:* context: the block changed. */
@@ -41,8 +41,6 @@
  * serves each one's requests in its own coroutine queue, and more than
  * one keeps its socket busy while we write. */
 #define NBDX_PULL_CONNS 4
-/* How long qemu-nbd may take to start listening. */
-#define NBDX_PULL_CONNECT_MS 10000
 
 static void __attribute__((format(printf, 3, 4)))
 pull_err(char *err, size_t errlen, const char *fmt, ...)
@@ -228,56 +226,6 @@ pull_connect_source(const struct nbdx_pull_opts *o, char *err, size_t errlen)
     return h;
 }
 
-static bool
-pull_server_exited(pid_t pid)
-{
-    siginfo_t si = { 0 };
-
-    /* WNOWAIT: the caller reaps it and reports the exit status. */
-    return waitid(P_PID, (id_t) pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 &&
-           si.si_pid == pid;
-}
-
-static void
-pull_sleep_ms(long ms)
-{
-    struct timespec t = { ms / 1000, (ms % 1000) * 1000000 };
-    nanosleep(&t, NULL);
-}
-
-/* The server creates its socket a moment after it starts: retry on
- * "no such file" and "refused" until it listens, exits, or time runs out.
- * No probe connection: a non-persistent qemu-nbd would take the probe for
- * its one client and exit when it closes. */
-static struct nbd_handle *
-pull_connect_target(const struct nbdx_pull_opts *o, char *err, size_t errlen)
-{
-    for (int waited = 0;; waited += 10) {
-        struct nbd_handle *h = nbd_create();
-        int e;
-
-        if (!h) {
-            pull_err(err, errlen, "%s", nbd_get_error());
-            return NULL;
-        }
-        if (nbd_connect_unix(h, o->target_socket) == 0)
-            return h;
-        e = nbd_get_errno();
-        pull_err(err, errlen, "cannot connect to the target's NBD server at"
-                 " %s: %s", o->target_socket, nbd_get_error());
-        nbd_close(h);
-        if ((e != ENOENT && e != ECONNREFUSED) || waited >= NBDX_PULL_CONNECT_MS ||
-            (o->cancel && *o->cancel))
-            return NULL;
-        if (pull_server_exited(o->target_pid)) {
-            pull_err(err, errlen, "the target's NBD server exited before it"
-                     " listened on %s", o->target_socket);
-            return NULL;
-        }
-        pull_sleep_ms(10);
-    }
-}
-
 /* --- the map --- */
 
 struct pull_map {
@@ -400,18 +348,26 @@ struct pull_slot {
     enum nbdx_pull_kind kind;
     enum slot_state state;
     int error;                  /* errno of a failed read or write */
-    struct pull_slot *wnext;    /* in the writer's to-do or done list */
+    struct pull_slot *wnext;    /* in a to-do or the done list */
     bool wfailed;               /* the writer could not store it */
 };
 
-/* The writer thread's side (see the top of this file).  Everything here
- * is under lock, except thread and efd, which the loop owns. */
+/* A first-in first-out list of slots. */
+struct slot_fifo {
+    struct pull_slot *head, **tail;
+};
+
+/* The writer's and the hasher's side (see the top of this file).
+ * Everything here is under lock, except the threads and efd, which the
+ * loop owns. */
 struct pull_writer {
-    pthread_t thread;
-    bool started;
+    pthread_t thread, hasher;
+    bool started, hstarted;
     pthread_mutex_t lock;
-    pthread_cond_t wake;
-    struct pull_slot *todo, **todo_tail, *done;
+    pthread_cond_t wake, hwake;
+    struct slot_fifo todo;      /* to store, in the order the loop read them */
+    struct slot_fifo htodo;     /* stored, to hash, in the order stored */
+    struct pull_slot *done;
     bool stop;
     int efd;                    /* counts finished slots: wakes the loop */
     char err[512];              /* the first failure */
@@ -422,7 +378,6 @@ struct pull_copy {
     const struct nbdx_pull_opts *o;
     struct nbd_handle *src[NBDX_PULL_CONNS];   /* [0] maps the export */
     size_t nsrc;
-    struct nbd_handle *dst;             /* NULL: into file */
     struct nbdx_qcow2_out *file;
     struct nbdx_pull_op_vec ops;
     size_t next;                /* the op being cut into requests */
@@ -433,7 +388,7 @@ struct pull_copy {
     struct nbdx_pull_result *res;
     char *err;
     size_t errlen;
-    struct pull_writer w;       /* into a file only */
+    struct pull_writer w;
 };
 
 static int
@@ -446,20 +401,15 @@ slot_read_done(void *opaque, int *error)
     return 1;                   /* retire the command */
 }
 
-static int
-slot_write_done(void *opaque, int *error)
+/* The writer stored slot s: count it, free the slot. */
+static void
+slot_stored(struct pull_slot *s)
 {
-    struct pull_slot *s = opaque;
-
-    s->error = *error;
-    if (!*error) {
-        if (s->kind == NBDX_PULL_COPY)
-            s->c->res->copied += s->length;
-        else
-            s->c->res->zeroed += s->length;
-    }
+    if (s->kind == NBDX_PULL_COPY)
+        s->c->res->copied += s->length;
+    else
+        s->c->res->zeroed += s->length;
     s->state = SLOT_FREE;
-    return 1;
 }
 
 /* Cuts the next request off the op list into slot s; false when none is
@@ -506,26 +456,58 @@ writer_store(struct pull_copy *c, struct pull_slot *s, uint64_t *sparse,
         : nbdx_qcow2_out_zero(c->file, s->offset, s->length, err, errlen);
 }
 
+static void
+fifo_push(struct slot_fifo *f, struct pull_slot *s)
+{
+    s->wnext = NULL;
+    *f->tail = s;
+    f->tail = &s->wnext;
+}
+
+static struct pull_slot *
+fifo_pop(struct slot_fifo *f)
+{
+    struct pull_slot *s = f->head;
+
+    if (s && !(f->head = s->wnext))
+        f->tail = &f->head;
+    return s;
+}
+
+/* Under lock: s is finished, back to the loop.  Only the first slot
+ * on an empty list wakes it: the loop takes the whole list after it has
+ * read the eventfd, so a later one is either taken with it or finds the
+ * list empty again. */
+static void
+writer_done(struct pull_writer *w, struct pull_slot *s)
+{
+    uint64_t one = 1;
+    bool wake = !w->done;
+
+    s->wnext = w->done;
+    w->done = s;
+    if (wake && write(w->efd, &one, sizeof one) < 0) {
+        /* Cannot happen short of 2^64 wakes; the loop polls anyway. */
+    }
+}
+
 static void *
 writer_main(void *opaque)
 {
     struct pull_copy *c = opaque;
     struct pull_writer *w = &c->w;
-    uint64_t one = 1, sparse = 0;
+    uint64_t sparse = 0;
     char err[512];
 
     pthread_mutex_lock(&w->lock);
     while (!w->stop) {
-        struct pull_slot *s = w->todo;
+        struct pull_slot *s = fifo_pop(&w->todo);
         bool failed;
 
         if (!s) {
             pthread_cond_wait(&w->wake, &w->lock);
             continue;
         }
-        w->todo = s->wnext;
-        if (!w->todo)
-            w->todo_tail = &w->todo;
         failed = w->err[0] != 0;
         pthread_mutex_unlock(&w->lock);
         /* After a failure nothing more is stored: the file is lost. */
@@ -535,12 +517,39 @@ writer_main(void *opaque)
         if (failed && !w->err[0])
             snprintf(w->err, sizeof w->err, "%s", err[0] ? err : "write failed");
         s->wfailed = failed;
-        s->wnext = w->done;
-        w->done = s;
         w->sparse = sparse;
-        if (write(w->efd, &one, sizeof one) < 0) {
-            /* Cannot happen short of 2^64 wakes; the loop polls anyway. */
+        if (!failed && s->kind == NBDX_PULL_COPY) {
+            fifo_push(&w->htodo, s);
+            pthread_cond_signal(&w->hwake);
+        } else {
+            writer_done(w, s);
         }
+    }
+    pthread_mutex_unlock(&w->lock);
+    return NULL;
+}
+
+/* The checksum runs a step behind the writes, on a thread of its own:
+ * SHA-256 of every byte costs as much CPU as storing it, and in one
+ * thread the two added up. */
+static void *
+hasher_main(void *opaque)
+{
+    struct pull_copy *c = opaque;
+    struct pull_writer *w = &c->w;
+
+    pthread_mutex_lock(&w->lock);
+    while (!w->stop) {
+        struct pull_slot *s = fifo_pop(&w->htodo);
+
+        if (!s) {
+            pthread_cond_wait(&w->hwake, &w->lock);
+            continue;
+        }
+        pthread_mutex_unlock(&w->lock);
+        nbdx_qcow2_out_hash(c->file, s->buf, s->length);
+        pthread_mutex_lock(&w->lock);
+        writer_done(w, s);
     }
     pthread_mutex_unlock(&w->lock);
     return NULL;
@@ -552,23 +561,29 @@ writer_start(struct pull_copy *c)
     struct pull_writer *w = &c->w;
     int e;
 
-    w->todo_tail = &w->todo;
+    w->todo.tail = &w->todo.head;
+    w->htodo.tail = &w->htodo.head;
     if ((w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
         pull_err(c->err, c->errlen, "cannot create an eventfd: %s", strerror(errno));
         return -1;
     }
     pthread_mutex_init(&w->lock, NULL);
     pthread_cond_init(&w->wake, NULL);
-    if ((e = pthread_create(&w->thread, NULL, writer_main, c)) != 0) {
-        pull_err(c->err, c->errlen, "cannot start the writer thread: %s", strerror(e));
+    pthread_cond_init(&w->hwake, NULL);
+    if ((e = pthread_create(&w->thread, NULL, writer_main, c)) == 0) {
+        w->started = true;
+        if ((e = pthread_create(&w->hasher, NULL, hasher_main, c)) == 0)
+            w->hstarted = true;
+    }
+    if (e != 0) {
+        pull_err(c->err, c->errlen, "cannot start the writer threads: %s", strerror(e));
         return -1;
     }
-    w->started = true;
     return 0;
 }
 
-/* Stops the writer after its current slot (what is queued is dropped:
- * this is the end of the copy, or its failure). */
+/* Stops the threads after their current slot (what is queued is
+ * dropped: this is the end of the copy, or its failure). */
 static void
 writer_stop(struct pull_copy *c)
 {
@@ -578,11 +593,15 @@ writer_stop(struct pull_copy *c)
         pthread_mutex_lock(&w->lock);
         w->stop = true;
         pthread_cond_signal(&w->wake);
+        pthread_cond_signal(&w->hwake);
         pthread_mutex_unlock(&w->lock);
         pthread_join(w->thread, NULL);
+        if (w->hstarted)
+            pthread_join(w->hasher, NULL);
         pthread_cond_destroy(&w->wake);
+        pthread_cond_destroy(&w->hwake);
         pthread_mutex_destroy(&w->lock);
-        w->started = false;
+        w->started = w->hstarted = false;
     }
     if (w->efd >= 0)
         close(w->efd);
@@ -596,10 +615,8 @@ writer_queue(struct pull_copy *c, struct pull_slot *s)
     struct pull_writer *w = &c->w;
 
     s->state = SLOT_WRITING;
-    s->wnext = NULL;
     pthread_mutex_lock(&w->lock);
-    *w->todo_tail = s;
-    w->todo_tail = &s->wnext;
+    fifo_push(&w->todo, s);
     pthread_cond_signal(&w->wake);
     pthread_mutex_unlock(&w->lock);
 }
@@ -625,10 +642,8 @@ writer_collect(struct pull_copy *c)
     }
     pthread_mutex_unlock(&w->lock);
     for (; s; s = s->wnext) {
-        int error = 0;
-
         if (!s->wfailed)
-            slot_write_done(s, &error);
+            slot_stored(s);
         else
             s->state = SLOT_FREE;
     }
@@ -641,28 +656,15 @@ static int
 copy_issue(struct pull_copy *c, struct pull_slot *s)
 {
     nbd_completion_callback rd = { .callback = slot_read_done, .user_data = s };
-    nbd_completion_callback wr = { .callback = slot_write_done, .user_data = s };
 
-    if (s->state == SLOT_READ && c->file) {
-        writer_queue(c, s);
-        return 0;
-    }
     if (s->state == SLOT_READ) {
-        s->state = SLOT_WRITING;
-        if (nbd_aio_pwrite(c->dst, s->buf, s->length, s->offset, wr, 0) < 0)
-            return copy_fail_nbd(c, "write", s);
+        writer_queue(c, s);
         return 0;
     }
     if (s->state != SLOT_FREE || !copy_take(c, s))
         return 0;
-    if (s->kind == NBDX_PULL_ZERO && c->file) {
-        writer_queue(c, s);
-        return 0;
-    }
     if (s->kind == NBDX_PULL_ZERO) {
-        s->state = SLOT_WRITING;
-        if (nbd_aio_zero(c->dst, s->length, s->offset, wr, 0) < 0)
-            return copy_fail_nbd(c, "zero", s);
+        writer_queue(c, s);
         return 0;
     }
     if (!s->buf)
@@ -679,7 +681,7 @@ copy_step(struct pull_copy *c)
 {
     int busy = 0;
 
-    if (c->file && writer_collect(c) < 0)
+    if (writer_collect(c) < 0)
         return -1;
     for (size_t i = 0; i < c->nslots; i++) {
         struct pull_slot *s = &c->slots[i];
@@ -735,15 +737,12 @@ copy_poll(struct pull_copy *c)
 
     for (size_t i = 0; i < c->nsrc; i++)
         poll_prepare(c->src[i], &p[i]);
-    if (c->dst)
-        poll_prepare(c->dst, &p[n++]);
-    else
-        p[n++] = (struct pollfd) { .fd = c->w.efd, .events = POLLIN };
+    p[n++] = (struct pollfd) { .fd = c->w.efd, .events = POLLIN };
     if (poll(p, n, 500) < 0)
         return errno == EINTR ? 0 : -1;
     for (size_t i = 0; i < c->nsrc && !bad; i++)
         bad = poll_notify(c->src[i], &p[i]) < 0;
-    if (bad || (c->dst && poll_notify(c->dst, &p[c->nsrc]) < 0)) {
+    if (bad) {
         pull_err(c->err, c->errlen, "NBD connection failed: %s", nbd_get_error());
         return -1;
     }
@@ -768,29 +767,21 @@ copy_run(struct pull_copy *c)
     }
     /* Every slot is free: the writer waits for work and the file is
      * the loop's again. */
-    if (c->file)
-        return nbdx_qcow2_out_finish(c->file, c->err, c->errlen) < 0
-               ? NBDX_PULL_FAILED : NBDX_PULL_OK;
-    if (nbd_flush(c->dst, 0) < 0) {
-        pull_err(c->err, c->errlen, "cannot flush the target: %s", nbd_get_error());
-        return NBDX_PULL_FAILED;
-    }
-    return NBDX_PULL_OK;
+    return nbdx_qcow2_out_finish(c->file, c->res->sha256, c->err, c->errlen) < 0
+           ? NBDX_PULL_FAILED : NBDX_PULL_OK;
 }
 
+/* Requests are whole clusters (see pull.h), as large as the server
+ * takes. */
 static uint64_t
-pull_max_request(struct nbd_handle *src, struct nbd_handle *dst)
+pull_max_request(struct nbd_handle *src)
 {
     uint64_t max = NBDX_PULL_MAX_REQUEST;
     int64_t a = nbd_get_block_size(src, LIBNBD_SIZE_MAXIMUM);
-    int64_t b = dst ? nbd_get_block_size(dst, LIBNBD_SIZE_MAXIMUM) : -1;
 
     if (a > 0 && (uint64_t) a < max)
         max = (uint64_t) a;
-    if (b > 0 && (uint64_t) b < max)
-        max = (uint64_t) b;
-    /* Into a file, requests are whole clusters (see pull.h). */
-    if (!dst && max >= NBDX_QCOW2_CLUSTER)
+    if (max >= NBDX_QCOW2_CLUSTER)
         max -= max % NBDX_QCOW2_CLUSTER;
     return max;
 }
@@ -818,46 +809,48 @@ copy_open_more(struct pull_copy *c)
     return 0;
 }
 
-/* Connects both ends and checks the sizes. */
+/* Connects to the export. */
 static enum nbdx_pull_status
 copy_open(struct pull_copy *c)
 {
-    int64_t size, tsize;
+    int64_t size;
 
     if ((c->src[0] = pull_connect_source(c->o, c->err, c->errlen)))
         c->nsrc = 1;
-    if (!c->nsrc || copy_open_more(c) < 0 ||
-        (!c->o->target_file &&
-         !(c->dst = pull_connect_target(c->o, c->err, c->errlen))))
+    if (!c->nsrc || copy_open_more(c) < 0)
         return c->o->cancel && *c->o->cancel ? NBDX_PULL_CANCELLED
                                              : NBDX_PULL_FAILED;
-    size = nbd_get_size(c->src[0]);
-    tsize = c->dst ? nbd_get_size(c->dst) : size;
-    if (size < 0 || tsize < 0) {
+    if ((size = nbd_get_size(c->src[0])) < 0) {
         pull_err(c->err, c->errlen, "cannot get the size: %s", nbd_get_error());
         return NBDX_PULL_FAILED;
     }
-    if (tsize < size) {
-        pull_err(c->err, c->errlen, "the target (%lld bytes) is smaller than"
-                 " the export (%lld bytes)", (long long) tsize, (long long) size);
-        return NBDX_PULL_FAILED;
-    }
     c->res->size = (uint64_t) size;
-    c->max_request = pull_max_request(c->src[0], c->dst);
-    if (c->o->target_file &&
-        (c->max_request % NBDX_QCOW2_CLUSTER ||
-         nbdx_qcow2_out_open(c->o->target_file, (uint64_t) size,
-                             c->o->target_backing, &c->file,
-                             c->err, c->errlen) < 0)) {
-        if (!c->file)
-            pull_err(c->err, c->errlen, "%s: requests of at most %llu bytes"
-                     " do not fill a cluster", c->o->uri,
-                     (unsigned long long) c->max_request);
+    c->max_request = pull_max_request(c->src[0]);
+    if (c->max_request % NBDX_QCOW2_CLUSTER) {
+        pull_err(c->err, c->errlen, "%s: requests of at most %llu bytes do not"
+                 " fill a cluster", c->o->uri, (unsigned long long) c->max_request);
         return NBDX_PULL_FAILED;
     }
-    if (c->file && writer_start(c) < 0)
-        return NBDX_PULL_FAILED;
     return NBDX_PULL_OK;
+}
+
+/* The map, on cluster boundaries, and the file laid out for it. */
+static enum nbdx_pull_status
+copy_plan(struct pull_copy *c)
+{
+    struct nbdx_pull_op_vec ops = { 0 };
+    enum nbdx_pull_status st = pull_map_export(c->src[0], c->o, c->res->size,
+                                               &ops, c->err, c->errlen);
+
+    if (st == NBDX_PULL_OK)
+        nbdx_pull_plan_align(&ops, NBDX_QCOW2_CLUSTER, c->res->size, &c->ops);
+    nbdx_pull_op_vec_reset(&ops);
+    if (st == NBDX_PULL_OK &&
+        (nbdx_qcow2_out_open(c->o->target_file, c->res->size, c->o->target_backing,
+                             &c->ops, &c->file, c->err, c->errlen) < 0 ||
+         writer_start(c) < 0))
+        st = NBDX_PULL_FAILED;
+    return st;
 }
 
 /* Stops the writer and closes the handles, then frees the buffers
@@ -866,12 +859,8 @@ static void
 copy_close(struct pull_copy *c, bool clean)
 {
     writer_stop(c);
-    if (c->dst && clean)
-        nbd_shutdown(c->dst, 0);
     for (size_t i = 0; i < c->nsrc && clean; i++)
         nbd_shutdown(c->src[i], 0);
-    if (c->dst)
-        nbd_close(c->dst);
     for (size_t i = 0; i < c->nsrc; i++)
         nbd_close(c->src[i]);
     nbdx_qcow2_out_free(c->file);
@@ -898,14 +887,7 @@ nbdx_pull_copy(const struct nbdx_pull_opts *o, struct nbdx_pull_result *res,
         c.slots[i].c = &c;
     st = copy_open(&c);
     if (st == NBDX_PULL_OK)
-        st = pull_map_export(c.src[0], o, res->size, &c.ops, err, errlen);
-    if (st == NBDX_PULL_OK && c.file) {
-        struct nbdx_pull_op_vec aligned = { 0 };
-
-        nbdx_pull_plan_align(&c.ops, NBDX_QCOW2_CLUSTER, res->size, &aligned);
-        nbdx_pull_op_vec_reset(&c.ops);
-        c.ops = aligned;
-    }
+        st = copy_plan(&c);
     if (st == NBDX_PULL_OK)
         st = copy_run(&c);
     copy_close(&c, st == NBDX_PULL_OK);

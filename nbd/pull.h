@@ -3,8 +3,8 @@
  * Reads the extents of an export (base:allocation, and for an incremental
  * the dirty bitmap's meta context), turns them into a list of operations
  * (copy this range, zero that one), then runs them with libnbd's
- * asynchronous API from the backup export into the output: a qcow2 file
- * the engine writes itself (qcow2-out.c), or a writable NBD target.
+ * asynchronous API from the backup export into a qcow2 file the engine
+ * writes itself (qcow2-out.c), which also gives the file's SHA-256.
  *
  * pull.c:      nbdx_pull_plan_*   extent maps to operations (pure, unit tested)
  *              nbdx_pull_*        connecting and the copy engine
@@ -75,15 +75,11 @@ uint64_t nbdx_pull_plan_bytes(const struct nbdx_pull_op_vec *ops,
 struct nbdx_pull_opts {
     const char *uri;            /* the backup export */
     const char *bitmap;         /* "qemu:dirty-bitmap:..." or NULL (full) */
-    /* The output, one of: a qcow2 file written in-process (an empty file
-     * the caller created; backing: the name its header gives as backing
-     * file, qcow2, or NULL), or */
+    /* The output: a qcow2 file written in-process (an empty file the
+     * caller created; backing: the name its header gives as backing
+     * file, qcow2, or NULL). */
     const char *target_file;
     const char *target_backing;
-    /* the Unix socket of an NBD server serving it, and that server,
-     * still starting perhaps. */
-    const char *target_socket;
-    pid_t target_pid;
     unsigned requests;          /* reads/writes in flight, >= 1 */
     unsigned connections;       /* to the export if it allows several;
                                  * 0: the engine's default */
@@ -100,14 +96,13 @@ struct nbdx_pull_result {
     uint64_t copied;            /* bytes read and written */
     uint64_t zeroed;            /* bytes zeroed in the target */
     uint64_t sparse;            /* of copied: read as zeros, not stored */
+    char sha256[65];            /* of the whole file, as sha256sum prints it */
 };
 
 enum nbdx_pull_status { NBDX_PULL_OK, NBDX_PULL_FAILED, NBDX_PULL_CANCELLED };
 
-/* Connects to the export and to the target (retrying while the target's
- * server starts; giving up when it exits or after a few seconds), maps the
- * export, copies what the map says is needed, flushes the target and
- * disconnects from both, so the target's server exits by itself.  Both
+/* Connects to the export, maps it, copies what the map says is needed
+ * into the file, finishes and flushes the file, and disconnects.  The
  * handles live and die in here: buffers of requests still in flight are
  * freed only after the handles are closed.  On failure err says what and
  * at which offset. */
@@ -124,8 +119,12 @@ struct nbdx_qcow2_out;
 
 /* Opens path (an empty file, or none: it is created 0600) as a new qcow2
  * image of `size` bytes whose backing file is `backing` (qcow2; NULL:
- * none).  Nothing is valid on disk until nbdx_qcow2_out_finish. */
+ * none), to be written by `plan` (ops on cluster boundaries, as
+ * nbdx_pull_plan_align makes them): only its COPY ops may store data,
+ * and the file's layout is fixed from it (see qcow2-out.c).  Nothing is
+ * valid on disk until nbdx_qcow2_out_finish. */
 int nbdx_qcow2_out_open(const char *path, uint64_t size, const char *backing,
+                        const struct nbdx_pull_op_vec *plan,
                         struct nbdx_qcow2_out **out, char *err, size_t errlen);
 /* Stores guest data at off.  off is cluster-aligned, len whole clusters
  * (or up to the disk's end), each cluster written once.  Clusters that
@@ -133,11 +132,19 @@ int nbdx_qcow2_out_open(const char *path, uint64_t size, const char *backing,
 int nbdx_qcow2_out_write(struct nbdx_qcow2_out *q, const void *buf, uint64_t off,
                          uint64_t len, uint64_t *zero_bytes,
                          char *err, size_t errlen);
+/* The checksum's part of a write that succeeded: call it once for each
+ * write, with the same buffer and length, in the order of the writes.
+ * It touches nothing but the checksum, so it may run on another thread
+ * (one at a time) while later writes go on; finish needs every one. */
+void nbdx_qcow2_out_hash(struct nbdx_qcow2_out *q, const void *buf, uint64_t len);
 /* Makes [off, off + len) read as zeros (same alignment as a write). */
 int nbdx_qcow2_out_zero(struct nbdx_qcow2_out *q, uint64_t off, uint64_t len,
                         char *err, size_t errlen);
-/* Writes the tables and then the header, flushes and closes the file. */
-int nbdx_qcow2_out_finish(struct nbdx_qcow2_out *q, char *err, size_t errlen);
+/* Writes the tables and then the header, flushes and closes the file;
+ * sha256: the file's SHA-256 in hex (what sha256sum prints), computed as
+ * it was written. */
+int nbdx_qcow2_out_finish(struct nbdx_qcow2_out *q, char sha256[65],
+                          char *err, size_t errlen);
 void nbdx_qcow2_out_free(struct nbdx_qcow2_out *q);
 
 #endif

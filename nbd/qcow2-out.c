@@ -18,6 +18,20 @@
  * that reads as zeros is not stored: left unallocated in an image
  * without a backing file (it reads as zeros), marked as a zero cluster
  * in an overlay (it must hide the older data below).
+ *
+ * The file's SHA-256 (what `sha256sum` prints, for the backup's record)
+ * is computed as the bytes go out, so the image is never read back.  A
+ * hash runs from the first byte, so everything in front of the data
+ * must be known before the first data cluster: the engine's plan says
+ * how many clusters may be stored at most and which L2 tables are
+ * needed, and the layout is fixed from that when the file is opened:
+ *
+ *   header | L1 table | refcount table | data (as many clusters as the
+ *   plan copies) | L2 tables | refcount blocks
+ *
+ * Only the last two depend on what the data turned out to be.  Clusters
+ * found to be zeros leave the end of the data area unused: a hole in the
+ * file (refcount 0, nothing points at it), hashed as the zeros it reads.
  */
 #include "nbd/pull.h"
 
@@ -28,6 +42,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+#include <nettle/sha2.h>
 
 #define C NBDX_QCOW2_CLUSTER
 #define CLUSTER_BITS 16
@@ -42,15 +57,33 @@
 #define WB_STEP (8ull << 20)
 #define WB_LAG (32ull << 20)
 
+/* The layout, fixed at open (see the top of this file); in clusters. */
+struct q_layout {
+    uint64_t l1_clusters, rt_clusters;
+    uint64_t data, data_max;            /* first data cluster, how many */
+    uint64_t l2, nl2;                   /* first L2 table, how many */
+    uint64_t rb, nrb;                   /* first refcount block, how many */
+    uint64_t total;
+};
+
 struct nbdx_qcow2_out {
     int fd;
     char *path;
     uint64_t size;                      /* virtual */
     char *backing;                      /* NULL: no backing file */
     uint64_t **l2;                      /* per L1 entry, NULL until used */
+    uint64_t *l2_host;                  /* per L1 entry: its host cluster,
+                                         * 0: no table (nothing planned) */
     uint64_t l1_size;
+    struct q_layout lay;
+    unsigned char *header;              /* C bytes, written last */
+    size_t header_len;
     uint64_t next;                      /* next free host cluster */
     uint64_t wb_started, wb_done;       /* host bytes in writeback, on disk */
+    /* The checksum's side (nbdx_qcow2_out_hash, perhaps on another
+     * thread): of the file up to data cluster `hashed`. */
+    struct sha256_ctx sha;
+    uint64_t hashed;
 };
 
 static void __attribute__((format(printf, 3, 4)))
@@ -87,8 +120,177 @@ q_pwrite(struct nbdx_qcow2_out *q, const void *buf, size_t len, uint64_t off,
     return 0;
 }
 
+/* Hashes n bytes of zeros: a hole, or the rest of a short cluster. */
+static void
+q_hash_zeros(struct nbdx_qcow2_out *q, uint64_t n)
+{
+    static const uint8_t zeros[4096];
+
+    while (n > 0) {
+        size_t k = n < sizeof zeros ? (size_t) n : sizeof zeros;
+
+        sha256_update(&q->sha, k, zeros);
+        n -= k;
+    }
+}
+
+/* Hashes whole clusters; the last one may be short: it is padded with
+ * the zeros the file reads there. */
+static void
+q_hash_clusters(struct nbdx_qcow2_out *q, const void *buf, size_t len)
+{
+    sha256_update(&q->sha, len, buf);
+    if (len % C)
+        q_hash_zeros(q, C - len % C);
+}
+
+/* Hashes and writes metadata clusters at host cluster `at`, the next one
+ * the hash has not seen. */
+static int
+q_put(struct nbdx_qcow2_out *q, const void *buf, size_t len, uint64_t at,
+      char *err, size_t errlen)
+{
+    q_hash_clusters(q, buf, len);
+    return q_pwrite(q, buf, len, at * C, err, errlen);
+}
+
+static void
+put_be16(unsigned char *p, uint16_t v)
+{
+    v = htobe16(v);
+    memcpy(p, &v, 2);
+}
+
+static void
+put_be32(unsigned char *p, uint32_t v)
+{
+    v = htobe32(v);
+    memcpy(p, &v, 4);
+}
+
+static void
+put_be64(unsigned char *p, uint64_t v)
+{
+    v = htobe64(v);
+    memcpy(p, &v, 8);
+}
+
+/* Header, backing format extension, end of extensions, backing name;
+ * the rest of the cluster zeros. */
+static size_t
+q_header(const struct nbdx_qcow2_out *q, unsigned char *h)
+{
+    size_t pos = HEADER_LEN;
+
+    memset(h, 0, C);
+    memcpy(h, "QFI\xfb", 4);
+    put_be32(h + 4, 3);
+    put_be32(h + 20, CLUSTER_BITS);
+    put_be64(h + 24, q->size);
+    put_be32(h + 36, (uint32_t) q->l1_size);
+    put_be64(h + 40, 1 * C);            /* the L1 table follows the header */
+    put_be64(h + 48, (1 + q->lay.l1_clusters) * C);
+    put_be32(h + 56, (uint32_t) q->lay.rt_clusters);
+    put_be32(h + 96, 4);                /* refcount_order: 16 bits */
+    put_be32(h + 100, HEADER_LEN);
+    if (q->backing) {
+        /* As `qemu-img create -F qcow2 -b NAME` writes it. */
+        put_be32(h + pos, EXT_BACKING_FORMAT);
+        put_be32(h + pos + 4, 5);
+        memcpy(h + pos + 8, "qcow2", 5);
+        pos += 16;
+    }
+    pos += 8;                           /* end of extensions: type 0, length 0 */
+    if (q->backing) {
+        size_t n = strlen(q->backing);
+        put_be64(h + 8, pos);
+        put_be32(h + 16, (uint32_t) n);
+        memcpy(h + pos, q->backing, n);
+        pos += n;
+    }
+    return pos;
+}
+
+/* From the plan: how many data clusters at most, which L1 entries get
+ * an L2 table (a COPY's; a ZERO's only in an overlay, where the zero
+ * flag needs an entry), and so where everything goes. */
+static int
+q_layout(struct nbdx_qcow2_out *q, const struct nbdx_pull_op_vec *plan,
+         char *err, size_t errlen)
+{
+    struct q_layout *l = &q->lay;
+    const uint64_t span = (uint64_t) C * L2_ENTRIES;
+    uint64_t k = 0;
+
+    for (size_t i = 0; i < plan->len; i++) {
+        uint64_t off = plan->ptr[i].offset, end = off + plan->ptr[i].length;
+        bool copy = plan->ptr[i].kind == NBDX_PULL_COPY;
+
+        if (end > q->size || end < off) {
+            q_err(err, errlen, "the plan for %s goes past the disk's end", q->path);
+            return -1;
+        }
+        if (end == off)
+            continue;
+        if (copy)
+            l->data_max += (end + C - 1) / C - off / C;
+        if (copy || q->backing)
+            for (uint64_t t = off / span; t <= (end - 1) / span; t++)
+                q->l2_host[t] = 1;
+    }
+    for (uint64_t t = 0; t < q->l1_size; t++)
+        l->nl2 += q->l2_host[t] != 0;
+    l->l1_clusters = (q->l1_size * 8 + C - 1) / C;
+    if (!l->l1_clusters)
+        l->l1_clusters = 1;
+    /* The refcount blocks count every cluster, themselves included, and
+     * the table in front grows with them. */
+    l->rt_clusters = 1;
+    for (;;) {
+        uint64_t total = 1 + l->l1_clusters + l->rt_clusters + l->data_max +
+                         l->nl2 + l->nrb;
+        uint64_t nrb = (total + REFS_PER_BLOCK - 1) / REFS_PER_BLOCK;
+        uint64_t rt = (nrb * 8 + C - 1) / C;
+
+        if (nrb == l->nrb && rt == l->rt_clusters)
+            break;
+        l->nrb = nrb;
+        l->rt_clusters = rt;
+    }
+    l->data = 1 + l->l1_clusters + l->rt_clusters;
+    l->l2 = l->data + l->data_max;
+    l->rb = l->l2 + l->nl2;
+    l->total = l->rb + l->nrb;
+    for (uint64_t t = 0; t < q->l1_size; t++)
+        if (q->l2_host[t])
+            q->l2_host[t] = l->l2 + k++;
+    return 0;
+}
+
+/* Header (kept for the end), L1 table and refcount table: all fixed by
+ * the layout, so hashed now and, but for the header, written now. */
+static int
+q_front(struct nbdx_qcow2_out *q, char *err, size_t errlen)
+{
+    const struct q_layout *l = &q->lay;
+    size_t n = (size_t) ((l->l1_clusters + l->rt_clusters) * C);
+    CLEANUP_FREE unsigned char *buf = xcalloc(1, n);
+    unsigned char *rt = buf + l->l1_clusters * C;
+
+    for (uint64_t t = 0; t < q->l1_size; t++)
+        if (q->l2_host[t])
+            put_be64(buf + t * 8, (q->l2_host[t] * C) | OFLAG_COPIED);
+    for (uint64_t b = 0; b < l->nrb; b++)
+        put_be64(rt + b * 8, (l->rb + b) * C);
+    q->header = xmalloc(C);
+    q->header_len = q_header(q, q->header);
+    sha256_update(&q->sha, C, q->header);
+    return q_put(q, buf, n, 1, err, errlen);
+}
+
 int
 nbdx_qcow2_out_open(const char *path, uint64_t size, const char *backing,
+                    const struct nbdx_pull_op_vec *plan,
                     struct nbdx_qcow2_out **out, char *err, size_t errlen)
 {
     struct nbdx_qcow2_out *q;
@@ -111,7 +313,19 @@ nbdx_qcow2_out_open(const char *path, uint64_t size, const char *backing,
     q->backing = backing ? xstrdup(backing) : NULL;
     q->l1_size = (size + (uint64_t) C * L2_ENTRIES - 1) / ((uint64_t) C * L2_ENTRIES);
     q->l2 = xcalloc(q->l1_size ? q->l1_size : 1, sizeof *q->l2);
-    q->next = 1;                        /* cluster 0: the header */
+    q->l2_host = xcalloc(q->l1_size ? q->l1_size : 1, sizeof *q->l2_host);
+    sha256_init(&q->sha);
+    if (q_layout(q, plan, err, errlen) < 0 || q_front(q, err, errlen) < 0) {
+        nbdx_qcow2_out_free(q);
+        return -1;
+    }
+    q->next = q->lay.data;
+    /* The data area in one piece up front: the writes then fill
+     * allocated blocks instead of allocating as they go.  Advice only:
+     * a file system without fallocate allocates as before. */
+    if (q->lay.data_max)
+        (void) fallocate(q->fd, 0, (off_t) (q->lay.data * C),
+                         (off_t) (q->lay.data_max * C));
     *out = q;
     return 0;
 }
@@ -126,16 +340,21 @@ nbdx_qcow2_out_free(struct nbdx_qcow2_out *q)
     for (uint64_t i = 0; i < q->l1_size; i++)
         free(q->l2[i]);
     free(q->l2);
+    free(q->l2_host);
+    free(q->header);
     free(q->backing);
     free(q->path);
     free(q);
 }
 
+/* The L2 entry of a guest cluster; NULL where the plan has no table. */
 static uint64_t *
 q_entry(struct nbdx_qcow2_out *q, uint64_t guest_cluster)
 {
     uint64_t i = guest_cluster / L2_ENTRIES;
 
+    if (!q->l2_host[i])
+        return NULL;
     if (!q->l2[i])
         q->l2[i] = xcalloc(L2_ENTRIES, sizeof **q->l2);
     return &q->l2[i][guest_cluster % L2_ENTRIES];
@@ -176,6 +395,14 @@ q_check_range(const struct nbdx_qcow2_out *q, uint64_t off, uint64_t len,
     return 0;
 }
 
+static int
+q_unplanned(const struct nbdx_qcow2_out *q, uint64_t off, char *err, size_t errlen)
+{
+    q_err(err, errlen, "write at offset %llu of %s is outside the plan",
+          (unsigned long long) off, q->path);
+    return -1;
+}
+
 /* Data clusters are appended, so what is behind q->next is final: start
  * its writeback now and then, and wait for (and drop from the page
  * cache) what is well behind.  Without this the whole backup sits dirty
@@ -204,7 +431,7 @@ q_writeback(struct nbdx_qcow2_out *q)
 }
 
 /* Consecutive data clusters of one request go to consecutive host
- * clusters, in one pwrite per run. */
+ * clusters, in one pwrite per run of them. */
 int
 nbdx_qcow2_out_write(struct nbdx_qcow2_out *q, const void *buf, uint64_t off,
                      uint64_t len, uint64_t *zero_bytes, char *err, size_t errlen)
@@ -218,6 +445,8 @@ nbdx_qcow2_out_write(struct nbdx_qcow2_out *q, const void *buf, uint64_t off,
         uint64_t n = len - pos < C ? len - pos : C;
         uint64_t *e = q_entry(q, (off + pos) / C);
 
+        if (!e)
+            return q_unplanned(q, off + pos, err, errlen);
         if (*e & ~OFLAG_ZERO) {
             q_err(err, errlen, "cluster at offset %llu of %s written twice",
                   (unsigned long long) (off + pos), q->path);
@@ -229,23 +458,55 @@ nbdx_qcow2_out_write(struct nbdx_qcow2_out *q, const void *buf, uint64_t off,
             *zero_bytes += n;
             continue;
         }
-        if (run_len && run_host + run_len != q->next * C) {
-            if (q_pwrite(q, p + run_start, (size_t) run_len, run_host, err, errlen) < 0)
+        if (q->next == q->lay.data + q->lay.data_max)
+            return q_unplanned(q, off + pos, err, errlen);
+        /* A zero cluster in between ends the run: the buffer has a gap
+         * there, the host clusters do not. */
+        if (run_len && run_start + run_len != pos) {
+            if (q_pwrite(q, p + run_start, (size_t) run_len, run_host * C,
+                         err, errlen) < 0)
                 return -1;
             run_len = 0;
         }
         if (!run_len) {
             run_start = pos;
-            run_host = q->next * C;
+            run_host = q->next;
         }
         *e = (q->next * C) | OFLAG_COPIED;
         q->next++;
         run_len += n;
     }
-    if (run_len && q_pwrite(q, p + run_start, (size_t) run_len, run_host, err, errlen) < 0)
+    if (run_len && q_pwrite(q, p + run_start, (size_t) run_len, run_host * C,
+                            err, errlen) < 0)
         return -1;
     q_writeback(q);
     return 0;
+}
+
+/* The clusters of buf that nbdx_qcow2_out_write stored (those that are
+ * not zeros), in the order it stored them. */
+void
+nbdx_qcow2_out_hash(struct nbdx_qcow2_out *q, const void *buf, uint64_t len)
+{
+    const char *p = buf;
+    uint64_t run_start = 0, run_len = 0;
+
+    for (uint64_t pos = 0; pos < len; pos += C) {
+        uint64_t n = len - pos < C ? len - pos : C;
+
+        if (q_is_zero(p + pos, (size_t) n)) {
+            if (run_len)
+                q_hash_clusters(q, p + run_start, (size_t) run_len);
+            run_len = 0;
+            continue;
+        }
+        if (!run_len)
+            run_start = pos;
+        run_len += n;
+        q->hashed++;
+    }
+    if (run_len)
+        q_hash_clusters(q, p + run_start, (size_t) run_len);
 }
 
 int
@@ -257,6 +518,11 @@ nbdx_qcow2_out_zero(struct nbdx_qcow2_out *q, uint64_t off, uint64_t len,
     for (uint64_t pos = 0; pos < len; pos += C) {
         uint64_t *e = q_entry(q, (off + pos) / C);
 
+        /* Without a backing file an unmapped cluster reads as zeros. */
+        if (!e && !q->backing)
+            continue;
+        if (!e)
+            return q_unplanned(q, off + pos, err, errlen);
         if (*e & ~OFLAG_ZERO) {
             q_err(err, errlen, "cluster at offset %llu of %s written twice",
                   (unsigned long long) (off + pos), q->path);
@@ -267,136 +533,61 @@ nbdx_qcow2_out_zero(struct nbdx_qcow2_out *q, uint64_t off, uint64_t len,
     return 0;
 }
 
-static void
-put_be16(unsigned char *p, uint16_t v)
-{
-    v = htobe16(v);
-    memcpy(p, &v, 2);
-}
-
-static void
-put_be32(unsigned char *p, uint32_t v)
-{
-    v = htobe32(v);
-    memcpy(p, &v, 4);
-}
-
-static void
-put_be64(unsigned char *p, uint64_t v)
-{
-    v = htobe64(v);
-    memcpy(p, &v, 8);
-}
-
-/* Header, backing format extension, end of extensions, backing name. */
-static size_t
-q_header(const struct nbdx_qcow2_out *q, unsigned char *h, uint64_t l1_off,
-         uint64_t rt_off, uint64_t rt_clusters)
-{
-    size_t pos = HEADER_LEN;
-
-    memset(h, 0, C);
-    memcpy(h, "QFI\xfb", 4);
-    put_be32(h + 4, 3);
-    put_be32(h + 20, CLUSTER_BITS);
-    put_be64(h + 24, q->size);
-    put_be32(h + 36, (uint32_t) q->l1_size);
-    put_be64(h + 40, l1_off);
-    put_be64(h + 48, rt_off);
-    put_be32(h + 56, (uint32_t) rt_clusters);
-    put_be32(h + 96, 4);                /* refcount_order: 16 bits */
-    put_be32(h + 100, HEADER_LEN);
-    if (q->backing) {
-        /* As `qemu-img create -F qcow2 -b NAME` writes it. */
-        put_be32(h + pos, EXT_BACKING_FORMAT);
-        put_be32(h + pos + 4, 5);
-        memcpy(h + pos + 8, "qcow2", 5);
-        pos += 16;
-    }
-    pos += 8;                           /* end of extensions: type 0, length 0 */
-    if (q->backing) {
-        size_t n = strlen(q->backing);
-        put_be64(h + 8, pos);
-        put_be32(h + 16, (uint32_t) n);
-        memcpy(h + pos, q->backing, n);
-        pos += n;
-    }
-    return pos;
-}
-
-/* Writes n clusters' worth of a table built in buf at host cluster at. */
+/* After the data: the unused end of the data area (a hole), the L2
+ * tables, the refcount blocks (1 for every cluster but the hole's). */
 static int
-q_put_clusters(struct nbdx_qcow2_out *q, const unsigned char *buf, uint64_t n,
-               uint64_t at, char *err, size_t errlen)
+q_tail(struct nbdx_qcow2_out *q, char *err, size_t errlen)
 {
-    return q_pwrite(q, buf, (size_t) (n * C), at * C, err, errlen);
+    const struct q_layout *l = &q->lay;
+    uint64_t hole = q->next, hole_end = l->data + l->data_max;
+    CLEANUP_FREE unsigned char *buf = xmalloc(C);
+
+    q_hash_zeros(q, (hole_end - hole) * C);
+    /* Give back what open allocated for the hole (it reads as zeros
+     * either way). */
+    if (hole < hole_end)
+        (void) fallocate(q->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                         (off_t) (hole * C), (off_t) ((hole_end - hole) * C));
+    for (uint64_t t = 0; t < q->l1_size; t++) {
+        if (!q->l2_host[t])
+            continue;
+        memset(buf, 0, C);
+        for (size_t j = 0; q->l2[t] && j < L2_ENTRIES; j++)
+            put_be64(buf + j * 8, q->l2[t][j]);
+        if (q_put(q, buf, C, q->l2_host[t], err, errlen) < 0)
+            return -1;
+    }
+    for (uint64_t b = 0; b < l->nrb; b++) {
+        uint64_t first = b * REFS_PER_BLOCK;
+
+        memset(buf, 0, C);
+        for (uint64_t k = first; k < l->total && k < first + REFS_PER_BLOCK; k++)
+            if (k < hole || k >= hole_end)
+                put_be16(buf + (k - first) * 2, 1);
+        if (q_put(q, buf, C, l->rb + b, err, errlen) < 0)
+            return -1;
+    }
+    return 0;
 }
 
 int
-nbdx_qcow2_out_finish(struct nbdx_qcow2_out *q, char *err, size_t errlen)
+nbdx_qcow2_out_finish(struct nbdx_qcow2_out *q, char sha256[65],
+                      char *err, size_t errlen)
 {
-    uint64_t l1_clusters = (q->l1_size * 8 + C - 1) / C;
-    uint64_t l1_at, base, rb = 0, rt = 1, total;
-    CLEANUP_FREE uint64_t *l2_host = xcalloc(q->l1_size ? q->l1_size : 1,
-                                             sizeof *l2_host);
-    CLEANUP_FREE unsigned char *buf = NULL;
-    int r = 0;
+    uint8_t d[SHA256_DIGEST_SIZE];
+    int r;
 
-    if (!l1_clusters)
-        l1_clusters = 1;
-    /* L2 tables after the data, then the L1 table. */
-    for (uint64_t i = 0; i < q->l1_size; i++)
-        if (q->l2[i])
-            l2_host[i] = q->next++;
-    l1_at = q->next;
-    q->next += l1_clusters;
-    /* Then the refcount blocks and table, which count themselves too. */
-    base = q->next;
-    for (;;) {
-        uint64_t rb2, rt2;
+    if (q->hashed != q->next - q->lay.data) {
+        q_err(err, errlen, "the checksum of %s missed %lld of its data clusters",
+              q->path, (long long) (q->next - q->lay.data - q->hashed));
+        return -1;
+    }
+    r = q_tail(q, err, errlen);
 
-        total = base + rb + rt;
-        rb2 = (total + REFS_PER_BLOCK - 1) / REFS_PER_BLOCK;
-        rt2 = (rb2 * 8 + C - 1) / C;
-        if (rb2 == rb && rt2 == rt)
-            break;
-        rb = rb2;
-        rt = rt2;
-    }
-    buf = xmalloc((size_t) ((rb > l1_clusters ? rb : l1_clusters) +
-                            (rt > 1 ? rt : 1)) * C);
-    for (uint64_t i = 0; i < q->l1_size && r == 0; i++) {
-        if (!q->l2[i])
-            continue;
-        for (size_t j = 0; j < L2_ENTRIES; j++)
-            put_be64(buf + j * 8, q->l2[i][j]);
-        r = q_put_clusters(q, buf, 1, l2_host[i], err, errlen);
-    }
-    if (r == 0) {
-        memset(buf, 0, (size_t) (l1_clusters * C));
-        for (uint64_t i = 0; i < q->l1_size; i++)
-            if (l2_host[i])
-                put_be64(buf + i * 8, (l2_host[i] * C) | OFLAG_COPIED);
-        r = q_put_clusters(q, buf, l1_clusters, l1_at, err, errlen);
-    }
-    if (r == 0) {
-        memset(buf, 0, (size_t) (rb * C));
-        for (uint64_t i = 0; i < total; i++)
-            put_be16(buf + i * 2, 1);
-        r = q_put_clusters(q, buf, rb, base, err, errlen);
-    }
-    if (r == 0) {
-        memset(buf, 0, (size_t) (rt * C));
-        for (uint64_t i = 0; i < rb; i++)
-            put_be64(buf + i * 8, (base + i) * C);
-        r = q_put_clusters(q, buf, rt, base + rb, err, errlen);
-    }
     /* The header last: until it is written the file is no image at all. */
-    if (r == 0) {
-        size_t n = q_header(q, buf, l1_at * C, (base + rb) * C, rt);
-        r = q_pwrite(q, buf, n, 0, err, errlen);
-    }
-    if (r == 0 && ftruncate(q->fd, (off_t) (total * C)) < 0) {
+    if (r == 0)
+        r = q_pwrite(q, q->header, q->header_len, 0, err, errlen);
+    if (r == 0 && ftruncate(q->fd, (off_t) (q->lay.total * C)) < 0) {
         q_err(err, errlen, "cannot set the size of %s: %s", q->path, strerror(errno));
         r = -1;
     }
@@ -409,7 +600,11 @@ nbdx_qcow2_out_finish(struct nbdx_qcow2_out *q, char *err, size_t errlen)
         q_err(err, errlen, "cannot close %s: %s", q->path, strerror(errno));
         return -1;
     }
-    if (r == 0)
-        q->fd = -1;
-    return r;
+    if (r != 0)
+        return r;
+    q->fd = -1;
+    sha256_digest(&q->sha, sizeof d, d);
+    for (size_t i = 0; i < sizeof d; i++)
+        snprintf(sha256 + 2 * i, 3, "%02x", d[i]);
+    return 0;
 }

@@ -25,6 +25,7 @@ libxml2-dev
 libev-dev
 libnbd-dev
 libnbd-bin
+nettle-dev
 libcmocka-dev
 clang
 libclang-rt-dev|libclang-rt-14-dev
