@@ -613,6 +613,44 @@ test_ckptctl(void)
     return hq_agent_stop(vm);
 }
 
+/* The chain's marks go down with a commit: a checkpoint deleted while
+ * only the overlay held it stays deleted (its number in the gone mark on
+ * the base, so a disk detached meanwhile cannot bring it back), and its
+ * number is never handed out again. */
+static int
+test_commit_keeps_marks(void)
+{
+    CLEANUP_VM struct hq_vm *vm = hq_vm_new();
+    HQ_CHECK(vm && hq_vm_add_disk(vm, "vda", "qcow2", SIZE, false) == 0 &&
+             hq_qemu_start(vm) == 0 && hq_agent_start(vm) == 0, "setup");
+    const char *names[] = { "c1", NULL, "c2", "c3" };
+    CLEANUP_FREE char *ov = xasprintf("%s/vda-ov1.qcow2", vm->dir);
+    for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
+        CLEANUP_JSON json_t *r = names[i]
+            ? hq_cmd(vm->ctl, "checkpoint-create", json_pack("{s:s}", "name", names[i]))
+            : snapshot(vm, ov, NULL);
+        HQ_CHECK(r, "step %zu (%s)", i, names[i] ? names[i] : "disk-snapshot");
+    }
+    CLEANUP_JSON json_t *c3 = hq_cmd(vm->ctl, "checkpoint-get", hq_json("{\"name\": \"c3\"}"));
+    const char *id3 = hq_jstr(c3, "id");
+    HQ_CHECK(id3 && strchr(id3, ':'), "c3's id: %s", hq_str(c3));
+    CLEANUP_FREE char *chain = xasprintf("%.*s", (int) (strchr(id3, ':') - id3), id3);
+    CLEANUP_JSON json_t *del = hq_cmd(vm->ctl, "checkpoint-delete", hq_json("{\"name\": \"c3\"}"));
+    CLEANUP_JSON json_t *cm = hq_cmd(vm->ctl, "disk-commit", hq_json("{\"disk\": \"vda\"}"));
+    HQ_CHECK(del && cm, "delete c3, then commit: %s", hq_str(cm));
+    if (check_state(vm, "vda-fmt", 1, "after the commit") < 0)
+        return -1;
+    CLEANUP_FREE char *mark = xasprintf("ckptd1:gone:%s:3", chain);
+    CLEANUP_JSON json_t *b = hq_bitmaps(vm, "vda");
+    HQ_CHECK(hq_jfind(b, "name", mark), "the base should hold %s: %s", mark, hq_str(b));
+    CLEANUP_JSON json_t *c4 = hq_cmd(vm->ctl, "checkpoint-create", hq_json("{\"name\": \"c4\"}"));
+    CLEANUP_JSON json_t *g4 = hq_cmd(vm->ctl, "checkpoint-get", hq_json("{\"name\": \"c4\"}"));
+    CLEANUP_FREE char *want4 = xasprintf("%s:4", chain);
+    HQ_CHECK(c4 && g4 && hq_jstr(g4, "id") && strcmp(hq_jstr(g4, "id"), want4) == 0,
+             "c4 should be %s: %s", want4, hq_str(g4));
+    return hq_tree_matches_qemu(vm, "after c4");
+}
+
 int
 main(void)
 {
@@ -627,6 +665,7 @@ main(void)
         { "raw-base", test_raw_base },
         { "agent-dies-in-commit", test_agent_dies_in_commit },
         { "ckptctl", test_ckptctl },
+        { "commit-keeps-marks", test_commit_keeps_marks },
     };
     return hq_run(cases, ARRAY_SIZE(cases));
 }
