@@ -104,6 +104,8 @@ job_encode(const struct backup_job *job)
         json_array_append_new(disks, jd);
     }
     json_object_set_new(o, "disks", disks);
+    json_object_set_new(o, "fleecing", json_string(job->own_filter ? "filter"
+                                                                   : "backup-job"));
     if (job->quiesce) {
         json_object_set_new(o, "quiesced", json_boolean(job->quiesced));
         json_object_set_new(o, "frozen-ms", json_integer(job->frozen_ms));
@@ -153,6 +155,8 @@ job_free(struct backup_job *job)
     json_decref(job->exports);
     json_decref(job->qjobs);
     json_decref(job->nodes);
+    json_decref(job->blocks);
+    json_decref(job->graph);
     free(job);
 }
 
@@ -269,6 +273,7 @@ job_list_qemu(struct backup_job *job, struct batch *b)
     batch_send(b, "query-jobs", NULL, keep_result, &job->qjobs);
     batch_send(b, "query-named-block-nodes", json_pack("{s:b}", "flat", 1),
                keep_result, &job->nodes);
+    fleece_list_qemu(job, b);
 }
 
 void
@@ -412,8 +417,12 @@ scratch_tick(struct ev_loop *loop, ev_timer *w, int revents)
         struct statvfs st;
         if (job->state == JOB_RUNNING && job->scratch_dir) {
             any = true;
-            if (statvfs(job->scratch_dir, &st) == 0 &&
-                (uint64_t) st.f_bavail * st.f_frsize < a->opt.scratch_reserve)
+            uint64_t avail = statvfs(job->scratch_dir, &st) == 0
+                             ? (uint64_t) st.f_bavail * st.f_frsize : UINT64_MAX;
+            char *broken = fleece_broken(job, avail);
+            if (broken)
+                fail_job(job, broken);
+            else if (avail < a->opt.scratch_reserve)
                 fail_job(job, xasprintf(
                     "the scratch directory %s has less than %llu MiB free; the "
                     "backup was ended before a full scratch disk could fail the "
@@ -430,7 +439,10 @@ scratch_tick(struct ev_loop *loop, ev_timer *w, int revents)
 void
 job_watch_scratch(struct agent *a)
 {
-    if (!a->opt.scratch_reserve || ev_is_active(&a->scratch_w))
+    bool own_filter = false;
+    for (const struct backup_job *j = a->jobs; j; j = j->next)
+        own_filter |= j->own_filter;
+    if ((!a->opt.scratch_reserve && !own_filter) || ev_is_active(&a->scratch_w))
         return;
     ev_timer_init(&a->scratch_w, scratch_tick, 0.25, 0.25);
     a->scratch_w.data = a;
