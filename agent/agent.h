@@ -184,6 +184,7 @@ struct backup_job {
     bool own_filter;                    /* fleecing through our own
                                          * copy-before-write filter, not a
                                          * backup job (job-fleece.c) */
+    bool watch_resume, vm_resumed;      /* RESUME seen while it began */
     char *incremental, *checkpoint;     /* NULL when absent */
     char *ckpt_desc;
     json_t *ckpt_disks;                 /* the new checkpoint's, if given */
@@ -491,10 +492,16 @@ bool caps_own_filter(const struct agent *a);
 bool fleece_choose(const struct agent *a, const struct backup_job *job);
 /* The listing the filter's undos need (job_list_qemu). */
 void fleece_list_qemu(struct backup_job *job, struct batch *b);
+void fleece_run_state(struct backup_job *job, struct batch *b);
+enum undo_result fleece_undo_state(struct backup_job *job, struct batch *b);
+/* Why a begin of several disks cannot go on (the guest ran), or NULL. */
+const char *fleece_begin_invalid(const struct backup_job *job);
 void fleece_run_filters(struct backup_job *job, struct batch *b);
 enum undo_result fleece_undo_filters(struct backup_job *job, struct batch *b);
 void fleece_run_switch(struct backup_job *job, struct batch *b);
 enum undo_result fleece_undo_switch(struct backup_job *job, struct batch *b);
+void fleece_run_view(struct backup_job *job, struct batch *b);
+enum undo_result fleece_undo_view(struct backup_job *job, struct batch *b);
 /* A running job whose scratch directory has free bytes left: the reason
  * the view broke (caller frees), or NULL. */
 char *fleece_broken(const struct backup_job *job, uint64_t free_bytes);

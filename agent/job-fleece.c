@@ -13,12 +13,11 @@
  *             disk (target: the scratch qcow2, no
  *             backing)
  *   (transaction: the bitmaps only, as in job-steps.c)
- *   switch    qom-set the device's drive to the        once no export of
- *             filter; blockdev-add snapshot-access     ours is left on it,
- *             over it (the view); merge the recording  blockdev-del the view;
- *             bitmap into the temporary one            qom-set the device
- *                                                      back to the filter's
- *                                                      child
+ *   switch    qom-set the device's drive to the        qom-set it back to
+ *             filter                                   the filter's child
+ *   view      blockdev-add snapshot-access over the    blockdev-del it, once
+ *             filter; merge the recording bitmap into  no export of ours is
+ *             the temporary one                        left on it
  *
  * Why the point in time stays exact without one transaction for both
  * (qom-set is no transaction action).  The transaction runs at T1, the
@@ -31,9 +30,11 @@
  * exported map then holds every write up to T2, and perhaps some up to
  * T3, whose clusters the view still has as at T2: copying them is right.
  * Nothing is ever missed; test-backup-filter's race case writes in both
- * gaps and checks it.  Only one disk per job: the device switches of
- * several disks would not be one instant, and a crash-consistent copy
- * of several disks needs one, so such jobs keep the backup job.
+ * gaps and checks it.  Several disks switch one after the other, not at
+ * one instant, and a crash-consistent copy of several disks needs one:
+ * so a job of several disks uses the filter only while the guest does
+ * not run (the "run state" step asks; a RESUME before the switches are
+ * done fails the begin), and a backup job otherwise.
  *
  * The undos work from QEMU's listing (query-block for the devices,
  * x-debug-query-block-graph for the filter's child), so the start-up
@@ -65,17 +66,62 @@ mine(const struct backup_job *job, const char *node, char kind)
 bool
 fleece_choose(const struct agent *a, const struct backup_job *job)
 {
-    if (!caps_own_filter(a) || job->ndisks != 1)
+    if (!caps_own_filter(a))
         return false;
-    ssize_t d = meta_tree_find_disk(&a->tree, job->disks[0].disk);
-    if (d < 0)
-        return false;
-    const struct meta_disk *disk = &a->tree.disks[d];
-    /* The filter goes right above the disk's node, in place of it: a
-     * device pointing at a filter of someone else's keeps the job. */
-    return disk->qdev && disk->tracking && !disk->read_only &&
-           strcmp(disk->root, disk->active) == 0 &&
-           strcmp(disk->active, job->disks[0].node) == 0;
+    for (size_t k = 0; k < job->ndisks; k++) {
+        ssize_t d = meta_tree_find_disk(&a->tree, job->disks[k].disk);
+        if (d < 0)
+            return false;
+        const struct meta_disk *disk = &a->tree.disks[d];
+        /* The filter goes right above the disk's node, in place of it: a
+         * device pointing at a filter of someone else's keeps the job. */
+        if (!disk->qdev || !disk->tracking || disk->read_only ||
+            strcmp(disk->root, disk->active) != 0 ||
+            strcmp(disk->active, job->disks[k].node) != 0)
+            return false;
+    }
+    return true;
+}
+
+/* --- run state: several disks switch at one instant only while the
+ * guest cannot write --- */
+static void
+run_state_done(json_t *ret, void *opaque)
+{
+    struct backup_job *job = opaque;
+    const char *st = json_string_value(json_object_get(ret, "status"));
+    if (st && strcmp(st, "running") == 0) {
+        log_info("backup %s: %zu disks of a running guest: fleecing through a "
+                 "backup job, which takes them at one instant", job->id, job->ndisks);
+        job->own_filter = false;
+    }
+}
+
+void
+fleece_run_state(struct backup_job *job, struct batch *b)
+{
+    if (!job->own_filter || job->ndisks < 2)
+        return;
+    job->watch_resume = true;   /* from now on, a RESUME fails the begin */
+    batch_send(b, "query-status", NULL, run_state_done, job);
+}
+
+enum undo_result
+fleece_undo_state(struct backup_job *job, struct batch *b)
+{
+    return UNDO_DONE;
+}
+
+/* A guest that started running while several disks were being switched
+ * may have written between two switches: the views would not be one
+ * instant. */
+const char *
+fleece_begin_invalid(const struct backup_job *job)
+{
+    if (!job->own_filter || job->ndisks < 2 || !job->vm_resumed)
+        return NULL;
+    return "the guest started running while the backup of several disks began "
+           "(their views might not be one instant); try again";
 }
 
 static void
@@ -163,17 +209,29 @@ fleece_run_switch(struct backup_job *job, struct batch *b)
             return;
         }
         CLEANUP_FREE char *cbw = ckpt_tmp_node('w', job->num, k);
-        CLEANUP_FREE char *view = ckpt_tmp_node('a', job->num, k);
         batch_send(b, "qom-set",
                    json_pack("{s:s,s:s,s:s}", "path", a->tree.disks[d].qdev,
                              "property", "drive", "value", cbw), NULL, NULL);
+    }
+}
+
+/* --- view: a step of its own, after the switches have answered --- */
+void
+fleece_run_view(struct backup_job *job, struct batch *b)
+{
+    struct agent *a = job->agent;
+    if (!job->own_filter)
+        return;
+    for (size_t k = 0; k < job->ndisks; k++) {
+        CLEANUP_FREE char *cbw = ckpt_tmp_node('w', job->num, k);
+        CLEANUP_FREE char *view = ckpt_tmp_node('a', job->num, k);
         /* Only now: a filter with a parent takes the disk's write
          * permission, which the device holds until it has moved. */
         batch_send(b, "blockdev-add",
                    json_pack("{s:s,s:s,s:s}", "driver", "snapshot-access",
                              "node-name", view, "file", cbw), NULL, NULL);
     }
-    /* After the switches, in the same connection's order: see the top. */
+    /* After the switches: see the top. */
     for (size_t k = 0; k < job->ndisks; k++) {
         const char *rec = recording_bitmap(&a->tree, job->disks[k].disk);
         if (job->disks[k].bitmap && rec)
@@ -205,19 +263,27 @@ graph_child(json_t *graph, const char *parent, const char *child)
     return NULL;
 }
 
+/* The view goes before the device moves back (while it reads the
+ * filter, the filter keeps the disk's write permission from the
+ * device), and an export leaves it only once QEMU says so: after a fresh
+ * listing shows no export of ours on it. */
 enum undo_result
-fleece_undo_switch(struct backup_job *job, struct batch *b)
+fleece_undo_view(struct backup_job *job, struct batch *b)
 {
-    /* The view goes first (while it reads the filter, the filter keeps
-     * the disk's write permission from the device), and an export
-     * leaves it only once QEMU says so: after a fresh listing shows no
-     * export of ours on it. */
     size_t i;
-    json_t *blk, *e;
+    json_t *e;
     json_array_foreach(job->exports, i, e)
         if (mine(job, jstr(e, "node-name"), 'a'))
             return UNDO_AGAIN;
     delete_kind(job, b, 'a');
+    return UNDO_DONE;
+}
+
+enum undo_result
+fleece_undo_switch(struct backup_job *job, struct batch *b)
+{
+    size_t i;
+    json_t *blk;
     json_array_foreach(job->blocks, i, blk) {
         const char *root = jstr(json_object_get(blk, "inserted"), "node-name");
         const char *qdev = jstr(blk, "qdev");

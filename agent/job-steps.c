@@ -6,6 +6,8 @@
  *   scratch nodes   blockdev-add file nodes             blockdev-del
  *   format          blockdev-create qcow2 in them       dismiss the create jobs
  *   dismiss         job-dismiss the create jobs         (format's undo)
+ *   run state       with our own filter and several     -
+ *                   disks: is the guest running?
  *   overlays        blockdev-add qcow2 over the disks   blockdev-del
  *                   (no backing with our own filter)
  *   filters         our own filter (job-fleece.c)       blockdev-del
@@ -15,7 +17,8 @@
  *                                                       checkpoint if the job
  *                                                       never ran
  *   switch          the device onto our own filter      point it back
- *                   (job-fleece.c)
+ *   view            snapshot-access over it             blockdev-del
+ *                   (both in job-fleece.c)
  *   exports         block-export-add                    block-export-del
  *
  * An undo works from QEMU's listing (job->exports, qjobs, nodes) and
@@ -556,10 +559,12 @@ const struct job_step job_steps[] = {
     { "scratch nodes", run_nodes,       undo_nodes },
     { "format",        run_format,      undo_format },
     { "dismiss",       run_dismiss,     undo_dismiss },
+    { "run state",     fleece_run_state, fleece_undo_state },
     { "overlays",      run_overlays,    undo_overlays },
     { "filters",       fleece_run_filters, fleece_undo_filters },
     { "transaction",   run_transaction, undo_transaction },
     { "switch",        fleece_run_switch, fleece_undo_switch },
+    { "view",          fleece_run_view, fleece_undo_view },
     { "exports",       run_exports,     undo_exports },
 };
 const int job_nsteps = (int) ARRAY_SIZE(job_steps);

@@ -220,6 +220,8 @@ job_advance(struct backup_job *job)
 {
     if (job->qemu_gone && !job->error)
         job->error = xstrdup("QEMU went away");
+    if (!job->error && fleece_begin_invalid(job))
+        job->error = xstrdup(fleece_begin_invalid(job));
     if (job->error || job->stop) {
         if (!job->end_status)
             job->end_status = xstrdup(job->stop ? "cancelled" : "failed");
@@ -511,6 +513,9 @@ job_qemu_event(struct agent *a, const char *event, json_t *data)
     }
     if (a->qemu_shutting_down)
         return;                 /* QEMU cancels the jobs as it closes */
+    if (strcmp(event, "RESUME") == 0)
+        for (struct backup_job *j = a->jobs; j; j = j->next)
+            j->vm_resumed |= j->state == JOB_STARTING && j->watch_resume;
     if (strcmp(event, "BLOCK_IO_ERROR") == 0) {
         io_error(a, data);
         return;
