@@ -427,10 +427,10 @@ scratch_tick(struct ev_loop *loop, ev_timer *w, int revents)
             else if (avail < a->opt.scratch_reserve)
                 fail_job(job, xasprintf(
                     "the scratch directory %s has less than %llu MiB free; the "
-                    "backup was ended before a full scratch disk could fail the "
-                    "guest's writes; give it more room (--scratch-dir)",
-                    job->scratch_dir,
-                    (unsigned long long) (a->opt.scratch_reserve >> 20)));
+                    "backup was ended before a full scratch disk could %s; give "
+                    "it more room (--scratch-dir)", job->scratch_dir,
+                    (unsigned long long) (a->opt.scratch_reserve >> 20),
+                    job->own_filter ? "break it" : "fail the guest's writes"));
         }
         job = next;
     }

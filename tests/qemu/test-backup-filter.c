@@ -13,7 +13,8 @@
  *   that, the new checkpoint every write after its transaction;
  * - several disks: the filter while the guest does not run, the backup
  *   job (one instant for all disks) once it does; the device and node of
- *   a disk stay what they were during the backup (query-disks).
+ *   a disk stay what they were during the backup (query-disks); a guest
+ *   that starts running during such a begin fails it, leaving nothing.
  * On a QEMU without the filter's options each case SKIPs, saying so. */
 #include "tests/qemu/harness.h"
 
@@ -373,6 +374,39 @@ test_two_disks(void)
     return hq_agent_stop(vm);
 }
 
+/* The guest starts running while two disks switch one after the other:
+ * the begin fails (the views might not be one instant) and leaves
+ * nothing, the devices back on their disks. */
+static int
+test_resume_during_begin(void)
+{
+    char *mounted = NULL;
+    bool skip = false;
+    CLEANUP_VM struct hq_vm *vm = filter_vm(2, 0, &mounted, &skip);
+    HQ_CHECK(vm, "setup");
+    HQ_CHECK(hq_inject_rules(vm, "hold qom-set 1\n") == 0, "rules");
+    HQ_CHECK(hq_send_json(vm->ctl, hq_json("{\"execute\": \"backup-begin\"}")) == 0,
+             "send");
+    if (wait_held(vm, "qom-set", NULL) < 0) {
+        CLEANUP_JSON json_t *r = hq_read_reply(vm->ctl, 5);
+        if (r && json_object_get(r, "return") &&
+            skip_without_filter(json_object_get(r, "return")))
+            return 0;
+        return -1;
+    }
+    CLEANUP_JSON json_t *cont = hq_cmd(vm->mon, "cont", NULL);
+    HQ_CHECK(cont, "cont");
+    HQ_CHECK(hq_inject_rules(vm, "%s", "") == 0, "release");
+    CLEANUP_JSON json_t *reply = hq_read_reply(vm->ctl, 30);
+    HQ_CHECK(reply && strstr(hq_err_desc(reply), "started running"),
+             "begin while the guest started: %s", hq_str(reply));
+    if (hq_backup_expect_clean(vm, "after the refused begin") < 0)
+        return -1;
+    HQ_CHECK(devices_on_filter(vm) == 0, "devices still on the filter: %d",
+             devices_on_filter(vm));
+    return hq_agent_stop(vm);
+}
+
 int
 main(void)
 {
@@ -381,6 +415,7 @@ main(void)
         { "backup-job-scratch-full-fails-guest-writes", test_scratch_full_backup_job },
         { "filter-begin-gaps-exact", test_begin_gaps },
         { "filter-two-disks", test_two_disks },
+        { "filter-two-disks-resume-during-begin", test_resume_during_begin },
     };
     return hq_run(cases, ARRAY_SIZE(cases));
 }
