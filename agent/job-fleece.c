@@ -34,7 +34,9 @@
  * one instant, and a crash-consistent copy of several disks needs one:
  * so a job of several disks uses the filter only while the guest does
  * not run (the "run state" step asks; a RESUME before the switches are
- * done fails the begin), and a backup job otherwise.
+ * done fails the begin), and a backup job otherwise.  A quiesced backup
+ * keeps the backup job too: its view must be the frozen guest's, and the
+ * guest is frozen around the transaction only.
  *
  * The undos work from QEMU's listing (query-block for the devices,
  * x-debug-query-block-graph for the filter's child), so the start-up
@@ -66,7 +68,9 @@ mine(const struct backup_job *job, const char *node, char kind)
 bool
 fleece_choose(const struct agent *a, const struct backup_job *job)
 {
-    if (!caps_own_filter(a))
+    /* A quiesced backup's view must be taken while the guest is frozen,
+     * which only the transaction is (quiesce.c): the backup job. */
+    if (!caps_own_filter(a) || job->quiesce)
         return false;
     for (size_t k = 0; k < job->ndisks; k++) {
         ssize_t d = meta_tree_find_disk(&a->tree, job->disks[k].disk);
