@@ -502,6 +502,8 @@ void fleece_run_switch(struct backup_job *job, struct batch *b);
 enum undo_result fleece_undo_switch(struct backup_job *job, struct batch *b);
 void fleece_run_view(struct backup_job *job, struct batch *b);
 enum undo_result fleece_undo_view(struct backup_job *job, struct batch *b);
+void fleece_run_unexported(struct backup_job *job, struct batch *b);
+enum undo_result fleece_undo_unexported(struct backup_job *job, struct batch *b);
 /* A running job whose scratch directory has free bytes left: the reason
  * the view broke (caller frees), or NULL. */
 char *fleece_broken(const struct backup_job *job, uint64_t free_bytes);

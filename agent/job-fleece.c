@@ -9,15 +9,19 @@
  * only once it sits in the device's path, so the steps are:
  *
  *   step      does                                     undo
+ *   run state several disks: query-status (see below)  -
  *   filters   blockdev-add copy-before-write over the  blockdev-del it
  *             disk (target: the scratch qcow2, no
  *             backing)
  *   (transaction: the bitmaps only, as in job-steps.c)
  *   switch    qom-set the device's drive to the        qom-set it back to
  *             filter                                   the filter's child
- *   view      blockdev-add snapshot-access over the    blockdev-del it, once
- *             filter; merge the recording bitmap into  no export of ours is
- *             the temporary one                        left on it
+ *   view      blockdev-add snapshot-access over the    blockdev-del it
+ *             filter; merge the recording bitmap into
+ *             the temporary one
+ *   unexported -                                       wait until QEMU has
+ *                                                      deleted the exports
+ *                                                      on our views
  *
  * Why the point in time stays exact without one transaction for both
  * (qom-set is no transaction action).  The transaction runs at T1, the
@@ -44,12 +48,15 @@
  * filter.  Neither min-cluster-size nor discard-source (QEMU 9.1) is
  * used: the first only makes the filter copy larger pieces (a scratch
  * fills sooner), the second belongs to a backup job reading the view,
- * which a pull backup does not run. */
+ * which a pull backup does not run.  Nor is cbw-timeout: it would break
+ * backups on a slow scratch disk that would have finished, while the
+ * guest waits for a copy no longer than with the backup job's filter. */
 #include "agent/agent.h"
 #include "bitmap/plan.h"
 
 /* Under this much free space the scratch image cannot take one more
- * copied cluster with its qcow2 tables: the filter has given up. */
+ * copied 64 KiB cluster with the qcow2 tables it may need: the filter
+ * has given up, or will at the next copy.  QEMU itself says nothing. */
 #define FLEECE_FULL_BYTES (256u << 10)
 
 static const char *
@@ -269,17 +276,31 @@ graph_child(json_t *graph, const char *parent, const char *child)
 
 /* The view goes before the device moves back (while it reads the
  * filter, the filter keeps the disk's write permission from the
- * device), and an export leaves it only once QEMU says so: after a fresh
- * listing shows no export of ours on it. */
+ * device), and after its export (see fleece_undo_unexported). */
 enum undo_result
 fleece_undo_view(struct backup_job *job, struct batch *b)
+{
+    delete_kind(job, b, 'a');
+    return UNDO_DONE;
+}
+
+/* --- unexported: between the view and the exports, a barrier: an
+ * export leaves its node only once QEMU says it is deleted, so the undos
+ * below wait for the exports' undo (which awaits BLOCK_EXPORT_DELETED)
+ * when it removed one from a view of ours --- */
+void
+fleece_run_unexported(struct backup_job *job, struct batch *b)
+{
+}
+
+enum undo_result
+fleece_undo_unexported(struct backup_job *job, struct batch *b)
 {
     size_t i;
     json_t *e;
     json_array_foreach(job->exports, i, e)
         if (mine(job, jstr(e, "node-name"), 'a'))
-            return UNDO_AGAIN;
-    delete_kind(job, b, 'a');
+            return UNDO_WAIT;
     return UNDO_DONE;
 }
 

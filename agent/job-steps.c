@@ -18,7 +18,9 @@
  *                                                       never ran
  *   switch          the device onto our own filter      point it back
  *   view            snapshot-access over it             blockdev-del
- *                   (both in job-fleece.c)
+ *   unexported      -                                   wait for the exports'
+ *                                                       end (all three in
+ *                                                       job-fleece.c)
  *   exports         block-export-add                    block-export-del
  *
  * An undo works from QEMU's listing (job->exports, qjobs, nodes) and
@@ -565,6 +567,7 @@ const struct job_step job_steps[] = {
     { "transaction",   run_transaction, undo_transaction },
     { "switch",        fleece_run_switch, fleece_undo_switch },
     { "view",          fleece_run_view, fleece_undo_view },
+    { "unexported",    fleece_run_unexported, fleece_undo_unexported },
     { "exports",       run_exports,     undo_exports },
 };
 const int job_nsteps = (int) ARRAY_SIZE(job_steps);
