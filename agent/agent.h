@@ -484,6 +484,8 @@ enum ckpt_err job_plan_transaction(const struct backup_job *job,
 /* Reads the schema into a->caps (none of them when QEMU cannot say),
  * then done. */
 void caps_probe(struct agent *a, void (*done)(struct agent *a));
+/* What query-qmp-schema's answer offers (pure: unit-tested). */
+void caps_from_schema(struct qemu_caps *c, json_t *schema);
 /* Pull backups may fleece through ckptd's own copy-before-write filter. */
 bool caps_own_filter(const struct agent *a);
 

@@ -50,8 +50,8 @@ union_case(json_t *schema, json_t *object, const char *tag)
     return NULL;
 }
 
-static void
-caps_read(struct qemu_caps *c, json_t *schema)
+void
+caps_from_schema(struct qemu_caps *c, json_t *schema)
 {
     json_t *add = schema_find(schema, "blockdev-add");
     const char *arg = json_string_value(json_object_get(add, "arg-type"));
@@ -92,7 +92,7 @@ schema_done(struct qmp *q, json_t *ret, const struct qmp_error *err, void *opaqu
         log_warn("cannot read QEMU's schema (%s): using what QEMU 7.2 offers",
                  err->desc);
     else
-        caps_read(&a->caps, ret);
+        caps_from_schema(&a->caps, ret);
     log_info("QEMU offers: copy-before-write on-cbw-error %s, cbw-timeout %s, "
              "min-cluster-size %s, snapshot-access %s; pull backups fleece %s",
              a->caps.cbw_break ? "yes" : "no", a->caps.cbw_timeout ? "yes" : "no",
