@@ -26,6 +26,9 @@
  * cmd-changes.c:    checkpoint-changes (extents, read through NBD)
  * quiesce.c:        quiesce_*  freeze, transaction, thaw (guest agent)
  * cmd-disk.c:       disk-snapshot, disk-commit (layers, bitmaps carried)
+ * qemu-caps.c:      caps_*     what this QEMU offers (query-qmp-schema)
+ * job-fleece.c:     fleece_*   the point-in-time view through ckptd's own
+ *                              copy-before-write filter (steps, undos)
  */
 #ifndef CKPTD_AGENT_H
 #define CKPTD_AGENT_H
@@ -122,6 +125,9 @@ struct agent_debug {
     bool verify_tree;                   /* CKPTD_DEBUG_VERIFY_TREE */
     double handshake_timeout;           /* CKPTD_DEBUG_HANDSHAKE_TIMEOUT:
                                          * seconds, instead of 10 */
+    bool no_filter;                     /* CKPTD_DEBUG_NO_FILTER: fleece
+                                         * through a backup job, as on a
+                                         * QEMU without the filter's options */
 };
 
 /* --- the agent: all mutable state lives here --- */
@@ -178,6 +184,10 @@ struct backup_job {
     bool quiesce, quiesced;             /* asked for; done */
     long frozen_ms;
     bool committed;                     /* it ran: the new checkpoint stays */
+    bool own_filter;                    /* fleecing through our own
+                                         * copy-before-write filter, not a
+                                         * backup job (job-fleece.c) */
+    bool watch_resume, vm_resumed;      /* RESUME seen while it began */
     char *incremental, *checkpoint;     /* NULL when absent */
     char *ckpt_desc;
     json_t *ckpt_disks;                 /* the new checkpoint's, if given */
@@ -189,6 +199,8 @@ struct backup_job {
     char *scratch_dir;                  /* where its scratch files are */
     struct str_vec files;               /* scratch files to remove */
     json_t *exports, *qjobs, *nodes;    /* QEMU's listing, for the undos */
+    json_t *blocks, *graph;             /* and, with our own filter, the
+                                         * devices and the block graph */
     bool qemu_gone;                     /* QEMU went away mid-step */
     bool announced;                     /* BACKUP_BEGIN was sent */
     bool resume_vm;                     /* an I/O error paused the guest */
@@ -231,6 +243,16 @@ struct quiesce_state {
     void *thaw_opaque;
 };
 
+/* What this QEMU offers beyond 7.2's baseline (qemu-caps.c). */
+struct qemu_caps {
+    bool cbw_break;                     /* copy-before-write on-cbw-error */
+    bool cbw_timeout;                   /* copy-before-write cbw-timeout */
+    bool cbw_min_cluster;               /* copy-before-write min-cluster-size */
+    bool snapshot_access;               /* the snapshot-access driver */
+    bool qom_set;
+    bool block_graph;                   /* x-debug-query-block-graph */
+};
+
 struct agent {
     struct ev_loop *loop;
     struct agent_options opt;
@@ -252,6 +274,7 @@ struct agent {
     bool qemu_shutting_down;            /* SHUTDOWN seen on this connection */
     bool stopping;
     json_t *qemu_version;
+    struct qemu_caps caps;              /* of the QEMU connected now */
     struct meta_tree tree;
     char new_chain[META_CHAIN_LEN + 1]; /* the id a first checkpoint gets */
     struct event_waiter *waiters;
@@ -464,6 +487,36 @@ void agent_maybe_exit(struct agent *a);
 enum ckpt_err job_plan_transaction(const struct backup_job *job,
                                    const struct meta_tree *t, json_t *actions,
                                    struct ckpt_error *e);
+
+/* --- qemu-caps.c --- */
+/* Reads the schema into a->caps (none of them when QEMU cannot say),
+ * then done. */
+void caps_probe(struct agent *a, void (*done)(struct agent *a));
+/* What query-qmp-schema's answer offers (pure: unit-tested). */
+void caps_from_schema(struct qemu_caps *c, json_t *schema);
+/* Pull backups may fleece through ckptd's own copy-before-write filter. */
+bool caps_own_filter(const struct agent *a);
+
+/* --- job-fleece.c --- */
+/* Whether job (its disks chosen) fleeces through its own filter. */
+bool fleece_choose(const struct agent *a, const struct backup_job *job);
+/* The listing the filter's undos need (job_list_qemu). */
+void fleece_list_qemu(struct backup_job *job, struct batch *b);
+void fleece_run_state(struct backup_job *job, struct batch *b);
+enum undo_result fleece_undo_state(struct backup_job *job, struct batch *b);
+/* Why a begin of several disks cannot go on (the guest ran), or NULL. */
+const char *fleece_begin_invalid(const struct backup_job *job);
+void fleece_run_filters(struct backup_job *job, struct batch *b);
+enum undo_result fleece_undo_filters(struct backup_job *job, struct batch *b);
+void fleece_run_switch(struct backup_job *job, struct batch *b);
+enum undo_result fleece_undo_switch(struct backup_job *job, struct batch *b);
+void fleece_run_view(struct backup_job *job, struct batch *b);
+enum undo_result fleece_undo_view(struct backup_job *job, struct batch *b);
+void fleece_run_unexported(struct backup_job *job, struct batch *b);
+enum undo_result fleece_undo_unexported(struct backup_job *job, struct batch *b);
+/* A running job whose scratch directory has free bytes left: the reason
+ * the view broke (caller frees), or NULL. */
+char *fleece_broken(const struct backup_job *job, uint64_t free_bytes);
 
 /* --- change.c --- */
 struct change {

@@ -231,6 +231,7 @@ plan_disks(struct agent *a, struct request *req, struct backup_job *job,
     ckpt_backup_disks_free(plan, n);
     if (err)
         return err;
+    job->own_filter = fleece_choose(a, job);
     /* Dry run of the transaction: a bad checkpoint name fails here. */
     json_t *dry = json_array();
     err = job_plan_transaction(job, &a->tree, dry, e);

@@ -6,12 +6,21 @@
  *   scratch nodes   blockdev-add file nodes             blockdev-del
  *   format          blockdev-create qcow2 in them       dismiss the create jobs
  *   dismiss         job-dismiss the create jobs         (format's undo)
+ *   run state       with our own filter and several     -
+ *                   disks: is the guest running?
  *   overlays        blockdev-add qcow2 over the disks   blockdev-del
+ *                   (no backing with our own filter)
+ *   filters         our own filter (job-fleece.c)       blockdev-del
  *   transaction     temporary bitmaps, new checkpoint,  cancel the fleecing
  *                   blockdev-backup sync=none           jobs, remove the
  *                                                       bitmaps, and the new
  *                                                       checkpoint if the job
  *                                                       never ran
+ *   switch          the device onto our own filter      point it back
+ *   view            snapshot-access over it             blockdev-del
+ *   unexported      -                                   wait for the exports'
+ *                                                       end (all three in
+ *                                                       job-fleece.c)
  *   exports         block-export-add                    block-export-del
  *
  * An undo works from QEMU's listing (job->exports, qjobs, nodes) and
@@ -327,9 +336,12 @@ run_overlays(struct backup_job *job, struct batch *b)
     for (size_t k = 0; k < job->ndisks; k++) {
         CLEANUP_FREE char *fmt = ckpt_tmp_node('f', job->num, k);
         CLEANUP_FREE char *file = ckpt_tmp_node('s', job->num, k);
+        /* Our own filter's target holds copied clusters only: the
+         * filter, not a backing file, knows where the rest is. */
+        json_t *backing = job->own_filter ? json_null() : json_string(job->disks[k].node);
         batch_send(b, "blockdev-add",
-                   json_pack("{s:s,s:s,s:s,s:s}", "driver", "qcow2", "node-name", fmt,
-                             "file", file, "backing", job->disks[k].node), NULL, NULL);
+                   json_pack("{s:s,s:s,s:s,s:o}", "driver", "qcow2", "node-name", fmt,
+                             "file", file, "backing", backing), NULL, NULL);
     }
 }
 
@@ -375,7 +387,7 @@ job_plan_transaction(const struct backup_job *job, const struct meta_tree *t,
     };
     struct ckpt_backup_req r = {
         .job = job->id, .jobnum = job->num, .incremental = job->incremental,
-        .checkpoint = job->checkpoint ? &c : NULL,
+        .checkpoint = job->checkpoint ? &c : NULL, .own_filter = job->own_filter,
     };
     CLEANUP_FREE struct ckpt_backup_disk *plan =
         xcalloc(job->ndisks + 1, sizeof *plan);
@@ -516,7 +528,7 @@ run_exports(struct backup_job *job, struct batch *b)
 {
     for (size_t k = 0; k < job->ndisks; k++) {
         CLEANUP_FREE char *id = ckpt_tmp_job(job->id, job->disks[k].disk);
-        CLEANUP_FREE char *node = ckpt_tmp_node('f', job->num, k);
+        CLEANUP_FREE char *node = ckpt_tmp_node(job->own_filter ? 'a' : 'f', job->num, k);
         json_t *args = json_pack("{s:s,s:s,s:s,s:s,s:b}", "type", "nbd", "id", id,
                                  "node-name", node, "name", job->disks[k].disk,
                                  "writable", 0);
@@ -552,8 +564,13 @@ const struct job_step job_steps[] = {
     { "scratch nodes", run_nodes,       undo_nodes },
     { "format",        run_format,      undo_format },
     { "dismiss",       run_dismiss,     undo_dismiss },
+    { "run state",     fleece_run_state, fleece_undo_state },
     { "overlays",      run_overlays,    undo_overlays },
+    { "filters",       fleece_run_filters, fleece_undo_filters },
     { "transaction",   run_transaction, undo_transaction },
+    { "switch",        fleece_run_switch, fleece_undo_switch },
+    { "view",          fleece_run_view, fleece_undo_view },
+    { "unexported",    fleece_run_unexported, fleece_undo_unexported },
     { "exports",       run_exports,     undo_exports },
 };
 const int job_nsteps = (int) ARRAY_SIZE(job_steps);

@@ -104,6 +104,8 @@ job_encode(const struct backup_job *job)
         json_array_append_new(disks, jd);
     }
     json_object_set_new(o, "disks", disks);
+    json_object_set_new(o, "fleecing", json_string(job->own_filter ? "filter"
+                                                                   : "backup-job"));
     if (job->quiesce) {
         json_object_set_new(o, "quiesced", json_boolean(job->quiesced));
         json_object_set_new(o, "frozen-ms", json_integer(job->frozen_ms));
@@ -153,6 +155,8 @@ job_free(struct backup_job *job)
     json_decref(job->exports);
     json_decref(job->qjobs);
     json_decref(job->nodes);
+    json_decref(job->blocks);
+    json_decref(job->graph);
     free(job);
 }
 
@@ -216,6 +220,8 @@ job_advance(struct backup_job *job)
 {
     if (job->qemu_gone && !job->error)
         job->error = xstrdup("QEMU went away");
+    if (!job->error && fleece_begin_invalid(job))
+        job->error = xstrdup(fleece_begin_invalid(job));
     if (job->error || job->stop) {
         if (!job->end_status)
             job->end_status = xstrdup(job->stop ? "cancelled" : "failed");
@@ -269,6 +275,7 @@ job_list_qemu(struct backup_job *job, struct batch *b)
     batch_send(b, "query-jobs", NULL, keep_result, &job->qjobs);
     batch_send(b, "query-named-block-nodes", json_pack("{s:b}", "flat", 1),
                keep_result, &job->nodes);
+    fleece_list_qemu(job, b);
 }
 
 void
@@ -412,14 +419,18 @@ scratch_tick(struct ev_loop *loop, ev_timer *w, int revents)
         struct statvfs st;
         if (job->state == JOB_RUNNING && job->scratch_dir) {
             any = true;
-            if (statvfs(job->scratch_dir, &st) == 0 &&
-                (uint64_t) st.f_bavail * st.f_frsize < a->opt.scratch_reserve)
+            uint64_t avail = statvfs(job->scratch_dir, &st) == 0
+                             ? (uint64_t) st.f_bavail * st.f_frsize : UINT64_MAX;
+            char *broken = fleece_broken(job, avail);
+            if (broken)
+                fail_job(job, broken);
+            else if (avail < a->opt.scratch_reserve)
                 fail_job(job, xasprintf(
                     "the scratch directory %s has less than %llu MiB free; the "
-                    "backup was ended before a full scratch disk could fail the "
-                    "guest's writes; give it more room (--scratch-dir)",
-                    job->scratch_dir,
-                    (unsigned long long) (a->opt.scratch_reserve >> 20)));
+                    "backup was ended before a full scratch disk could %s; give "
+                    "it more room (--scratch-dir)", job->scratch_dir,
+                    (unsigned long long) (a->opt.scratch_reserve >> 20),
+                    job->own_filter ? "break it" : "fail the guest's writes"));
         }
         job = next;
     }
@@ -430,7 +441,10 @@ scratch_tick(struct ev_loop *loop, ev_timer *w, int revents)
 void
 job_watch_scratch(struct agent *a)
 {
-    if (!a->opt.scratch_reserve || ev_is_active(&a->scratch_w))
+    bool own_filter = false;
+    for (const struct backup_job *j = a->jobs; j; j = j->next)
+        own_filter |= j->own_filter;
+    if ((!a->opt.scratch_reserve && !own_filter) || ev_is_active(&a->scratch_w))
         return;
     ev_timer_init(&a->scratch_w, scratch_tick, 0.25, 0.25);
     a->scratch_w.data = a;
@@ -499,6 +513,9 @@ job_qemu_event(struct agent *a, const char *event, json_t *data)
     }
     if (a->qemu_shutting_down)
         return;                 /* QEMU cancels the jobs as it closes */
+    if (strcmp(event, "RESUME") == 0)
+        for (struct backup_job *j = a->jobs; j; j = j->next)
+            j->vm_resumed |= j->state == JOB_STARTING && j->watch_resume;
     if (strcmp(event, "BLOCK_IO_ERROR") == 0) {
         io_error(a, data);
         return;

@@ -314,6 +314,7 @@ read_debug_hooks(struct agent_debug *d)
         }
     }
     d->verify_tree = (v = getenv("CKPTD_DEBUG_VERIFY_TREE")) && *v && strcmp(v, "0") != 0;
+    d->no_filter = (v = getenv("CKPTD_DEBUG_NO_FILTER")) && *v && strcmp(v, "0") != 0;
     if ((v = getenv("CKPTD_DEBUG_HANDSHAKE_TIMEOUT")) && *v) {
         d->handshake_timeout = strtod(v, &end);
         if (*end || !(d->handshake_timeout > 0 && d->handshake_timeout <= 3600)) {

@@ -165,6 +165,15 @@ swept(struct agent *a, void *opaque)
 }
 
 static void
+probed(struct agent *a)
+{
+    /* No job of ours survives a reconnect: whatever carries our mark
+     * was left by a crashed agent or an interrupted backup. */
+    if (a->qmp && qmp_is_connected(a->qmp))
+        job_sweep_all(a, swept, NULL);
+}
+
+static void
 state_cb(struct qmp *q, bool connected, json_t *version, const char *reason,
          void *opaque)
 {
@@ -176,9 +185,9 @@ state_cb(struct qmp *q, bool connected, json_t *version, const char *reason,
     if (connected) {
         json_decref(a->qemu_version);
         a->qemu_version = json_incref(version);
-        /* No job of ours survives a reconnect: whatever carries our mark
-         * was left by a crashed agent or an interrupted backup. */
-        job_sweep_all(a, swept, NULL);
+        /* The schema first: the sweep may have to take down our own
+         * filters, which only a QEMU that offers them can hold. */
+        caps_probe(a, probed);
         return;
     }
     bool was_ready = a->qemu_ready;

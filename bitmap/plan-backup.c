@@ -177,7 +177,7 @@ ckpt_plan_backup(const struct meta_tree *t, const struct ckpt_backup_req *r,
         json_decref(planned);
         return e->code;
     }
-    for (size_t k = 0; k < n; k++) {
+    for (size_t k = 0; k < n && !r->own_filter; k++) {
         const struct meta_disk *disk = &t->disks[idx[k]];
         CLEANUP_FREE char *job = ckpt_tmp_job(r->job, disk->disk);
         CLEANUP_FREE char *target = ckpt_tmp_node('f', r->jobnum, k);

@@ -100,7 +100,9 @@ enum ckpt_err ckpt_plan_release(const struct meta_tree *t, json_t *actions,
  * not allowed in one), and no launcher plausibly uses it. */
 #define CKPT_TMP_PREFIX "ckptd-"
 #define CKPT_TMP_TLS_ID "ckptd-tls"         /* the tls-creds-x509 object */
-char *ckpt_tmp_node(char kind, long long job, size_t i);   /* kind: 's', 'f', 'c' */
+/* kind: 's' scratch file, 'f' scratch qcow2, 'c' a backup job's filter,
+ * 'w' the agent's own copy-before-write filter, 'a' its snapshot-access */
+char *ckpt_tmp_node(char kind, long long job, size_t i);
 char *ckpt_tmp_job(const char *job, const char *disk);
 char *ckpt_tmp_bitmap(const char *job, const char *disk);
 char *ckpt_tmp_scratch(const char *dir, const char *tag, const char *job,
@@ -134,6 +136,8 @@ struct ckpt_backup_req {
     const char *const *busy;    /* disks in another job */
     size_t nbusy;
     bool strict;                /* refuse instead of copying a disk in full */
+    bool own_filter;            /* the agent fleeces through its own
+                                 * copy-before-write filter: no backup job */
 };
 
 /* Chooses and checks the disks: the listed ones, else every disk, for a
@@ -151,7 +155,10 @@ enum ckpt_err ckpt_plan_backup_disks(const struct meta_tree *t,
  * merge of the incremental checkpoint and every newer one, the new
  * checkpoint if asked for, and a `blockdev-backup sync=none` per disk
  * into its scratch node.  All in one transaction: the exported view, the
- * exported bitmap and the new checkpoint share one point in time.  Disks
+ * exported bitmap and the new checkpoint share one point in time.  With
+ * own_filter the transaction holds the bitmaps only: the agent's own
+ * filter takes the view right after it (agent/job-fleece.c says why the
+ * point in time stays exact).  Disks
  * are looked up by name in t: one that is gone is NotFound. */
 enum ckpt_err ckpt_plan_backup(const struct meta_tree *t,
                                const struct ckpt_backup_req *r,

@@ -124,6 +124,9 @@ struct meta_disk {
     char *active;               /* the active layer's format node: what the
                                  * guest writes and a backup copies; the same
                                  * as node while the disk tracks writes */
+    char *root;                 /* the node the device's BlockBackend points
+                                 * to: active, or a filter above it */
+    char *qdev;                 /* the device's QOM path, or NULL */
     bool tracking;              /* node == active: the checkpoints see writes */
     char *untracked;            /* why not, when !tracking */
     char *format;

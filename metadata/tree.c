@@ -35,6 +35,17 @@ disk_name(json_t *block, const char *node)
     return xstrdup(device && *device ? device : node);
 }
 
+/* The QOM path of the device, whose "drive" can be pointed at another
+ * node: query-block's qdev is a path, or an id under /machine/peripheral. */
+static char *
+qdev_path(json_t *block)
+{
+    const char *qdev = jstr(block, "qdev");
+    if (!qdev || !*qdev)
+        return NULL;
+    return qdev[0] == '/' ? xstrdup(qdev) : xasprintf("/machine/peripheral/%s", qdev);
+}
+
 static json_t *
 find_node(json_t *nodes, const char *name)
 {
@@ -219,7 +230,9 @@ static int
 read_disk(json_t *block, json_t *nodes, struct meta_disk *d)
 {
     json_t *ins = json_object_get(block, "inserted");
-    /* Walk down through filters; a few levels at most. */
+    const char *root = jstr(ins, "node-name");
+    /* Walk down through filters (ckptd's own copy-before-write filter of
+     * a running backup among them); a few levels at most. */
     for (int depth = 0; ins && is_filter(jstr(ins, "drv")) && depth < 8; depth++) {
         json_t *below = below_filter(nodes, ins);
         if (!below)
@@ -231,6 +244,8 @@ read_disk(json_t *block, json_t *nodes, struct meta_disk *d)
         return -1;              /* empty drive: not a disk */
     json_t *image = json_object_get(ins, "image");
     d->active = xstrdup(node);
+    d->root = xstrdup(root ? root : node);
+    d->qdev = qdev_path(block);
     d->disk = disk_name(block, node);
     d->format = xstrdup(jstr(ins, "drv") ? jstr(ins, "drv") : "unknown");
     d->filename = xstrdup(jstr(ins, "file") ? jstr(ins, "file") : "");
@@ -773,6 +788,8 @@ disk_free(struct meta_disk *d)
     free(d->disk);
     free(d->node);
     free(d->active);
+    free(d->root);
+    free(d->qdev);
     free(d->untracked);
     free(d->format);
     free(d->filename);

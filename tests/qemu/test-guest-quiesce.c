@@ -169,6 +169,15 @@ case_quiesced_backups(void)
             hq_jint(q3, "frozen-ms"));
     if (thawed(vm, "after q3") < 0)
         return -1;
+    /* One disk of a running guest, quiesced: its view is taken in the
+     * frozen transaction, by a backup job; ckptd's own filter would move
+     * the device only after the thaw (job-fleece.c). */
+    CLEANUP_JSON json_t *one = hq_backup_begin(vm, "{\"disks\": [\"vda\"], "
+                                                   "\"quiesce\": true}");
+    HQ_CHECK(one && strcmp(hq_jstr(one, "fleecing") ?: "", "backup-job") == 0 &&
+             hq_jbool(one, "quiesced") == 1, "one disk, quiesced: %s", hq_str(one));
+    if (hq_backup_end(vm, one) < 0 || thawed(vm, "after the one-disk backup") < 0)
+        return -1;
     /* A name clash is found before anything is frozen. */
     CLEANUP_JSON json_t *clash = hq_cmd_err(vm->ctl, "AlreadyExists", "checkpoint-create",
                                             hq_json("{\"name\": \"q3\", \"quiesce\": true}"));

@@ -97,6 +97,56 @@ test_disk_names_from_qdev(void **state)
     meta_tree_free(&t);
 }
 
+/* During a pull backup through ckptd's own filter the device points at a
+ * copy-before-write node (QEMU 7.2's answer, cut down): the disk keeps
+ * its name, node and tracking; the filter is its root; a snapshot-access
+ * node over the same file is no disk. */
+static void
+test_own_filter_is_transparent(void **state)
+{
+    json_error_t je;
+    json_t *blocks = json_loads(
+        "[{\"device\": \"\", \"qdev\": \"/machine/peripheral/vda/virtio-backend\","
+        "  \"inserted\": {\"node-name\": \"ckptd-w1-0\", \"drv\": \"copy-before-write\","
+        "    \"file\": \"/x/vda.qcow2\", \"ro\": false,"
+        "    \"dirty-bitmaps\": [{\"recording\": false, \"count\": 0, \"granularity\": 65536}],"
+        "    \"image\": {\"filename\": \"/x/vda.qcow2\", \"format\": \"copy-before-write\","
+        "      \"virtual-size\": 16777216,"
+        "      \"backing-image\": {\"filename\": \"/x/vda.qcow2\", \"format\": \"qcow2\","
+        "        \"virtual-size\": 16777216,"
+        "        \"format-specific\": {\"type\": \"qcow2\", \"data\": {\"compat\": \"1.1\"}}}}}}]",
+        0, &je);
+    json_t *nodes = json_loads(
+        "[{\"node-name\": \"ckptd-a1-0\", \"drv\": \"snapshot-access\", \"file\": \"/x/vda.qcow2\"},"
+        " {\"node-name\": \"ckptd-w1-0\", \"drv\": \"copy-before-write\", \"file\": \"/x/vda.qcow2\"},"
+        " {\"node-name\": \"ckptd-f1-0\", \"drv\": \"qcow2\", \"file\": \"/x/s.qcow2\"},"
+        " {\"node-name\": \"vda-fmt\", \"drv\": \"qcow2\", \"file\": \"/x/vda.qcow2\","
+        "  \"image\": {\"virtual-size\": 16777216},"
+        "  \"dirty-bitmaps\": [{\"name\": \"c1\", \"recording\": true, \"persistent\": true,"
+        "    \"count\": 65536, \"granularity\": 65536}]},"
+        " {\"node-name\": \"vda-file\", \"drv\": \"file\", \"file\": \"/x/vda.qcow2\"}]",
+        0, &je);
+    assert_non_null(blocks);
+    assert_non_null(nodes);
+    struct meta_tree t;
+    struct ckpt_error e = { 0 };
+    assert_int_equal(meta_tree_build(blocks, nodes, &t, &e), 0);
+    assert_int_equal(t.ndisks, 1);
+    const struct meta_disk *d = &t.disks[0];
+    assert_string_equal(d->disk, "vda");
+    assert_string_equal(d->node, "vda-fmt");
+    assert_string_equal(d->active, "vda-fmt");
+    assert_string_equal(d->root, "ckptd-w1-0");
+    assert_string_equal(d->qdev, "/machine/peripheral/vda/virtio-backend");
+    assert_true(d->tracking);
+    assert_true(d->can_checkpoint);
+    assert_int_equal(d->nbitmaps, 1);
+    assert_string_equal(d->bitmaps[0].name, "c1");
+    meta_tree_free(&t);
+    json_decref(blocks);
+    json_decref(nodes);
+}
+
 static void
 test_empty_drive_is_not_a_disk(void **state)
 {
@@ -351,6 +401,7 @@ main(void)
         cmocka_unit_test(test_read_only_disk_cannot_checkpoint),
         cmocka_unit_test(test_qcow2_v2_cannot_checkpoint),
         cmocka_unit_test(test_disk_names_from_qdev),
+        cmocka_unit_test(test_own_filter_is_transparent),
         cmocka_unit_test(test_empty_drive_is_not_a_disk),
         cmocka_unit_test(test_bitmaps_read),
         cmocka_unit_test(test_one_checkpoint),
