@@ -250,6 +250,8 @@ struct agent {
     bool stopping;
     json_t *qemu_version;
     struct meta_tree tree;
+    char *tree_sig;                     /* the block graph the tree was read
+                                         * from (vm_graph_signature) */
     struct event_waiter *waiters;
     struct str_vec known;               /* checkpoint names when QEMU left */
     struct str_vec lost;                /* known then, gone after it came back */
@@ -347,6 +349,9 @@ void vm_send(struct agent *a, const char *cmd, json_t *args,
 typedef void vm_refresh_cb(struct agent *a, const struct qmp_error *err,
                            void *opaque);
 void vm_refresh(struct agent *a, vm_refresh_cb *cb, void *opaque);
+/* The devices and their node chains in query-blockstats' answer, as
+ * text: when it equals a->tree_sig, the tree's disks are the VM's. */
+char *vm_graph_signature(json_t *blockstats);
 /* After a transaction QEMU accepted: its actions replayed on the tree (no
  * round trip), or, when they cannot be replayed or actions is NULL, the
  * tree re-read.  Under CKPTD_DEBUG_VERIFY_TREE every replay is checked
@@ -468,6 +473,14 @@ struct change {
      * the cause (a bitmap added behind our back) with our own class. */
     bool quiesce;                       /* freeze the guest around it */
     enum ckpt_err (*replan)(struct change *ch, struct ckpt_error *e);
+    /* Optional: plans the change into actions on the current tree.  Set,
+     * it runs again once when QEMU refused the first plan (the tree was
+     * stale: change.c), and the second plan is sent. */
+    enum ckpt_err (*plan)(struct change *ch, json_t *actions,
+                          struct ckpt_error *e);
+    bool retried;
+    json_t *planned;                    /* the plan sent, without guards */
+    int64_t now;                        /* the creation time planned */
 };
 struct change *change_new(struct request *req, const char *name,
                           void (*finish)(struct change *ch));

@@ -37,6 +37,8 @@ vm_stop(struct agent *a)
     json_decref(a->qemu_version);
     a->qemu_version = NULL;
     meta_tree_free(&a->tree);
+    free(a->tree_sig);
+    a->tree_sig = NULL;
     str_vec_free_all(&a->known);
     str_vec_free_all(&a->lost);
 }
