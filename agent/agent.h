@@ -300,6 +300,7 @@ void life_cleanup(struct agent *a);
 int ctl_listen(struct agent *a);
 void ctl_close_listener(struct agent *a);
 void ctl_send(struct client *c, json_t *msg);       /* steals msg */
+void ctl_send_text(struct client *c, const char *s, size_t len); /* one message */
 size_t ctl_pending(const struct client *c);         /* output bytes not sent yet */
 void ctl_drop(struct client *c, const char *why);
 void ctl_resume(struct client *c);                  /* read again once idle */
@@ -321,6 +322,9 @@ void dispatch_for_each(void (*fn)(const struct ckpt_cmd *, void *), void *opaque
 void req_reply_value(struct request *req, json_t *ret, bool empty);
 /* {"return": {}}: the command succeeded and has nothing to return. */
 void req_reply_ok(struct request *req);
+/* {"return": TEXT}: ret_text is the value already encoded as JSON (a
+ * large list built as text).  NULL fails as req_reply(req, NULL) does. */
+void req_reply_text(struct request *req, const char *ret_text, size_t len);
 /* req_reply(req, v): a value that is NULL is a failure (a GenericError
  * reply, never a silent {}); a command with nothing to return says
  * req_reply_ok. */
@@ -502,5 +506,16 @@ char *xml_backup_dump(const struct backup_job *job);
 /* --- encode.c --- */
 json_t *enc_disk(const struct meta_disk *d);
 json_t *enc_checkpoint(const struct meta_tree *t, size_t i, bool with_size);
+/* JSON text being built: p[0, len) NUL-terminated; bad when a string was
+ * not UTF-8 (the text must not be sent). */
+struct enc_buf {
+    char *p;
+    size_t len, cap;
+    bool bad;
+};
+void enc_raw(struct enc_buf *b, const char *s, size_t n);
+/* Appends checkpoint i as the text of enc_checkpoint's object. */
+void enc_checkpoint_text(struct enc_buf *b, const struct meta_tree *t, size_t i,
+                         bool with_size);
 
 #endif
