@@ -238,6 +238,7 @@ struct agent {
     ev_signal sigterm_w, sigint_w, sighup_w;
     ev_timer reconnect_w;
     ev_timer incoming_w;                /* polls an incoming migration's end */
+    ev_timer trim_w;                    /* malloc_trim after a re-read */
     bool incoming;                      /* a migration's destination, not yet run */
     ev_timer scratch_w;                 /* watches scratch space of backups */
     struct client *clients;
@@ -249,6 +250,7 @@ struct agent {
     bool qemu_shutting_down;            /* SHUTDOWN seen on this connection */
     bool stopping;
     json_t *qemu_version;
+    bool qemu_has_graph;                /* x-debug-query-block-graph exists */
     struct meta_tree tree;
     char *tree_sig;                     /* the block graph the tree was read
                                          * from (vm_graph_signature) */

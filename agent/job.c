@@ -266,9 +266,11 @@ keep_result(json_t *ret, void *opaque)
  * with 1,000 checkpoints, more than the rest of backup-end), and the only
  * bitmaps a job's undos look for are its temporary ones, on the disks'
  * nodes, which the cached tree holds (the begin's transaction put them
- * there).  So: every node's name from query-blockstats, and for the
- * disks' nodes their temporary bitmaps from the tree.  The sweep, which
- * looks for what a crashed agent left anywhere, lists everything. */
+ * there).  So: every node's name from x-debug-query-block-graph (0.3 ms
+ * whatever the bitmaps; query-blockstats with its statistics of every
+ * node costs 1.4 ms), and for the disks' nodes their temporary bitmaps
+ * from the tree.  The sweep, which looks for what a crashed agent left
+ * anywhere, and a QEMU without that command list everything. */
 static void
 keep_nodes(json_t *ret, void *opaque)
 {
@@ -277,9 +279,10 @@ keep_nodes(json_t *ret, void *opaque)
     json_t *nodes = json_array();
     size_t i;
     json_t *n;
-    json_array_foreach(ret, i, n) {
-        const char *name = json_string_value(json_object_get(n, "node-name"));
-        if (!name)
+    json_array_foreach(json_object_get(ret, "nodes"), i, n) {
+        const char *name = json_string_value(json_object_get(n, "name"));
+        const char *type = json_string_value(json_object_get(n, "type"));
+        if (!name || !type || strcmp(type, "block-driver") != 0)
             continue;
         json_t *bitmaps = json_array();
         for (size_t d = 0; d < t->ndisks; d++) {
@@ -304,12 +307,11 @@ job_list_qemu(struct backup_job *job, struct batch *b)
 {
     batch_send(b, "query-block-exports", NULL, keep_result, &job->exports);
     batch_send(b, "query-jobs", NULL, keep_result, &job->qjobs);
-    if (job->sweep)
+    if (job->sweep || !job->agent->qemu_has_graph)
         batch_send(b, "query-named-block-nodes", json_pack("{s:b}", "flat", 1),
                    keep_result, &job->nodes);
     else
-        batch_send(b, "query-blockstats", json_pack("{s:b}", "query-nodes", 1),
-                   keep_nodes, job);
+        batch_send(b, "x-debug-query-block-graph", NULL, keep_nodes, job);
 }
 
 /* The job's temporary bitmaps are gone from QEMU (the undos removed them

@@ -3,6 +3,7 @@
  * accepted.  The images are the truth; this is a cache of them. */
 #include "agent/agent.h"
 
+#include <malloc.h>
 #include <stdio.h>
 
 /* What a change must not miss about the block graph, as text: the
@@ -81,6 +82,24 @@ refresh_failed(struct refresh *r, const char *class, const char *desc)
     r->err_desc = xstrdup(desc);
 }
 
+/* The answers are parsed into many small objects, megabytes with
+ * thousands of bitmaps: once they are freed (after the reply callbacks
+ * return), the pages go back rather than keep the peak resident. */
+static void
+trim_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    malloc_trim(0);
+}
+
+static void
+trim_soon(struct agent *a)
+{
+    if (ev_is_active(&a->trim_w))
+        return;
+    ev_timer_init(&a->trim_w, trim_cb, 0., 0.);
+    ev_timer_start(a->loop, &a->trim_w);
+}
+
 static void
 refresh_step(struct refresh *r)
 {
@@ -98,6 +117,7 @@ refresh_step(struct refresh *r)
     json_decref(r->blocks);
     free(r->sig);
     free(r);
+    trim_soon(a);
     cb(a, e.class ? &e : NULL, opaque);
     free((char *) e.class);
     free((char *) e.desc);

@@ -28,6 +28,7 @@ vm_stop(struct agent *a)
 {
     ev_timer_stop(a->loop, &a->reconnect_w);
     ev_timer_stop(a->loop, &a->incoming_w);
+    ev_timer_stop(a->loop, &a->trim_w);
     a->stopping = true;
     vm_fire_waiters(a, NULL, NULL);
     if (a->qmp)
@@ -148,6 +149,22 @@ connect_status(struct qmp *q, json_t *ret, const struct qmp_error *err, void *op
     }
 }
 
+/* Which optional commands this QEMU has (job.c lists nodes cheaply with
+ * one of them). */
+static void
+commands_read(struct qmp *q, json_t *ret, const struct qmp_error *err, void *opaque)
+{
+    struct agent *a = opaque;
+    size_t i;
+    json_t *c;
+    a->qemu_has_graph = false;
+    json_array_foreach(err ? NULL : ret, i, c) {
+        const char *name = json_string_value(json_object_get(c, "name"));
+        if (name && strcmp(name, "x-debug-query-block-graph") == 0)
+            a->qemu_has_graph = true;
+    }
+}
+
 static void
 first_refresh_done(struct agent *a, const struct qmp_error *err, void *opaque)
 {
@@ -156,6 +173,7 @@ first_refresh_done(struct agent *a, const struct qmp_error *err, void *opaque)
         qmp_disconnect(a->qmp, "cannot read the block graph");
         return;
     }
+    vm_send(a, "query-commands", NULL, commands_read, a);
     vm_send(a, "query-status", NULL, connect_status, a);
 }
 
