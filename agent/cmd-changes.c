@@ -108,6 +108,12 @@ reader(void *arg)
         c->read_error = xstrdup(nbd->get_error() ? nbd->get_error() : "cannot connect");
         goto out;
     }
+    /* The export's size is the disk's now: the cached tree's may predate
+     * a block_resize by another QMP client (changes no longer re-read the
+     * whole tree first), and the extents past it must not go missing. */
+    int64_t size = nbd->get_size(h);
+    if (size > 0)
+        c->size = (uint64_t) size;
     struct scan s = { c, c->start };
     while (s.pos < c->size && !c->cut) {
         uint64_t count = c->size - s.pos;

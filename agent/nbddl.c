@@ -20,7 +20,7 @@ load(struct ckpt_error *e)
     }
     struct { const char *name; void **slot; } syms[] = {
 #define SYM(field) { "nbd_" #field, (void **) &table.field }
-        SYM(create), SYM(add_meta_context), SYM(connect_uri),
+        SYM(create), SYM(add_meta_context), SYM(connect_uri), SYM(get_size),
         SYM(block_status), SYM(shutdown), SYM(close), SYM(get_error),
 #undef SYM
     };

@@ -20,6 +20,7 @@ struct nbddl {
     __typeof__(&nbd_create) create;
     __typeof__(&nbd_add_meta_context) add_meta_context;
     __typeof__(&nbd_connect_uri) connect_uri;
+    __typeof__(&nbd_get_size) get_size;
     __typeof__(&nbd_block_status) block_status;
     __typeof__(&nbd_shutdown) shutdown;
     __typeof__(&nbd_close) close;
