@@ -71,8 +71,9 @@ $(LIB): $(LIB_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
 
+# The agent opens libnbd on first use too (agent/nbddl.c): not linked.
 $(BUILD)/ckptd: $(BUILD)/obj/agent/main.o $(LIB)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(filter-out -lnbd,$(LDLIBS))
 
 $(BUILD)/ckptctl: $(CTL_OBJS) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)

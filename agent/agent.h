@@ -263,6 +263,7 @@ struct agent {
     ev_signal sigterm_w, sigint_w, sighup_w;
     ev_timer reconnect_w;
     ev_timer incoming_w;                /* polls an incoming migration's end */
+    ev_timer trim_w;                    /* malloc_trim after a re-read */
     bool incoming;                      /* a migration's destination, not yet run */
     ev_timer scratch_w;                 /* watches scratch space of backups */
     struct client *clients;
@@ -276,6 +277,8 @@ struct agent {
     json_t *qemu_version;
     struct qemu_caps caps;              /* of the QEMU connected now */
     struct meta_tree tree;
+    char *tree_sig;                     /* the block graph the tree was read
+                                         * from (vm_graph_signature) */
     char new_chain[META_CHAIN_LEN + 1]; /* the id a first checkpoint gets */
     struct event_waiter *waiters;
     struct str_vec known;               /* checkpoint names when QEMU left */
@@ -325,6 +328,7 @@ void life_cleanup(struct agent *a);
 int ctl_listen(struct agent *a);
 void ctl_close_listener(struct agent *a);
 void ctl_send(struct client *c, json_t *msg);       /* steals msg */
+void ctl_send_text(struct client *c, const char *s, size_t len); /* one message */
 size_t ctl_pending(const struct client *c);         /* output bytes not sent yet */
 void ctl_drop(struct client *c, const char *why);
 void ctl_resume(struct client *c);                  /* read again once idle */
@@ -346,6 +350,9 @@ void dispatch_for_each(void (*fn)(const struct ckpt_cmd *, void *), void *opaque
 void req_reply_value(struct request *req, json_t *ret, bool empty);
 /* {"return": {}}: the command succeeded and has nothing to return. */
 void req_reply_ok(struct request *req);
+/* {"return": TEXT}: ret_text is the value already encoded as JSON (a
+ * large list built as text).  NULL fails as req_reply(req, NULL) does. */
+void req_reply_text(struct request *req, const char *ret_text, size_t len);
 /* req_reply(req, v): a value that is NULL is a failure (a GenericError
  * reply, never a silent {}); a command with nothing to return says
  * req_reply_ok. */
@@ -374,6 +381,9 @@ void vm_send(struct agent *a, const char *cmd, json_t *args,
 typedef void vm_refresh_cb(struct agent *a, const struct qmp_error *err,
                            void *opaque);
 void vm_refresh(struct agent *a, vm_refresh_cb *cb, void *opaque);
+/* The devices and their node chains in query-blockstats' answer, as
+ * text: when it equals a->tree_sig, the tree's disks are the VM's. */
+char *vm_graph_signature(json_t *blockstats);
 /* After a transaction QEMU accepted: its actions replayed on the tree (no
  * round trip), or, when they cannot be replayed or actions is NULL, the
  * tree re-read.  Under CKPTD_DEBUG_VERIFY_TREE every replay is checked
@@ -529,6 +539,14 @@ struct change {
      * the cause (a bitmap added behind our back) with our own class. */
     bool quiesce;                       /* freeze the guest around it */
     enum ckpt_err (*replan)(struct change *ch, struct ckpt_error *e);
+    /* Optional: plans the change into actions on the current tree.  Set,
+     * it runs again once when QEMU refused the first plan (the tree was
+     * stale: change.c), and the second plan is sent. */
+    enum ckpt_err (*plan)(struct change *ch, json_t *actions,
+                          struct ckpt_error *e);
+    bool retried;
+    json_t *planned;                    /* the plan sent, without guards */
+    int64_t now;                        /* the creation time planned */
 };
 struct change *change_new(struct request *req, const char *name,
                           void (*finish)(struct change *ch));
@@ -550,5 +568,16 @@ char *xml_backup_dump(const struct backup_job *job);
 /* --- encode.c --- */
 json_t *enc_disk(const struct meta_disk *d);
 json_t *enc_checkpoint(const struct meta_tree *t, size_t i, bool with_size);
+/* JSON text being built: p[0, len) NUL-terminated; bad when a string was
+ * not UTF-8 (the text must not be sent). */
+struct enc_buf {
+    char *p;
+    size_t len, cap;
+    bool bad;
+};
+void enc_raw(struct enc_buf *b, const char *s, size_t n);
+/* Appends checkpoint i as the text of enc_checkpoint's object. */
+void enc_checkpoint_text(struct enc_buf *b, const struct meta_tree *t, size_t i,
+                         bool with_size);
 
 #endif

@@ -11,10 +11,10 @@
  * object (the sweep removes them after a crash) and are gone before the
  * reply. */
 #include "agent/agent.h"
+#include "agent/nbddl.h"
 #include "bitmap/plan.h"
 
 #include <inttypes.h>
-#include <libnbd.h>
 #include <pthread.h>
 #include <stdio.h>
 
@@ -39,6 +39,7 @@ struct changes {
     bool cut;
     char *read_error;
     char *error;                        /* a QMP step's */
+    const struct nbddl *nbd;            /* libnbd, loaded before the thread */
 };
 
 static void changes_cleanup(struct changes *c);
@@ -100,22 +101,29 @@ static void *
 reader(void *arg)
 {
     struct changes *c = arg;
-    struct nbd_handle *h = nbd_create();
+    const struct nbddl *nbd = c->nbd;
+    struct nbd_handle *h = nbd->create();
     CLEANUP_FREE char *ctx = xasprintf("qemu:dirty-bitmap:%s", c->bitmap);
-    if (!h || nbd_add_meta_context(h, ctx) < 0 || nbd_connect_uri(h, c->uri) < 0) {
-        c->read_error = xstrdup(nbd_get_error() ? nbd_get_error() : "cannot connect");
+    if (!h || nbd->add_meta_context(h, ctx) < 0 || nbd->connect_uri(h, c->uri) < 0) {
+        c->read_error = xstrdup(nbd->get_error() ? nbd->get_error() : "cannot connect");
         goto out;
     }
+    /* The export's size is the disk's now: the cached tree's may predate
+     * a block_resize by another QMP client (changes no longer re-read the
+     * whole tree first), and the extents past it must not go missing. */
+    int64_t size = nbd->get_size(h);
+    if (size > 0)
+        c->size = (uint64_t) size;
     struct scan s = { c, c->start };
     while (s.pos < c->size && !c->cut) {
         uint64_t count = c->size - s.pos;
         if (count > (1u << 30))
             count = 1u << 30;
         uint64_t before = s.pos;
-        if (nbd_block_status(h, count, s.pos,
-                             (nbd_extent_callback) { .callback = extent_cb, .user_data = &s },
-                             0) < 0) {
-            c->read_error = xstrdup(nbd_get_error());
+        if (nbd->block_status(h, count, s.pos,
+                              (nbd_extent_callback) { .callback = extent_cb, .user_data = &s },
+                              0) < 0) {
+            c->read_error = xstrdup(nbd->get_error());
             break;
         }
         if (s.pos <= before) {
@@ -123,10 +131,10 @@ reader(void *arg)
             break;
         }
     }
-    nbd_shutdown(h, 0);
+    nbd->shutdown(h, 0);
 out:
     if (h)
-        nbd_close(h);
+        nbd->close(h);
     ev_async_send(c->agent->loop, &c->done_w);
     return NULL;
 }
@@ -216,6 +224,13 @@ exported(const char *err, void *opaque)
     struct changes *c = opaque;
     if (err) {
         c->error = xstrdup(err);
+        changes_cleanup(c);
+        return;
+    }
+    struct ckpt_error e = { 0 };
+    c->nbd = nbddl_get(&e);
+    if (!c->nbd) {
+        c->error = xstrdup(e.msg);
         changes_cleanup(c);
         return;
     }

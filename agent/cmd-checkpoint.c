@@ -74,6 +74,12 @@ create_replan(struct change *ch, struct ckpt_error *e)
     return err;
 }
 
+static enum ckpt_err
+create_plan(struct change *ch, json_t *actions, struct ckpt_error *e)
+{
+    return plan_create(ch->req, ch->name, ch->now, actions, e);
+}
+
 static enum cmd_result
 cmd_create(struct request *req)
 {
@@ -99,6 +105,8 @@ cmd_create(struct request *req)
     }
     struct change *ch = change_new(req, name, create_finish);
     ch->replan = create_replan;
+    ch->plan = create_plan;
+    ch->now = now;
     ch->quiesce = quiesce;
     change_send(ch, actions);
     return CMD_WAIT;
@@ -119,42 +127,52 @@ delete_finish(struct change *ch)
                     json_pack("{s:s}", "name", ch->names.ptr[i]));
 }
 
+/* The delete's actions on the current tree; ch->names the checkpoints
+ * it removes. */
+static enum ckpt_err
+delete_plan(struct change *ch, json_t *actions, struct ckpt_error *e)
+{
+    struct agent *a = ch->req->agent;
+    bool children = opt_bool(ch->req->args, "children");
+    bool only = opt_bool(ch->req->args, "children-only");
+    enum ckpt_delete_mode mode = children ? CKPT_DELETE_CHILDREN
+                               : only ? CKPT_DELETE_CHILDREN_ONLY : CKPT_DELETE_ONE;
+    str_vec_free_all(&ch->names);
+    enum ckpt_err err = ckpt_plan_delete(&a->tree, ch->name, mode, actions,
+                                         &ch->names, e);
+    if (err)
+        return err;
+    for (size_t i = 0; i < ch->names.len; i++) {
+        const struct backup_job *j = job_holding_checkpoint(a, ch->names.ptr[i]);
+        if (j)
+            return ckpt_fail(e, CKPT_ERR_BUSY, "checkpoint '%s' is %s of backup %s; "
+                             "end the backup first", ch->names.ptr[i],
+                             j->incremental && strcmp(j->incremental, ch->names.ptr[i]) == 0
+                                 ? "the base" : "the new checkpoint", j->id);
+    }
+    return CKPT_OK;
+}
+
 static enum cmd_result
 cmd_delete(struct request *req)
 {
-    struct agent *a = req->agent;
     const char *name = opt_str(req->args, "name");
-    bool children = opt_bool(req->args, "children");
-    bool only = opt_bool(req->args, "children-only");
-    if (children && only) {
+    if (opt_bool(req->args, "children") && opt_bool(req->args, "children-only")) {
         req_error(req, CKPT_ERR_INVALID_PARAMETER,
                   "'children' and 'children-only' cannot be used together");
         return CMD_DONE;
     }
     if (vm_reply_if_lost(req, name))
         return CMD_DONE;
-    enum ckpt_delete_mode mode = children ? CKPT_DELETE_CHILDREN
-                               : only ? CKPT_DELETE_CHILDREN_ONLY : CKPT_DELETE_ONE;
     struct change *ch = change_new(req, name, delete_finish);
+    ch->plan = delete_plan;
     struct ckpt_error e = { 0 };
     json_t *actions = json_array();
-    if (ckpt_plan_delete(&a->tree, name, mode, actions, &ch->names, &e)) {
+    if (delete_plan(ch, actions, &e)) {
         json_decref(actions);
         change_free(ch);
         req_fail(req, &e);
         return CMD_DONE;
-    }
-    for (size_t i = 0; i < ch->names.len; i++) {
-        const struct backup_job *j = job_holding_checkpoint(a, ch->names.ptr[i]);
-        if (j) {
-            json_decref(actions);
-            req_error(req, CKPT_ERR_BUSY, "checkpoint '%s' is %s of backup %s; end "
-                      "the backup first", ch->names.ptr[i],
-                      j->incremental && strcmp(j->incremental, ch->names.ptr[i]) == 0
-                          ? "the base" : "the new checkpoint", j->id);
-            change_free(ch);
-            return CMD_DONE;
-        }
     }
     if (json_array_size(actions) == 0) {        /* children-only of a leaf */
         json_decref(actions);
@@ -218,13 +236,23 @@ list_answer(struct request *req)
         order[i] = &t->ckpts[i];
     if (!opt_bool(args, "topological"))
         qsort(order, t->nckpts, sizeof order[0], cmp_time_name);
-    json_t *list = json_array();
+    /* Built as text (encode.c): 1,000 checkpoints are 150 KB. */
+    bool with_size = opt_bool(args, "size");
+    struct enc_buf b = { 0 };
+    enc_raw(&b, "[", 1);
+    bool first = true;
     for (size_t k = 0; k < t->nckpts; k++) {
         size_t i = (size_t) (order[k] - t->ckpts);
-        if (list_keeps(t, i, from, args))
-            json_array_append_new(list, enc_checkpoint(t, i, opt_bool(args, "size")));
+        if (!list_keeps(t, i, from, args))
+            continue;
+        if (!first)
+            enc_raw(&b, ",", 1);
+        first = false;
+        enc_checkpoint_text(&b, t, i, with_size);
     }
-    req_reply(req, list);
+    enc_raw(&b, "]", 1);
+    req_reply_text(req, b.bad ? NULL : b.p, b.len);
+    free(b.p);
 }
 
 static enum cmd_result

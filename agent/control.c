@@ -392,6 +392,13 @@ ctl_send(struct client *c, json_t *msg)
 }
 
 void
+ctl_send_text(struct client *c, const char *s, size_t len)
+{
+    if (!c->closing)
+        queue_line(c, s, len);
+}
+
+void
 ctl_broadcast(struct agent *a, json_t *msg)
 {
     for (struct client *c = a->clients; c; c = c->next)

@@ -1,6 +1,7 @@
 /* ckptd: a checkpoint and backup agent beside one QEMU process. */
 #include "agent/agent.h"
 
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <unistd.h>
@@ -55,6 +56,10 @@ int
 main(int argc, char **argv)
 {
     struct agent a = { .listen_fd = -1 };
+    /* One malloc arena: the agent's threads (scratch-file unlinks, the
+     * changes reader) are rare and short, and each would otherwise get an
+     * arena of its own whose freed memory the loop cannot reuse. */
+    mallopt(M_ARENA_MAX, 1);
     int r = opt_parse(argc, argv, &a.opt);
     if (r) {
         opt_free(&a.opt);

@@ -65,6 +65,35 @@ req_reply_value(struct request *req, json_t *ret, bool empty)
 }
 
 void
+req_reply_text(struct request *req, const char *ret_text, size_t len)
+{
+    if (!ret_text) {
+        log_error("%s returned no value", req->cmd->name);
+        finish(req, NULL);
+        return;
+    }
+    CLEANUP_FREE char *id = req->id ? json_dumps(req->id, JSON_COMPACT |
+                                                 JSON_ENCODE_ANY) : NULL;
+    if (req->id && !id) {
+        finish(req, NULL);
+        return;
+    }
+    size_t idlen = id ? strlen(id) : 0;
+    char *line = xmalloc(len + idlen + 32), *p = line;
+    p = mempcpy(p, "{\"return\":", 10);
+    p = mempcpy(p, ret_text, len);
+    if (id) {
+        p = mempcpy(p, ",\"id\":", 6);
+        p = mempcpy(p, id, idlen);
+    }
+    *p++ = '}';
+    if (req->client)
+        ctl_send_text(req->client, line, (size_t) (p - line));
+    free(line);
+    dispatch_request_done(req);
+}
+
+void
 req_reply_ok(struct request *req)
 {
     req_reply_value(req, json_object(), false);

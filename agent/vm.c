@@ -28,6 +28,7 @@ vm_stop(struct agent *a)
 {
     ev_timer_stop(a->loop, &a->reconnect_w);
     ev_timer_stop(a->loop, &a->incoming_w);
+    ev_timer_stop(a->loop, &a->trim_w);
     a->stopping = true;
     vm_fire_waiters(a, NULL, NULL);
     if (a->qmp)
@@ -37,6 +38,8 @@ vm_stop(struct agent *a)
     json_decref(a->qemu_version);
     a->qemu_version = NULL;
     meta_tree_free(&a->tree);
+    free(a->tree_sig);
+    a->tree_sig = NULL;
     str_vec_free_all(&a->known);
     str_vec_free_all(&a->lost);
 }

@@ -482,10 +482,41 @@ test_changes_equal_backup_map(void)
     return hq_backup_expect_clean(vm, "after checkpoint-changes");
 }
 
+/* Another QMP client grows the disk between two requests, and the guest
+ * writes past the old end: checkpoint-changes, planned on the cached tree
+ * (the block graph did not change), must still report that write, over
+ * the disk's new size. */
+static int
+test_resize_then_changes(void)
+{
+    CLEANUP_VM struct hq_vm *vm = hq_vm_scratch(1, SIZE, NULL, true);
+    HQ_CHECK(vm, "vm");
+    json_decref(hq_cmd(vm->ctl, "checkpoint-create", hq_json("{\"name\": \"c1\"}")));
+    CLEANUP_JSON json_t *rs = hq_cmd(vm->mon, "block_resize",
+        json_pack("{s:s,s:I}", "node-name", hq_vm_disk(vm, "vda")->node,
+                  "size", (json_int_t) (2 * SIZE)));
+    HQ_CHECK(rs, "block_resize");
+    HQ_CHECK(hq_write(vm, "vda", 0x42, SIZE + K64, K64) == 0, "write past the old end");
+    CLEANUP_JSON json_t *r = hq_cmd(vm->ctl, "checkpoint-changes",
+        json_pack("{s:s,s:s}", "disk", "vda", "from", "c1"));
+    HQ_CHECK(r && hq_jint(r, "volume-capacity-bytes") == 2 * SIZE,
+             "changes over the grown disk: %s", hq_str(r));
+    bool seen = false;
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(r, "block-metadata"), i, e) {
+        int64_t off = hq_jint(e, "byte-offset"), len = hq_jint(e, "size-bytes");
+        seen = seen || (off <= SIZE + K64 && off + len >= SIZE + 2 * K64);
+    }
+    HQ_CHECK(seen, "the write past the old end is missing: %s", hq_str(r));
+    return hq_backup_expect_clean(vm, "after checkpoint-changes");
+}
+
 int
 main(void)
 {
     static const struct hq_case cases[] = {
+        { "resize-then-changes", test_resize_then_changes },
         { "hotplug-disk-full-then-incremental", test_hotplug },
         { "raw-disk-in-every-backup", test_raw },
         { "outside-snapshot-and-commit", test_outside_snapshot },

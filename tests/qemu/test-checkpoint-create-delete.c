@@ -14,7 +14,9 @@
 #define K64 (64 * KiB)
 
 static const char *const desc1 = "nightly backup \xe2\x80\x93 \xc3\xa9t\xc3\xa9 \xe2\x9c\x93";
-static const char *const desc3 = "  two  spaces  ";
+/* Quotes, backslash and control characters: the list is written as text
+ * (agent/encode.c), and must escape them as JSON does. */
+static const char *const desc3 = "  two  spaces \"quoted\" back\\slash\ttab\nline \x01\x1f ";
 
 /* Bytes written by make_chain after c1, c2 and c3, per disk. */
 static const int64_t w1[2] = { 64 * KiB, 64 * KiB };

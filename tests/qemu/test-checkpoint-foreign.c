@@ -177,6 +177,98 @@ test_name_clash(void)
     return 0;
 }
 
+/* The name of checkpoint ckpt's record bitmap on disk, or NULL. */
+static char *
+record_of(struct hq_vm *vm, const char *disk, const char *ckpt)
+{
+    CLEANUP_JSON json_t *bms = hq_bitmaps(vm, disk);
+    CLEANUP_FREE char *tail = xasprintf(":%s", ckpt);
+    size_t i;
+    json_t *b;
+    json_array_foreach(bms, i, b) {
+        const char *n = hq_jstr(b, "name");
+        size_t ln = strlen(n), lt = strlen(tail);
+        if (strncmp(n, "ckptd1:", 7) == 0 && strncmp(n, "ckptd1:next:", 12) != 0 &&
+            ln > lt && strcmp(n + ln - lt, tail) == 0)
+            return xstrdup(n);
+    }
+    return NULL;
+}
+
+static int
+remove_by_hand(struct hq_vm *vm, const char *disk, const char *bitmap)
+{
+    struct hq_disk *d = hq_vm_disk(vm, disk);
+    CLEANUP_JSON json_t *r = hq_cmd(vm->mon, "block-dirty-bitmap-remove",
+        json_pack("{s:s,s:s}", "node", d->node, "name", bitmap));
+    HQ_CHECK(r, "removing %s by hand", bitmap);
+    return 0;
+}
+
+/* Between two requests another QMP client removes bitmaps of ours; the
+ * agent's next change is planned on its cached tree (the block graph did
+ * not change), so only the transaction can notice.  First the record of
+ * the newest checkpoint c2 goes: c2 is no checkpoint any more and its
+ * data bitmap someone else's, which the next create must leave
+ * recording.  Then both bitmaps of the newest, c3, go: the next create
+ * must succeed with c1 as its parent. */
+static int
+test_ours_removed_between(void)
+{
+    CLEANUP_VM struct hq_vm *vm = hq_vm_simple(1, 64 * MiB, true);
+    HQ_CHECK(vm, "setup");
+    CLEANUP_JSON json_t *c1 = hq_cmd(vm->ctl, "checkpoint-create",
+                                     json_pack("{s:s}", "name", "c1"));
+    CLEANUP_JSON json_t *c2 = hq_cmd(vm->ctl, "checkpoint-create",
+                                     json_pack("{s:s}", "name", "c2"));
+    HQ_CHECK(c1 && c2, "create c1, c2");
+    CLEANUP_FREE char *rec2 = record_of(vm, "vda", "c2");
+    HQ_CHECK(rec2, "no record of c2");
+    if (remove_by_hand(vm, "vda", rec2) < 0)
+        return -1;
+    HQ_CHECK(hq_write(vm, "vda", 0x01, 0, K64) == 0, "write");
+    CLEANUP_JSON json_t *c3 = hq_cmd(vm->ctl, "checkpoint-create",
+                                     json_pack("{s:s}", "name", "c3"));
+    HQ_CHECK(c3, "create c3 after c2's record went");
+    HQ_CHECK(hq_jstr(c3, "parent") && strcmp(hq_jstr(c3, "parent"), "c1") == 0,
+             "c3's parent should be c1: %s", hq_str(c3));
+    if (expect_foreign(vm, "vda", "c2", 1, 1, K64) < 0)
+        return -1;
+    CLEANUP_FREE char *names = hq_ckpt_names(vm->ctl);
+    HQ_CHECK(names && !strcmp(names, "c1,c3"), "list: %s", names);
+
+    CLEANUP_FREE char *rec3 = record_of(vm, "vda", "c3");
+    HQ_CHECK(rec3, "no record of c3");
+    if (remove_by_hand(vm, "vda", "c3") < 0 || remove_by_hand(vm, "vda", rec3) < 0)
+        return -1;
+    CLEANUP_JSON json_t *c4 = hq_cmd(vm->ctl, "checkpoint-create",
+                                     json_pack("{s:s}", "name", "c4"));
+    HQ_CHECK(c4, "create c4 after c3 went");
+    HQ_CHECK(hq_jstr(c4, "parent") && strcmp(hq_jstr(c4, "parent"), "c1") == 0,
+             "c4's parent should be c1: %s", hq_str(c4));
+    CLEANUP_FREE char *names2 = hq_ckpt_names(vm->ctl);
+    HQ_CHECK(names2 && !strcmp(names2, "c1,c4"), "list: %s", names2);
+    /* Deleting c1, whose record is gone behind our back too: NotFound,
+     * said by the agent, not QEMU's text. */
+    CLEANUP_FREE char *rec1 = record_of(vm, "vda", "c1");
+    HQ_CHECK(rec1, "no record of c1");
+    if (remove_by_hand(vm, "vda", rec1) < 0)
+        return -1;
+    CLEANUP_JSON json_t *d = hq_cmd_err(vm->ctl, "NotFound", "checkpoint-delete",
+                                        json_pack("{s:s}", "name", "c1"));
+    HQ_CHECK(d, "delete of c1 after its record went");
+    if (expect_foreign(vm, "vda", "c1", 1, 0, 0) < 0 ||
+        expect_foreign(vm, "vda", "c2", 1, 1, K64) < 0)
+        return -1;
+    /* Without the bitmaps that are someone else's now, the agent's tree
+     * is QEMU's: c4 alone, recording. */
+    if (remove_by_hand(vm, "vda", "c1") < 0 || remove_by_hand(vm, "vda", "c2") < 0)
+        return -1;
+    CLEANUP_FREE char *names3 = hq_ckpt_names(vm->ctl);
+    HQ_CHECK(names3 && !strcmp(names3, "c4"), "list: %s", names3);
+    return hq_tree_matches_qemu(vm, "at the end");
+}
+
 int
 main(void)
 {
@@ -184,6 +276,7 @@ main(void)
         { "foreign-bitmaps-before-agent", test_before_agent },
         { "foreign-bitmaps-after-agent", test_after_agent },
         { "foreign-bitmap-name-clash", test_name_clash },
+        { "ours-removed-between-requests", test_ours_removed_between },
     };
     return hq_run(cases, ARRAY_SIZE(cases));
 }

@@ -126,7 +126,7 @@ test_foreign_nbd_server(void)
         return -1;
     /* The connection to QEMU drops after a query; the agent reconnects
      * and sweeps again. */
-    HQ_CHECK(hq_inject_rules(vm, "close query-block 1\n") == 0, "rules");
+    HQ_CHECK(hq_inject_rules(vm, "close query-named-block-nodes 1\n") == 0, "rules");
     CLEANUP_JSON json_t *d = hq_exec(vm->ctl, "query-disks", NULL);
     HQ_CHECK(d && hq_err_class(d), "query-disks across the lost connection: %s",
              hq_str(d));
