@@ -137,6 +137,11 @@ struct meta_disk {
     char *reason;               /* why not, when !can_checkpoint */
     bool base_capable;          /* can_checkpoint but for the chain: the image */
     const char *base_reason;    /* why not, then (a literal) */
+    bool recording_gap;         /* tracking false only because its newest
+                                 * checkpoint does not record (judged anew
+                                 * at each derive); the two above as read: */
+    bool gap_base_capable;
+    const char *gap_base_reason;
     /* Derived from the bitmaps with the checkpoints (meta_tree_derive): */
     char *foreign;              /* why its checkpoints are not this VM's (it
                                  * holds another chain's), else NULL; such a

@@ -135,8 +135,12 @@ below_filter(json_t *nodes, json_t *filter)
         return NULL;
     json_array_foreach(nodes, i, n) {
         const char *nf = jstr(n, "file"), *drv = jstr(n, "drv");
+        /* A snapshot-access node (a backup's point-in-time view) names
+         * the same file; the flat listing has no backing-image to give
+         * the format, so it must be told apart by its driver. */
         if (nf && drv && strcmp(nf, file) == 0 && !is_filter(drv) &&
-            !is_protocol(drv) && (!format || strcmp(drv, format) == 0))
+            !is_protocol(drv) && strcmp(drv, "snapshot-access") != 0 &&
+            (!format || strcmp(drv, format) == 0))
             return n;
     }
     return NULL;
@@ -648,6 +652,15 @@ check_recording(struct meta_tree *t)
 {
     for (size_t d = 0; d < t->ndisks; d++) {
         struct meta_disk *disk = &t->disks[d];
+        if (disk->recording_gap) {
+            /* Judged on these checkpoints, not on the last derive's. */
+            disk->recording_gap = false;
+            disk->tracking = true;
+            free(disk->untracked);
+            disk->untracked = NULL;
+            disk->base_capable = disk->gap_base_capable;
+            disk->base_reason = disk->gap_base_reason;
+        }
         ssize_t i = meta_tree_prev_on_disk(t, t->nckpts, d);
         if (!disk->tracking || i < 0)
             continue;
@@ -659,11 +672,16 @@ check_recording(struct meta_tree *t)
             continue;
         if (m->parts[0].layer == 0 && !b)
             continue;
+        disk->recording_gap = true;
+        disk->gap_base_capable = disk->base_capable;
+        disk->gap_base_reason = disk->base_reason;
         disk->tracking = false;
         disk->untracked = xasprintf(
-            "the bitmap of its newest checkpoint '%s' on '%s' does not record "
-            "(its layers were committed outside ckptd); a full backup is needed",
-            t->ckpts[i].rec.name, disk->active);
+            "the bitmap of its newest checkpoint '%s' on '%s' does not record, so "
+            "no checkpoint saw the writes since (another QMP client changed its "
+            "bitmaps, or committed its layers outside ckptd); a full backup is "
+            "needed, and new checkpoints wait until '%s' is deleted",
+            t->ckpts[i].rec.name, disk->active, t->ckpts[i].rec.name);
         /* As read_disk does for a disk that does not track; the end of
          * meta_tree_derive sets can_checkpoint and reason from these. */
         disk->base_capable = false;
