@@ -189,8 +189,8 @@ job_start(struct backup_job *job)
     struct agent *a = job->agent;
     job->next = a->jobs;
     a->jobs = job;
-    log_info("backup %s starting: %zu disks, %s", job->id, job->ndisks,
-             job->incremental ? "incremental" : "full");
+    log_info("backup %s starting: %zu disks, %s%s", job->id, job->ndisks,
+             job->incremental ? "incremental" : "full", job->push ? ", push" : "");
     job_advance(job);
 }
 
