@@ -95,9 +95,31 @@ ctl_push_check_modes(const struct ctl_push *p, json_t *job)
     return CTL_EXIT_OK;
 }
 
-/* On a terminal: one line per poll, all disks. */
+/* On a terminal, as the NBD path draws it: one line for all the disks,
+ * redrawn at each poll, and a last one at 100%. */
 static void
-ctl_push_progress(struct ctl_push *p, const char *id)
+ctl_push_draw(const struct ctl_push *p, uint64_t done, uint64_t total, double start,
+              bool final)
+{
+    char d[32], t[32], rate[32];
+    double secs = ctl_push_now() - start;
+    CLEANUP_FREE char *label = xstrdup(p->n ? p->disks[0].disk : "");
+
+    for (size_t i = 1; i < p->n; i++) {
+        char *l = xasprintf("%s+%s", label, p->disks[i].disk);
+        free(label);
+        label = l;
+    }
+    ctl_human_size(done, d, sizeof d);
+    ctl_human_size(total, t, sizeof t);
+    ctl_human_size(secs > 0 ? (uint64_t) ((double) done / secs) : 0, rate, sizeof rate);
+    fprintf(stderr, "\r%s: %s / %s  %3.0f%%  %s/s\033[K%s", label, d, t,
+            total ? 100.0 * (double) done / (double) total : 100.0, rate,
+            final ? "\n" : "");
+}
+
+static void
+ctl_push_progress(struct ctl_push *p, const char *id, double start, uint64_t *total)
 {
     CLEANUP_JSON json_t *job = NULL;
     uint64_t cur = 0, tot = 0;
@@ -111,19 +133,25 @@ ctl_push_progress(struct ctl_push *p, const char *id)
         cur += (uint64_t) json_integer_value(json_object_get(pr, "current"));
         tot += (uint64_t) json_integer_value(json_object_get(pr, "total"));
     }
-    char a[32], b[32];
-    ctl_human_size(cur, a, sizeof a);
-    ctl_human_size(tot, b, sizeof b);
-    fprintf(stderr, "\rpush: %s of %s (%.0f%%)   ", a, b, tot ? 100.0 * cur / tot : 0.0);
+    *total = tot;
+    ctl_push_draw(p, cur, tot, start, false);
 }
 
 /* Until BACKUP_END: its status, or a signal (then the job is cancelled,
  * and its end awaited). */
 static int
-ctl_push_wait(struct ctl_push *p, const char *id, char *status, size_t len)
+ctl_push_wait(struct ctl_push *p, json_t *job, double start, char *status,
+              size_t len)
 {
+    const char *id = json_string_value(json_object_get(job, "id"));
     bool tty = isatty(STDERR_FILENO) && !p->ctx->json;
     bool cancelled = false;
+    uint64_t total = 0;
+    size_t i;
+    json_t *jd;
+
+    json_array_foreach(json_object_get(job, "disks"), i, jd)
+        total += (uint64_t) json_integer_value(json_object_get(jd, "size"));
 
     for (;;) {
         CLEANUP_JSON json_t *data = NULL;
@@ -135,7 +163,9 @@ ctl_push_wait(struct ctl_push *p, const char *id, char *status, size_t len)
             const char *err = json_string_value(json_object_get(data, "error"));
             snprintf(status, len, "%s", json_string_value(json_object_get(data, "status"))
                                         ?: "?");
-            if (tty)
+            if (tty && strcmp(status, "completed") == 0)
+                ctl_push_draw(p, total, total, start, true);
+            else if (tty)
                 fputc('\n', stderr);
             if (strcmp(status, "completed") != 0 && !cancelled)
                 return ctl_fail(CTL_EXIT_QEMU, "backup %s %s: %s", id, status,
@@ -147,7 +177,7 @@ ctl_push_wait(struct ctl_push *p, const char *id, char *status, size_t len)
             if ((r = ctl_backup_end(p->ctx, id)) != CTL_EXIT_OK && r != CTL_EXIT_NOT_FOUND)
                 return r;
         } else if (tty && !cancelled) {
-            ctl_push_progress(p, id);
+            ctl_push_progress(p, id, start, &total);
         }
     }
 }
@@ -178,7 +208,7 @@ ctl_push_run(struct ctl_push *p, json_t **job)
         ctl_backup_end(p->ctx, id);
         return r;
     }
-    r = ctl_push_wait(p, id, status, sizeof status);
+    r = ctl_push_wait(p, *job, start, status, sizeof status);
     if (r == CTL_EXIT_OK && strcmp(status, "completed") != 0)
         r = CTL_EXIT_OTHER;             /* cancelled: the caller says why */
     for (size_t i = 0; i < p->n; i++) {
