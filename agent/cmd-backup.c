@@ -436,6 +436,12 @@ cmd_end(struct request *req)
         req_error(req, CKPT_ERR_NOT_FOUND, "no backup job '%s'", id);
         return CMD_DONE;
     }
+    /* A push finishing on its own (or being cancelled): the reply waits
+     * for its end, as if this backup-end had ended it. */
+    if (job->push && job->state == JOB_ENDING && !job->end_req && !job->sweep) {
+        job->end_req = req;
+        return CMD_WAIT;
+    }
     if (job->state != JOB_RUNNING) {
         req_error(req, CKPT_ERR_BUSY, "backup job '%s' is %s", id,
                   job->state == JOB_STARTING ? "still starting" : "already ending");
