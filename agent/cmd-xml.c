@@ -451,7 +451,7 @@ char *
 xml_backup_dump(const struct backup_job *job)
 {
     struct meta_xml_backup b = {
-        .pull = true, .incremental = job->incremental,
+        .pull = !job->push, .incremental = job->incremental,
         .tls = json_is_true(json_object_get(job->server, "tls")),
         .ndisks = job->ndisks,
     };
@@ -466,6 +466,8 @@ xml_backup_dump(const struct backup_job *job)
             .name = job->disks[k].disk, .backup = true,
             .exportname = job->disks[k].disk, .exportbitmap = job->disks[k].bitmap,
             .scratch = job->disks[k].scratch,
+            /* push: the file target (an fd target has no path to show) */
+            .target = job->disks[k].target, .driver = job->push ? (char *) "qcow2" : NULL,
         };
     char *xml = meta_xml_format_backup(&b);
     free(b.disks);                      /* the strings are the job's */

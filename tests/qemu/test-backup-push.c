@@ -544,11 +544,12 @@ test_agent_exit(void)
     return 0;
 }
 
-/* <domainbackup mode='push'> maps onto the same command. */
+/* <domainbackup mode='push'> maps onto the same command, and the running
+ * job prints back as one (query-backup xml). */
 static int
 test_xml(void)
 {
-    CLEANUP_VM struct hq_vm *vm = push_vm(1, true, NULL);
+    CLEANUP_VM struct hq_vm *vm = push_vm(1, true, SLOW);
     HQ_CHECK(vm, "setup");
     struct hq_model mm;
     HQ_CLEANUP_MODEL struct hq_model *m = hq_model_init(&mm, "vda");
@@ -564,6 +565,13 @@ test_xml(void)
                                                 "</domaincheckpoint>"));
     HQ_CHECK(job && strcmp(hq_jstr(job, "mode") ?: "", "push") == 0, "xml push: %s",
              hq_str(job));
+    CLEANUP_JSON json_t *dump = hq_cmd(vm->ctl, "query-backup",
+                                       json_pack("{s:s,s:b}", "id", hq_jstr(job, "id"),
+                                                 "xml", 1));
+    CLEANUP_FREE char *want = xasprintf("<target file='%s'/>", target);
+    const char *x = hq_jstr(dump, "xml") ?: "";
+    HQ_CHECK(strstr(x, "mode='push'") && strstr(x, want) && strstr(x, "<driver type='qcow2'/>"),
+             "backup-dumpxml of a push: %s", x);
     char st[32];
     HQ_CHECK(strcmp(wait_end(vm, job, st, sizeof st), "completed") == 0, "BACKUP_END %s", st);
     if (expect_image(target, m->data) < 0)
