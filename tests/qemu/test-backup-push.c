@@ -331,6 +331,54 @@ test_chain(void)
     return expect_clean(vm, "after the chain");
 }
 
+/* An incremental push copies a disk that is not in its base checkpoint
+ * in full, saying why (as a pull does): its target is a whole image
+ * with no backing file, the other disk's holds only what changed. */
+static int
+test_full_disk_in_incremental(void)
+{
+    CLEANUP_VM struct hq_vm *vm = push_vm(2, true, NULL);
+    HQ_CHECK(vm, "setup");
+    struct hq_model ma_, mb_;
+    HQ_CLEANUP_MODEL struct hq_model *ma = hq_model_init(&ma_, "vda");
+    HQ_CLEANUP_MODEL struct hq_model *mb = hq_model_init(&mb_, "vdb");
+    if (hq_mwrite(vm, ma, 0xa1, 0, 2 * MiB) < 0 || hq_mwrite(vm, mb, 0xa2, MiB, MiB) < 0)
+        return -1;
+    CLEANUP_FREE char *fa = bpath(vm, "vda.c1.full.qcow2");
+    CLEANUP_FREE char *a1 = xasprintf("{\"mode\": \"push\", \"checkpoint\": {\"name\": "
+                                      "\"c1\", \"disks\": [\"vda\"]}, \"targets\": "
+                                      "{\"vda\": {\"file\": \"%s\"}}}", fa);
+    CLEANUP_JSON json_t *j1 = hq_backup_begin(vm, a1);
+    HQ_CHECK(j1, "full push of vda with c1 on vda only");
+    char st[32];
+    HQ_CHECK(strcmp(wait_end(vm, j1, st, sizeof st), "completed") == 0, "BACKUP_END %s", st);
+    hq_model_mark(ma, 0);
+    if (hq_mwrite(vm, ma, 0xa3, 5 * MiB, K64) < 0 || hq_mwrite(vm, mb, 0xa4, 7 * MiB, K64) < 0)
+        return -1;
+    CLEANUP_FREE char *ia = bpath(vm, "vda.c2.inc.qcow2"), *fb = bpath(vm, "vdb.c2.full.qcow2");
+    CLEANUP_FREE char *a2 = xasprintf("{\"mode\": \"push\", \"incremental\": \"c1\", "
+                                      "\"checkpoint\": {\"name\": \"c2\"}, \"targets\": "
+                                      "{\"vda\": {\"file\": \"%s\", \"backing-file\": "
+                                      "\"vda.c1.full.qcow2\"}, \"vdb\": \"%s\"}}", ia, fb);
+    CLEANUP_JSON json_t *j2 = hq_backup_begin(vm, a2);
+    HQ_CHECK(j2, "incremental push of both");
+    json_t *db = hq_job_disk(j2, "vdb");
+    HQ_CHECK(strcmp(hq_jstr(hq_job_disk(j2, "vda"), "mode") ?: "", "incremental") == 0 &&
+             strcmp(hq_jstr(db, "mode") ?: "", "full") == 0 &&
+             strstr(hq_jstr(db, "reason") ?: "", "not in checkpoint 'c1'"),
+             "job: %s", hq_str(j2));
+    CLEANUP_FREE uint8_t *a0 = xmalloc(DISK_SIZE), *b0 = xmalloc(DISK_SIZE);
+    memcpy(a0, ma->data, DISK_SIZE);
+    memcpy(b0, mb->data, DISK_SIZE);
+    uint8_t want[NCL];
+    memcpy(want, ma->since[0], NCL);
+    HQ_CHECK(strcmp(wait_end(vm, j2, st, sizeof st), "completed") == 0, "BACKUP_END %s", st);
+    if (expect_image(ia, a0) < 0 || expect_allocated(ia, want) < 0 ||
+        expect_image(fb, b0) < 0 || expect_backing(fb, "") < 0)
+        return -1;
+    return expect_clean(vm, "after the pushes");
+}
+
 /* Targets the client opened itself and passed as descriptors, with no
  * --backup-dir at all: a full and an incremental of two disks. */
 static int
@@ -701,6 +749,7 @@ main(void)
     static const struct hq_case cases[] = {
         { "push-full-point-in-time", test_full_point_in_time },
         { "push-incremental-chain", test_chain },
+        { "push-incremental-full-disk", test_full_disk_in_incremental },
         { "push-fd-targets", test_fd_targets },
         { "push-file-targets-confined", test_file_targets_confined },
         { "push-cancel-leaves-nothing", test_cancel },
