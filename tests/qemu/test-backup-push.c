@@ -743,6 +743,74 @@ test_ckptctl_interrupt(void)
     return expect_clean(vm, "after SIGINT");
 }
 
+/* The agent aborted before each QMP command of an incremental push with
+ * a new checkpoint (CKPTD_DEBUG_ABORT_AFTER=N): the next agent leaves no
+ * partial target, job, node, bitmap or fd set, and the tree whole; a
+ * target that got its name is the complete backup. */
+static int
+test_crash_points(void)
+{
+    CLEANUP_VM struct hq_vm *vm = push_vm(1, true, NULL);
+    HQ_CHECK(vm, "setup");
+    struct hq_model mm;
+    HQ_CLEANUP_MODEL struct hq_model *m = hq_model_init(&mm, "vda");
+    CLEANUP_JSON json_t *c1 = hq_cmd(vm->ctl, "checkpoint-create",
+                                     json_pack("{s:s}", "name", "c1"));
+    HQ_CHECK(c1, "checkpoint-create c1");
+    if (hq_mwrite(vm, m, 0xb1, MiB, 3 * K64) < 0 || hq_agent_stop(vm) < 0)
+        return -1;
+    CLEANUP_FREE char *target = bpath(vm, "vda.c2.inc.qcow2");
+    CLEANUP_FREE char *args = xasprintf("{\"mode\": \"push\", \"incremental\": \"c1\", "
+                                        "\"checkpoint\": {\"name\": \"c2\"}, \"targets\": "
+                                        "{\"vda\": {\"file\": \"%s\"}}}", target);
+    int crashes = 0;
+    for (int n = 1; n < 100; n++) {
+        char nbuf[16];
+        snprintf(nbuf, sizeof nbuf, "%d", n);
+        setenv("CKPTD_DEBUG_ABORT_AFTER", nbuf, 1);
+        int spawned = hq_agent_spawn(vm);
+        unsetenv("CKPTD_DEBUG_ABORT_AFTER");
+        bool finished = false;
+        if (spawned == 0 && hq_agent_wait_qemu(vm, "connected", 10) == 0) {
+            /* Not hq_exec: a reply that never comes is the crash. */
+            json_t *msg = json_pack("{s:s,s:o}", "execute", "backup-begin",
+                                    "arguments", hq_json(args));
+            CLEANUP_JSON json_t *job = hq_send_json(vm->ctl, msg) == 0
+                                       ? hq_read_reply(vm->ctl, 30) : NULL;
+            char st[32] = "";
+            if (job && json_object_get(job, "return"))
+                finished = strcmp(wait_end(vm, json_object_get(job, "return"), st,
+                                           sizeof st), "completed") == 0;
+        }
+        /* A crash shows up as a lost connection: not this case's failure. */
+        hq_agent_kill(vm);
+        if (finished && hq_failed())
+            return -1;
+        if (hq_agent_start(vm) < 0 || expect_clean(vm, "after a crash") < 0 ||
+            hq_tree_matches_qemu(vm, "after a crash") < 0) {
+            hq_note("after a crash before QMP command %d", n);
+            return -1;
+        }
+        if (access(target, F_OK) == 0 && expect_image(target, m->data) < 0)
+            return -1;
+        if (finished) {
+            hq_note("the push ran to the end after %d crash points", crashes);
+            HQ_CHECK(crashes > 10, "only %d crash points were exercised", crashes);
+            return 0;
+        }
+        crashes++;
+        /* Back to c1 alone: a crash after the transaction keeps c2 (no
+         * agent is left to take it back; c1 covers its writes again). */
+        unlink(target);
+        CLEANUP_JSON json_t *c2 = hq_exec(vm->ctl, "checkpoint-delete",
+                                          json_pack("{s:s}", "name", "c2"));
+        if (hq_agent_stop(vm) < 0)
+            return -1;
+    }
+    hq_fail("the push never finished");
+    return -1;
+}
+
 int
 main(void)
 {
@@ -755,6 +823,7 @@ main(void)
         { "push-cancel-leaves-nothing", test_cancel },
         { "push-agent-exit-unwinds", test_agent_exit },
         { "push-xml", test_xml },
+        { "push-crash-points", test_crash_points },
         { "ckptctl-push", test_ckptctl },
         { "ckptctl-push-interrupt", test_ckptctl_interrupt },
     };
