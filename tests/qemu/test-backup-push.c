@@ -802,8 +802,8 @@ test_crash_points(void)
         /* Back to c1 alone: a crash after the transaction keeps c2 (no
          * agent is left to take it back; c1 covers its writes again). */
         unlink(target);
-        CLEANUP_JSON json_t *c2 = hq_exec(vm->ctl, "checkpoint-delete",
-                                          json_pack("{s:s}", "name", "c2"));
+        json_decref(hq_exec(vm->ctl, "checkpoint-delete",
+                            json_pack("{s:s}", "name", "c2")));
         if (hq_agent_stop(vm) < 0)
             return -1;
     }
