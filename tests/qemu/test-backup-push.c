@@ -225,6 +225,28 @@ send_fd(struct hq_conn *c, const char *name, int fd)
     return 0;
 }
 
+/* push_vm with the failure injector (tests/tools/qmp-inject, which passes
+ * descriptors on) between the agent and QEMU. */
+static struct hq_vm *
+push_vm_inject(void)
+{
+    unsetenv("CKPTD_DEBUG_PUSH_SPEED");
+    struct hq_vm *vm = hq_vm_scratch(1, DISK_SIZE, NULL, false);
+    if (!vm)
+        return NULL;
+    CLEANUP_FREE char *dir = xasprintf("%s/backups", vm->dir);
+    CLEANUP_JSON json_t *r = NULL;
+    if (mkdir(dir, 0700) < 0 || hq_agent_add_arg(vm, "--backup-dir") < 0 ||
+        hq_agent_add_arg(vm, dir) < 0 || hq_qemu_start(vm) < 0 ||
+        hq_inject_start(vm) < 0 || hq_agent_start(vm) < 0 ||
+        !(r = hq_cmd(vm->mon, "cont", NULL))) {
+        hq_fail("push VM setup (inject)");
+        hq_vm_free(vm);
+        return NULL;
+    }
+    return vm;
+}
+
 /* --- cases --- */
 
 /* A full push with checkpoint c1 while the guest writes during the copy:
@@ -811,6 +833,62 @@ test_crash_points(void)
     return -1;
 }
 
+/* Each QMP step of a push's begin answered with an error: the begin
+ * fails naming it, and nothing is left: no target, partial file, job,
+ * node, bitmap or fd set, and no new checkpoint. */
+static int
+test_step_fails(void)
+{
+    CLEANUP_VM struct hq_vm *vm = push_vm_inject();
+    HQ_CHECK(vm, "setup");
+    CLEANUP_JSON json_t *c0 = hq_cmd(vm->ctl, "checkpoint-create",
+                                     json_pack("{s:s}", "name", "c0"));
+    HQ_CHECK(c0 && hq_write(vm, "vda", 0xc1, 0, MiB) == 0, "c0, write");
+    CLEANUP_FREE char *target = bpath(vm, "vda.k1.inc.qcow2");
+    CLEANUP_FREE char *args = xasprintf("{\"mode\": \"push\", \"incremental\": \"c0\", "
+                                        "\"checkpoint\": {\"name\": \"k1\"}, \"targets\": "
+                                        "{\"vda\": {\"file\": \"%s\"}}}", target);
+    hq_inject_mark(vm);
+    CLEANUP_JSON json_t *job = hq_backup_begin(vm, args);
+    HQ_CHECK(job, "a clean push through the injector");
+    CLEANUP_JSON json_t *seen = hq_inject_seen(vm);
+    char st[32];
+    HQ_CHECK(strcmp(wait_end(vm, job, st, sizeof st), "completed") == 0, "BACKUP_END %s", st);
+    HQ_CHECK(unlink(target) == 0, "the clean push wrote no %s", target);
+    json_decref(hq_cmd(vm->ctl, "checkpoint-delete", json_pack("{s:s}", "name", "k1")));
+    /* The begin's steps: up to its transaction. */
+    size_t nsteps = 0, i;
+    json_t *cmd;
+    json_array_foreach(seen, i, cmd) {
+        nsteps = i + 1;
+        if (strcmp(json_string_value(cmd), "transaction") == 0)
+            break;
+    }
+    hq_note("a push begin makes %zu QMP commands: %s", nsteps, hq_str(seen));
+    HQ_CHECK(nsteps > 5, "too few steps seen");
+    for (i = 0; i < nsteps; i++) {
+        const char *step = json_string_value(json_array_get(seen, i));
+        int occ = 0;
+        for (size_t k = 0; k <= i; k++)
+            occ += strcmp(json_string_value(json_array_get(seen, k)), step) == 0;
+        if (strncmp(step, "query-", 6) == 0)
+            continue;
+        char when[128];
+        snprintf(when, sizeof when, "push begin with %s #%d failed", step, occ);
+        HQ_CHECK(hq_inject_rules(vm, "fail %s %d\n", step, occ) == 0, "rules");
+        CLEANUP_JSON json_t *r = hq_exec(vm->ctl, "backup-begin", hq_json(args));
+        HQ_CHECK(r && hq_err_class(r) && strstr(hq_err_desc(r), step),
+                 "%s: %s", when, hq_str(r));
+        HQ_CHECK(hq_inject_rules(vm, "%s", "") == 0, "rules");
+        if (expect_clean(vm, when) < 0 || hq_tree_matches_qemu(vm, when) < 0)
+            return -1;
+        CLEANUP_FREE char *names = hq_ckpt_names(vm->ctl);
+        HQ_CHECK(names && strcmp(names, "c0") == 0, "%s: checkpoints %s", when, names);
+        HQ_CHECK(access(target, F_OK) < 0, "%s: %s exists", when, target);
+    }
+    return 0;
+}
+
 int
 main(void)
 {
@@ -824,6 +902,7 @@ main(void)
         { "push-agent-exit-unwinds", test_agent_exit },
         { "push-xml", test_xml },
         { "push-crash-points", test_crash_points },
+        { "push-step-fails", test_step_fails },
         { "ckptctl-push", test_ckptctl },
         { "ckptctl-push-interrupt", test_ckptctl_interrupt },
     };
