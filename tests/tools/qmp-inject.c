@@ -20,8 +20,8 @@
  *   hold CMD N        the Nth CMD waits until RULES changes again (later
  *                     commands pass: the agent matches replies by id);
  *                     RULES.held exists while it waits
- * A descriptor the agent passes (SCM_RIGHTS, add-fd) goes on with the
- * line it came with (closed when that line is failed or held).
+ * A descriptor the agent passes (SCM_RIGHTS) goes on with the next add-fd
+ * or getfd line (closed when that line is failed or held).
  * A test writes RULES with rename(2), so that a rule is never half read.
  * The proxy serves one agent connection at a time and accepts the next
  * one when it ends (the agent reconnects, as after QEMU restarts). */
@@ -167,12 +167,12 @@ buf_drop(struct buf *b, size_t n)
     b->len -= n;
 }
 
-/* Descriptors the agent passed (SCM_RIGHTS, for add-fd), each with the
- * offset in its input buffer of the byte it came with: it goes on with
- * the line holding that byte, as QEMU expects. */
+/* Descriptors the agent passed (SCM_RIGHTS), in order.  A read ends
+ * with the bytes a descriptor came with but may start with earlier lines
+ * (Linux), so the next add-fd or getfd line takes the oldest, as QEMU
+ * would give it to that command. */
 #define MAX_FDS 16
 struct fdq_entry {
-    size_t off;
     int fd;
 };
 struct fdq {
@@ -180,18 +180,11 @@ struct fdq {
     int n;
 };
 
-static void
-fdq_drop(struct fdq *f, size_t n)
-{
-    for (int i = 0; i < f->n; i++)
-        f->q[i].off = f->q[i].off > n ? f->q[i].off - n : 0;
-}
-
-/* The first descriptor within the line [0, len), taken out; or -1. */
+/* The oldest descriptor for a line that takes one, or -1. */
 static int
-fdq_take(struct fdq *f, size_t len)
+fdq_take(struct fdq *f, const char *line, size_t len)
 {
-    if (f->n == 0 || f->q[0].off >= len)
+    if (f->n == 0 || !(memmem(line, len, "\"add-fd\"", 8) || memmem(line, len, "\"getfd\"", 7)))
         return -1;
     int fd = f->q[0].fd;
     memmove(f->q, f->q + 1, (size_t) --f->n * sizeof f->q[0]);
@@ -199,7 +192,7 @@ fdq_take(struct fdq *f, size_t len)
 }
 
 static ssize_t
-read_fds(int fd, char *data, size_t len, struct fdq *f, size_t at)
+read_fds(int fd, char *data, size_t len, struct fdq *f)
 {
     union {
         char buf[CMSG_SPACE(MAX_FDS * sizeof(int))];
@@ -217,7 +210,7 @@ read_fds(int fd, char *data, size_t len, struct fdq *f, size_t at)
             int got;
             memcpy(&got, CMSG_DATA(cm) + i * sizeof(int), sizeof got);
             if (f->n < MAX_FDS)
-                f->q[f->n++] = (struct fdq_entry) { at, got };
+                f->q[f->n++] = (struct fdq_entry) { got };
             else
                 close(got);
         }
@@ -314,8 +307,7 @@ agent_lines(struct proxy *p, struct buf *in, struct fdq *fds, int agent, int qem
         size_t len = (size_t) (nl - in->data) + 1;
         json_t *id = NULL;
         enum verdict v = judge(p, in->data, len, &id);
-        int fd = fdq_take(fds, len);
-        fdq_drop(fds, len);
+        int fd = fdq_take(fds, in->data, len);
         if (fd >= 0 && v != PASS) {
             close(fd);
             fd = -1;
@@ -401,8 +393,7 @@ serve(struct proxy *p, int agent, const char *upstream)
         for (int i = 0; i < 2 && !gone; i++) {
             if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR)))
                 continue;
-            ssize_t n = i == 0 ? read_fds(agent, chunk, sizeof chunk, &agent_fds,
-                                          from_agent.len)
+            ssize_t n = i == 0 ? read_fds(agent, chunk, sizeof chunk, &agent_fds)
                                : read(fds[i].fd, chunk, sizeof chunk);
             if (n <= 0) {
                 gone = true;
