@@ -107,11 +107,12 @@ access_check_dirs(const struct agent *a)
         { "control socket", dir_of(a->opt.control_path) },
         { "NBD socket", dir_of(a->opt.nbd_socket) },
         { "scratch", xstrdup(a->opt.scratch_dir) },
+        { "backup", a->opt.backup_dir ? xstrdup(a->opt.backup_dir) : NULL },
     };
     int r = 0;
     for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
         char why[PATH_MAX + 128];
-        if (r == 0 && access_check_dir(dirs[i].dir, why, sizeof why) < 0) {
+        if (r == 0 && dirs[i].dir && access_check_dir(dirs[i].dir, why, sizeof why) < 0) {
             log_error("refusing the %s directory %s: %s", dirs[i].what,
                       dirs[i].dir, why);
             r = -1;

@@ -24,6 +24,8 @@
  * job-steps.c:      job_steps  the steps of a pull job, each with its undo
  * cmd-backup.c:     backup-begin (arguments), query-backup, backup-end
  * cmd-changes.c:    checkpoint-changes (extents, read through NBD)
+ * cmd-fd.c:         getfd, closefd (descriptors passed on the control socket)
+ * job-push.c:       push_*     the steps of a push job, each with its undo
  * quiesce.c:        quiesce_*  freeze, transaction, thaw (guest agent)
  * cmd-disk.c:       disk-snapshot, disk-commit (layers, bitmaps carried)
  * qemu-caps.c:      caps_*     what this QEMU offers (query-qmp-schema)
@@ -44,6 +46,7 @@
 #define CTL_MAX_DEPTH 64
 #define CTL_MAX_OUTPUT (16u << 20)      /* pending output before a client is dropped */
 #define CTL_MAX_CLIENTS 256
+#define CTL_MAX_FDS 16                  /* descriptors one client may hold */
 #define CTL_HANDSHAKE_TIMEOUT 10.0      /* PROTOCOL.md: qmp_capabilities within 10 s */
 #define QMP_RECONNECT_INTERVAL 0.5      /* seconds between connect attempts */
 #define QMP_REPLY_TIMEOUT 60.0
@@ -88,6 +91,7 @@ extern const struct ckpt_cmd backup_cmds[];
 extern const struct ckpt_cmd xml_cmds[];
 extern const struct ckpt_cmd changes_cmds[];
 extern const struct ckpt_cmd disk_cmds[];
+extern const struct ckpt_cmd fd_cmds[];
 
 /* --- one control connection --- */
 struct client {
@@ -103,6 +107,13 @@ struct client {
     bool closing;                       /* freed from the loop's prepare step */
     bool processing;                    /* inside dispatch_client_input */
     struct request *current;            /* the command being answered */
+    int fds_in[CTL_MAX_FDS];            /* received (SCM_RIGHTS), not yet named */
+    size_t nfds_in;
+    struct ctl_named_fd {               /* getfd: named, until a backup takes it */
+        char *name;
+        int fd;
+    } fds[CTL_MAX_FDS];
+    size_t nfds;
     struct client *next;
 };
 
@@ -128,6 +139,9 @@ struct agent_debug {
     bool no_filter;                     /* CKPTD_DEBUG_NO_FILTER: fleece
                                          * through a backup job, as on a
                                          * QEMU without the filter's options */
+    long long push_speed;               /* CKPTD_DEBUG_PUSH_SPEED: bytes/s
+                                         * a push job copies at (tests:
+                                         * writes land during the copy) */
 };
 
 /* --- the agent: all mutable state lives here --- */
@@ -135,6 +149,7 @@ struct agent_options {                  /* every string owned */
     char *qmp_path;
     char *control_path;
     char *scratch_dir;                  /* where scratch files may go */
+    char *backup_dir;                   /* push {"file"} targets: NULL for none */
     char *nbd_socket;                   /* default NBD server socket */
     char *pidfile, *ready_file;         /* NULL: none */
     char *tls_dir;                      /* x509 files for NBD over TCP */
@@ -162,6 +177,15 @@ struct job_disk {
     char *reason;                       /* copied in full in an incremental: why */
     uint64_t size;
     uint64_t granularity;
+    /* push only (job-push.c) */
+    char *target;                       /* {"file"}: the final path, or NULL */
+    char *fdname;                       /* {"fd"}: the client's name, or NULL */
+    char *backing;                      /* backing file name for the header */
+    char *partial;                      /* the file we write until it is done */
+    int fd;                             /* the target, ours (-1: none) */
+    long long fdset;                    /* QEMU's fd set for it, or -1 */
+    uint64_t current, total;            /* progress, from query-jobs */
+    bool copied;                        /* its block job completed */
 };
 
 enum job_state { JOB_STARTING, JOB_RUNNING, JOB_ENDING };
@@ -210,6 +234,10 @@ struct backup_job {
     struct request *begin_req, *end_req;/* waiting for it, or NULL */
     void (*swept)(struct agent *a, void *opaque);   /* the sweep's end */
     void *swept_opaque;
+    bool push;                          /* QEMU copies into targets */
+    const struct job_step *steps;       /* job_steps or push_steps */
+    int nsteps;
+    json_t *fdsets;                     /* QEMU's listing, for the undos */
     struct backup_job *next;
 };
 
@@ -228,6 +256,8 @@ struct job_step {
 };
 extern const struct job_step job_steps[];
 extern const int job_nsteps;
+extern const struct job_step push_steps[];
+extern const int push_nsteps;
 
 struct agent;
 typedef void quiesce_cb(struct agent *a, const struct qmp_error *err, void *opaque);
@@ -336,6 +366,10 @@ void ctl_resume(struct client *c);                  /* read again once idle */
 struct client *ctl_add_client(struct agent *a, int fd, uid_t uid);
 void ctl_reap(struct agent *a);                     /* frees closed clients */
 void ctl_broadcast(struct agent *a, json_t *msg);   /* steals msg */
+/* The descriptor a client named with getfd, now the caller's; -1 if none. */
+int ctl_take_fd(struct client *c, const char *name);
+/* The same, borrowed: the client keeps it. */
+int ctl_find_fd(const struct client *c, const char *name);
 
 /* --- dispatch.c --- */
 void dispatch_client_input(struct client *c);
@@ -374,6 +408,9 @@ void vm_stop(struct agent *a);
 /* Sends a command; a thin wrapper that fails at once when disconnected. */
 void vm_send(struct agent *a, const char *cmd, json_t *args,
              qmp_reply_cb *cb, void *opaque);
+/* The same with a descriptor for QEMU (add-fd), owned by it from now on. */
+void vm_send_fd(struct agent *a, const char *cmd, json_t *args, int fd,
+                qmp_reply_cb *cb, void *opaque);
 
 /* --- tree.c --- */
 /* Re-reads disks, bitmaps and checkpoints from QEMU, then calls cb with
@@ -437,6 +474,8 @@ struct batch {
 struct batch *batch_new(struct agent *a, batch_done_cb *done, void *opaque);
 void batch_send(struct batch *b, const char *cmd, json_t *args,
                 batch_reply_cb *cb, void *opaque);
+void batch_send_fd(struct batch *b, const char *cmd, json_t *args, int fd,
+                   batch_reply_cb *cb, void *opaque);
 void batch_expect_event(struct batch *b, const char *event, json_t *match,
                         double timeout);
 /* cmd and the event it causes; no wait when QEMU refuses cmd. */
@@ -527,6 +566,25 @@ enum undo_result fleece_undo_unexported(struct backup_job *job, struct batch *b)
 /* A running job whose scratch directory has free bytes left: the reason
  * the view broke (caller frees), or NULL. */
 char *fleece_broken(const struct backup_job *job, uint64_t free_bytes);
+/* Shared with the push steps (job-push.c). */
+void job_send_transaction(struct backup_job *job, struct batch *b, json_t *actions);
+enum undo_result job_undo_transaction(struct backup_job *job, struct batch *b);
+enum undo_result job_undo_create_jobs(struct backup_job *job, struct batch *b);
+void job_find_stale_files(struct backup_job *job, const char *dir);
+
+/* --- job-push.c --- */
+/* backup-begin mode=push: the targets argument checked and taken into
+ * job (files inside --backup-dir, or descriptors the client passed). */
+enum ckpt_err push_targets(struct request *req, struct backup_job *job,
+                           struct ckpt_error *e);
+/* A push job's block job ended (BLOCK_JOB_COMPLETED/CANCELLED) on disk k. */
+void push_job_event(struct backup_job *job, size_t k, const char *event,
+                    json_t *data);
+/* Every disk copied: the job ends, completed. */
+void push_check_done(struct backup_job *job);
+/* Fills the push jobs' progress from query-jobs. */
+void push_progress(struct agent *a, json_t *qjobs);
+void push_encode_disk(const struct job_disk *d, json_t *jd);
 
 /* --- change.c --- */
 struct change {

@@ -65,10 +65,17 @@ void
 batch_send(struct batch *b, const char *cmd, json_t *args, batch_reply_cb *cb,
            void *opaque)
 {
+    batch_send_fd(b, cmd, args, -1, cb, opaque);
+}
+
+void
+batch_send_fd(struct batch *b, const char *cmd, json_t *args, int fd,
+              batch_reply_cb *cb, void *opaque)
+{
     struct batch_item *it = xmalloc(sizeof *it);
     *it = (struct batch_item) { b, xstrdup(cmd), cb, opaque };
     b->pending++;
-    vm_send(b->agent, cmd, args, item_reply, it);
+    vm_send_fd(b->agent, cmd, args, fd, item_reply, it);
 }
 
 static void

@@ -225,6 +225,7 @@ plan_disks(struct agent *a, struct request *req, struct backup_job *job,
                 .size = d->virtual_size, .granularity = plan[k].granularity,
                 .bitmap = plan[k].incremental ? ckpt_tmp_bitmap(job->id, d->disk) : NULL,
                 .reason = plan[k].reason ? xstrdup(plan[k].reason) : NULL,
+                .fd = -1, .fdset = -1,
             };
         }
     }
@@ -247,23 +248,85 @@ begin_refuse(struct request *req, struct backup_job *job, const struct ckpt_erro
     return CMD_DONE;
 }
 
+/* A push backup: no NBD server, no scratch files; QEMU copies the
+ * point-in-time view into the targets itself. */
+static enum cmd_result
+begin_push(struct request *req)
+{
+    struct agent *a = req->agent;
+    json_t *args = req->args;
+    struct ckpt_error e = { 0 };
+    const char *ckpt_name, *ckpt_desc;
+    for (const char *const *k = (const char *const[]) { "server", "scratch-dir", NULL };
+         *k; k++)
+        if (json_object_get(args, *k)) {
+            req_error(req, CKPT_ERR_INVALID_PARAMETER, "a push backup takes no '%s'", *k);
+            return CMD_DONE;
+        }
+    json_t *targets = json_object_get(args, "targets");
+    if (!json_is_object(targets) || json_object_size(targets) == 0) {
+        req_error(req, CKPT_ERR_INVALID_PARAMETER, "a push backup needs 'targets': "
+                  "{\"DISK\": {\"file\": PATH} or {\"fd\": NAME}, ...}");
+        return CMD_DONE;
+    }
+    if (check_checkpoint_arg(json_object_get(args, "checkpoint"), &ckpt_name,
+                             &ckpt_desc, &e)) {
+        req_fail(req, &e);
+        return CMD_DONE;
+    }
+    /* The disks are the targets' unless listed. */
+    if (!json_object_get(args, "disks")) {
+        json_t *disks = json_array();
+        const char *key;
+        json_t *v;
+        json_object_foreach(targets, key, v)
+            json_array_append_new(disks, json_string(key));
+        json_object_set_new(args, "disks", disks);
+    }
+    const char *incremental = json_string_value(json_object_get(args, "incremental"));
+    struct backup_job *job = job_new(a);
+    job->push = true;
+    job->steps = push_steps;
+    job->nsteps = push_nsteps;
+    job->now = (int64_t) time(NULL);
+    job->incremental = incremental ? xstrdup(incremental) : NULL;
+    job->checkpoint = ckpt_name ? xstrdup(ckpt_name) : NULL;
+    job->ckpt_desc = ckpt_desc ? xstrdup(ckpt_desc) : NULL;
+    job->ckpt_disks = json_incref(json_object_get(json_object_get(args, "checkpoint"),
+                                                  "disks"));
+    job->quiesce = json_is_true(json_object_get(args, "quiesce"));
+    if (job->quiesce && !quiesce_available(a, &e))
+        return begin_refuse(req, job, &e);
+    if (plan_disks(a, req, job, &e) || push_targets(req, job, &e))
+        return begin_refuse(req, job, &e);
+    job->begin_req = req;
+    job_start(job);
+    return CMD_WAIT;
+}
+
 static enum cmd_result
 cmd_begin(struct request *req)
 {
     struct agent *a = req->agent;
     json_t *args = req->args;
     struct ckpt_error e = { 0 };
-    const char *mode = json_string_value(json_object_get(args, "mode"));
     const char *ckpt_name, *ckpt_desc;
     if (!xml_backup_args(req))
         return CMD_DONE;
+    const char *mode = json_string_value(json_object_get(args, "mode"));
     const char *incremental = json_string_value(json_object_get(args, "incremental"));
     if (vm_reply_if_lost(req, incremental))
         return CMD_DONE;
-    if (mode && strcmp(mode, "pull") != 0) {
-        req_error(req, strcmp(mode, "push") == 0 ? CKPT_ERR_UNSUPPORTED
-                                                 : CKPT_ERR_INVALID_PARAMETER,
-                  "backup mode '%s' is not supported; use \"pull\"", mode);
+    bool push = mode && strcmp(mode, "push") == 0;
+    if (mode && !push && strcmp(mode, "pull") != 0) {
+        req_error(req, CKPT_ERR_INVALID_PARAMETER,
+                  "backup mode '%s' is not supported; use \"pull\" or \"push\"", mode);
+        return CMD_DONE;
+    }
+    if (push)
+        return begin_push(req);
+    if (json_object_get(args, "targets")) {
+        req_error(req, CKPT_ERR_INVALID_PARAMETER, "'targets' needs mode \"push\"");
         return CMD_DONE;
     }
     if (check_checkpoint_arg(json_object_get(args, "checkpoint"), &ckpt_name,
@@ -306,8 +369,34 @@ cmd_begin(struct request *req)
 }
 
 /* --- query-backup and backup-end --- */
+static enum cmd_result query_answer(struct request *req);
+
+/* A push job's progress is QEMU's: query-jobs first, then the answer. */
+static void
+query_progress(struct qmp *q, json_t *ret, const struct qmp_error *err, void *opaque)
+{
+    struct request *req = opaque;
+    if (!err)
+        push_progress(req->agent, ret);
+    query_answer(req);              /* replies, and so frees req */
+}
+
 static enum cmd_result
 cmd_query(struct request *req)
+{
+    struct agent *a = req->agent;
+    bool push = false;
+    for (struct backup_job *j = a->jobs; j; j = j->next)
+        push = push || (j->push && j->state == JOB_RUNNING);
+    if (push && a->qemu_ready) {
+        vm_send(a, "query-jobs", NULL, query_progress, req);
+        return CMD_WAIT;
+    }
+    return query_answer(req);
+}
+
+static enum cmd_result
+query_answer(struct request *req)
 {
     struct agent *a = req->agent;
     const char *id = json_string_value(json_object_get(req->args, "id"));
@@ -348,13 +437,20 @@ cmd_end(struct request *req)
         req_error(req, CKPT_ERR_NOT_FOUND, "no backup job '%s'", id);
         return CMD_DONE;
     }
+    /* A push finishing on its own (or being cancelled): the reply waits
+     * for its end, as if this backup-end had ended it. */
+    if (job->push && job->state == JOB_ENDING && !job->end_req && !job->sweep) {
+        job->end_req = req;
+        return CMD_WAIT;
+    }
     if (job->state != JOB_RUNNING) {
         req_error(req, CKPT_ERR_BUSY, "backup job '%s' is %s", id,
                   job->state == JOB_STARTING ? "still starting" : "already ending");
         return CMD_DONE;
     }
     job->end_req = req;
-    job_stop(job, "completed", NULL);
+    /* A push that has not finished copying is cancelled: its targets go. */
+    job_stop(job, job->push ? "cancelled" : "completed", NULL);
     return CMD_WAIT;
 }
 

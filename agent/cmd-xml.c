@@ -335,6 +335,37 @@ scratch_dir_of(struct request *req, const struct meta_xml_backup *b, json_t **di
     return ok;
 }
 
+/* <domainbackup mode='push'>: each disk's <target file=> becomes its
+ * {"file"} target (inside --backup-dir, as for JSON requests). */
+static bool
+xml_push_targets(struct request *req, const struct meta_xml_backup *b, json_t *targets)
+{
+    for (size_t k = 0; k < b->ndisks; k++) {
+        const struct meta_xml_backup_disk *d = &b->disks[k];
+        const char *why = NULL;
+        if (!d->backup)
+            continue;
+        if (d->block)
+            why = "block device targets are not supported";
+        else if (d->encryption)
+            why = "encrypted targets are not supported";
+        else if (d->scratch)
+            why = "a push backup has no scratch image";
+        else if (d->driver && strcmp(d->driver, "qcow2") != 0)
+            why = "targets are qcow2 images";
+        else if (d->backupmode != META_XML_BACKUPMODE_DEFAULT || d->incremental)
+            why = "per-disk backup modes are not supported";
+        else if (!d->target)
+            why = "a push backup needs <target file='...'/>";
+        if (why) {
+            req_error(req, CKPT_ERR_UNSUPPORTED, "disk '%s': %s", d->name, why);
+            return false;
+        }
+        json_object_set_new(targets, d->name, json_pack("{s:s}", "file", d->target));
+    }
+    return true;
+}
+
 /* checkpoint-xml of backup-begin: as libvirt, a checkpoint without <disks>
  * covers every disk that can hold one, whether or not the backup reads it. */
 static json_t *
@@ -381,21 +412,21 @@ xml_backup_args(struct request *req)
         return false;
     }
     bool ok = true;
-    json_t *dir = NULL, *disks = json_array();
+    json_t *dir = NULL, *disks = json_array(), *targets = json_object();
     json_t *ckpt = xml_checkpoint_arg(req, cxml, &ok);
-    if (ok && !b.pull) {
-        req_error(req, CKPT_ERR_UNSUPPORTED, "push backups are not supported; "
-                  "use <domainbackup mode='pull'>");
-        ok = false;
-    }
-    ok = ok && scratch_dir_of(req, &b, &dir);
+    if (b.pull)
+        ok = ok && scratch_dir_of(req, &b, &dir);
+    else
+        ok = ok && xml_push_targets(req, &b, targets);
     for (size_t k = 0; ok && k < b.ndisks; k++)
         if (b.disks[k].backup)
             json_array_append_new(disks, json_string(b.disks[k].name));
     if (ok) {
         json_object_del(req->args, "xml");
         json_object_del(req->args, "checkpoint-xml");
-        json_object_set_new(req->args, "mode", json_string("pull"));
+        json_object_set_new(req->args, "mode", json_string(b.pull ? "pull" : "push"));
+        if (!b.pull)
+            json_object_set(req->args, "targets", targets);
         if (b.incremental)
             json_object_set_new(req->args, "incremental", json_string(b.incremental));
         if (b.ndisks)
@@ -409,6 +440,7 @@ xml_backup_args(struct request *req)
     }
     json_decref(dir);
     json_decref(disks);
+    json_decref(targets);
     json_decref(ckpt);
     meta_xml_backup_clear(&b);
     return ok;
@@ -419,7 +451,7 @@ char *
 xml_backup_dump(const struct backup_job *job)
 {
     struct meta_xml_backup b = {
-        .pull = true, .incremental = job->incremental,
+        .pull = !job->push, .incremental = job->incremental,
         .tls = json_is_true(json_object_get(job->server, "tls")),
         .ndisks = job->ndisks,
     };
@@ -434,6 +466,8 @@ xml_backup_dump(const struct backup_job *job)
             .name = job->disks[k].disk, .backup = true,
             .exportname = job->disks[k].disk, .exportbitmap = job->disks[k].bitmap,
             .scratch = job->disks[k].scratch,
+            /* push: the file target (an fd target has no path to show) */
+            .target = job->disks[k].target, .driver = job->push ? (char *) "qcow2" : NULL,
         };
     char *xml = meta_xml_format_backup(&b);
     free(b.disks);                      /* the strings are the job's */

@@ -269,12 +269,73 @@ ctl_add_client(struct agent *a, int fd, uid_t uid)
     return c;
 }
 
+/* Reads bytes and any descriptors sent with them (SCM_RIGHTS, as QMP's
+ * getfd takes them).  A client holds at most CTL_MAX_FDS; more are closed
+ * at once, and getfd then says none was passed. */
+static ssize_t
+ctl_read(struct client *c, char *buf, size_t len)
+{
+    union {
+        char buf[CMSG_SPACE(CTL_MAX_FDS * sizeof(int))];
+        struct cmsghdr align;
+    } u;
+    struct iovec iov = { buf, len };
+    struct msghdr mh = {
+        .msg_iov = &iov, .msg_iovlen = 1,
+        .msg_control = u.buf, .msg_controllen = sizeof u.buf,
+    };
+    ssize_t n = recvmsg(c->fd, &mh, MSG_CMSG_CLOEXEC);
+    if (n < 0)
+        return n;
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+        if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t nfd = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < nfd; i++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof fd);
+            if (c->nfds_in + c->nfds < CTL_MAX_FDS) {
+                c->fds_in[c->nfds_in++] = fd;
+            } else {
+                log_warn("client %d: a descriptor over the cap of %d closed",
+                         c->fd, CTL_MAX_FDS);
+                close(fd);
+            }
+        }
+    }
+    if (mh.msg_flags & MSG_CTRUNC)
+        log_warn("client %d: descriptors beyond the cap were dropped", c->fd);
+    return n;
+}
+
+int
+ctl_find_fd(const struct client *c, const char *name)
+{
+    for (size_t i = 0; c && i < c->nfds; i++)
+        if (strcmp(c->fds[i].name, name) == 0)
+            return c->fds[i].fd;
+    return -1;
+}
+
+int
+ctl_take_fd(struct client *c, const char *name)
+{
+    for (size_t i = 0; c && i < c->nfds; i++)
+        if (strcmp(c->fds[i].name, name) == 0) {
+            int fd = c->fds[i].fd;
+            free(c->fds[i].name);
+            c->fds[i] = c->fds[--c->nfds];
+            return fd;
+        }
+    return -1;
+}
+
 static void
 read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct client *c = w->data;
     char buf[65536];
-    ssize_t n = read(c->fd, buf, sizeof buf);
+    ssize_t n = ctl_read(c, buf, sizeof buf);
     if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
         ctl_drop(c, n == 0 ? "closed" : strerror(errno));
         return;
@@ -436,6 +497,12 @@ client_free(struct client *c)
     ev_io_stop(a->loop, &c->write_w);
     ev_timer_stop(a->loop, &c->hello_w);
     close(c->fd);
+    for (size_t i = 0; i < c->nfds_in; i++)
+        close(c->fds_in[i]);
+    for (size_t i = 0; i < c->nfds; i++) {
+        close(c->fds[i].fd);
+        free(c->fds[i].name);
+    }
     qmp_stream_free(&c->in);
     free(c->out);
     free(c);

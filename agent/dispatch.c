@@ -7,7 +7,7 @@
 #include <stdio.h>
 
 static const struct ckpt_cmd *const tables[] = {
-    query_cmds, checkpoint_cmds, backup_cmds, xml_cmds, changes_cmds, disk_cmds,
+    query_cmds, checkpoint_cmds, backup_cmds, xml_cmds, changes_cmds, disk_cmds, fd_cmds,
 };
 
 const struct ckpt_cmd *

@@ -79,6 +79,9 @@ fleece_choose(const struct agent *a, const struct backup_job *job)
      * which only the transaction is (quiesce.c): the backup job. */
     if (!caps_own_filter(a) || job->quiesce)
         return false;
+    /* A push copies with QEMU's own backup job: no view to export. */
+    if (job->push)
+        return false;
     for (size_t k = 0; k < job->ndisks; k++) {
         ssize_t d = meta_tree_find_disk(&a->tree, job->disks[k].disk);
         if (d < 0)

@@ -396,6 +396,8 @@ job_plan_transaction(const struct backup_job *job, const struct meta_tree *t,
             .disk = job->disks[k].disk, .incremental = job->disks[k].bitmap != NULL,
             .granularity = job->disks[k].granularity,
         };
+    if (job->push)
+        return ckpt_plan_backup_push(t, &r, plan, job->ndisks, actions, e);
     return ckpt_plan_backup(t, &r, plan, job->ndisks, actions, e);
 }
 
@@ -438,6 +440,15 @@ run_transaction(struct backup_job *job, struct batch *b)
         job->error_class = e.code;
         return;
     }
+    job_send_transaction(job, b, actions);
+}
+
+/* The begin transaction, between a freeze and a thaw if asked for; the
+ * batch waits for it.  Steals actions. */
+void
+job_send_transaction(struct backup_job *job, struct batch *b, json_t *actions)
+{
+    struct agent *a = job->agent;
     struct txn_step *ts = xmalloc(sizeof *ts);
     *ts = (struct txn_step) { job, b };
     batch_hold(b);
@@ -574,3 +585,24 @@ const struct job_step job_steps[] = {
     { "exports",       run_exports,     undo_exports },
 };
 const int job_nsteps = (int) ARRAY_SIZE(job_steps);
+
+/* The undos the push steps share (job-push.c): the transaction's (cancel
+ * the block jobs, remove the temporary bitmaps, take back a checkpoint
+ * that never ran), the image creation jobs', and the stale file walk. */
+enum undo_result
+job_undo_transaction(struct backup_job *job, struct batch *b)
+{
+    return undo_transaction(job, b);
+}
+
+enum undo_result
+job_undo_create_jobs(struct backup_job *job, struct batch *b)
+{
+    return undo_format(job, b);
+}
+
+void
+job_find_stale_files(struct backup_job *job, const char *dir)
+{
+    find_stale_files(job, dir, 0);
+}

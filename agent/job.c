@@ -84,7 +84,8 @@ static const char *const state_names[] = { "starting", "running", "ending" };
 json_t *
 job_encode(const struct backup_job *job)
 {
-    json_t *o = json_pack("{s:s,s:s,s:s}", "id", job->id, "mode", "pull",
+    json_t *o = json_pack("{s:s,s:s,s:s}", "id", job->id,
+                          "mode", job->push ? "push" : "pull",
                           "status", state_names[job->state]);
     if (job->incremental)
         json_object_set_new(o, "incremental", json_string(job->incremental));
@@ -93,9 +94,15 @@ job_encode(const struct backup_job *job)
     json_t *disks = json_array();
     for (size_t k = 0; k < job->ndisks; k++) {
         const struct job_disk *d = &job->disks[k];
-        CLEANUP_FREE char *uri = disk_uri(job->server, d->disk);
-        json_t *jd = json_pack("{s:s,s:s,s:s,s:I}", "disk", d->disk, "export",
-                               d->disk, "uri", uri, "size", (json_int_t) d->size);
+        json_t *jd;
+        if (job->push) {
+            jd = json_pack("{s:s,s:I}", "disk", d->disk, "size", (json_int_t) d->size);
+            push_encode_disk(d, jd);
+        } else {
+            CLEANUP_FREE char *uri = disk_uri(job->server, d->disk);
+            jd = json_pack("{s:s,s:s,s:s,s:I}", "disk", d->disk, "export",
+                           d->disk, "uri", uri, "size", (json_int_t) d->size);
+        }
         json_object_set_new(jd, "mode", json_string(d->bitmap ? "incremental" : "full"));
         if (d->bitmap)
             json_object_set_new(jd, "bitmap", json_string(d->bitmap));
@@ -126,6 +133,8 @@ job_new(struct agent *a)
     job->num = a->last_job = now_ms > a->last_job ? now_ms : a->last_job + 1;
     job->id = xasprintf("backup-%lld", job->num);
     job->state = JOB_STARTING;
+    job->steps = job_steps;
+    job->nsteps = job_nsteps;
     return job;
 }
 
@@ -138,6 +147,12 @@ job_free(struct backup_job *job)
         free(job->disks[k].scratch);
         free(job->disks[k].bitmap);
         free(job->disks[k].reason);
+        free(job->disks[k].target);
+        free(job->disks[k].fdname);
+        free(job->disks[k].backing);
+        free(job->disks[k].partial);
+        if (job->disks[k].fd >= 0)
+            close(job->disks[k].fd);
     }
     free(job->disks);
     free(job->id);
@@ -157,6 +172,7 @@ job_free(struct backup_job *job)
     json_decref(job->nodes);
     json_decref(job->blocks);
     json_decref(job->graph);
+    json_decref(job->fdsets);
     free(job);
 }
 
@@ -177,8 +193,8 @@ job_start(struct backup_job *job)
     struct agent *a = job->agent;
     job->next = a->jobs;
     a->jobs = job;
-    log_info("backup %s starting: %zu disks, %s", job->id, job->ndisks,
-             job->incremental ? "incremental" : "full");
+    log_info("backup %s starting: %zu disks, %s%s", job->id, job->ndisks,
+             job->incremental ? "incremental" : "full", job->push ? ", push" : "");
     job_advance(job);
 }
 
@@ -187,7 +203,7 @@ step_done(const char *err, void *opaque)
 {
     struct backup_job *job = opaque;
     job->in_step = false;
-    const char *step = job_steps[job->started - 1].name;
+    const char *step = job->steps[job->started - 1].name;
     if (err && !job->error && strcmp(step, "NBD server") == 0 && strstr(err, "already"))
         job->error = xasprintf("QEMU already runs an NBD server that another QMP "
                                "client started (%s); ckptd neither stops nor shares "
@@ -202,7 +218,7 @@ job_running(struct backup_job *job)
 {
     struct agent *a = job->agent;
     job->state = JOB_RUNNING;
-    job->committed = true;
+    job->committed = !job->push;        /* a push's checkpoint: once copied */
     job->announced = true;
     job_watch_scratch(a);
     struct request *req = job->begin_req;
@@ -213,6 +229,8 @@ job_running(struct backup_job *job)
     if (job->checkpoint)
         agent_event(a, "CHECKPOINT_CREATED", json_pack("{s:s}", "name", job->checkpoint));
     agent_event(a, "BACKUP_BEGIN", json_pack("{s:s}", "id", job->id));
+    if (job->push)
+        push_check_done(job);       /* a tiny disk may be copied already */
 }
 
 static void
@@ -228,11 +246,11 @@ job_advance(struct backup_job *job)
         job_unwind(job);
         return;
     }
-    if (job->started == job_nsteps) {
+    if (job->started == job->nsteps) {
         job_running(job);
         return;
     }
-    const struct job_step *s = &job_steps[job->started++];
+    const struct job_step *s = &job->steps[job->started++];
     log_debug("backup %s: %s", job->id, s->name);
     struct batch *bt = batch_new(job->agent, step_done, job);
     job->in_step = true;
@@ -318,6 +336,7 @@ job_list_qemu(struct backup_job *job, struct batch *b)
                    keep_result, &job->nodes);
     else
         batch_send(b, "x-debug-query-block-graph", NULL, keep_nodes, job);
+    batch_send(b, "query-fdsets", NULL, keep_result, &job->fdsets);
     fleece_list_qemu(job, b);
 }
 
@@ -429,7 +448,7 @@ unwind_step(const char *err, void *opaque)
         return;
     }
     while (job->undo_next >= 0) {
-        const struct job_step *s = &job_steps[job->undo_next];
+        const struct job_step *s = &job->steps[job->undo_next];
         enum undo_result r = s->undo(job, b);
         if (r == UNDO_AGAIN && job->undo_again++ < 2) {
             job->relist = true;     /* listed again once the waits end */
@@ -443,19 +462,45 @@ unwind_step(const char *err, void *opaque)
     batch_arm(b);
 }
 
-/* --- the start-up sweep: the same undos, for every object of ours --- */
-void
-job_sweep_all(struct agent *a, void (*done)(struct agent *, void *), void *opaque)
+/* --- the start-up sweep: the same undos, for every object of ours ---
+ * The pull table first (its transaction undo cancels every block job of
+ * ours, push ones too), then the push table for the nodes, fd sets and
+ * partial targets only push jobs make. */
+struct sweep_next {
+    void (*done)(struct agent *, void *);
+    void *opaque;
+};
+
+static void
+sweep_table(struct agent *a, const struct job_step *steps, int n,
+            void (*done)(struct agent *, void *), void *opaque)
 {
     struct backup_job *job = xcalloc(1, sizeof *job);
     job->agent = a;
     job->num = -1;
     job->id = xstrdup("sweep");
     job->sweep = true;
-    job->started = job_nsteps;
+    job->steps = steps;
+    job->nsteps = job->started = n;
     job->swept = done;
     job->swept_opaque = opaque;
     job_unwind(job);
+}
+
+static void
+sweep_push(struct agent *a, void *opaque)
+{
+    struct sweep_next next = *(struct sweep_next *) opaque;
+    free(opaque);
+    sweep_table(a, push_steps, push_nsteps, next.done, next.opaque);
+}
+
+void
+job_sweep_all(struct agent *a, void (*done)(struct agent *, void *), void *opaque)
+{
+    struct sweep_next *next = xmalloc(sizeof *next);
+    *next = (struct sweep_next) { done, opaque };
+    sweep_table(a, job_steps, job_nsteps, sweep_push, next);
 }
 
 /* --- QEMU's side --- */
@@ -590,6 +635,12 @@ job_qemu_event(struct agent *a, const char *event, json_t *data)
     const char *id = json_string_value(json_object_get(data, "device"));
     const char *disk = NULL;
     struct backup_job *job = id ? job_of_block_job(a, id, &disk) : NULL;
+    if (job && job->push && job->state != JOB_ENDING) {
+        for (size_t k = 0; k < job->ndisks; k++)
+            if (strcmp(job->disks[k].disk, disk) == 0)
+                push_job_event(job, k, event, data);
+        return;
+    }
     if (!job || job->state != JOB_RUNNING)
         return;
     const char *why = json_string_value(json_object_get(data, "error"));

@@ -17,7 +17,7 @@ enum opt_id {
     O_QMP = 256, O_CONTROL, O_LEVEL, O_FORMAT, O_SCRATCH, O_NBD_SOCKET,
     O_INSECURE_TCP, O_EXIT_WITH_QEMU, O_PIDFILE, O_READY_FILE, O_ALLOW_UID,
     O_CONFIG, O_TLS_DIR, O_QMP_TIMEOUT, O_SCRATCH_RESERVE, O_SOCKET_GROUP,
-    O_HELP, O_VERSION, O_QGA,
+    O_HELP, O_VERSION, O_QGA, O_BACKUP_DIR,
 };
 
 static const struct option longopts[] = {
@@ -38,6 +38,7 @@ static const struct option longopts[] = {
     { "tls-dir", required_argument, NULL, O_TLS_DIR },
     { "qmp-timeout", required_argument, NULL, O_QMP_TIMEOUT },
     { "scratch-reserve", required_argument, NULL, O_SCRATCH_RESERVE },
+    { "backup-dir", required_argument, NULL, O_BACKUP_DIR },
     { "help", no_argument, NULL, O_HELP },
     { "version", no_argument, NULL, O_VERSION },
     { NULL, 0, NULL, 0 },
@@ -67,6 +68,9 @@ opt_usage(FILE *f)
         "                      directory has less than MIB MiB free, before a\n"
         "                      full scratch disk can fail guest writes\n"
         "                      (default 64; 0 turns the watch off)\n"
+        "  --backup-dir DIR    push backups may write {\"file\": PATH} targets\n"
+        "                      inside DIR (default: none; {\"fd\"} targets,\n"
+        "                      files the client opened, need no directory)\n"
         "  --nbd-socket PATH   the default NBD server socket (default: the\n"
         "                      control path, its .sock replaced by -nbd.sock)\n"
         "  --tls-dir DIR       x509 files (ca-cert.pem, server-cert.pem,\n"
@@ -126,6 +130,7 @@ apply(struct agent_options *o, int id, const char *v, const char *where)
     case O_QGA: set_str(&o->qga_path, v); return 0;
     case O_CONTROL: set_str(&o->control_path, v); return 0;
     case O_SCRATCH: set_str(&o->scratch_dir, v); return 0;
+    case O_BACKUP_DIR: set_str(&o->backup_dir, v); return 0;
     case O_NBD_SOCKET: set_str(&o->nbd_socket, v); return 0;
     case O_PIDFILE: set_str(&o->pidfile, v); return 0;
     case O_READY_FILE: set_str(&o->ready_file, v); return 0;
@@ -315,6 +320,14 @@ read_debug_hooks(struct agent_debug *d)
     }
     d->verify_tree = (v = getenv("CKPTD_DEBUG_VERIFY_TREE")) && *v && strcmp(v, "0") != 0;
     d->no_filter = (v = getenv("CKPTD_DEBUG_NO_FILTER")) && *v && strcmp(v, "0") != 0;
+    if ((v = getenv("CKPTD_DEBUG_PUSH_SPEED")) && *v) {
+        errno = 0;
+        d->push_speed = strtoll(v, &end, 10);
+        if (errno || *end || d->push_speed < 0) {
+            fprintf(stderr, "ckptd: CKPTD_DEBUG_PUSH_SPEED: invalid value '%s'\n", v);
+            return -1;
+        }
+    }
     if ((v = getenv("CKPTD_DEBUG_HANDSHAKE_TIMEOUT")) && *v) {
         d->handshake_timeout = strtod(v, &end);
         if (*end || !(d->handshake_timeout > 0 && d->handshake_timeout <= 3600)) {
@@ -370,6 +383,7 @@ opt_free(struct agent_options *o)
     free(o->qga_path);
     free(o->control_path);
     free(o->scratch_dir);
+    free(o->backup_dir);
     free(o->nbd_socket);
     free(o->pidfile);
     free(o->ready_file);

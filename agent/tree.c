@@ -80,7 +80,13 @@ struct refresh {
     char *err_class, *err_desc;         /* the first failure */
     char *sig;
     json_t *stats;
+    int rounds;                         /* both queries asked again when the
+                                         * graph changed between answers */
 };
+
+#define REFRESH_ROUNDS 8
+
+static void refresh_send(struct refresh *r);
 
 static void
 refresh_failed(struct refresh *r, const char *class, const char *desc)
@@ -160,7 +166,9 @@ node_named(json_t *nodes, const char *name)
 
 /* query-block's shape, from the devices of query-blockstats and their
  * root nodes' objects: {device, qdev, inserted}, no inserted for an
- * empty drive. */
+ * empty drive.  NULL when a device's root node is not among nodes: the
+ * graph changed between the two answers (a block job ended and took its
+ * implicit filter away, say), and a device would pass for empty. */
 static json_t *
 blocks_of(json_t *stats, json_t *nodes)
 {
@@ -173,6 +181,11 @@ blocks_of(json_t *stats, json_t *nodes)
         json_t *qdev = json_object_get(dev, "qdev");
         const char *root = json_string_value(json_object_get(dev, "node-name"));
         json_t *node = root ? node_named(nodes, root) : NULL;
+        if (root && !node) {
+            json_decref(b);
+            json_decref(blocks);
+            return NULL;
+        }
         if (device)
             json_object_set(b, "device", device);
         if (qdev)
@@ -194,6 +207,21 @@ nodes_done(struct qmp *q, json_t *ret, const struct qmp_error *err, void *opaque
         refresh_failed(r, err->class, err->desc);
     else if (r->stats && !r->err_class) {
         CLEANUP_JSON json_t *blocks = blocks_of(r->stats, ret);
+        if (!blocks && ++r->rounds < REFRESH_ROUNDS) {
+            log_debug("the block graph changed while it was read; reading it again");
+            json_decref(r->stats);
+            r->stats = NULL;
+            free(r->sig);
+            r->sig = NULL;
+            refresh_send(r);
+            return;
+        }
+        if (!blocks) {
+            refresh_failed(r, "GenericError", "the block graph kept changing while "
+                           "it was read");
+            refresh_step(r);
+            return;
+        }
         /* The chain known so far: a disk of another chain plugged in
          * stays foreign even when it holds more checkpoints than the
          * VM's own. */
@@ -212,9 +240,17 @@ void
 vm_refresh(struct agent *a, vm_refresh_cb *cb, void *opaque)
 {
     struct refresh *r = xcalloc(1, sizeof *r);
-    *r = (struct refresh) { .agent = a, .cb = cb, .opaque = opaque, .pending = 2 };
-    vm_send(a, "query-blockstats", NULL, stats_done, r);
-    vm_send(a, "query-named-block-nodes", json_pack("{s:b}", "flat", 1), nodes_done, r);
+    *r = (struct refresh) { .agent = a, .cb = cb, .opaque = opaque };
+    refresh_send(r);
+}
+
+static void
+refresh_send(struct refresh *r)
+{
+    r->pending = 2;
+    vm_send(r->agent, "query-blockstats", NULL, stats_done, r);
+    vm_send(r->agent, "query-named-block-nodes", json_pack("{s:b}", "flat", 1),
+            nodes_done, r);
 }
 
 /* --- the tree after a transaction --- */

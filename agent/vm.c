@@ -234,6 +234,13 @@ void
 vm_send(struct agent *a, const char *cmd, json_t *args, qmp_reply_cb *cb,
         void *opaque)
 {
+    vm_send_fd(a, cmd, args, -1, cb, opaque);
+}
+
+void
+vm_send_fd(struct agent *a, const char *cmd, json_t *args, int fd,
+           qmp_reply_cb *cb, void *opaque)
+{
     /* a->qmp exists from the first connect attempt on; dispatch refuses
      * commands that need QEMU before that. */
     /* Crash testing: abort() before the Nth QMP command sent once ready,
@@ -242,6 +249,6 @@ vm_send(struct agent *a, const char *cmd, json_t *args, qmp_reply_cb *cb,
         log_error("CKPTD_DEBUG_ABORT_AFTER=%ld reached before %s", a->opt.debug.abort_after, cmd);
         abort();
     }
-    qmp_send(a->qmp, cmd, args, cb, opaque);
+    qmp_send_fd(a->qmp, cmd, args, fd, cb, opaque);
 }
 

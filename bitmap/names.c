@@ -31,7 +31,7 @@ bool
 ckpt_tmp_node_is_ours(const char *node, long long jobnum)
 {
     size_t plen = strlen(CKPT_TMP_PREFIX);
-    if (strncmp(node, CKPT_TMP_PREFIX, plen) != 0 || !strchr("sfcwa", node[plen]) ||
+    if (strncmp(node, CKPT_TMP_PREFIX, plen) != 0 || !strchr("sfcwatq", node[plen]) ||
         node[plen] == '\0')
         return false;
     const char *p = node + plen + 1;

@@ -191,3 +191,46 @@ ckpt_plan_backup(const struct meta_tree *t, const struct ckpt_backup_req *r,
     json_decref(planned);
     return CKPT_OK;
 }
+
+enum ckpt_err
+ckpt_plan_backup_push(const struct meta_tree *t, const struct ckpt_backup_req *r,
+                      const struct ckpt_backup_disk *disks, size_t n, json_t *actions,
+                      struct ckpt_error *e)
+{
+    CLEANUP_FREE size_t *idx = xcalloc(n + 1, sizeof *idx);
+    for (size_t k = 0; k < n; k++) {
+        ssize_t d = meta_tree_find_disk(t, disks[k].disk);
+        if (d < 0)
+            return ckpt_fail(e, CKPT_ERR_NOT_FOUND, "disk '%s' was detached while "
+                             "the backup was starting", disks[k].disk);
+        idx[k] = (size_t) d;
+    }
+    json_t *planned = json_array();
+    for (size_t k = 0; k < n; k++)
+        if (disks[k].incremental)
+            plan_temp_bitmap(t, r, &disks[k], idx[k], planned);
+    if (r->checkpoint && ckpt_plan_create(t, r->checkpoint, planned, e)) {
+        json_decref(planned);
+        return e->code;
+    }
+    for (size_t k = 0; k < n; k++) {
+        const struct meta_disk *disk = &t->disks[idx[k]];
+        CLEANUP_FREE char *job = ckpt_tmp_job(r->job, disk->disk);
+        CLEANUP_FREE char *target = ckpt_tmp_node('q', r->jobnum, k);
+        CLEANUP_FREE char *filter = ckpt_tmp_node('c', r->jobnum, k);
+        json_t *args = json_pack("{s:s,s:s,s:s,s:s,s:s,s:b,s:b}", "job-id", job,
+                                 "device", disk->active, "target", target,
+                                 "sync", disks[k].incremental ? "bitmap" : "full",
+                                 "filter-node-name", filter, "auto-dismiss", 1,
+                                 "auto-finalize", 1);
+        if (disks[k].incremental) {
+            CLEANUP_FREE char *tmp = ckpt_tmp_bitmap(r->job, disk->disk);
+            json_object_set_new(args, "bitmap", json_string(tmp));
+            json_object_set_new(args, "bitmap-mode", json_string("never"));
+        }
+        json_array_append_new(planned, qmp_action("blockdev-backup", args));
+    }
+    json_array_extend(actions, planned);
+    json_decref(planned);
+    return CKPT_OK;
+}

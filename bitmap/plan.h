@@ -96,12 +96,16 @@ enum ckpt_err ckpt_plan_release(const struct meta_tree *t, json_t *actions,
  *   filter node       ckptd-cN-I   (copy-before-write, made by the job)
  *   block job/export  ckptd-backup-N-D
  *   temporary bitmap  ckptd:backup-N:D   (on the disk's format node)
+ *   push target nodes ckptd-tN-I (file, /dev/fdset/S), ckptd-qN-I (qcow2)
+ *   push target file  DIR/ckptd-TAG-backup-N-D.qcow2 until it is complete
+ *   fd set opaque     ckptd-backup-N-D
  * Everything starts "ckptd-" or "ckptd:": no checkpoint name can (":" is
  * not allowed in one), and no launcher plausibly uses it. */
 #define CKPT_TMP_PREFIX "ckptd-"
 #define CKPT_TMP_TLS_ID "ckptd-tls"         /* the tls-creds-x509 object */
 /* kind: 's' scratch file, 'f' scratch qcow2, 'c' a backup job's filter,
- * 'w' the agent's own copy-before-write filter, 'a' its snapshot-access */
+ * 'w' the agent's own copy-before-write filter, 'a' its snapshot-access,
+ * 't' a push target's file node, 'q' its qcow2 node */
 char *ckpt_tmp_node(char kind, long long job, size_t i);
 char *ckpt_tmp_job(const char *job, const char *disk);
 char *ckpt_tmp_bitmap(const char *job, const char *disk);
@@ -164,6 +168,14 @@ enum ckpt_err ckpt_plan_backup(const struct meta_tree *t,
                                const struct ckpt_backup_req *r,
                                const struct ckpt_backup_disk *disks, size_t n,
                                json_t *actions, struct ckpt_error *e);
+/* The same for a push backup: the same bitmaps and checkpoint, and per
+ * disk a `blockdev-backup` into its target node ckptd-qN-I, sync=full, or
+ * sync=bitmap with the temporary bitmap (bitmap-mode never: it is removed
+ * at the end anyway) for an incremental disk. */
+enum ckpt_err ckpt_plan_backup_push(const struct meta_tree *t,
+                                    const struct ckpt_backup_req *r,
+                                    const struct ckpt_backup_disk *disks, size_t n,
+                                    json_t *actions, struct ckpt_error *e);
 
 /* --- layers.c: a disk's checkpoints across the layers of its chain --- */
 /* The first inconsistent bitmap of a member on any layer, or NULL. */

@@ -9,6 +9,7 @@
 #define CKPTD_CKPTCTL_H
 
 #include <getopt.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
@@ -90,6 +91,15 @@ int ctl_operands(const struct ctl_ctx *ctx, int argc, char **argv,
  * otherwise the error is already on stderr and the exit code is returned. */
 int ctl_call(struct ctl_ctx *ctx, const char *command, json_t *args,
              json_t **ret);
+/* The same with a descriptor passed along (SCM_RIGHTS), for getfd; the
+ * caller keeps its own. */
+int ctl_call_fd(struct ctl_ctx *ctx, const char *command, json_t *args, int fd,
+                json_t **ret);
+/* Waits up to ms for the event name whose data.id is id (also one that
+ * came while a reply was awaited): *data (new reference), or NULL when
+ * none came in time or a signal interrupted.  Needs a connection. */
+int ctl_wait_event(struct ctl_ctx *ctx, const char *name, const char *id, int ms,
+                   json_t **data);
 void ctl_disconnect(struct ctl_ctx *ctx);
 int ctl_exit_for_class(const char *error_class);
 
@@ -188,6 +198,29 @@ int ctl_print_xml_reply(const char *command, json_t *ret, const void *opaque);
 
 /* --- pull.c --- */
 int ctl_cmd_pull(struct ctl_ctx *ctx, int argc, char **argv);
+
+/* --- push.c: pull's default path, QEMU writing the files itself --- */
+struct ctl_push_disk {
+    char *disk;                     /* owned, like the strings below */
+    char *file;                     /* DIR/D.C.{full,inc}.qcow2 */
+    char *previous;                 /* the backing file's basename, or NULL */
+    bool created;                   /* ours to remove if the backup fails */
+    uint64_t copied;                /* bytes the file holds, once written */
+    double seconds;
+};
+struct ctl_push {
+    struct ctl_ctx *ctx;
+    json_t *args;                   /* backup-begin's, without the targets */
+    struct ctl_push_disk *disks;
+    size_t n;
+    volatile sig_atomic_t *stop;    /* a signal came: cancel */
+    time_t begun;                   /* when backup-begin returned */
+};
+/* Creates the files, passes them to the agent, runs the push to its end
+ * (*job: the begin's reply, or NULL).  CTL_EXIT_OK once every file is
+ * written and flushed. */
+int ctl_push_run(struct ctl_push *p, json_t **job);
+void ctl_push_free(struct ctl_push *p);
 
 /* --- restore.c --- */
 int ctl_cmd_restore(struct ctl_ctx *ctx, int argc, char **argv);

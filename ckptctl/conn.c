@@ -29,7 +29,11 @@ struct ctl_conn {
     char *buf;                  /* bytes received but not yet parsed */
     size_t len, cap;
     json_int_t next_id;
+    json_t *events;             /* events read while awaiting replies */
 };
+
+/* Events kept for ctl_wait_event: the newest, enough for one backup. */
+#define CTL_MAX_EVENTS 64
 
 static const struct { const char *cls; int code; } ctl_class_codes[] = {
     { "NotConnected", CTL_EXIT_NOT_CONNECTED },
@@ -130,8 +134,28 @@ ctl_check_peer(struct ctl_conn *c)
 
 /* --- framing --- */
 
+/* Sends line[0, len) with fd attached to its first byte (SCM_RIGHTS). */
+static ssize_t
+ctl_send_with_fd(struct ctl_conn *c, const char *line, size_t len, int fd)
+{
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } u;
+    struct iovec iov = { (void *) line, len };
+    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+                         .msg_controllen = sizeof u.buf };
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cm), &fd, sizeof fd);
+    return sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+}
+
 static int
-ctl_send(struct ctl_conn *c, json_t *msg)
+ctl_send(struct ctl_conn *c, json_t *msg, int fd)
 {
     CLEANUP_FREE char *text = json_dumps(msg, JSON_COMPACT);
     CLEANUP_FREE char *line = NULL;
@@ -143,7 +167,9 @@ ctl_send(struct ctl_conn *c, json_t *msg)
     len = strlen(line);
     while (done < len) {
         /* MSG_NOSIGNAL: an agent that went away is an error, not SIGPIPE. */
-        ssize_t n = send(c->fd, line + done, len - done, MSG_NOSIGNAL);
+        ssize_t n = fd >= 0 && done == 0
+            ? ctl_send_with_fd(c, line, len, fd)
+            : send(c->fd, line + done, len - done, MSG_NOSIGNAL);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
@@ -257,6 +283,13 @@ ctl_await_reply(struct ctl_conn *c, json_t *id, json_t **reply)
             *reply = msg;
             return CTL_EXIT_OK;
         }
+        if (json_object_get(msg, "event")) {
+            if (!c->events)
+                c->events = json_array();
+            if (json_array_size(c->events) == CTL_MAX_EVENTS)
+                json_array_remove(c->events, 0);
+            json_array_append(c->events, msg);
+        }
         json_decref(msg);
     }
 }
@@ -282,7 +315,7 @@ ctl_reply_result(const char *command, json_t *reply, json_t **ret)
 }
 
 static int
-ctl_request(struct ctl_conn *c, const char *command, json_t *args,
+ctl_request(struct ctl_conn *c, const char *command, json_t *args, int fd,
             json_t **ret)
 {
     CLEANUP_JSON json_t *req = json_pack("{s:s, s:I}", "execute", command,
@@ -292,7 +325,7 @@ ctl_request(struct ctl_conn *c, const char *command, json_t *args,
 
     if (args)
         json_object_set_new(req, "arguments", args);
-    if ((r = ctl_send(c, req)) != CTL_EXIT_OK)
+    if ((r = ctl_send(c, req, fd)) != CTL_EXIT_OK)
         return r;
     if ((r = ctl_await_reply(c, json_object_get(req, "id"), &reply)) != CTL_EXIT_OK)
         return r;
@@ -367,11 +400,18 @@ ctl_open(struct ctl_ctx *ctx, struct ctl_conn *c)
     }
     if (r != CTL_EXIT_OK)
         return r;
-    return ctl_request(c, "qmp_capabilities", NULL, &ret);
+    return ctl_request(c, "qmp_capabilities", NULL, -1, &ret);
 }
 
 int
 ctl_call(struct ctl_ctx *ctx, const char *command, json_t *args, json_t **ret)
+{
+    return ctl_call_fd(ctx, command, args, -1, ret);
+}
+
+int
+ctl_call_fd(struct ctl_ctx *ctx, const char *command, json_t *args, int fd,
+            json_t **ret)
 {
     *ret = NULL;
     if (!ctx->conn) {
@@ -386,7 +426,63 @@ ctl_call(struct ctl_ctx *ctx, const char *command, json_t *args, json_t **ret)
             return r;
         }
     }
-    return ctl_request(ctx->conn, command, args, ret);
+    return ctl_request(ctx->conn, command, args, fd, ret);
+}
+
+/* The first kept event named name whose data.id is id, taken out. */
+static json_t *
+ctl_take_event(struct ctl_conn *c, const char *name, const char *id)
+{
+    size_t i;
+    json_t *ev;
+
+    json_array_foreach(c->events, i, ev) {
+        json_t *data = json_object_get(ev, "data");
+        const char *evname = json_string_value(json_object_get(ev, "event"));
+        const char *evid = json_string_value(json_object_get(data, "id"));
+        if (evname && strcmp(evname, name) == 0 && evid && strcmp(evid, id) == 0) {
+            json_incref(data);
+            json_array_remove(c->events, i);
+            return data;
+        }
+    }
+    return NULL;
+}
+
+int
+ctl_wait_event(struct ctl_ctx *ctx, const char *name, const char *id, int ms,
+               json_t **data)
+{
+    struct ctl_conn *c = ctx->conn;
+    struct timespec deadline;
+    struct pollfd pfd;
+    int r;
+
+    *data = NULL;
+    if (!c)
+        return ctl_fail(CTL_EXIT_UNREACHABLE, "not connected to the agent");
+    if ((*data = ctl_take_event(c, name, id)))
+        return CTL_EXIT_OK;
+    pfd = (struct pollfd) { .fd = c->fd, .events = POLLIN };
+    r = poll(&pfd, 1, ms);
+    if (r <= 0)
+        return CTL_EXIT_OK;             /* nothing yet (or a signal) */
+    deadline = ctl_deadline(c);         /* readable: ctl_fill does not wait */
+    if ((r = ctl_fill(c, &deadline)) != CTL_EXIT_OK)
+        return r;
+    for (char *nl; c->len && (nl = memchr(c->buf, '\n', c->len));) {
+        json_t *msg;
+        if ((r = ctl_take_line(c, nl, &msg)) != CTL_EXIT_OK)
+            return r;
+        if (msg && json_object_get(msg, "event")) {
+            if (!c->events)
+                c->events = json_array();
+            json_array_append(c->events, msg);
+        }
+        json_decref(msg);
+    }
+    *data = ctl_take_event(c, name, id);
+    return CTL_EXIT_OK;
 }
 
 void
@@ -397,6 +493,7 @@ ctl_disconnect(struct ctl_ctx *ctx)
     if (ctx->conn->fd >= 0)
         close(ctx->conn->fd);
     free(ctx->conn->buf);
+    json_decref(ctx->conn->events);
     free(ctx->conn);
     ctx->conn = NULL;
 }

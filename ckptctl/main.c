@@ -133,7 +133,11 @@ static const char *const pull_options[] = {
     "                    point in time (needs ckptd --qga)",
     "--checkpoint NAME   the new checkpoint (default: Unix time in seconds)",
     "--disk DISK         back up DISK (repeatable)",
-    "--requests N        NBD requests in flight (default 16, at most 256)",
+    "--pull              copy over NBD (the agent's export) instead of having",
+    "                    QEMU write the files itself (the default: a push of",
+    "                    files ckptctl opens and passes to the agent)",
+    "--requests N        with --pull: NBD requests in flight (default 16, at",
+    "                    most 256)",
     "--json              print the summary as JSON (as the global --json)",
     NULL
 };
@@ -233,8 +237,8 @@ static const struct ctl_cmd ctl_commands[] = {
       info_options, ctl_cmd_backup_info },
     { "pull",
       "--output DIR [--incremental C] [--checkpoint NAME]\n"
-      "[--disk DISK]... [--strict] [--quiesce] [--requests N] [--json]",
-      "back up into DIR: begin, copy over NBD, end (also on error or signal)",
+      "[--disk DISK]... [--strict] [--quiesce] [--pull [--requests N]] [--json]",
+      "back up into DIR: QEMU writes the files (or --pull: copied over NBD)",
       pull_options, ctl_cmd_pull },
     { "restore",
       "DIR --disk DISK [--checkpoint C] --output FILE [--format FMT]",

@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 enum { OPT_OUTPUT = 256, OPT_INCREMENTAL, OPT_CHECKPOINT, OPT_DISK,
-       OPT_REQUESTS, OPT_JSON, OPT_STRICT, OPT_QUIESCE };
+       OPT_REQUESTS, OPT_JSON, OPT_STRICT, OPT_QUIESCE, OPT_PULL };
 
 #define CTL_PULL_DEFAULT_REQUESTS 16
 #define CTL_PULL_MAX_REQUESTS 256
@@ -49,6 +49,7 @@ struct ctl_pull {
     const char *dir, *incremental;
     bool strict;                /* refuse an incremental with a full disk */
     bool quiesce;               /* freeze the guest around the begin */
+    bool nbd;                   /* --pull: over NBD, not a push */
     char *checkpoint;
     char *checkpoint_id;        /* its identity in the VM (agent's "id") */
     char *base_id;              /* the --incremental checkpoint's */
@@ -195,6 +196,9 @@ ctl_claim(struct ctl_pull_disk *d)
 static int
 ctl_pull_record(struct ctl_pull *p, struct ctl_pull_disk *d)
 {
+    /* The NBD path hashed the file as it wrote it; QEMU wrote a pushed
+     * one, which is read once now. */
+    char pushed[65] = "";
     const char *sum = d->res.sha256;
     struct stat st;
     CLEANUP_JSON json_t *rec = NULL;
@@ -204,6 +208,11 @@ ctl_pull_record(struct ctl_pull *p, struct ctl_pull_disk *d)
 
     if (stat(d->file, &st) < 0)
         return ctl_fail(CTL_EXIT_LOCAL, "cannot stat %s: %s", d->file, strerror(errno));
+    if (!sum[0]) {
+        if ((r = ctl_sha256_file(d->file, pushed)) != CTL_EXIT_OK)
+            return r;
+        sum = pushed;
+    }
     rec = json_pack("{s:i, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:O?}",
                     "ckptctl-backup", 1, "disk", d->disk, "checkpoint", p->checkpoint,
                     "mode", d->previous ? "incremental" : "full",
@@ -565,6 +574,7 @@ ctl_pull_option(struct ctl_ctx *ctx, int c, struct ctl_pull *p)
     case OPT_JSON: ctl_set_json(ctx); return CTL_EXIT_OK;
     case OPT_STRICT: p->strict = true; return CTL_EXIT_OK;
     case OPT_QUIESCE: p->quiesce = true; return CTL_EXIT_OK;
+    case OPT_PULL: p->nbd = true; return CTL_EXIT_OK;
     default: return CTL_EXIT_USAGE;
     }
 }
@@ -581,6 +591,7 @@ ctl_pull_parse(struct ctl_ctx *ctx, int argc, char **argv, struct ctl_pull *p)
         { "json", no_argument, NULL, OPT_JSON },
         { "strict", no_argument, NULL, OPT_STRICT },
         { "quiesce", no_argument, NULL, OPT_QUIESCE },
+        { "pull", no_argument, NULL, OPT_PULL },
         CTL_OPT_HELP, { 0 }
     };
     int c, r;
@@ -666,6 +677,61 @@ ctl_pull_learn_id(struct ctl_pull *p)
         p->checkpoint_id = xstrdup(json_string_value(json_object_get(c, "id")));
 }
 
+/* The default: QEMU writes the same files itself (push.c); the names,
+ * the records and the summary stay this file's. */
+static int
+ctl_pull_by_push(struct ctl_pull *p)
+{
+    CLEANUP_JSON json_t *reply = NULL;
+    CLEANUP_JSON json_t *base = NULL;
+    json_t *list, *d;
+    size_t i;
+    int r = ctl_pull_disk_names(p, &reply, &list, &base);
+    struct ctl_push push = { .ctx = p->ctx, .args = ctl_pull_begin_args(p),
+                             .stop = &ctl_pull_signal };
+
+    push.disks = xcalloc(json_array_size(list) + 1, sizeof *push.disks);
+    json_array_foreach(list, i, d) {
+        const char *name = json_is_string(d) ? json_string_value(d)
+                           : json_string_value(json_object_get(d, "disk"));
+        bool inc = p->incremental && ctl_pull_in_base(base, name);
+        struct ctl_push_disk *pd = &push.disks[push.n++];
+        pd->disk = xstrdup(name);
+        if (inc && !(pd->previous = ctl_previous_backup(p->dir, name, p->incremental)))
+            r = CTL_EXIT_NOT_FOUND;
+        pd->file = ctl_backup_path(p->dir, name, p->checkpoint, inc ? "inc" : "full");
+    }
+    if (r == CTL_EXIT_OK)
+        r = ctl_push_run(&push, &p->job);
+    p->begun = push.begun;
+    if (p->job) {
+        ctl_pull_take_job(p);
+        ctl_pull_learn_id(p);
+    }
+    for (i = 0; i < p->n; i++)
+        for (size_t k = 0; k < push.n; k++)
+            if (strcmp(push.disks[k].disk, p->d[i].disk) == 0) {
+                struct ctl_push_disk *pd = &push.disks[k];
+                p->d[i].file = pd->file;
+                p->d[i].previous = pd->previous;
+                p->d[i].created = pd->created;
+                p->d[i].seconds = pd->seconds;
+                p->d[i].res.copied = pd->copied;
+                pd->file = pd->previous = NULL;
+                pd->created = false;
+            }
+    for (size_t k = 0; k < push.n; k++)     /* files of a begin that failed */
+        if (push.disks[k].created)
+            unlink(push.disks[k].file);
+    ctl_push_free(&push);
+    for (i = 0; r == CTL_EXIT_OK && i < p->n; i++)
+        r = ctl_pull_record(p, &p->d[i]);
+    /* A push that did not finish: the agent took its checkpoint back. */
+    if (r != CTL_EXIT_OK || ctl_pull_signal)
+        json_object_del(p->job, "checkpoint");
+    return ctl_pull_finish(p, r, CTL_EXIT_OK);
+}
+
 static int
 ctl_pull_run(struct ctl_pull *p)
 {
@@ -675,6 +741,8 @@ ctl_pull_run(struct ctl_pull *p)
         (r = ctl_pull_precheck(p)) != CTL_EXIT_OK)
         return r;
     ctl_pull_signals();
+    if (!p->nbd)
+        return ctl_pull_by_push(p);
     if ((r = ctl_backup_begin(p->ctx, ctl_pull_begin_args(p), &p->job)) != CTL_EXIT_OK)
         return r;
     p->begun = time(NULL);

@@ -47,7 +47,16 @@ struct qmp_req {
     ev_tstamp deadline;
     const char *fail_class;     /* for deferred failures (static strings) */
     const char *fail_desc;
+    int fd;                     /* sent with the line (SCM_RIGHTS), or -1 */
 };
+
+/* A descriptor waiting in the output buffer: it goes out with the byte at
+ * off, the first of its command's line, as QEMU's getfd/add-fd expect. */
+struct qmp_out_fd {
+    size_t off;
+    int fd;
+};
+#define QMP_MAX_OUT_FDS 64
 
 /* FIFO of requests; order matters for the reply timeout (oldest first). */
 struct qmp_list {
@@ -69,6 +78,8 @@ struct qmp {
     struct qmp_stream in;
     char *out;
     size_t out_len, out_off, out_cap;
+    struct qmp_out_fd out_fds[QMP_MAX_OUT_FDS]; /* in offset order */
+    size_t nout_fds;
     json_t *version;            /* from the greeting, while connected */
 
     struct qmp_list queued;     /* waiting for negotiation to finish */
@@ -149,6 +160,8 @@ qmp_req_free(struct qmp_req *r)
 {
     free(r->cmd);
     free(r->line);
+    if (r->fd >= 0)
+        close(r->fd);
     free(r);
 }
 
@@ -279,12 +292,45 @@ qmp_write(struct qmp *q, const char *line)
 
 /* Writes what the socket takes now; the watcher brings us back for the
  * rest.  MSG_NOSIGNAL: QEMU dying must be an EPIPE, not a SIGPIPE. */
+/* Sends out[out_off, end), with fd attached to its first byte when
+ * fd >= 0. */
+static ssize_t
+qmp_send_bytes(struct qmp *q, size_t end, int fd)
+{
+    if (fd < 0)
+        return send(q->fd, q->out + q->out_off, end - q->out_off, MSG_NOSIGNAL);
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } u;
+    struct iovec iov = { q->out + q->out_off, end - q->out_off };
+    struct msghdr mh = {
+        .msg_iov = &iov, .msg_iovlen = 1,
+        .msg_control = u.buf, .msg_controllen = sizeof u.buf,
+    };
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cm), &fd, sizeof fd);
+    return sendmsg(q->fd, &mh, MSG_NOSIGNAL);
+}
+
+/* Writes what the socket takes now; the watcher brings us back for the
+ * rest.  MSG_NOSIGNAL: QEMU dying must be an EPIPE, not a SIGPIPE.  A
+ * descriptor goes with the first byte of its line: the bytes before it
+ * are sent first, then that byte and the rest up to the next one. */
 static void
 qmp_flush(struct qmp *q)
 {
     while (q->out_off < q->out_len) {
-        ssize_t n = send(q->fd, q->out + q->out_off, q->out_len - q->out_off,
-                         MSG_NOSIGNAL);
+        size_t end = q->out_len;
+        int fd = -1;
+        if (q->nout_fds && q->out_fds[0].off == q->out_off)
+            fd = q->out_fds[0].fd;
+        if (q->nout_fds > (fd >= 0 ? 1u : 0u))
+            end = q->out_fds[fd >= 0 ? 1 : 0].off;
+        ssize_t n = qmp_send_bytes(q, end, fd);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -294,6 +340,11 @@ qmp_flush(struct qmp *q)
                 xasprintf("write to QMP socket: %s", strerror(errno));
             qmp_close(q, reason, true);
             return;
+        }
+        if (fd >= 0) {
+            /* The kernel holds its own reference once sendmsg returns. */
+            close(fd);
+            memmove(q->out_fds, q->out_fds + 1, --q->nout_fds * sizeof *q->out_fds);
         }
         q->out_off += (size_t) n;
     }
@@ -305,7 +356,13 @@ qmp_flush(struct qmp *q)
 static void
 qmp_transmit(struct qmp *q, struct qmp_req *r)
 {
-    log_debug("qmp: -> %.200s", r->line);
+    log_debug("qmp: -> %.200s%s", r->line, r->fd >= 0 ? " (with a descriptor)" : "");
+    if (r->fd >= 0 && q->nout_fds < QMP_MAX_OUT_FDS) {
+        q->out_fds[q->nout_fds++] = (struct qmp_out_fd) { q->out_len, r->fd };
+        r->fd = -1;
+    } else if (r->fd >= 0) {
+        log_warn("qmp: %s goes without its descriptor: too many waiting", r->cmd);
+    }
     qmp_write(q, r->line);
     free(r->line);
     r->line = NULL;
@@ -325,6 +382,7 @@ qmp_req_new(struct qmp *q, const char *cmd, json_t *args, qmp_reply_cb *cb,
     r->cmd = xstrdup(cmd);
     r->cb = cb;
     r->opaque = opaque;
+    r->fd = -1;
 
     CLEANUP_JSON json_t *j = json_pack("{s:s, s:I}", "execute", cmd,
                                        "id", r->id);
@@ -355,6 +413,9 @@ qmp_close(struct qmp *q, const char *reason, bool notify)
     free(q->out);
     q->out = NULL;
     q->out_len = q->out_off = q->out_cap = 0;
+    for (size_t i = 0; i < q->nout_fds; i++)
+        close(q->out_fds[i].fd);
+    q->nout_fds = 0;
     json_decref(q->version);
     q->version = NULL;
 
@@ -627,13 +688,20 @@ qmp_is_connected(const struct qmp *q)
 }
 
 void
-qmp_send(struct qmp *q, const char *cmd, json_t *args, qmp_reply_cb *cb,
-         void *opaque)
+qmp_send_fd(struct qmp *q, const char *cmd, json_t *args, int fd,
+            qmp_reply_cb *cb, void *opaque)
 {
     struct qmp_req *r = qmp_req_new(q, cmd, args, cb, opaque);
     json_decref(args);
+    r->fd = fd;
 
-    if (!r->line || q->state == QMP_CLOSED) {
+    if (fd >= 0 && q->state == QMP_READY && q->nout_fds == QMP_MAX_OUT_FDS) {
+        r->fail_class = "GenericError";
+        r->fail_desc = "too many descriptors waiting to be sent to QEMU";
+        qmp_list_push(&q->deferred, r);
+        if (!q->dying)
+            ev_idle_start(q->loop, &q->idle);
+    } else if (!r->line || q->state == QMP_CLOSED) {
         /* Never call back from inside qmp_send: the caller may not have
          * finished setting up what the callback uses. */
         r->fail_class = r->line ? "Disconnected" : "GenericError";
@@ -647,6 +715,13 @@ qmp_send(struct qmp *q, const char *cmd, json_t *args, qmp_reply_cb *cb,
     } else {
         qmp_list_push(&q->queued, r);
     }
+}
+
+void
+qmp_send(struct qmp *q, const char *cmd, json_t *args, qmp_reply_cb *cb,
+         void *opaque)
+{
+    qmp_send_fd(q, cmd, args, -1, cb, opaque);
 }
 
 void

@@ -100,6 +100,11 @@ bool qmp_is_connected(const struct qmp *q);
  * "Disconnected"). */
 void qmp_send(struct qmp *q, const char *cmd, json_t *args,
               qmp_reply_cb *cb, void *opaque);
+/* The same with a descriptor passed along (SCM_RIGHTS), for getfd and
+ * add-fd: fd is owned by the client from the call on, and closed once
+ * sent or when the command fails. */
+void qmp_send_fd(struct qmp *q, const char *cmd, json_t *args, int fd,
+                 qmp_reply_cb *cb, void *opaque);
 /* Closes the connection: pending commands get "Disconnected", the state
  * callback runs with connected == false. */
 void qmp_disconnect(struct qmp *q, const char *reason);

@@ -5,8 +5,13 @@
 # and touch the disk's last bytes.  Every file must pass `qemu-img check`,
 # name its predecessor as a relative qcow2 backing file, and restore to
 # exactly the bytes of a shadow raw file that took the same writes.
+# test-push-chain.sh runs the same with CHAIN_MODE=push: ckptctl's default,
+# where QEMU writes the files ckptctl opened and passed as descriptors.
 . "$(dirname "$0")/shtest.sh"
 shtest_init
+CHAIN_MODE=${CHAIN_MODE:-pull}
+mode_args=()
+[ "$CHAIN_MODE" = pull ] && mode_args=(--pull)
 
 QMP_SEND=$BIN/qmp-send
 SIZE=$((64 << 20))
@@ -69,7 +74,7 @@ for c in "${pulls[@]}"; do
     else
         args=(--incremental "$prev" --checkpoint "$c"); kind=inc
     fi
-    if ctl pull --output "$B" --disk vda "${args[@]}" >"$T/pull-$c.out" 2>&1; then
+    if ctl pull --output "$B" --disk vda "${mode_args[@]}" "${args[@]}" >"$T/pull-$c.out" 2>&1; then
         pass "pull-$c"
     else
         fail "pull-$c" "$(tail -n 2 "$T/pull-$c.out" | tr '\n' ' ')"
@@ -87,6 +92,14 @@ for c in "${pulls[@]}"; do
     fi
     prev=$c
 done
+
+# The backups took the path asked for.
+got_mode=$(grep -c "starting: .*, push" "$T/agent.log")
+if [ "$CHAIN_MODE" = push ]; then
+    check "mode-$CHAIN_MODE" "$got_mode of ${#pulls[@]} backups were pushes" [ "$got_mode" = ${#pulls[@]} ]
+else
+    check "mode-$CHAIN_MODE" "$got_mode backups were pushes" [ "$got_mode" = 0 ]
+fi
 
 # Every point of the chain restores to its shadow, byte for byte.
 for c in "${pulls[@]}"; do

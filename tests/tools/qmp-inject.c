@@ -20,6 +20,8 @@
  *   hold CMD N        the Nth CMD waits until RULES changes again (later
  *                     commands pass: the agent matches replies by id);
  *                     RULES.held exists while it waits
+ * A descriptor the agent passes (SCM_RIGHTS) goes on with the next add-fd
+ * or getfd line (closed when that line is failed or held).
  * A test writes RULES with rename(2), so that a rule is never half read.
  * The proxy serves one agent connection at a time and accepts the next
  * one when it ends (the agent reconnects, as after QEMU restarts). */
@@ -165,6 +167,82 @@ buf_drop(struct buf *b, size_t n)
     b->len -= n;
 }
 
+/* Descriptors the agent passed (SCM_RIGHTS), in order.  A read ends
+ * with the bytes a descriptor came with but may start with earlier lines
+ * (Linux), so the next add-fd or getfd line takes the oldest, as QEMU
+ * would give it to that command. */
+#define MAX_FDS 16
+struct fdq_entry {
+    int fd;
+};
+struct fdq {
+    struct fdq_entry q[MAX_FDS];
+    int n;
+};
+
+/* The oldest descriptor for a line that takes one, or -1. */
+static int
+fdq_take(struct fdq *f, const char *line, size_t len)
+{
+    if (f->n == 0 || !(memmem(line, len, "\"add-fd\"", 8) || memmem(line, len, "\"getfd\"", 7)))
+        return -1;
+    int fd = f->q[0].fd;
+    memmove(f->q, f->q + 1, (size_t) --f->n * sizeof f->q[0]);
+    return fd;
+}
+
+static ssize_t
+read_fds(int fd, char *data, size_t len, struct fdq *f)
+{
+    union {
+        char buf[CMSG_SPACE(MAX_FDS * sizeof(int))];
+        struct cmsghdr align;
+    } u;
+    struct iovec iov = { data, len };
+    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+                         .msg_controllen = sizeof u.buf };
+    ssize_t n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
+    for (struct cmsghdr *cm = n > 0 ? CMSG_FIRSTHDR(&mh) : NULL; cm;
+         cm = CMSG_NXTHDR(&mh, cm)) {
+        if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+            continue;
+        for (size_t i = 0; i < (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
+            int got;
+            memcpy(&got, CMSG_DATA(cm) + i * sizeof(int), sizeof got);
+            if (f->n < MAX_FDS)
+                f->q[f->n++] = (struct fdq_entry) { got };
+            else
+                close(got);
+        }
+    }
+    return n;
+}
+
+static int write_all(int fd, const char *data, size_t len);
+
+/* A line with a descriptor attached to its first byte. */
+static int
+write_with_fd(int sock, const char *data, size_t len, int fd)
+{
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } u;
+    struct iovec iov = { (void *) data, len };
+    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+                         .msg_controllen = sizeof u.buf };
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cm), &fd, sizeof fd);
+    ssize_t n = sendmsg(sock, &mh, MSG_NOSIGNAL);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    return write_all(sock, data + n, len - (size_t) n);
+}
+
 static int
 write_all(int fd, const char *data, size_t len)
 {
@@ -222,13 +300,18 @@ judge(struct proxy *p, const char *line, size_t len, json_t **id)
 
 /* Forwards agent lines upstream, applying the rules; -1 ends the session. */
 static int
-agent_lines(struct proxy *p, struct buf *in, int agent, int qemu)
+agent_lines(struct proxy *p, struct buf *in, struct fdq *fds, int agent, int qemu)
 {
     char *nl;
     while ((nl = memchr(in->data, '\n', in->len))) {
         size_t len = (size_t) (nl - in->data) + 1;
         json_t *id = NULL;
         enum verdict v = judge(p, in->data, len, &id);
+        int fd = fdq_take(fds, in->data, len);
+        if (fd >= 0 && v != PASS) {
+            close(fd);
+            fd = -1;
+        }
         if (v == HOLD) {
             json_decref(id);
             p->held = malloc(len);
@@ -247,6 +330,8 @@ agent_lines(struct proxy *p, struct buf *in, int agent, int qemu)
             r = write_all(agent, text, strlen(text)) < 0 || write_all(agent, "\r\n", 2) < 0;
             free(text);
             json_decref(err);
+        } else if (fd >= 0) {
+            r = write_with_fd(qemu, in->data, len, fd);
         } else {
             r = write_all(qemu, in->data, len);
         }
@@ -288,6 +373,7 @@ serve(struct proxy *p, int agent, const char *upstream)
         return;
     }
     struct buf from_agent = { 0 }, from_qemu = { 0 };
+    struct fdq agent_fds = { .n = 0 };
     char chunk[65536];
     for (;;) {
         if (load_rules(p) && p->held) {
@@ -297,7 +383,7 @@ serve(struct proxy *p, int agent, const char *upstream)
             if (r < 0)
                 break;
         }
-        if (agent_lines(p, &from_agent, agent, qemu) < 0)
+        if (agent_lines(p, &from_agent, &agent_fds, agent, qemu) < 0)
             break;
         struct pollfd fds[2] = { { agent, POLLIN, 0 },
                                  { qemu, POLLIN, 0 } };
@@ -307,7 +393,8 @@ serve(struct proxy *p, int agent, const char *upstream)
         for (int i = 0; i < 2 && !gone; i++) {
             if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR)))
                 continue;
-            ssize_t n = read(fds[i].fd, chunk, sizeof chunk);
+            ssize_t n = i == 0 ? read_fds(agent, chunk, sizeof chunk, &agent_fds)
+                               : read(fds[i].fd, chunk, sizeof chunk);
             if (n <= 0) {
                 gone = true;
                 break;
@@ -322,6 +409,8 @@ serve(struct proxy *p, int agent, const char *upstream)
     p->close_on_reply = false;
     free(p->held);
     p->held = NULL;
+    for (int i = 0; i < agent_fds.n; i++)
+        close(agent_fds.q[i].fd);
     free(from_agent.data);
     free(from_qemu.data);
     close(agent);

@@ -8,7 +8,9 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -29,6 +31,8 @@ struct fake {
     json_t *got;            /* every message received, in order */
     bool greet;             /* send the greeting on accept */
     int accepts;
+    int rfd;                /* the last descriptor received (SCM_RIGHTS), or -1 */
+    size_t rfd_msg, rfd_end;/* got's size before and after the read it came with */
 };
 
 /* What one qmp_send's callback saw, and what it should do then. */
@@ -126,10 +130,25 @@ fake_on_read(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct fake *f = w->data;
     char buf[4096];
-    ssize_t n = read(f->cfd, buf, sizeof buf);
+    union {
+        char b[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } u;
+    struct iovec iov = { buf, sizeof buf };
+    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.b,
+                         .msg_controllen = sizeof u.b };
+    ssize_t n = recvmsg(f->cfd, &mh, MSG_CMSG_CLOEXEC);
     if (n <= 0) {
         fake_hangup(f);
         return;
+    }
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+    bool with_fd = cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS;
+    if (with_fd) {
+        if (f->rfd >= 0)
+            close(f->rfd);
+        memcpy(&f->rfd, CMSG_DATA(cm), sizeof f->rfd);
+        f->rfd_msg = json_array_size(f->got);
     }
     qmp_stream_feed(&f->in, buf, (size_t) n);
     json_t *msg;
@@ -138,6 +157,8 @@ fake_on_read(struct ev_loop *loop, ev_io *w, int revents)
             fake_on_message(f, msg);
         json_decref(msg);
     }
+    if (with_fd)
+        f->rfd_end = json_array_size(f->got);
 }
 
 static void
@@ -163,7 +184,7 @@ fake_start(struct fake *f, struct ev_loop *loop, const char *path)
 {
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
     strcpy(sa.sun_path, path);
-    *f = (struct fake) { .loop = loop, .cfd = -1, .greet = true };
+    *f = (struct fake) { .loop = loop, .cfd = -1, .greet = true, .rfd = -1 };
     f->got = json_array();
     f->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     assert_true(f->lfd >= 0);
@@ -180,6 +201,8 @@ fake_stop(struct fake *f)
     fake_hangup(f);
     ev_io_stop(f->loop, &f->accept_w);
     close(f->lfd);
+    if (f->rfd >= 0)
+        close(f->rfd);
     json_decref(f->got);
 }
 
@@ -377,6 +400,36 @@ test_handshake(void **state)
                                                           "status")),
                         "running");
     assert_string_equal(c->log, "up;query-status:ok;");
+}
+
+/* qmp_send_fd: the descriptor reaches QEMU with its own command's line
+ * (add-fd takes the one that came with it), between commands without. */
+static void
+test_send_fd(void **state)
+{
+    struct ctx *c = *state;
+    char path[160];
+    snprintf(path, sizeof path, "%s/target", c->dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    connect_and_wait(c);
+    rec_send(c, &c->recs[0], "before");
+    c->recs[1] = (struct rec) { .c = c, .name = "add-fd" };
+    qmp_send_fd(c->q, "add-fd", json_pack("{s:s}", "opaque", "x"), dup(fd), on_reply,
+                &c->recs[1]);
+    rec_send(c, &c->recs[2], "after");
+    run_until(c, got4);
+    assert_string_equal(fake_cmd(&c->srv, 2), "add-fd");
+    /* A read ends with the message that carries descriptors (Linux), and
+     * may start with earlier bytes: the descriptor came with add-fd's. */
+    assert_true(c->srv.rfd >= 0);
+    assert_true(c->srv.rfd_msg <= 2 && c->srv.rfd_end > 2);
+    struct stat a, b;
+    assert_int_equal(fstat(fd, &a), 0);
+    assert_int_equal(fstat(c->srv.rfd, &b), 0);
+    assert_true(a.st_ino == b.st_ino && a.st_dev == b.st_dev);
+    close(fd);
+    unlink(path);
 }
 
 static void
@@ -713,6 +766,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         T(test_handshake),
         T(test_out_of_order),
+        T(test_send_fd),
         T(test_events),
         T(test_qemu_error),
         T(test_server_closes),
