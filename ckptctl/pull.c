@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 enum { OPT_OUTPUT = 256, OPT_INCREMENTAL, OPT_CHECKPOINT, OPT_DISK,
-       OPT_REQUESTS, OPT_JSON, OPT_STRICT, OPT_QUIESCE, OPT_PULL };
+       OPT_REQUESTS, OPT_JSON, OPT_STRICT, OPT_QUIESCE, OPT_PULL, OPT_PUSH };
 
 #define CTL_PULL_DEFAULT_REQUESTS 16
 #define CTL_PULL_MAX_REQUESTS 256
@@ -49,7 +49,8 @@ struct ctl_pull {
     const char *dir, *incremental;
     bool strict;                /* refuse an incremental with a full disk */
     bool quiesce;               /* freeze the guest around the begin */
-    bool nbd;                   /* --pull: over NBD, not a push */
+    bool nbd;                   /* over NBD (the default), not a push:
+                                 * it measured faster (BENCHMARKS.md) */
     char *checkpoint;
     char *checkpoint_id;        /* its identity in the VM (agent's "id") */
     char *base_id;              /* the --incremental checkpoint's */
@@ -575,6 +576,7 @@ ctl_pull_option(struct ctl_ctx *ctx, int c, struct ctl_pull *p)
     case OPT_STRICT: p->strict = true; return CTL_EXIT_OK;
     case OPT_QUIESCE: p->quiesce = true; return CTL_EXIT_OK;
     case OPT_PULL: p->nbd = true; return CTL_EXIT_OK;
+    case OPT_PUSH: p->nbd = false; return CTL_EXIT_OK;
     default: return CTL_EXIT_USAGE;
     }
 }
@@ -592,6 +594,7 @@ ctl_pull_parse(struct ctl_ctx *ctx, int argc, char **argv, struct ctl_pull *p)
         { "strict", no_argument, NULL, OPT_STRICT },
         { "quiesce", no_argument, NULL, OPT_QUIESCE },
         { "pull", no_argument, NULL, OPT_PULL },
+        { "push", no_argument, NULL, OPT_PUSH },
         CTL_OPT_HELP, { 0 }
     };
     int c, r;
@@ -757,7 +760,7 @@ int
 ctl_cmd_pull(struct ctl_ctx *ctx, int argc, char **argv)
 {
     struct ctl_pull p = { .ctx = ctx, .disks = json_array(),
-                          .requests = CTL_PULL_DEFAULT_REQUESTS };
+                          .requests = CTL_PULL_DEFAULT_REQUESTS, .nbd = true };
     int r = ctl_pull_parse(ctx, argc, argv, &p);
 
     if (r == CTL_EXIT_OK)

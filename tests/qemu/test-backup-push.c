@@ -656,7 +656,7 @@ test_xml(void)
     return expect_clean(vm, "after the XML push");
 }
 
-/* ckptctl pull's default path is a push of files it opened itself (no
+/* ckptctl pull --push: a push of files ckptctl opened itself (no
  * --backup-dir on the agent): a full and an incremental, with writes
  * during the copy, give the directory the NBD path gives: `backups` sees
  * the chain, `verify` checks the records' SHA-256, `restore` gives the
@@ -674,16 +674,16 @@ test_ckptctl(void)
     CLEANUP_FREE uint8_t *p1 = xmalloc(DISK_SIZE);
     memcpy(p1, m->data, DISK_SIZE);
     CLEANUP_FREE char *o1 = NULL;
-    int rc = hq_ckptctl(vm, &o1, (const char *[]) { "pull", "--output", dir,
-                                                     "--checkpoint", "p1", NULL });
+    int rc = hq_ckptctl(vm, &o1, (const char *[]) { "pull", "--push", "--output",
+                                                     dir, "--checkpoint", "p1", NULL });
     HQ_CHECK(rc == 0, "ckptctl pull (push): %d %s", rc, o1);
     if (hq_mwrite(vm, m, 0x92, 3 * MiB, 2 * MiB) < 0 || mzero(vm, m, 0, K64) < 0)
         return -1;
     CLEANUP_FREE uint8_t *p2 = xmalloc(DISK_SIZE);
     memcpy(p2, m->data, DISK_SIZE);
     CLEANUP_FREE char *o2 = NULL;
-    rc = hq_ckptctl(vm, &o2, (const char *[]) { "--json", "pull", "--output", dir,
-                                                 "--incremental", "p1", "--checkpoint",
+    rc = hq_ckptctl(vm, &o2, (const char *[]) { "--json", "pull", "--push", "--output",
+                                                 dir, "--incremental", "p1", "--checkpoint",
                                                  "p2", NULL });
     HQ_CHECK(rc == 0, "ckptctl pull --incremental (push): %d %s", rc, o2);
     CLEANUP_JSON json_t *sum = hq_json(o2);
@@ -737,7 +737,7 @@ test_ckptctl_interrupt(void)
     CLEANUP_FREE char *bin = hq_ckptctl_path();
     CLEANUP_FREE char *dir = xasprintf("%s/ckptctl", vm->dir);
     CLEANUP_FREE char *log = xasprintf("%s/ckptctl.log", vm->dir);
-    char *argv[] = { bin, "--socket", vm->ctl_sock, "pull", "--output", dir,
+    char *argv[] = { bin, "--socket", vm->ctl_sock, "pull", "--push", "--output", dir,
                      "--checkpoint", "i1", NULL };
     pid_t pid = hq_spawn(argv, log);
     HQ_CHECK(pid > 0, "spawn ckptctl");

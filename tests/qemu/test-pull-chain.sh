@@ -5,13 +5,15 @@
 # and touch the disk's last bytes.  Every file must pass `qemu-img check`,
 # name its predecessor as a relative qcow2 backing file, and restore to
 # exactly the bytes of a shadow raw file that took the same writes.
-# test-push-chain.sh runs the same with CHAIN_MODE=push: ckptctl's default,
-# where QEMU writes the files ckptctl opened and passed as descriptors.
+# This is ckptctl's default path (no option; the check "mode-pull" holds
+# it to that).  test-push-chain.sh runs the same with CHAIN_MODE=push
+# (--push), where QEMU writes the files ckptctl opened and passed as
+# descriptors.
 . "$(dirname "$0")/shtest.sh"
 shtest_init
 CHAIN_MODE=${CHAIN_MODE:-pull}
 mode_args=()
-[ "$CHAIN_MODE" = pull ] && mode_args=(--pull)
+[ "$CHAIN_MODE" = push ] && mode_args=(--push)
 
 QMP_SEND=$BIN/qmp-send
 SIZE=$((64 << 20))
