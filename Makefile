@@ -59,9 +59,9 @@ $(BUILD)/qmp-send: tests/tools/qmp-send.c
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LDLIBS)
 
 # The failure injector between the agent and QEMU (tests only).
-$(BUILD)/qmp-inject: tests/tools/qmp-inject.c
+$(BUILD)/qmp-inject: tests/tools/qmp-inject.c common/fdpass.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/obj/%.o: %.c $(wildcard */*.h) Makefile
 	@mkdir -p $(dir $@)

@@ -567,6 +567,9 @@ enum undo_result fleece_undo_unexported(struct backup_job *job, struct batch *b)
  * the view broke (caller frees), or NULL. */
 char *fleece_broken(const struct backup_job *job, uint64_t free_bytes);
 /* Shared with the push steps (job-push.c). */
+bool job_id_is_mine(const struct backup_job *job, const char *id);
+bool job_node_is_mine(const struct backup_job *job, const char *node, char kind);
+void job_delete_nodes(struct backup_job *job, struct batch *b, char kind);
 void job_send_transaction(struct backup_job *job, struct batch *b, json_t *actions);
 enum undo_result job_undo_transaction(struct backup_job *job, struct batch *b);
 enum undo_result job_undo_create_jobs(struct backup_job *job, struct batch *b);

@@ -65,13 +65,6 @@ jstr(json_t *o, const char *key)
     return json_string_value(json_object_get(o, key));
 }
 
-static bool
-mine(const struct backup_job *job, const char *node, char kind)
-{
-    return node && ckpt_tmp_node_is_ours(node, job->sweep ? -1 : job->num) &&
-           node[strlen(CKPT_TMP_PREFIX)] == kind;
-}
-
 bool
 fleece_choose(const struct agent *a, const struct backup_job *job)
 {
@@ -173,23 +166,10 @@ fleece_run_filters(struct backup_job *job, struct batch *b)
     }
 }
 
-static void
-delete_kind(struct backup_job *job, struct batch *b, char kind)
-{
-    size_t i;
-    json_t *n;
-    json_array_foreach(job->nodes, i, n) {
-        const char *name = jstr(n, "node-name");
-        if (mine(job, name, kind))
-            batch_send(b, "blockdev-del", json_pack("{s:s}", "node-name", name),
-                       NULL, NULL);
-    }
-}
-
 enum undo_result
 fleece_undo_filters(struct backup_job *job, struct batch *b)
 {
-    delete_kind(job, b, 'w');
+    job_delete_nodes(job, b, 'w');
     return UNDO_DONE;
 }
 
@@ -283,7 +263,7 @@ graph_child(json_t *graph, const char *parent, const char *child)
 enum undo_result
 fleece_undo_view(struct backup_job *job, struct batch *b)
 {
-    delete_kind(job, b, 'a');
+    job_delete_nodes(job, b, 'a');
     return UNDO_DONE;
 }
 
@@ -302,7 +282,7 @@ fleece_undo_unexported(struct backup_job *job, struct batch *b)
     size_t i;
     json_t *e;
     json_array_foreach(job->exports, i, e)
-        if (mine(job, jstr(e, "node-name"), 'a'))
+        if (job_node_is_mine(job, jstr(e, "node-name"), 'a'))
             return UNDO_WAIT;
     return UNDO_DONE;
 }
@@ -315,7 +295,7 @@ fleece_undo_switch(struct backup_job *job, struct batch *b)
     json_array_foreach(job->blocks, i, blk) {
         const char *root = jstr(json_object_get(blk, "inserted"), "node-name");
         const char *qdev = jstr(blk, "qdev");
-        if (!mine(job, root, 'w') || !qdev || !*qdev)
+        if (!job_node_is_mine(job, root, 'w') || !qdev || !*qdev)
             continue;
         const char *below = graph_child(job->graph, root, "file");
         if (!below) {

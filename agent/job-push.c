@@ -43,19 +43,6 @@ dir_of_path(const char *path)
     return xasprintf("%.*s", slash == path ? 1 : (int) (slash - path), path);
 }
 
-static bool
-id_is_mine(const struct backup_job *job, const char *id)
-{
-    return id && ckpt_tmp_id_is_ours(id, job->sweep ? NULL : job->id);
-}
-
-static bool
-node_is_mine(const struct backup_job *job, const char *node, char kind)
-{
-    return node && ckpt_tmp_node_is_ours(node, job->num) &&
-           node[strlen(CKPT_TMP_PREFIX)] == kind;
-}
-
 /* --- checking the targets argument --- */
 
 /* A {"file"} target: an absolute path whose directory lies inside
@@ -286,7 +273,7 @@ undo_targets(struct backup_job *job, struct batch *b)
     json_array_foreach(job->fdsets, i, set) {
         bool mine = false;
         json_array_foreach(json_object_get(set, "fds"), j, fd)
-            mine = mine || id_is_mine(job, json_string_value(json_object_get(fd, "opaque")));
+            mine = mine || job_id_is_mine(job, json_string_value(json_object_get(fd, "opaque")));
         if (mine)
             batch_send(b, "remove-fd", json_pack("{s:O}", "fdset-id",
                                                  json_object_get(set, "fdset-id")),
@@ -309,19 +296,6 @@ undo_targets(struct backup_job *job, struct batch *b)
 
 /* --- nodes --- */
 static void
-delete_nodes(struct backup_job *job, struct batch *b, char kind)
-{
-    size_t i;
-    json_t *n;
-    json_array_foreach(job->nodes, i, n) {
-        const char *name = json_string_value(json_object_get(n, "node-name"));
-        if (node_is_mine(job, name, kind))
-            batch_send(b, "blockdev-del", json_pack("{s:s}", "node-name", name),
-                       NULL, NULL);
-    }
-}
-
-static void
 run_nodes(struct backup_job *job, struct batch *b)
 {
     for (size_t k = 0; k < job->ndisks; k++) {
@@ -340,7 +314,7 @@ run_nodes(struct backup_job *job, struct batch *b)
 static enum undo_result
 undo_nodes(struct backup_job *job, struct batch *b)
 {
-    delete_nodes(job, b, 't');
+    job_delete_nodes(job, b, 't');
     return UNDO_DONE;
 }
 
@@ -404,7 +378,7 @@ undo_images(struct backup_job *job, struct batch *b)
 {
     /* blockdev-del flushes the image (and the file below) before closing:
      * the copy is on disk when the job's end is announced. */
-    delete_nodes(job, b, 'q');
+    job_delete_nodes(job, b, 'q');
     return UNDO_WAIT;           /* the files are finished once it is closed */
 }
 
@@ -444,7 +418,7 @@ undo_transaction(struct backup_job *job, struct batch *b)
         const char *id = json_string_value(json_object_get(j, "id"));
         const char *status = json_string_value(json_object_get(j, "status"));
         const char *type = json_string_value(json_object_get(j, "type"));
-        if (!id_is_mine(job, id) || !status || !type || strcmp(type, "backup") != 0 ||
+        if (!job_id_is_mine(job, id) || !status || !type || strcmp(type, "backup") != 0 ||
             strcmp(status, "null") == 0 || strcmp(status, "concluded") == 0)
             continue;
         batch_send_expect(b, "job-cancel", json_pack("{s:s}", "id", id),

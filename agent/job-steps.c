@@ -43,14 +43,16 @@
 #define UNDO_EVENT_TIMEOUT 30.0
 
 /* Names in QEMU that belong to this job (any of ours for the sweep). */
-static bool
-id_is_mine(const struct backup_job *job, const char *id)
+bool
+job_id_is_mine(const struct backup_job *job, const char *id)
 {
     return id && ckpt_tmp_id_is_ours(id, job->sweep ? NULL : job->id);
 }
 
-static bool
-node_is_mine(const struct backup_job *job, const char *node, char kind)
+/* A node of this job (any of ours, for the sweep: num -1) of one kind
+ * (bitmap/names.c). */
+bool
+job_node_is_mine(const struct backup_job *job, const char *node, char kind)
 {
     return node && ckpt_tmp_node_is_ours(node, job->num) &&
            node[strlen(CKPT_TMP_PREFIX)] == kind;
@@ -240,14 +242,17 @@ run_nodes(struct backup_job *job, struct batch *b)
     }
 }
 
-static void
-delete_nodes(struct backup_job *job, struct batch *b, char kind)
+/* blockdev-del of every node of the job of one kind that QEMU listed; a
+ * scratch file node's file (the sweep's only record of it) is kept for
+ * removal. */
+void
+job_delete_nodes(struct backup_job *job, struct batch *b, char kind)
 {
     size_t i;
     json_t *n;
     json_array_foreach(job->nodes, i, n) {
         const char *name = json_string_value(json_object_get(n, "node-name"));
-        if (!node_is_mine(job, name, kind))
+        if (!job_node_is_mine(job, name, kind))
             continue;
         const char *file = json_string_value(json_object_get(n, "file"));
         const char *leaf = file && strrchr(file, '/') ? strrchr(file, '/') + 1 : file;
@@ -260,7 +265,7 @@ delete_nodes(struct backup_job *job, struct batch *b, char kind)
 static enum undo_result
 undo_nodes(struct backup_job *job, struct batch *b)
 {
-    delete_nodes(job, b, 's');
+    job_delete_nodes(job, b, 's');
     return UNDO_DONE;
 }
 
@@ -309,7 +314,7 @@ undo_format(struct backup_job *job, struct batch *b)
         const char *id = json_string_value(json_object_get(j, "id"));
         const char *status = json_string_value(json_object_get(j, "status"));
         const char *type = json_string_value(json_object_get(j, "type"));
-        if (!id_is_mine(job, id) || !status || !type || strcmp(type, "create") != 0)
+        if (!job_id_is_mine(job, id) || !status || !type || strcmp(type, "create") != 0)
             continue;
         if (strcmp(status, "concluded") == 0) {
             batch_send(b, "job-dismiss", json_pack("{s:s}", "id", id), NULL, NULL);
@@ -348,7 +353,7 @@ run_overlays(struct backup_job *job, struct batch *b)
 static enum undo_result
 undo_overlays(struct backup_job *job, struct batch *b)
 {
-    delete_nodes(job, b, 'f');
+    job_delete_nodes(job, b, 'f');
     return UNDO_DONE;
 }
 
@@ -505,7 +510,7 @@ undo_transaction(struct backup_job *job, struct batch *b)
         /* The sweep also ends a disk-commit's job that a dead agent left
          * waiting READY (cmd-disk.c): no pivot, the overlay stays. */
         bool commit = job->sweep && type && strcmp(type, "commit") == 0;
-        if (!id_is_mine(job, id) || !status || !type ||
+        if (!job_id_is_mine(job, id) || !status || !type ||
             (strcmp(type, "backup") != 0 && !commit) || strcmp(status, "null") == 0)
             continue;
         if (strcmp(status, "concluded") == 0) {
@@ -558,7 +563,7 @@ undo_exports(struct backup_job *job, struct batch *b)
     json_t *e;
     json_array_foreach(job->exports, i, e) {
         const char *id = json_string_value(json_object_get(e, "id"));
-        if (id_is_mine(job, id))
+        if (job_id_is_mine(job, id))
             batch_send_expect(b, "block-export-del",
                               json_pack("{s:s,s:s}", "id", id, "mode", "hard"),
                               "BLOCK_EXPORT_DELETED", json_pack("{s:s}", "id", id),

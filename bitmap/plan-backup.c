@@ -156,17 +156,21 @@ plan_temp_bitmap(const struct meta_tree *t, const struct ckpt_backup_req *r,
         ckpt_merge_sources(t, d, (size_t) i, t->nckpts, disk->node)));
 }
 
-enum ckpt_err
-ckpt_plan_backup(const struct meta_tree *t, const struct ckpt_backup_req *r,
-                const struct ckpt_backup_disk *disks, size_t n, json_t *actions,
-                struct ckpt_error *e)
+/* What a pull and a push backup share: the disks looked up by name (idx),
+ * each incremental disk's temporary bitmap, and the new checkpoint; the
+ * planned actions, or NULL with e set. */
+static json_t *
+plan_backup_common(const struct meta_tree *t, const struct ckpt_backup_req *r,
+                   const struct ckpt_backup_disk *disks, size_t n, size_t *idx,
+                   struct ckpt_error *e)
 {
-    CLEANUP_FREE size_t *idx = xcalloc(n + 1, sizeof *idx);
     for (size_t k = 0; k < n; k++) {
         ssize_t d = meta_tree_find_disk(t, disks[k].disk);
-        if (d < 0)
-            return ckpt_fail(e, CKPT_ERR_NOT_FOUND, "disk '%s' was detached while "
-                             "the backup was starting", disks[k].disk);
+        if (d < 0) {
+            ckpt_fail(e, CKPT_ERR_NOT_FOUND, "disk '%s' was detached while "
+                      "the backup was starting", disks[k].disk);
+            return NULL;
+        }
         idx[k] = (size_t) d;
     }
     json_t *planned = json_array();
@@ -175,8 +179,20 @@ ckpt_plan_backup(const struct meta_tree *t, const struct ckpt_backup_req *r,
             plan_temp_bitmap(t, r, &disks[k], idx[k], planned);
     if (r->checkpoint && ckpt_plan_create(t, r->checkpoint, planned, e)) {
         json_decref(planned);
-        return e->code;
+        return NULL;
     }
+    return planned;
+}
+
+enum ckpt_err
+ckpt_plan_backup(const struct meta_tree *t, const struct ckpt_backup_req *r,
+                const struct ckpt_backup_disk *disks, size_t n, json_t *actions,
+                struct ckpt_error *e)
+{
+    CLEANUP_FREE size_t *idx = xcalloc(n + 1, sizeof *idx);
+    json_t *planned = plan_backup_common(t, r, disks, n, idx, e);
+    if (!planned)
+        return e->code;
     for (size_t k = 0; k < n && !r->own_filter; k++) {
         const struct meta_disk *disk = &t->disks[idx[k]];
         CLEANUP_FREE char *job = ckpt_tmp_job(r->job, disk->disk);
@@ -198,21 +214,9 @@ ckpt_plan_backup_push(const struct meta_tree *t, const struct ckpt_backup_req *r
                       struct ckpt_error *e)
 {
     CLEANUP_FREE size_t *idx = xcalloc(n + 1, sizeof *idx);
-    for (size_t k = 0; k < n; k++) {
-        ssize_t d = meta_tree_find_disk(t, disks[k].disk);
-        if (d < 0)
-            return ckpt_fail(e, CKPT_ERR_NOT_FOUND, "disk '%s' was detached while "
-                             "the backup was starting", disks[k].disk);
-        idx[k] = (size_t) d;
-    }
-    json_t *planned = json_array();
-    for (size_t k = 0; k < n; k++)
-        if (disks[k].incremental)
-            plan_temp_bitmap(t, r, &disks[k], idx[k], planned);
-    if (r->checkpoint && ckpt_plan_create(t, r->checkpoint, planned, e)) {
-        json_decref(planned);
+    json_t *planned = plan_backup_common(t, r, disks, n, idx, e);
+    if (!planned)
         return e->code;
-    }
     for (size_t k = 0; k < n; k++) {
         const struct meta_disk *disk = &t->disks[idx[k]];
         CLEANUP_FREE char *job = ckpt_tmp_job(r->job, disk->disk);

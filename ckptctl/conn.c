@@ -138,20 +138,7 @@ ctl_check_peer(struct ctl_conn *c)
 static ssize_t
 ctl_send_with_fd(struct ctl_conn *c, const char *line, size_t len, int fd)
 {
-    union {
-        char buf[CMSG_SPACE(sizeof(int))];
-        struct cmsghdr align;
-    } u;
-    struct iovec iov = { (void *) line, len };
-    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-                         .msg_controllen = sizeof u.buf };
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(cm), &fd, sizeof fd);
-    return sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+    return fd_send(c->fd, line, len, fd);
 }
 
 static int

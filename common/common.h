@@ -115,6 +115,11 @@ static inline bool utf8_valid(const char *s, size_t len)
 {
     return utf8_valid_prefix(s, len) == len;
 }
+/* --- fdpass.c --- */
+/* send(2) of data[0, len) with fd attached to its first byte (SCM_RIGHTS;
+ * none when fd < 0), MSG_NOSIGNAL. */
+ssize_t fd_send(int sock, const void *data, size_t len, int fd);
+
 /* Cuts the string s to at most max bytes without splitting a character. */
 void utf8_truncate(char *s, size_t max);
 /* Replaces, in place, each byte of s that is not part of a valid UTF-8

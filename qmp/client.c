@@ -297,23 +297,7 @@ qmp_write(struct qmp *q, const char *line)
 static ssize_t
 qmp_send_bytes(struct qmp *q, size_t end, int fd)
 {
-    if (fd < 0)
-        return send(q->fd, q->out + q->out_off, end - q->out_off, MSG_NOSIGNAL);
-    union {
-        char buf[CMSG_SPACE(sizeof(int))];
-        struct cmsghdr align;
-    } u;
-    struct iovec iov = { q->out + q->out_off, end - q->out_off };
-    struct msghdr mh = {
-        .msg_iov = &iov, .msg_iovlen = 1,
-        .msg_control = u.buf, .msg_controllen = sizeof u.buf,
-    };
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(cm), &fd, sizeof fd);
-    return sendmsg(q->fd, &mh, MSG_NOSIGNAL);
+    return fd_send(q->fd, q->out + q->out_off, end - q->out_off, fd);
 }
 
 /* Writes what the socket takes now; the watcher brings us back for the

@@ -206,20 +206,8 @@ send_fd(struct hq_conn *c, const char *name, int fd)
     CLEANUP_FREE char *line = xasprintf("{\"execute\": \"getfd\", \"arguments\": "
                                         "{\"fdname\": \"%s\"}, \"id\": \"fd-%s\"}\n",
                                         name, name);
-    union {
-        char buf[CMSG_SPACE(sizeof(int))];
-        struct cmsghdr align;
-    } u;
-    struct iovec iov = { line, strlen(line) };
-    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-                         .msg_controllen = sizeof u.buf };
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(cm), &fd, sizeof fd);
-    HQ_CHECK(sendmsg(c->fd, &mh, 0) == (ssize_t) strlen(line), "sendmsg: %s",
-             strerror(errno));
+    HQ_CHECK(fd_send(c->fd, line, strlen(line), fd) == (ssize_t) strlen(line),
+             "sendmsg: %s", strerror(errno));
     CLEANUP_JSON json_t *r = hq_read_reply(c, 10);
     HQ_CHECK(r && json_object_get(r, "return"), "getfd %s: %s", name, hq_str(r));
     return 0;

@@ -25,6 +25,8 @@
  * A test writes RULES with rename(2), so that a rule is never half read.
  * The proxy serves one agent connection at a time and accepts the next
  * one when it ends (the agent reconnects, as after QEMU restarts). */
+#include "common/common.h"
+
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
@@ -224,19 +226,7 @@ static int write_all(int fd, const char *data, size_t len);
 static int
 write_with_fd(int sock, const char *data, size_t len, int fd)
 {
-    union {
-        char buf[CMSG_SPACE(sizeof(int))];
-        struct cmsghdr align;
-    } u;
-    struct iovec iov = { (void *) data, len };
-    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-                         .msg_controllen = sizeof u.buf };
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(cm), &fd, sizeof fd);
-    ssize_t n = sendmsg(sock, &mh, MSG_NOSIGNAL);
+    ssize_t n = fd_send(sock, data, len, fd);
     close(fd);
     if (n <= 0)
         return -1;
