@@ -338,6 +338,39 @@ read_debug_hooks(struct agent_debug *d)
     return 0;
 }
 
+/* getopt_long takes any unique prefix of a long option: "--socket" would
+ * be --socket-group, and "--control" mistyped as a prefix would pass.  A
+ * daemon's command line is written once and read often, so only whole
+ * names count. */
+static int
+check_whole_names(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--") == 0)
+            return 0;
+        if (strncmp(a, "--", 2) != 0)
+            continue;
+        size_t len = strcspn(a + 2, "=");
+        const struct option *hit = NULL;
+        for (const struct option *p = longopts; p->name; p++)
+            if (strlen(p->name) == len && strncmp(p->name, a + 2, len) == 0)
+                hit = p;
+        if (!hit) {
+            for (const struct option *p = longopts; p->name; p++)
+                if (strncmp(p->name, a + 2, len) == 0) {
+                    fprintf(stderr, "ckptd: unknown option '%.*s' (did you mean "
+                            "--%s?)\n", (int) len + 2, a, p->name);
+                    return -1;
+                }
+            continue;               /* getopt_long says it is unknown */
+        }
+        if (hit->has_arg == required_argument && !a[2 + len])
+            i++;                    /* its value */
+    }
+    return 0;
+}
+
 int
 opt_parse(int argc, char **argv, struct agent_options *o)
 {
@@ -346,6 +379,10 @@ opt_parse(int argc, char **argv, struct agent_options *o)
     o->log_level = LOG_INFO;
     o->qmp_timeout = QMP_REPLY_TIMEOUT;
     o->scratch_reserve = (uint64_t) 64 << 20;
+    if (check_whole_names(argc, argv) < 0) {
+        opt_usage(stderr);
+        return 2;
+    }
     if (find_config(argc, argv, o) < 0)
         return 2;
     int c;

@@ -15,6 +15,12 @@ make_disk "$T/vda.qcow2" 64M || { fail setup "qemu-img create"; finish; exit 1; 
 ctl_status "$T/nothing.sock"
 check status-no-agent "ckptctl status exited $ctl_rc, expected 3" [ "$ctl_rc" = 3 ]
 
+# --- only whole option names: getopt's prefixes would take --socket for
+# --socket-group ---
+out=$("$CKPTD" --qmp "$T/qmp.sock" --socket "$T/x.sock" 2>&1); rc=$?
+check option-prefix-refused "ckptd --socket: exit $rc, $out" \
+    eval '[ "$rc" = 2 ] && [[ "$out" == *"unknown option '"'"'--socket'"'"' (did you mean --socket-group?)"* ]]'
+
 # --- a notify socket the test owns ---
 notify_ok=""
 if [ -n "$have_python" ]; then
