@@ -507,6 +507,25 @@ XEOF
     rm -f "$f"
     return $rc
 }
+# The same job incremental: sync=bitmap from checkpoint BITMAP's bitmap
+# (it holds exactly the round's writes: they came before the round's
+# pulls made newer checkpoints), on the agent's VM, bitmap-mode never so
+# the checkpoint stays as it was.
+push_job_inc() {  # NAME DISK GIB ROUND BITMAP VM
+    local f=$W/pushi.qcow2 k=$4 rc
+    qemu-img create -q -f qcow2 "$f" "${3}G" || return 1
+    qb "$W/$6/test.sock" <<XEOF | sed "s/^x/$1/" | record
+x#$k blockdev-add {"driver":"file","node-name":"pit$k","filename":"$f"}
+x#$k blockdev-add {"driver":"qcow2","node-name":"piq$k","file":"pit$k"}
+x#$k blockdev-backup {"job-id":"pushi$k","device":"$2-fmt","target":"piq$k","sync":"bitmap","bitmap":"$5","bitmap-mode":"never","auto-dismiss":true}
+x#$k @wait BLOCK_JOB_COMPLETED device pushi$k
+x#$k blockdev-del {"node-name":"piq$k"}
+x#$k blockdev-del {"node-name":"pit$k"}
+XEOF
+    rc=$?
+    rm -f "$f"
+    return $rc
+}
 sec_pull() {
     local v=pull r stride cnt pat name reps prev=i0 lprev LVP=$LV lout=$W/lv-out.qcow2
     vm_start "$v" 2 "${PULL_GIB}G" && agent_start "$v" || return 1
@@ -545,6 +564,8 @@ sec_pull() {
             # the same changes: incremental from the same checkpoint
             "$T/timeit" "inc${name}_ext" 0 1 "$W/extjob.sh" "$BIN/ckptctl" "$W/$v/ckptd.sock" \
                 vda "$prev" "$T/extread" | record || return 1
+            # and QEMU's own incremental push job of them
+            push_job_inc "inc${name}_qpush" vda "$PULL_GIB" "$name-$r" "$prev" "$v" || return 1
 
             prev=i$name-$r
             limit_pull "inc${name}_limit" vda "$PULL_GIB" || return 1
@@ -743,6 +764,8 @@ row "incremental pull, 10% changed ($(( PULL10_BYTES / 1048576 )) MiB)⁵" "$(tc
 row "incremental pull, 10%: against the old limit⁵" "$(tcell inc10_ckptd "$PULL10_BYTES") ckptctl pull" "—" "$(tcell inc10_limit "$PULL10_BYTES") nbdcopy into qemu-nbd (qcow2)" "—" "$(iratio inc10_ckptd inc10_limit)"
 row "full pull of $FULL_GIB GiB of data⁵" "$(tcell full_ckptd $(( FULL_GIB << 30 ))) ckptctl pull" "$(lvtcell full_lv $(( FULL_GIB << 30 )))" "$(tcell full_raw $(( FULL_GIB << 30 ))) nbdcopy to a raw sparse file" "$(iratio full_ckptd full_lv)" "$(iratio full_ckptd full_raw)"
 row "full backup of $FULL_GIB GiB: against QEMU's own push job⁵" "$(tcell full_ckptd $(( FULL_GIB << 30 ))) ckptctl pull" "—" "$(tcell full_push $(( FULL_GIB << 30 ))) blockdev-backup sync=full to qcow2" "—" "$(iratio full_ckptd full_push)"
+row "incremental local backup, 1% changed: against QEMU's own incremental push job⁵" "$(tcell inc1_ckptd "$PULL1_BYTES") ckptctl pull" "—" "$(tcell inc1_qpush "$PULL1_BYTES") blockdev-backup sync=bitmap to qcow2" "—" "$(iratio inc1_ckptd inc1_qpush)"
+row "incremental local backup, 10% changed: against QEMU's own incremental push job⁵" "$(tcell inc10_ckptd "$PULL10_BYTES") ckptctl pull" "—" "$(tcell inc10_qpush "$PULL10_BYTES") blockdev-backup sync=bitmap to qcow2" "—" "$(iratio inc10_ckptd inc10_qpush)"
 row "full local backup of $FULL_GIB GiB, ckptctl pull --push: against QEMU's own push job⁵" "$(tcell full_pushc $(( FULL_GIB << 30 ))) ckptctl pull --push" "—" "$(tcell full_push $(( FULL_GIB << 30 ))) blockdev-backup sync=full to qcow2" "—" "$(iratio full_pushc full_push)"
 row "incremental local backup, --push against the default (NBD), 1% changed⁵" "$(tcell inc1_push "$PULL1_BYTES") ckptctl pull --push" "—" "$(tcell inc1_ckptd "$PULL1_BYTES") ckptctl pull" "—" "$(iratio inc1_push inc1_ckptd)"
 row "incremental local backup, --push against the default (NBD), 10% changed⁵" "$(tcell inc10_push "$PULL10_BYTES") ckptctl pull --push" "—" "$(tcell inc10_ckptd "$PULL10_BYTES") ckptctl pull" "—" "$(iratio inc10_push inc10_ckptd)"
@@ -862,6 +885,8 @@ goal "incremental pull 1%: ckptd MB/s ÷ plain extent reader MB/s" "$(rv inc1_ex
 goal "incremental pull 10%: ckptd MB/s ÷ plain extent reader MB/s" "$(rv inc10_ext inc10_ckptd)" ">=" 0.9
 goal "full pull: ckptd MB/s ÷ nbdcopy to a raw file MB/s" "$(rv full_raw full_ckptd)" ">=" 0.9
 goal "full local backup (ckptctl pull, its default path): ckptd MB/s ÷ QEMU's push job MB/s" "$(rv full_push full_ckptd)" ">=" 0.9
+goal "incremental local backup 1%: ckptd MB/s ÷ QEMU's incremental push job MB/s" "$(rv inc1_qpush inc1_ckptd)" ">=" 0.9
+goal "incremental local backup 10%: ckptd MB/s ÷ QEMU's incremental push job MB/s" "$(rv inc10_qpush inc10_ckptd)" ">=" 0.9
 goal "backup-end: ckptd round trip ÷ bare QMP sequence" "$(rv end_ckptd end_limit)" "<=" 1.3
 goal "$KCOUNT checkpoints: list, ckptd round trip ÷ libvirt (python)" "$(rv k_list_ckptd k_list_lvpy)" "<=" 1
 goal "guest writes: IOPS with 100 checkpoints ÷ with 1 (ckptd layout)" "$(rv gw_ck1 gw_ck100)" ">=" 0.95
