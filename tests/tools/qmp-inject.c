@@ -118,8 +118,11 @@ load_rules(struct proxy *p)
         free(text);
         return false;
     }
+    /* The copy kept for comparing is of the text parsed: reading the file
+     * again after parsing could see a newer version, which would then
+     * count as loaded without ever being parsed. */
     free(p->rules_text);
-    p->rules_text = text;
+    p->rules_text = strdup(text);
     p->nrules = 0;
     if (p->holding)
         unlink(p->held_path);
@@ -144,9 +147,7 @@ load_rules(struct proxy *p)
             continue;
         p->rules[p->nrules++] = r;
     }
-    /* strtok_r wrote NULs into text: keep a clean copy for comparing. */
-    free(p->rules_text);
-    p->rules_text = read_whole(p->rules_path);
+    free(text);
     return true;
 }
 
