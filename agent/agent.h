@@ -568,6 +568,10 @@ enum undo_result fleece_undo_unexported(struct backup_job *job, struct batch *b)
 char *fleece_broken(const struct backup_job *job, uint64_t free_bytes);
 /* Shared with the push steps (job-push.c). */
 bool job_id_is_mine(const struct backup_job *job, const char *id);
+/* The image-creation job of disk k (new string), and the step that
+ * dismisses every disk's. */
+char *job_create_job_id(const struct backup_job *job, size_t k);
+void job_run_dismiss(struct backup_job *job, struct batch *b);
 bool job_node_is_mine(const struct backup_job *job, const char *node, char kind);
 void job_delete_nodes(struct backup_job *job, struct batch *b, char kind);
 void job_send_transaction(struct backup_job *job, struct batch *b, json_t *actions);

@@ -240,6 +240,20 @@ plan_disks(struct agent *a, struct request *req, struct backup_job *job,
     return err;
 }
 
+/* What a pull and a push begin take alike from their arguments. */
+static void
+begin_job_args(struct backup_job *job, json_t *args, const char *incremental,
+               const char *ckpt_name, const char *ckpt_desc)
+{
+    job->now = (int64_t) time(NULL);
+    job->incremental = incremental ? xstrdup(incremental) : NULL;
+    job->checkpoint = ckpt_name ? xstrdup(ckpt_name) : NULL;
+    job->ckpt_desc = ckpt_desc ? xstrdup(ckpt_desc) : NULL;
+    job->ckpt_disks = json_incref(json_object_get(json_object_get(args, "checkpoint"),
+                                                  "disks"));
+    job->quiesce = json_is_true(json_object_get(args, "quiesce"));
+}
+
 static enum cmd_result
 begin_refuse(struct request *req, struct backup_job *job, const struct ckpt_error *e)
 {
@@ -288,13 +302,7 @@ begin_push(struct request *req)
     job->push = true;
     job->steps = push_steps;
     job->nsteps = push_nsteps;
-    job->now = (int64_t) time(NULL);
-    job->incremental = incremental ? xstrdup(incremental) : NULL;
-    job->checkpoint = ckpt_name ? xstrdup(ckpt_name) : NULL;
-    job->ckpt_desc = ckpt_desc ? xstrdup(ckpt_desc) : NULL;
-    job->ckpt_disks = json_incref(json_object_get(json_object_get(args, "checkpoint"),
-                                                  "disks"));
-    job->quiesce = json_is_true(json_object_get(args, "quiesce"));
+    begin_job_args(job, args, incremental, ckpt_name, ckpt_desc);
     if (job->quiesce && !quiesce_available(a, &e))
         return begin_refuse(req, job, &e);
     if (plan_disks(a, req, job, &e) || push_targets(req, job, &e))
@@ -348,13 +356,7 @@ cmd_begin(struct request *req)
     struct backup_job *job = job_new(a);
     job->server = server;
     job->start_server = !a->nbd_server;
-    job->now = (int64_t) time(NULL);
-    job->incremental = incremental ? xstrdup(incremental) : NULL;
-    job->checkpoint = ckpt_name ? xstrdup(ckpt_name) : NULL;
-    job->ckpt_desc = ckpt_desc ? xstrdup(ckpt_desc) : NULL;
-    job->ckpt_disks = json_incref(json_object_get(json_object_get(args, "checkpoint"),
-                                                  "disks"));
-    job->quiesce = json_is_true(json_object_get(args, "quiesce"));
+    begin_job_args(job, args, incremental, ckpt_name, ckpt_desc);
     if (job->quiesce && !quiesce_available(a, &e))
         return begin_refuse(req, job, &e);
     if (plan_disks(a, req, job, &e))

@@ -318,19 +318,12 @@ undo_nodes(struct backup_job *job, struct batch *b)
     return UNDO_DONE;
 }
 
-static char *
-create_job_id(const struct backup_job *job, size_t k)
-{
-    CLEANUP_FREE char *base = ckpt_tmp_job(job->id, job->disks[k].disk);
-    return xasprintf("%s.create", base);
-}
-
 static void
 run_format(struct backup_job *job, struct batch *b)
 {
     for (size_t k = 0; k < job->ndisks; k++) {
         const struct job_disk *d = &job->disks[k];
-        CLEANUP_FREE char *id = create_job_id(job, k);
+        CLEANUP_FREE char *id = job_create_job_id(job, k);
         CLEANUP_FREE char *node = ckpt_tmp_node('t', job->num, k);
         json_t *opts = json_pack("{s:s,s:s,s:I}", "driver", "qcow2", "file", node,
                                  "size", (json_int_t) d->size);
@@ -343,15 +336,6 @@ run_format(struct backup_job *job, struct batch *b)
                           "JOB_STATUS_CHANGE",
                           json_pack("{s:s,s:s}", "id", id, "status", "concluded"),
                           PUSH_EVENT_TIMEOUT);
-    }
-}
-
-static void
-run_dismiss(struct backup_job *job, struct batch *b)
-{
-    for (size_t k = 0; k < job->ndisks; k++) {
-        CLEANUP_FREE char *id = create_job_id(job, k);
-        batch_send(b, "job-dismiss", json_pack("{s:s}", "id", id), NULL, NULL);
     }
 }
 
@@ -434,7 +418,7 @@ const struct job_step push_steps[] = {
     { "targets",       run_targets,     undo_targets },
     { "target nodes",  run_nodes,       undo_nodes },
     { "target format", run_format,      job_undo_create_jobs },
-    { "dismiss",       run_dismiss,     undo_nothing },
+    { "dismiss",       job_run_dismiss,     undo_nothing },
     { "target images", run_images,      undo_images },
     { "transaction",   run_transaction, undo_transaction },
 };

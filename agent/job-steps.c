@@ -270,8 +270,8 @@ undo_nodes(struct backup_job *job, struct batch *b)
 }
 
 /* --- formatting the scratch images --- */
-static char *
-create_job_id(const struct backup_job *job, size_t k)
+char *
+job_create_job_id(const struct backup_job *job, size_t k)
 {
     CLEANUP_FREE char *base = ckpt_tmp_job(job->id, job->disks[k].disk);
     return xasprintf("%s.create", base);
@@ -281,7 +281,7 @@ static void
 run_format(struct backup_job *job, struct batch *b)
 {
     for (size_t k = 0; k < job->ndisks; k++) {
-        CLEANUP_FREE char *id = create_job_id(job, k);
+        CLEANUP_FREE char *id = job_create_job_id(job, k);
         CLEANUP_FREE char *node = ckpt_tmp_node('s', job->num, k);
         batch_send_expect(b, "blockdev-create",
                           json_pack("{s:s,s:{s:s,s:s,s:I}}", "job-id", id, "options",
@@ -293,11 +293,11 @@ run_format(struct backup_job *job, struct batch *b)
     }
 }
 
-static void
-run_dismiss(struct backup_job *job, struct batch *b)
+void
+job_run_dismiss(struct backup_job *job, struct batch *b)
 {
     for (size_t k = 0; k < job->ndisks; k++) {
-        CLEANUP_FREE char *id = create_job_id(job, k);
+        CLEANUP_FREE char *id = job_create_job_id(job, k);
         batch_send(b, "job-dismiss", json_pack("{s:s}", "id", id), NULL, NULL);
     }
 }
@@ -579,7 +579,7 @@ const struct job_step job_steps[] = {
     { "NBD server",    run_server,      undo_server },
     { "scratch nodes", run_nodes,       undo_nodes },
     { "format",        run_format,      undo_format },
-    { "dismiss",       run_dismiss,     undo_dismiss },
+    { "dismiss",       job_run_dismiss,     undo_dismiss },
     { "run state",     fleece_run_state, fleece_undo_state },
     { "overlays",      run_overlays,    undo_overlays },
     { "filters",       fleece_run_filters, fleece_undo_filters },
