@@ -474,6 +474,7 @@ qmp_on_reply(struct qmp *q, json_t *msg)
         return;
     }
     qmp_arm_timer(q);
+    log_debug("qmp: <- %s (id %lld)", r->cmd, (long long) json_integer_value(id));
 
     json_t *error = json_object_get(msg, "error");
     if (!error) {
