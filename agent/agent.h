@@ -175,6 +175,7 @@ struct job_disk {
     char *scratch;                      /* scratch file we created, or NULL */
     char *bitmap;                       /* temporary bitmap, or NULL (full) */
     char *reason;                       /* copied in full in an incremental: why */
+    char *qdev;                         /* the device moved onto our filter */
     uint64_t size;
     uint64_t granularity;
     /* push only (job-push.c) */
@@ -242,7 +243,10 @@ struct backup_job {
 };
 
 /* One step of a job: run adds its QMP commands to the batch (or sets
- * job->error); undo adds the commands that remove what the step made. */
+ * job->error); undo adds the commands that remove what the step made.
+ * Steps share one batch (one round trip: QEMU runs a connection's
+ * commands in order) up to a barrier: a step whose answers the next one
+ * reads, or whose end (an awaited event) the next one's commands need. */
 enum undo_result {
     UNDO_DONE,                          /* the next undo may follow at once */
     UNDO_WAIT,                          /* the next undo waits for this batch */
@@ -251,6 +255,7 @@ enum undo_result {
 struct batch;
 struct job_step {
     const char *name;
+    bool barrier;                       /* when it sent anything */
     void (*run)(struct backup_job *job, struct batch *b);
     enum undo_result (*undo)(struct backup_job *job, struct batch *b);
 };
@@ -311,6 +316,8 @@ struct agent {
                                          * from (vm_graph_signature) */
     char new_chain[META_CHAIN_LEN + 1]; /* the id a first checkpoint gets */
     struct event_waiter *waiters;
+    struct str_vec live_jobs;           /* QEMU's job ids (qjobs.c) */
+    bool live_jobs_known;               /* listed on this connection */
     struct str_vec known;               /* checkpoint names when QEMU left */
     struct str_vec lost;                /* known then, gone after it came back */
     struct qga *qga;                    /* the guest agent, or NULL */
@@ -405,6 +412,12 @@ void agent_event(struct agent *a, const char *event, json_t *data); /* steals */
 /* --- vm.c --- */
 void vm_start(struct agent *a);
 void vm_stop(struct agent *a);
+/* qjobs.c: the jobs QEMU runs, followed by events */
+void qjobs_list(struct agent *a);
+void qjobs_forget(struct agent *a);
+void qjobs_event(struct agent *a, const char *event, json_t *data);
+bool qjobs_any(const struct agent *a, bool (*match)(const char *id, const void *opaque),
+               const void *opaque);
 /* Sends a command; a thin wrapper that fails at once when disconnected. */
 void vm_send(struct agent *a, const char *cmd, json_t *args,
              qmp_reply_cb *cb, void *opaque);

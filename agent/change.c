@@ -2,6 +2,7 @@
  * tree is what QEMU holds), then the command's own reply.  Shared by
  * every command that changes checkpoints. */
 #include "agent/agent.h"
+#include "bitmap/plan.h"
 
 struct change *
 change_new(struct request *req, const char *name,
@@ -310,18 +311,6 @@ precheck_failed(struct precheck *p, const struct qmp_error *err)
 }
 
 static void
-migrate_checked(struct qmp *q, json_t *ret, const struct qmp_error *err, void *opaque)
-{
-    struct precheck *p = opaque;
-    const char *status = json_string_value(json_object_get(ret, "status"));
-    if (err)
-        precheck_failed(p, err);
-    else if (status)
-        p->status = xstrdup(status);
-    precheck_step(p);
-}
-
-static void
 status_checked(struct qmp *q, json_t *ret, const struct qmp_error *err, void *opaque)
 {
     struct precheck *p = opaque;
@@ -330,6 +319,24 @@ status_checked(struct qmp *q, json_t *ret, const struct qmp_error *err, void *op
         precheck_failed(p, err);
     else if (state)
         p->run_state = xstrdup(state);
+    precheck_step(p);
+}
+
+/* The run state matters only after a completed migration (postmigrate):
+ * asked for then, in a second round trip, before the step is counted. */
+static void
+migrate_checked(struct qmp *q, json_t *ret, const struct qmp_error *err, void *opaque)
+{
+    struct precheck *p = opaque;
+    const char *status = json_string_value(json_object_get(ret, "status"));
+    if (err)
+        precheck_failed(p, err);
+    else if (status)
+        p->status = xstrdup(status);
+    if (p->status && strcmp(p->status, "completed") == 0) {
+        vm_send(p->req->agent, "query-status", NULL, status_checked, p);
+        return;
+    }
     precheck_step(p);
 }
 
@@ -361,6 +368,12 @@ graph_checked(struct qmp *q, json_t *ret, const struct qmp_error *err, void *opa
     precheck_step(p);
 }
 
+static bool
+job_is_foreign(const char *id, const void *opaque)
+{
+    return !ckpt_tmp_id_is_ours(id, NULL);
+}
+
 void
 change_run(struct request *req)
 {
@@ -368,10 +381,13 @@ change_run(struct request *req)
         req->cmd->run(req);
         return;
     }
+    /* Only another client's job can be a mirror (ours never are): with
+     * none running, QEMU is not asked (qjobs.c). */
+    bool jobs = qjobs_any(req->agent, job_is_foreign, NULL);
     struct precheck *p = xcalloc(1, sizeof *p);
-    *p = (struct precheck) { .req = req, .pending = 4 };
+    *p = (struct precheck) { .req = req, .pending = jobs ? 3 : 2 };
     vm_send(req->agent, "query-migrate", NULL, migrate_checked, p);
-    vm_send(req->agent, "query-status", NULL, status_checked, p);
-    vm_send(req->agent, "query-block-jobs", NULL, jobs_checked, p);
+    if (jobs)
+        vm_send(req->agent, "query-block-jobs", NULL, jobs_checked, p);
     vm_send(req->agent, "query-blockstats", NULL, graph_checked, p);
 }

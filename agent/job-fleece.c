@@ -42,10 +42,10 @@
  * keeps the backup job too: its view must be the frozen guest's, and the
  * guest is frozen around the transaction only.
  *
- * The undos work from QEMU's listing (query-block for the devices,
- * x-debug-query-block-graph for the filter's child), so the start-up
- * sweep also points a device back that a crashed agent left on its
- * filter.  Neither min-cluster-size nor discard-source (QEMU 9.1) is
+ * The undos work from QEMU's listing (x-debug-query-block-graph: is a
+ * device still on the filter, and what is below it; the sweep also lists
+ * the devices with query-block), so the start-up sweep also points a
+ * device back that a crashed agent left on its filter.  Neither min-cluster-size nor discard-source (QEMU 9.1) is
  * used: the first only makes the filter copy larger pieces (a scratch
  * fills sooner), the second belongs to a backup job reading the view,
  * which a pull backup does not run.  Nor is cbw-timeout: it would break
@@ -145,6 +145,11 @@ fleece_list_qemu(struct backup_job *job, struct batch *b)
     struct agent *a = job->agent;
     if (!(job->own_filter || job->sweep) || !a->caps.block_graph)
         return;
+    /* A job knows which devices it moved and reads the graph of its node
+     * listing (job.c); the sweep, which does not, lists the devices and
+     * has query-named-block-nodes for its nodes. */
+    if (!job->sweep)
+        return;
     batch_send(b, "query-block", NULL, keep, &job->blocks);
     batch_send(b, "x-debug-query-block-graph", NULL, keep, &job->graph);
 }
@@ -203,6 +208,8 @@ fleece_run_switch(struct backup_job *job, struct batch *b)
             return;
         }
         CLEANUP_FREE char *cbw = ckpt_tmp_node('w', job->num, k);
+        free(job->disks[k].qdev);
+        job->disks[k].qdev = xstrdup(a->tree.disks[d].qdev);
         batch_send(b, "qom-set",
                    json_pack("{s:s,s:s,s:s}", "path", a->tree.disks[d].qdev,
                              "property", "drive", "value", cbw), NULL, NULL);
@@ -287,27 +294,65 @@ fleece_undo_unexported(struct backup_job *job, struct batch *b)
     return UNDO_DONE;
 }
 
+/* Whether a device (a block-backend) has the node named name as its
+ * root, in x-debug-query-block-graph's answer. */
+static bool
+graph_under_device(json_t *graph, const char *name)
+{
+    json_t *nodes = json_object_get(graph, "nodes"), *n, *e;
+    size_t i, k;
+    json_array_foreach(nodes, i, n) {
+        if (!jstr(n, "name") || strcmp(jstr(n, "name"), name) != 0)
+            continue;
+        json_int_t id = json_integer_value(json_object_get(n, "id"));
+        json_array_foreach(json_object_get(graph, "edges"), k, e) {
+            if (json_integer_value(json_object_get(e, "child")) != id)
+                continue;
+            json_int_t parent = json_integer_value(json_object_get(e, "parent"));
+            size_t j;
+            json_t *p;
+            json_array_foreach(nodes, j, p)
+                if (json_integer_value(json_object_get(p, "id")) == parent &&
+                    jstr(p, "type") && strcmp(jstr(p, "type"), "block-backend") == 0)
+                    return true;
+        }
+    }
+    return false;
+}
+
+static void
+switch_back(struct backup_job *job, struct batch *b, const char *qdev, const char *root)
+{
+    const char *below = graph_child(job->graph, root, "file");
+    if (!below) {
+        log_warn("cannot tell which node is below filter %s", root);
+        return;
+    }
+    CLEANUP_FREE char *path = qdev[0] == '/' ? xstrdup(qdev)
+                              : xasprintf("/machine/peripheral/%s", qdev);
+    log_info("pointing device %s back from %s to %s", path, root, below);
+    batch_send(b, "qom-set", json_pack("{s:s,s:s,s:s}", "path", path,
+                                       "property", "drive", "value", below),
+               NULL, NULL);
+}
+
+/* A job moves back the devices it moved that still sit on its filters;
+ * the sweep every device QEMU lists on a filter of ours. */
 enum undo_result
 fleece_undo_switch(struct backup_job *job, struct batch *b)
 {
     size_t i;
     json_t *blk;
-    json_array_foreach(job->blocks, i, blk) {
+    for (size_t k = 0; !job->sweep && k < job->ndisks; k++) {
+        CLEANUP_FREE char *cbw = ckpt_tmp_node('w', job->num, k);
+        if (job->disks[k].qdev && graph_under_device(job->graph, cbw))
+            switch_back(job, b, job->disks[k].qdev, cbw);
+    }
+    json_array_foreach(job->sweep ? job->blocks : NULL, i, blk) {
         const char *root = jstr(json_object_get(blk, "inserted"), "node-name");
         const char *qdev = jstr(blk, "qdev");
-        if (!job_node_is_mine(job, root, 'w') || !qdev || !*qdev)
-            continue;
-        const char *below = graph_child(job->graph, root, "file");
-        if (!below) {
-            log_warn("cannot tell which node is below filter %s", root);
-            continue;
-        }
-        CLEANUP_FREE char *path = qdev[0] == '/' ? xstrdup(qdev)
-                                  : xasprintf("/machine/peripheral/%s", qdev);
-        log_info("pointing device %s back from %s to %s", path, root, below);
-        batch_send(b, "qom-set", json_pack("{s:s,s:s,s:s}", "path", path,
-                                           "property", "drive", "value", below),
-                   NULL, NULL);
+        if (job_node_is_mine(job, root, 'w') && qdev && *qdev)
+            switch_back(job, b, qdev, root);
     }
     return UNDO_DONE;
 }

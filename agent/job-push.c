@@ -414,13 +414,15 @@ undo_transaction(struct backup_job *job, struct batch *b)
     return waiting ? UNDO_AGAIN : job_undo_transaction(job, b);
 }
 
+/* Barriers: the descriptors' fdset ids before the nodes that open
+ * them, the creation jobs' end before their dismissal. */
 const struct job_step push_steps[] = {
-    { "targets",       run_targets,     undo_targets },
-    { "target nodes",  run_nodes,       undo_nodes },
-    { "target format", run_format,      job_undo_create_jobs },
-    { "dismiss",       job_run_dismiss,     undo_nothing },
-    { "target images", run_images,      undo_images },
-    { "transaction",   run_transaction, undo_transaction },
+    { "targets",       true,  run_targets,     undo_targets },
+    { "target nodes",  false, run_nodes,       undo_nodes },
+    { "target format", true,  run_format,      job_undo_create_jobs },
+    { "dismiss",       false, job_run_dismiss, undo_nothing },
+    { "target images", false, run_images,      undo_images },
+    { "transaction",   true,  run_transaction, undo_transaction },
 };
 const int push_nsteps = (int) ARRAY_SIZE(push_steps);
 

@@ -574,20 +574,24 @@ undo_exports(struct backup_job *job, struct batch *b)
     return UNDO_DONE;
 }
 
+/* Barriers: the creation job's end before its dismissal; the run
+ * state's answer (it may turn the filter off) before the overlays; the
+ * transaction's answer (the replayed tree names the new checkpoint's
+ * recording bitmap, which the view step merges) before the switch. */
 const struct job_step job_steps[] = {
-    { "scratch files", run_files,       undo_files },
-    { "NBD server",    run_server,      undo_server },
-    { "scratch nodes", run_nodes,       undo_nodes },
-    { "format",        run_format,      undo_format },
-    { "dismiss",       job_run_dismiss,     undo_dismiss },
-    { "run state",     fleece_run_state, fleece_undo_state },
-    { "overlays",      run_overlays,    undo_overlays },
-    { "filters",       fleece_run_filters, fleece_undo_filters },
-    { "transaction",   run_transaction, undo_transaction },
-    { "switch",        fleece_run_switch, fleece_undo_switch },
-    { "view",          fleece_run_view, fleece_undo_view },
-    { "unexported",    fleece_run_unexported, fleece_undo_unexported },
-    { "exports",       run_exports,     undo_exports },
+    { "scratch files", false, run_files,        undo_files },
+    { "NBD server",    false, run_server,       undo_server },
+    { "scratch nodes", false, run_nodes,        undo_nodes },
+    { "format",        true,  run_format,       undo_format },
+    { "dismiss",       false, job_run_dismiss,  undo_dismiss },
+    { "run state",     true,  fleece_run_state, fleece_undo_state },
+    { "overlays",      false, run_overlays,     undo_overlays },
+    { "filters",       false, fleece_run_filters, fleece_undo_filters },
+    { "transaction",   true,  run_transaction,  undo_transaction },
+    { "switch",        false, fleece_run_switch, fleece_undo_switch },
+    { "view",          false, fleece_run_view,  fleece_undo_view },
+    { "unexported",    false, fleece_run_unexported, fleece_undo_unexported },
+    { "exports",       true,  run_exports,      undo_exports },
 };
 const int job_nsteps = (int) ARRAY_SIZE(job_steps);
 

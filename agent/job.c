@@ -144,6 +144,7 @@ job_free(struct backup_job *job)
     for (size_t k = 0; k < job->ndisks; k++) {
         free(job->disks[k].disk);
         free(job->disks[k].node);
+        free(job->disks[k].qdev);
         free(job->disks[k].scratch);
         free(job->disks[k].bitmap);
         free(job->disks[k].reason);
@@ -203,8 +204,8 @@ step_done(const char *err, void *opaque)
 {
     struct backup_job *job = opaque;
     job->in_step = false;
-    const char *step = job->steps[job->started - 1].name;
-    if (err && !job->error && strcmp(step, "NBD server") == 0 && strstr(err, "already"))
+    if (err && !job->error && strncmp(err, "nbd-server-start:", 17) == 0 &&
+        strstr(err, "already"))
         job->error = xasprintf("QEMU already runs an NBD server that another QMP "
                                "client started (%s); ckptd neither stops nor shares "
                                "it: stop it, or end that client's exports first", err);
@@ -250,11 +251,20 @@ job_advance(struct backup_job *job)
         job_running(job);
         return;
     }
-    const struct job_step *s = &job->steps[job->started++];
-    log_debug("backup %s: %s", job->id, s->name);
+    /* Steps up to the next barrier go out in one batch.  A command that
+     * fails makes those after it fail too (their nodes are missing), and
+     * the first failure is the one reported; the undos of every step
+     * begun then remove whatever did reach QEMU. */
     struct batch *bt = batch_new(job->agent, step_done, job);
     job->in_step = true;
-    s->run(job, bt);
+    while (job->started < job->nsteps && !job->error) {
+        const struct job_step *s = &job->steps[job->started++];
+        log_debug("backup %s: %s", job->id, s->name);
+        int sent = bt->pending;
+        s->run(job, bt);
+        if (s->barrier && bt->pending != sent)
+            break;
+    }
     batch_arm(bt);
 }
 
@@ -323,20 +333,36 @@ keep_nodes(json_t *ret, void *opaque)
     }
     json_decref(job->nodes);
     job->nodes = nodes;
+    json_decref(job->graph);            /* the filter's undos read it too */
+    job->graph = json_incref(ret);
 }
 
-/* QEMU's listing of what exists: the undos remove only that. */
+static bool
+job_of(const char *id, const void *opaque)
+{
+    return job_id_is_mine(opaque, id);
+}
+
+/* QEMU's listing of what exists: the undos remove only that.  Jobs are
+ * listed only when QEMU may run one of this job's (qjobs.c): a pull job
+ * through our own filter has none once it runs. */
 void
 job_list_qemu(struct backup_job *job, struct batch *b)
 {
     batch_send(b, "query-block-exports", NULL, keep_result, &job->exports);
-    batch_send(b, "query-jobs", NULL, keep_result, &job->qjobs);
+    if (job->sweep || qjobs_any(job->agent, job_of, job)) {
+        batch_send(b, "query-jobs", NULL, keep_result, &job->qjobs);
+    } else {
+        json_decref(job->qjobs);
+        job->qjobs = json_array();
+    }
     if (job->sweep || !job->agent->caps.block_graph)
         batch_send(b, "query-named-block-nodes", json_pack("{s:b}", "flat", 1),
                    keep_result, &job->nodes);
     else
         batch_send(b, "x-debug-query-block-graph", NULL, keep_nodes, job);
-    batch_send(b, "query-fdsets", NULL, keep_result, &job->fdsets);
+    if (job->push || job->sweep)        /* only a push hands QEMU descriptors */
+        batch_send(b, "query-fdsets", NULL, keep_result, &job->fdsets);
     fleece_list_qemu(job, b);
 }
 

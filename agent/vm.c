@@ -42,6 +42,7 @@ vm_stop(struct agent *a)
     a->tree_sig = NULL;
     str_vec_free_all(&a->known);
     str_vec_free_all(&a->lost);
+    qjobs_forget(a);
 }
 
 static void
@@ -172,8 +173,10 @@ probed(struct agent *a)
 {
     /* No job of ours survives a reconnect: whatever carries our mark
      * was left by a crashed agent or an interrupted backup. */
-    if (a->qmp && qmp_is_connected(a->qmp))
+    if (a->qmp && qmp_is_connected(a->qmp)) {
+        qjobs_list(a);          /* before the sweep, which ends jobs */
         job_sweep_all(a, swept, NULL);
+    }
 }
 
 static void
@@ -195,6 +198,7 @@ state_cb(struct qmp *q, bool connected, json_t *version, const char *reason,
     }
     bool was_ready = a->qemu_ready;
     a->qemu_ready = false;
+    qjobs_forget(a);
     if (was_ready) {
         str_vec_free_all(&a->known);
         for (size_t i = 0; i < a->tree.nckpts; i++)
@@ -224,6 +228,7 @@ event_cb(struct qmp *q, const char *event, json_t *data, void *opaque)
     log_debug("QEMU event %s", event);
     if (!data)
         data = json_null();
+    qjobs_event(a, event, data);
     vm_fire_waiters(a, event, data);
     job_qemu_event(a, event, data);
     if (strcmp(event, "RESUME") == 0)

@@ -249,7 +249,7 @@ test_begin_gaps(void)
                                      json_pack("{s:s}", "name", "c1"));
     HQ_CHECK(c1, "checkpoint-create c1");
     HQ_CHECK(hq_write(vm, "vda", 0x11, 1 * K64, K64) == 0, "write W");
-    HQ_CHECK(hq_inject_rules(vm, "hold qom-set 1\n") == 0, "rules");
+    HQ_CHECK(hq_inject_rules(vm, "hold-rest qom-set 1\n") == 0, "rules");
     HQ_CHECK(hq_send_json(vm->ctl, hq_json(
         "{\"execute\": \"backup-begin\", \"arguments\": {\"incremental\": \"c1\", "
         "\"checkpoint\": {\"name\": \"c2\"}}}")) == 0, "send");
@@ -264,7 +264,7 @@ test_begin_gaps(void)
     /* Released, qom-set reaches QEMU unlogged; the view's blockdev-add
      * after it is logged, and then the merge is held. */
     hq_inject_mark(vm);
-    HQ_CHECK(hq_inject_rules(vm, "hold block-dirty-bitmap-merge 1\n") == 0, "rules");
+    HQ_CHECK(hq_inject_rules(vm, "hold-rest block-dirty-bitmap-merge 1\n") == 0, "rules");
     if (wait_held(vm, "block-dirty-bitmap-merge", "blockdev-add") < 0)
         return -1;
     HQ_CHECK(hq_write(vm, "vda", 0x55, 5 * K64, K64) == 0, "write Y");
@@ -384,7 +384,7 @@ test_resume_during_begin(void)
     bool skip = false;
     CLEANUP_VM struct hq_vm *vm = filter_vm(2, 0, &mounted, &skip);
     HQ_CHECK(vm, "setup");
-    HQ_CHECK(hq_inject_rules(vm, "hold qom-set 1\n") == 0, "rules");
+    HQ_CHECK(hq_inject_rules(vm, "hold-rest qom-set 1\n") == 0, "rules");
     HQ_CHECK(hq_send_json(vm->ctl, hq_json("{\"execute\": \"backup-begin\"}")) == 0,
              "send");
     if (wait_held(vm, "qom-set", NULL) < 0) {

@@ -341,9 +341,9 @@ test_disks_move(void)
     HQ_CHECK(hq_write(vm, "vdz", 0x5a, 0, MiB) == 0 &&
              hq_write(vm, "vdy", 0x79, 0, MiB) == 0, "writes");
     HQ_CHECK(hq_inject_start(vm) == 0 && hq_agent_start(vm) == 0, "agent");
-    /* Held: the overlay's blockdev-add, the last step before the agent
-     * builds its transaction. */
-    HQ_CHECK(hq_inject_rules(vm, "hold blockdev-add 2\n") == 0, "rules");
+    /* Held: the scratch image's creation, the last wait before the batch
+     * in which the agent builds its transaction. */
+    HQ_CHECK(hq_inject_rules(vm, "hold blockdev-create 1\n") == 0, "rules");
     CLEANUP_JSON json_t *sent = json_pack("{s:s,s:{s:[s]}}", "execute", "backup-begin",
                                           "arguments", "disks", "vdz");
     HQ_CHECK(hq_send_json(vm->ctl, json_incref(sent)) == 0, "send");

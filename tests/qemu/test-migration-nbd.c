@@ -187,6 +187,13 @@ busy_while_mirroring(struct hq_vm *src)
     CLEANUP_JSON json_t *snap2 = hq_snapshot(src);
     HQ_CHECK(json_equal(snap, snap2), "the refusals changed the bitmaps: %s",
              hq_str(snap2));
+    /* A new agent knows of the mirror from the jobs it lists when it
+     * connects, not from events it never saw. */
+    HQ_CHECK(hq_agent_stop(src) == 0 && hq_agent_start(src) == 0, "agent restart");
+    CLEANUP_JSON json_t *c2 = hq_cmd_err(src->ctl, "Busy", "checkpoint-create",
+                                         hq_json("{\"name\": \"during-mirror\"}"));
+    HQ_CHECK(c2 && strstr(hq_err_desc(c2), "mirror job 'mig-"),
+             "a create after an agent restart during the mirror: %s", hq_str(c2));
     return 0;
 }
 

@@ -20,6 +20,9 @@
  *   hold CMD N        the Nth CMD waits until RULES changes again (later
  *                     commands pass: the agent matches replies by id);
  *                     RULES.held exists while it waits
+ *   hold-rest CMD N   the same, and the commands after it wait behind it,
+ *                     in order, as QEMU would run them (the agent sends a
+ *                     step's commands and the next steps' together)
  * A descriptor the agent passes (SCM_RIGHTS) goes on with the next add-fd
  * or getfd line (closed when that line is failed or held).
  * A test writes RULES with rename(2), so that a rule is never half read.
@@ -43,7 +46,7 @@
 #define MAX_RULES 16
 #define BUF_MAX (4u << 20)
 
-enum rule_kind { RULE_FAIL, RULE_CLOSE, RULE_SIGNAL, RULE_HOLD };
+enum rule_kind { RULE_FAIL, RULE_CLOSE, RULE_SIGNAL, RULE_HOLD, RULE_HOLD_REST };
 
 struct rule {
     enum rule_kind kind;
@@ -65,6 +68,7 @@ struct proxy {
     struct rule rules[MAX_RULES];
     int nrules;
     bool holding;               /* a hold rule matched: held is waiting */
+    bool hold_rest;             /* and the lines after it wait too */
     char *held;                 /* the held command line */
     size_t held_len;
     bool close_on_reply;        /* a close rule matched: close after reply */
@@ -143,6 +147,8 @@ load_rules(struct proxy *p)
             r.kind = RULE_SIGNAL;
         else if (strcmp(kind, "hold") == 0)
             r.kind = RULE_HOLD;
+        else if (strcmp(kind, "hold-rest") == 0)
+            r.kind = RULE_HOLD_REST;
         else
             continue;
         p->rules[p->nrules++] = r;
@@ -270,9 +276,11 @@ judge(struct proxy *p, const char *line, size_t len, json_t **id)
                 p->close_on_reply = true;
             else if (r->kind == RULE_SIGNAL)
                 kill(r->pid, r->sig);
-            else if (r->kind == RULE_HOLD && !p->holding) {
+            else if ((r->kind == RULE_HOLD || r->kind == RULE_HOLD_REST) &&
+                     !p->holding) {
                 r->seen--;      /* counted again when released */
                 p->holding = true;
+                p->hold_rest = r->kind == RULE_HOLD_REST;
                 v = HOLD;
                 FILE *f = fopen(p->held_path, "w");
                 if (f)
@@ -294,7 +302,7 @@ static int
 agent_lines(struct proxy *p, struct buf *in, struct fdq *fds, int agent, int qemu)
 {
     char *nl;
-    while ((nl = memchr(in->data, '\n', in->len))) {
+    while (!(p->held && p->hold_rest) && (nl = memchr(in->data, '\n', in->len))) {
         size_t len = (size_t) (nl - in->data) + 1;
         json_t *id = NULL;
         enum verdict v = judge(p, in->data, len, &id);
