@@ -431,7 +431,8 @@ sec_backup() {
 # (bench/nbdpull, linked with build/libckptd.a) on libvirt's export,
 # abortJob.  Limits, each in the same rounds: incremental, the plain
 # libnbd extent reader (bench/extread: begin, block status, read the
-# dirty extents and throw them away, end); full, nbdcopy of the export to
+# dirty extents and throw them away, end; and the same reader storing them
+# in a raw file, the bound for storing); full, nbdcopy of the export to
 # a raw sparse file and QEMU's own push job (blockdev-backup sync=full
 # into a qcow2 target node); both, nbdcopy into a qcow2 served by
 # qemu-nbd (the old limit: the socket hop costs half).  The disks hold
@@ -473,18 +474,18 @@ XEOF
     chmod +x "$W/rawjob.sh"
 }
 # The plain extent reader's whole incremental: begin (incremental from
-# FROM, with a new checkpoint, as ckptctl pull's begin), read the dirty
-# extents, end.  A script, so that timeit times it as one process like
-# `ckptctl pull`.
+# FROM, with the new checkpoint NEW, as ckptctl pull's begin), read the
+# dirty extents (and with OUT store them in the raw file OUT), end.  A
+# script, so that timeit times it as one process like `ckptctl pull`.
 ext_job_script() {
     cat >"$W/extjob.sh" <<'XEOF'
 #!/bin/bash
-# extjob.sh CKPTCTL SOCKET DISK FROM EXTREAD
+# extjob.sh CKPTCTL SOCKET DISK FROM NEW EXTREAD [OUT]
 set -e -o pipefail
-out=$("$1" --socket "$2" backup begin --disk "$3" --incremental "$4" --checkpoint "x-$4")
+out=$("$1" --socket "$2" backup begin --disk "$3" --incremental "$4" --checkpoint "$5")
 re="^$3 ([^ ]*) \(bitmap (.*)\)$"
 while IFS= read -r l; do [[ $l =~ $re ]] && uri=${BASH_REMATCH[1]} ctx=${BASH_REMATCH[2]}; done <<<"$out"
-"$5" "$uri" "$ctx" >/dev/null
+"$6" "$uri" "$ctx" ${7:+"$7"} >/dev/null
 "$1" --socket "$2" backup end "$(sed -n 1p <<<"$out")" >/dev/null
 XEOF
     chmod +x "$W/extjob.sh"
@@ -561,9 +562,13 @@ sec_pull() {
             # ckptctl pull --push (QEMU writes the files): the same changes
             "$T/timeit" "inc${name}_push" 0 1 "$BIN/ckptctl" --socket "$W/$v/ckptd.sock" pull --push \
                 --output "$W/$v/out" --disk vda --incremental "$prev" --checkpoint "p$name-$r" | record || return 1
-            # the same changes: incremental from the same checkpoint
+            # the same changes: incremental from the same checkpoint, read
+            # and thrown away, then read and stored in a raw file
             "$T/timeit" "inc${name}_ext" 0 1 "$W/extjob.sh" "$BIN/ckptctl" "$W/$v/ckptd.sock" \
-                vda "$prev" "$T/extread" | record || return 1
+                vda "$prev" "x-$prev" "$T/extread" | record || return 1
+            "$T/timeit" "inc${name}_extw" 0 1 "$W/extjob.sh" "$BIN/ckptctl" "$W/$v/ckptd.sock" \
+                vda "$prev" "xw-$prev" "$T/extread" "$W/ext.raw" | record || return 1
+            rm -f "$W/ext.raw"
             # and QEMU's own incremental push job of them
             push_job_inc "inc${name}_qpush" vda "$PULL_GIB" "$name-$r" "$prev" "$v" || return 1
 
@@ -759,8 +764,10 @@ row "backup-end: client (ms)⁴" "$(cell end_ckptd)" "$(lvcell end_lvpy) python"
 row "backup-begin incremental + new checkpoint: one process (ms)" "$(cell beginproc_ckptd) ckptctl" "$(lvcell beginproc_virsh) virsh" "—" "$(ratio beginproc_ckptd beginproc_virsh)" "—"
 row "backup-end: one process (ms)" "$(cell endproc_ckptd) ckptctl" "$(lvcell endproc_virsh) virsh domjobabort" "—" "$(ratio endproc_ckptd endproc_virsh)" "—"
 row "incremental pull, 1% of an ${PULL_GIB} GiB disk changed ($(( PULL1_BYTES / 1048576 )) MiB)⁵" "$(tcell inc1_ckptd "$PULL1_BYTES") ckptctl pull" "$(lvtcell inc1_lv "$PULL1_BYTES")" "$(tcell inc1_ext "$PULL1_BYTES") plain extent reader" "$(iratio inc1_ckptd inc1_lv)" "$(iratio inc1_ckptd inc1_ext)"
+row "incremental pull, 1% changed: against a plain extent reader that stores (raw file)⁵" "$(tcell inc1_ckptd "$PULL1_BYTES") ckptctl pull" "—" "$(tcell inc1_extw "$PULL1_BYTES") plain extent reader, pwrite to a raw file, fdatasync" "—" "$(iratio inc1_ckptd inc1_extw)"
 row "incremental pull, 1%: against the old limit⁵" "$(tcell inc1_ckptd "$PULL1_BYTES") ckptctl pull" "—" "$(tcell inc1_limit "$PULL1_BYTES") nbdcopy into qemu-nbd (qcow2)" "—" "$(iratio inc1_ckptd inc1_limit)"
 row "incremental pull, 10% changed ($(( PULL10_BYTES / 1048576 )) MiB)⁵" "$(tcell inc10_ckptd "$PULL10_BYTES") ckptctl pull" "$(lvtcell inc10_lv "$PULL10_BYTES")" "$(tcell inc10_ext "$PULL10_BYTES") plain extent reader" "$(iratio inc10_ckptd inc10_lv)" "$(iratio inc10_ckptd inc10_ext)"
+row "incremental pull, 10% changed: against a plain extent reader that stores (raw file)⁵" "$(tcell inc10_ckptd "$PULL10_BYTES") ckptctl pull" "—" "$(tcell inc10_extw "$PULL10_BYTES") plain extent reader, pwrite to a raw file, fdatasync" "—" "$(iratio inc10_ckptd inc10_extw)"
 row "incremental pull, 10%: against the old limit⁵" "$(tcell inc10_ckptd "$PULL10_BYTES") ckptctl pull" "—" "$(tcell inc10_limit "$PULL10_BYTES") nbdcopy into qemu-nbd (qcow2)" "—" "$(iratio inc10_ckptd inc10_limit)"
 row "full pull of $FULL_GIB GiB of data⁵" "$(tcell full_ckptd $(( FULL_GIB << 30 ))) ckptctl pull" "$(lvtcell full_lv $(( FULL_GIB << 30 )))" "$(tcell full_raw $(( FULL_GIB << 30 ))) nbdcopy to a raw sparse file" "$(iratio full_ckptd full_lv)" "$(iratio full_ckptd full_raw)"
 row "full backup of $FULL_GIB GiB: against QEMU's own push job⁵" "$(tcell full_ckptd $(( FULL_GIB << 30 ))) ckptctl pull" "—" "$(tcell full_push $(( FULL_GIB << 30 ))) blockdev-backup sync=full to qcow2" "—" "$(iratio full_ckptd full_push)"
@@ -826,7 +833,12 @@ $LVFOOT
    VM and data: for incrementals the plain libnbd extent reader
    (bench/extread: \`backup begin --incremental PREV --checkpoint X\`, block status of the
    dirty bitmap, read every dirty extent, 16 × 256 KiB in flight, throw
-   the data away, \`backup end\`; one process timed whole); for the full
+   the data away, \`backup end\`; one process timed whole), and the same
+   reader storing what it reads ("that stores" rows: the same reads in
+   flight, each chunk pwritten at its offset into a new raw file sized to
+   the export as it arrives, fdatasync at the end; no hashing, no qcow2):
+   what storing costs at the least, where ckptd also writes a qcow2 and
+   its records; the goals stay against the reader that stores nothing; for the full
    backup \`nbdcopy --flush\` of the export to a raw sparse file (timed
    whole the same way: \`backup begin --checkpoint X\`, nbdcopy, \`backup
    end\`), and QEMU's
