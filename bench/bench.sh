@@ -29,6 +29,7 @@ QUICK=${BENCH_QUICK:-0}
 OUT=${BENCH_OUT:-$ROOT/BENCHMARKS.md}
 PY=/usr/bin/python3
 LVPY=$ROOT/bench/lv.py
+CKPY=$ROOT/bench/ckpy.py
 export LIBVIRT_DEFAULT_URI=qemu:///system
 
 W=$(mktemp -d "${TMPDIR:-/tmp}/ckptd-bench.XXXXXX")
@@ -745,11 +746,29 @@ sec_k() {
     done
     printf '%s' "$lim" | qb "$W/$q/test.sock" |
         sed 's/^x/k_inc_limit/;s/^y/k_incend_limit/;s/^u/k_inc_limitold/;s/^v/k_incend_limitold/' | record || return 1
+    local lvk=0 r
     if [ "$LV" = 1 ]; then
-        lv_start "$v" 1 1G || { note "libvirt domain for 1,000 checkpoints failed"; return 0; }
-        for (( i=1; i<=KCOUNT; i++ )); do echo "x#$i create c$i"; done |
-            lvpy "$v" | sed 's/^x/k_create_lvpy/' | record || { note "libvirt 1,000 creates failed"; return 0; }
-        for i in 1 2 3 4 5; do echo "x#$i list"; done | lvpy "$v" | sed 's/^x/k_list_lvpy/' | record
+        if ! lv_start "$v" 1 1G; then
+            note "libvirt domain for 1,000 checkpoints failed"
+        elif ! for (( i=1; i<=KCOUNT; i++ )); do echo "x#$i create c$i"; done |
+                lvpy "$v" | sed 's/^x/k_create_lvpy/' | record; then
+            note "libvirt 1,000 creates failed"
+        else
+            lvk=1
+        fi
+    fi
+    # the list from python on both sides (bench/ckpy.py: the reply
+    # json.loads'ed; lv.py: listAllCheckpoints + getName), in 5
+    # interleaved rounds of 2 calls over one connection each
+    for (( r=1; r<=5; r++ )); do
+        for i in 1 2; do echo "x#$i checkpoint-list"; done | $PY "$CKPY" "$W/$v/ckptd.sock" |
+            sed 's/^x/k_listpy_ckptd/' | record || return 1
+        if [ "$lvk" = 1 ]; then
+            for i in 1 2; do echo "x#$i list"; done | lvpy "$v" | sed 's/^x/k_list_lvpy/' | record ||
+                { note "libvirt list of 1,000 failed"; lvk=0; }
+        fi
+    done
+    if [ "$lvk" = 1 ]; then
         "$T/timeit" k_listproc_virsh 0 3 virsh -q checkpoint-list "$TAG-$v" | record
         "$T/timeit" k_tree_virsh 0 3 virsh -q checkpoint-list --tree "$TAG-$v" | record
         echo "k_treebytes_virsh $(virsh -q checkpoint-list --tree "$TAG-$v" | wc -c)" | record
@@ -870,7 +889,8 @@ for n in 1 10 100; do
 done
 row "$KCOUNT checkpoints, 1 disk: create all (total of round trips)" "$(tot k_create_ckptd)" "$( [ "$LV" = 1 ] && tot k_create_lvpy || echo "$LVNA") python" "$(tot k_create_limit) QMP" "$(totr k_create_ckptd k_create_lvpy)" "$(totr k_create_ckptd k_create_limit)"
 row "$KCOUNT checkpoints, 1 disk: each create (ms)" "$(cell k_create_ckptd)" "$(lvcell k_create_lvpy) python" "$(cell k_create_limit) QMP" "$(ratio k_create_ckptd k_create_lvpy)" "$(ratio k_create_ckptd k_create_limit)"
-row "$KCOUNT checkpoints: list, client (ms)⁷" "$(cell k_list_ckptd)" "$(lvcell k_list_lvpy) python" "$(cell k_list_limit) query-named-block-nodes" "$(ratio k_list_ckptd k_list_lvpy)" "$(ratio k_list_ckptd k_list_limit)"
+row "$KCOUNT checkpoints: list, python client (ms)⁷" "$(cell k_listpy_ckptd) python" "$(lvcell k_list_lvpy) python" "—" "$(ratio k_listpy_ckptd k_list_lvpy)" "—"
+row "$KCOUNT checkpoints: list, client (ms)⁷" "$(cell k_list_ckptd) C (qmpbench)" "$(lvcell k_list_lvpy) python" "$(cell k_list_limit) query-named-block-nodes" "$(ratio k_list_ckptd k_list_lvpy)" "$(ratio k_list_ckptd k_list_limit)"
 row "$KCOUNT checkpoints: list, one process (ms)" "$(cell k_listproc_ckptd) ckptctl" "$(lvcell k_listproc_virsh) virsh" "—" "$(ratio k_listproc_ckptd k_listproc_virsh)" "—"
 row "$KCOUNT checkpoints (a linear chain): list --tree, one process (ms)" "$(cell k_tree_ckptd) ckptctl, $(med k_treebytes_ckptd) bytes" "$(lvcell k_tree_virsh) virsh, $( [ "$LV" = 1 ] && med k_treebytes_virsh) bytes" "—" "$(ratio k_tree_ckptd k_tree_virsh)" "—"
 row "$KCOUNT checkpoints: backup-begin incremental from the oldest (ms)⁴" "$(cell k_inc_ckptd)" "$(lvcell k_inc_lvpy) python" "$(cell k_inc_limit) QMP, $FLEECE_LBL" "$(ratio k_inc_ckptd k_inc_lvpy)" "$(ratio k_inc_ckptd k_inc_limit)"
@@ -967,9 +987,16 @@ $LVFOOT
    the newest of N data bitmaps recording, plus N disabled record bitmaps)
    in the ckptd column, libvirt's (all N recording) in the libvirt column, no
    bitmap as the limit. ${GW_RUNS} runs of each, interleaved; IOPS = requests / time.
-7. ckptd: \`checkpoint-list\` (names, parents, times, disks of all
-   checkpoints); libvirt: \`listAllCheckpoints\`; limit: one
-   \`query-named-block-nodes\` (where all the bitmaps are).
+7. ckptd: one \`checkpoint-list\`, whose reply carries the name, parent,
+   creation time and disks (node, bitmap, state) of every checkpoint;
+   libvirt: \`listAllCheckpoints\`, which returns checkpoint objects, and
+   \`getName\` read on each. "python client": both from python over one
+   connection each, ckptd by bench/ckpy.py (request written to reply read
+   whole and json.loads'ed: all ${KCOUNT} checkpoints as python objects),
+   libvirt by python3-libvirt, in 5 interleaved rounds of 2 calls; the goal
+   uses this row. "client": ckptd from C (bench/qmpbench, jansson
+   json_loadb of the reply) against the same libvirt samples. Limit: one
+   \`query-named-block-nodes\` (where all the bitmaps are), from C.
 8. VmRSS from /proc. Idle: a fresh agent 200 ms after its first answer (no
    checkpoint, 1 disk). With checkpoints: the agent that created them all.
    libvirt: libvirtd + virtlogd, idle when first connected, and at the end of
@@ -1007,7 +1034,7 @@ goal "full local backup (ckptctl pull, its default path): ckptd MB/s ÷ QEMU's p
 goal "incremental local backup 1%: ckptd MB/s ÷ QEMU's incremental push job MB/s" "$(rv inc1_qpush inc1_ckptd)" ">=" 0.9
 goal "incremental local backup 10%: ckptd MB/s ÷ QEMU's incremental push job MB/s" "$(rv inc10_qpush inc10_ckptd)" ">=" 0.9
 goal "backup-end: ckptd round trip ÷ bare QMP sequence" "$(rv end_ckptd end_limit)" "<=" 1.3
-goal "$KCOUNT checkpoints: list, ckptd round trip ÷ libvirt (python)" "$(rv k_list_ckptd k_list_lvpy)" "<=" 1
+goal "$KCOUNT checkpoints: list, ckptd ÷ libvirt (python), both from python (reply json.loads'ed ÷ listAllCheckpoints + getName)" "$(rv k_listpy_ckptd k_list_lvpy)" "<=" 1
 goal "guest writes: IOPS with 100 checkpoints ÷ with 1 (ckptd layout)" "$(rv gw_ck1 gw_ck100)" ">=" 0.95
 goal "agent resident memory idle" "$(med rss_idle_ckptd)" "<=" 4096 " KiB"
 
