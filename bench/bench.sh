@@ -29,6 +29,7 @@ QUICK=${BENCH_QUICK:-0}
 OUT=${BENCH_OUT:-$ROOT/BENCHMARKS.md}
 PY=/usr/bin/python3
 LVPY=$ROOT/bench/lv.py
+CKPY=$ROOT/bench/ckpy.py
 export LIBVIRT_DEFAULT_URI=qemu:///system
 
 W=$(mktemp -d "${TMPDIR:-/tmp}/ckptd-bench.XXXXXX")
@@ -352,57 +353,131 @@ qmp_create_actions_after() {
 }
 
 # ---- 3. backup-begin incremental + new checkpoint; backup-end ------------
-# The limit: the QMP commands ckptd's plan comes down to (NBD server,
-# scratch node created by a blockdev-create job, fleecing node, one
-# transaction with the temporary bitmap, the merge, the new checkpoint and
-# blockdev-backup sync=none, the export; and their removal).
-limit_begin() {   # k prev new merge-list(json) socketdir
-    local k=$1 p=$2 n=$3 merge=$4 d=$5
+# The limit: the QMP commands ckptd's plan comes down to, for the
+# fleecing path ckptd took (fleece_path asks it; footnote 4).  Both paths
+# start an NBD server and make a qcow2 scratch node with a blockdev-create
+# job.  The filter path (QEMU 7.1+, agent/job-fleece.c): a scratch without
+# backing, ckptd's own copy-before-write filter over the disk, one
+# transaction with the temporary bitmap, the merge and the new checkpoint,
+# the device switched to the filter (qom-set), a snapshot-access view, the
+# recording bitmap merged into the temporary one, the export.  The old
+# path (backup-job): a scratch backed by the disk, one transaction with
+# the temporary bitmap, the merge, the new checkpoint and blockdev-backup
+# sync=none, the export.  And their removal.
+# fleece_path VM "CKPTCTL-ARGS": the "fleecing" of one untimed backup begin
+# ("filter" or "backup-job"), ended at once
+fleece_path() {
+    local j f id
+    j=$(ctl "$1" --json backup begin $2) || return 1
+    f=$(sed -n 's/.*"fleecing":"\([a-z-]*\)".*/\1/p' <<<"$j")
+    id=$(sed -n 's/^{"id":"\([^"]*\)".*/\1/p' <<<"$j")
+    ctl "$1" backup end "$id" >/dev/null || return 1
+    [ -n "$f" ] && echo "$f"
+}
+limit_scratch() {   # k socketdir backing(json) tag: NBD server, scratch node f$k
+    local k=$1 d=$2 t=$4
     : >"$d/scr$k.qcow2"
     cat <<EOF
-x#b$k nbd-server-start {"addr":{"type":"unix","data":{"path":"$d/nbd.sock"}}}
-x#b$k blockdev-add {"driver":"file","node-name":"s$k","filename":"$d/scr$k.qcow2"}
-x#b$k blockdev-create {"job-id":"cr$k","options":{"driver":"qcow2","file":"s$k","size":1073741824}}
-x#b$k @wait JOB_STATUS_CHANGE status concluded
-x#b$k job-dismiss {"id":"cr$k"}
-x#b$k blockdev-add {"driver":"qcow2","node-name":"f$k","file":"s$k","backing":"vda-fmt"}
+$t#b$k nbd-server-start {"addr":{"type":"unix","data":{"path":"$d/nbd.sock"}}}
+$t#b$k blockdev-add {"driver":"file","node-name":"s$k","filename":"$d/scr$k.qcow2"}
+$t#b$k blockdev-create {"job-id":"cr$k","options":{"driver":"qcow2","file":"s$k","size":1073741824}}
+$t#b$k @wait JOB_STATUS_CHANGE status concluded
+$t#b$k job-dismiss {"id":"cr$k"}
+$t#b$k blockdev-add {"driver":"qcow2","node-name":"f$k","file":"s$k","backing":$3}
 EOF
-    local acts="{\"type\":\"block-dirty-bitmap-add\",\"data\":{\"node\":\"vda-fmt\",\"name\":\"t$k\",\"persistent\":false,\"disabled\":true,\"granularity\":65536}},{\"type\":\"block-dirty-bitmap-merge\",\"data\":{\"node\":\"vda-fmt\",\"target\":\"t$k\",\"bitmaps\":$merge}}"
-    [ -n "$n" ] && acts+=",$(qmp_create_actions_after "${n#c}" "${p#c}")"
-    acts+=",{\"type\":\"blockdev-backup\",\"data\":{\"job-id\":\"bk$k\",\"device\":\"vda-fmt\",\"target\":\"f$k\",\"sync\":\"none\",\"filter-node-name\":\"cf$k\",\"auto-dismiss\":true}}"
-    echo "x#b$k transaction {\"actions\":[$acts]}"
-    echo "x#b$k block-export-add {\"type\":\"nbd\",\"id\":\"e$k\",\"node-name\":\"f$k\",\"name\":\"vda\",\"writable\":false,\"bitmaps\":[{\"node\":\"vda-fmt\",\"name\":\"t$k\"}]}"
 }
-limit_end() {
-    local k=$1
+# the transaction's actions: temporary bitmap t$k, the merge, the new
+# checkpoint n (none when empty) after p
+limit_acts() {    # k prev new merge-list(json)
+    local acts="{\"type\":\"block-dirty-bitmap-add\",\"data\":{\"node\":\"vda-fmt\",\"name\":\"t$1\",\"persistent\":false,\"disabled\":true,\"granularity\":65536}},{\"type\":\"block-dirty-bitmap-merge\",\"data\":{\"node\":\"vda-fmt\",\"target\":\"t$1\",\"bitmaps\":$4}}"
+    [ -n "$3" ] && acts+=",$(qmp_create_actions_after "${3#c}" "${2#c}")"
+    echo "$acts"
+}
+limit_export() {  # k node tag
+    echo "$3#b$1 block-export-add {\"type\":\"nbd\",\"id\":\"e$1\",\"node-name\":\"$2\",\"name\":\"vda\",\"writable\":false,\"bitmaps\":[{\"node\":\"vda-fmt\",\"name\":\"t$1\"}]}"
+}
+# the old path (blockdev-backup sync=none)
+limit_begin_old() {   # k prev new merge-list(json) socketdir [tag]
+    local k=$1 t=${6:-x}
+    limit_scratch "$k" "$5" '"vda-fmt"' "$t"
+    echo "$t#b$k transaction {\"actions\":[$(limit_acts "$k" "$2" "$3" "$4"),{\"type\":\"blockdev-backup\",\"data\":{\"job-id\":\"bk$k\",\"device\":\"vda-fmt\",\"target\":\"f$k\",\"sync\":\"none\",\"filter-node-name\":\"cf$k\",\"auto-dismiss\":true}}]}"
+    limit_export "$k" "f$k" "$t"
+}
+limit_end_old() {     # k [tag]
+    local k=$1 t=${2:-y}
     cat <<EOF
-y#e$k block-export-del {"id":"e$k","mode":"hard"}
-y#e$k @wait BLOCK_EXPORT_DELETED
-y#e$k job-cancel {"id":"bk$k"}
-y#e$k @wait JOB_STATUS_CHANGE status null
-y#e$k blockdev-del {"node-name":"f$k"}
-y#e$k block-dirty-bitmap-remove {"node":"vda-fmt","name":"t$k"}
-y#e$k blockdev-del {"node-name":"s$k"}
-y#e$k nbd-server-stop
+$t#e$k block-export-del {"id":"e$k","mode":"hard"}
+$t#e$k @wait BLOCK_EXPORT_DELETED
+$t#e$k job-cancel {"id":"bk$k"}
+$t#e$k @wait JOB_STATUS_CHANGE status null
+$t#e$k blockdev-del {"node-name":"f$k"}
+$t#e$k block-dirty-bitmap-remove {"node":"vda-fmt","name":"t$k"}
+$t#e$k blockdev-del {"node-name":"s$k"}
+$t#e$k nbd-server-stop
 EOF
 }
+# ckptd's own filter (what agent/job-fleece.c sends); RECORDING is the
+# bitmap recording after the transaction (the new checkpoint's, else the
+# newest one's), merged into t$k once the device writes through the filter
+limit_begin_filter() {  # k prev new merge-list(json) socketdir recording [tag]
+    local k=$1 t=${7:-x}
+    limit_scratch "$k" "$5" null "$t"
+    cat <<EOF
+$t#b$k blockdev-add {"driver":"copy-before-write","node-name":"w$k","file":"vda-fmt","target":"f$k","on-cbw-error":"break-snapshot"}
+$t#b$k transaction {"actions":[$(limit_acts "$k" "$2" "$3" "$4")]}
+$t#b$k qom-set {"path":"/machine/peripheral/vda/virtio-backend","property":"drive","value":"w$k"}
+$t#b$k blockdev-add {"driver":"snapshot-access","node-name":"a$k","file":"w$k"}
+$t#b$k block-dirty-bitmap-merge {"node":"vda-fmt","target":"t$k","bitmaps":["$6"]}
+EOF
+    limit_export "$k" "a$k" "$t"
+}
+limit_end_filter() {  # k [tag]
+    local k=$1 t=${2:-y}
+    cat <<EOF
+$t#e$k block-export-del {"id":"e$k","mode":"hard"}
+$t#e$k @wait BLOCK_EXPORT_DELETED
+$t#e$k blockdev-del {"node-name":"a$k"}
+$t#e$k qom-set {"path":"/machine/peripheral/vda/virtio-backend","property":"drive","value":"vda-fmt"}
+$t#e$k block-dirty-bitmap-remove {"node":"vda-fmt","name":"t$k"}
+$t#e$k blockdev-del {"node-name":"w$k"}
+$t#e$k blockdev-del {"node-name":"f$k"}
+$t#e$k blockdev-del {"node-name":"s$k"}
+$t#e$k nbd-server-stop
+EOF
+}
+# limit_begin PATH ...: the begin on PATH ("filter": limit_begin_filter's
+# arguments; otherwise the old path, which ignores RECORDING)
+limit_begin() {
+    local p=$1; shift
+    if [ "$p" = filter ]; then limit_begin_filter "$@"
+    else limit_begin_old "$1" "$2" "$3" "$4" "$5" "${7:-x}"; fi
+}
+limit_end() { local p=$1; shift; if [ "$p" = filter ]; then limit_end_filter "$@"; else limit_end_old "$@"; fi; }
 sec_backup() {
     local v=c1 q=q1 k
     # section 1 left the chains at a$n (ckptd, libvirt) and c$n (limit)
     local lastq=$(( R_CREATE / 3 * 3 ))
-    local ck="" lim="" lvs="" p=a$lastq pq=c$lastq pl=a$lastq
+    local ck="" lim="" lvs="" p=a$lastq pq=c$lastq pl=a$lastq nq=$((lastq + 1)) fp
+    fp=$(fleece_path "$v" "--incremental $p") || { note "backup-begin's fleecing path unknown"; return 1; }
+    FLEECE=$fp
+    log "ckptd's fleecing path: $fp"
     for (( k=1; k<=R_BACKUP; k++ )); do
         ck+="b#$k backup-begin {\"incremental\":\"$p\",\"checkpoint\":{\"name\":\"b$k\"}}"$'\n'
         ck+="e#$k backup-end {\"id\":\"%ID%\"}"$'\n'
         p=b$k
-        lim+=$(limit_begin "$k" "$pq" "c$((lastq + k))" "[\"$pq\"]" "$W/$q")$'\n'
-        lim+=$(limit_end "$k")$'\n'
-        pq=c$((lastq + k))
+        # ckptd's path (x, y), then the old path (u, v): a checkpoint each
+        lim+=$(limit_begin "$fp" "$k" "$pq" "c$nq" "[\"$pq\"]" "$W/$q" "c$nq")$'\n'
+        lim+=$(limit_end "$fp" "$k")$'\n'
+        pq=c$nq nq=$((nq + 1))
+        lim+=$(limit_begin_old "o$k" "$pq" "c$nq" "[\"$pq\"]" "$W/$q" u)$'\n'
+        lim+=$(limit_end_old "o$k" v)$'\n'
+        pq=c$nq nq=$((nq + 1))
         lvs+="b#$k begin $pl b$k vda $W/lv-$v/nbd$k.sock $W/lv-$v"$'\n'"e#$k end"$'\n'
         pl=b$k
     done
     printf '%s' "$ck" | qb "$W/$v/ckptd.sock" | sed 's/^b/begin_ckptd/;s/^e/end_ckptd/' | record || return 1
-    printf '%s' "$lim" | qb "$W/$q/test.sock" | sed 's/^x/begin_limit/;s/^y/end_limit/' | record || return 1
+    printf '%s' "$lim" | qb "$W/$q/test.sock" | sed 's/^x/begin_limit/;s/^y/end_limit/;s/^u/begin_limitold/;s/^v/end_limitold/' |
+        record || return 1
     if [ "$LV" = 1 ] && [ -n "$pl" ]; then
         printf '%s' "$lvs" | lvpy "$v" | sed 's/^b/begin_lvpy/;s/^e/end_lvpy/' | record || note "libvirt backup-begin failed"
     fi
@@ -431,7 +506,8 @@ sec_backup() {
 # (bench/nbdpull, linked with build/libckptd.a) on libvirt's export,
 # abortJob.  Limits, each in the same rounds: incremental, the plain
 # libnbd extent reader (bench/extread: begin, block status, read the
-# dirty extents and throw them away, end); full, nbdcopy of the export to
+# dirty extents and throw them away, end; and the same reader storing them
+# in a raw file, the bound for storing); full, nbdcopy of the export to
 # a raw sparse file and QEMU's own push job (blockdev-backup sync=full
 # into a qcow2 target node); both, nbdcopy into a qcow2 served by
 # qemu-nbd (the old limit: the socket hop costs half).  The disks hold
@@ -473,18 +549,18 @@ XEOF
     chmod +x "$W/rawjob.sh"
 }
 # The plain extent reader's whole incremental: begin (incremental from
-# FROM, with a new checkpoint, as ckptctl pull's begin), read the dirty
-# extents, end.  A script, so that timeit times it as one process like
-# `ckptctl pull`.
+# FROM, with the new checkpoint NEW, as ckptctl pull's begin), read the
+# dirty extents (and with OUT store them in the raw file OUT), end.  A
+# script, so that timeit times it as one process like `ckptctl pull`.
 ext_job_script() {
     cat >"$W/extjob.sh" <<'XEOF'
 #!/bin/bash
-# extjob.sh CKPTCTL SOCKET DISK FROM EXTREAD
+# extjob.sh CKPTCTL SOCKET DISK FROM NEW EXTREAD [OUT]
 set -e -o pipefail
-out=$("$1" --socket "$2" backup begin --disk "$3" --incremental "$4" --checkpoint "x-$4")
+out=$("$1" --socket "$2" backup begin --disk "$3" --incremental "$4" --checkpoint "$5")
 re="^$3 ([^ ]*) \(bitmap (.*)\)$"
 while IFS= read -r l; do [[ $l =~ $re ]] && uri=${BASH_REMATCH[1]} ctx=${BASH_REMATCH[2]}; done <<<"$out"
-"$5" "$uri" "$ctx" >/dev/null
+"$6" "$uri" "$ctx" ${7:+"$7"} >/dev/null
 "$1" --socket "$2" backup end "$(sed -n 1p <<<"$out")" >/dev/null
 XEOF
     chmod +x "$W/extjob.sh"
@@ -561,9 +637,13 @@ sec_pull() {
             # ckptctl pull --push (QEMU writes the files): the same changes
             "$T/timeit" "inc${name}_push" 0 1 "$BIN/ckptctl" --socket "$W/$v/ckptd.sock" pull --push \
                 --output "$W/$v/out" --disk vda --incremental "$prev" --checkpoint "p$name-$r" | record || return 1
-            # the same changes: incremental from the same checkpoint
+            # the same changes: incremental from the same checkpoint, read
+            # and thrown away, then read and stored in a raw file
             "$T/timeit" "inc${name}_ext" 0 1 "$W/extjob.sh" "$BIN/ckptctl" "$W/$v/ckptd.sock" \
-                vda "$prev" "$T/extread" | record || return 1
+                vda "$prev" "x-$prev" "$T/extread" | record || return 1
+            "$T/timeit" "inc${name}_extw" 0 1 "$W/extjob.sh" "$BIN/ckptctl" "$W/$v/ckptd.sock" \
+                vda "$prev" "xw-$prev" "$T/extread" "$W/ext.raw" | record || return 1
+            rm -f "$W/ext.raw"
             # and QEMU's own incremental push job of them
             push_job_inc "inc${name}_qpush" vda "$PULL_GIB" "$name-$r" "$prev" "$v" || return 1
 
@@ -637,7 +717,7 @@ sec_gw() {
 
 # ---- 6. 1,000 checkpoints on one disk ------------------------------------
 sec_k() {
-    local v=k q=qk i
+    local v=k q=qk i fp
     vm_start "$v" 1 1G && agent_start "$v" && vm_start "$q" 1 1G || return 1
     for (( i=1; i<=KCOUNT; i++ )); do echo "x#$i checkpoint-create {\"name\":\"c$i\"}"; done |
         qb "$W/$v/ckptd.sock" | sed 's/^x/k_create_ckptd/' | record || return 1
@@ -656,15 +736,39 @@ sec_k() {
     done
     printf '%s' "$s" | qb "$W/$v/ckptd.sock" | sed 's/^b/k_inc_ckptd/;s/^e/k_incend_ckptd/' | record || return 1
     merge=$(for (( i=1; i<=KCOUNT; i++ )); do printf '"c%d"\n' "$i"; done | paste -sd, -)
+    # ckptd's fleecing path (the recording bitmap: the newest, c$KCOUNT),
+    # then the old one
+    fp=$(fleece_path "$v" "--incremental c1") || { note "backup-begin's fleecing path unknown"; return 1; }
+    FLEECE=$fp
     for (( k=1; k<=3; k++ )); do
-        lim+=$(limit_begin "$k" "" "" "[$merge]" "$W/$q")$'\n'$(limit_end "$k")$'\n'
+        lim+=$(limit_begin "$fp" "$k" "" "" "[$merge]" "$W/$q" "c$KCOUNT")$'\n'$(limit_end "$fp" "$k")$'\n'
+        lim+=$(limit_begin_old "o$k" "" "" "[$merge]" "$W/$q" u)$'\n'$(limit_end_old "o$k" v)$'\n'
     done
-    printf '%s' "$lim" | qb "$W/$q/test.sock" | sed 's/^x/k_inc_limit/;s/^y/k_incend_limit/' | record || return 1
+    printf '%s' "$lim" | qb "$W/$q/test.sock" |
+        sed 's/^x/k_inc_limit/;s/^y/k_incend_limit/;s/^u/k_inc_limitold/;s/^v/k_incend_limitold/' | record || return 1
+    local lvk=0 r
     if [ "$LV" = 1 ]; then
-        lv_start "$v" 1 1G || { note "libvirt domain for 1,000 checkpoints failed"; return 0; }
-        for (( i=1; i<=KCOUNT; i++ )); do echo "x#$i create c$i"; done |
-            lvpy "$v" | sed 's/^x/k_create_lvpy/' | record || { note "libvirt 1,000 creates failed"; return 0; }
-        for i in 1 2 3 4 5; do echo "x#$i list"; done | lvpy "$v" | sed 's/^x/k_list_lvpy/' | record
+        if ! lv_start "$v" 1 1G; then
+            note "libvirt domain for 1,000 checkpoints failed"
+        elif ! for (( i=1; i<=KCOUNT; i++ )); do echo "x#$i create c$i"; done |
+                lvpy "$v" | sed 's/^x/k_create_lvpy/' | record; then
+            note "libvirt 1,000 creates failed"
+        else
+            lvk=1
+        fi
+    fi
+    # the list from python on both sides (bench/ckpy.py: the reply
+    # json.loads'ed; lv.py: listAllCheckpoints + getName), in 5
+    # interleaved rounds of 2 calls over one connection each
+    for (( r=1; r<=5; r++ )); do
+        for i in 1 2; do echo "x#$i checkpoint-list"; done | $PY "$CKPY" "$W/$v/ckptd.sock" |
+            sed 's/^x/k_listpy_ckptd/' | record || return 1
+        if [ "$lvk" = 1 ]; then
+            for i in 1 2; do echo "x#$i list"; done | lvpy "$v" | sed 's/^x/k_list_lvpy/' | record ||
+                { note "libvirt list of 1,000 failed"; lvk=0; }
+        fi
+    done
+    if [ "$lvk" = 1 ]; then
         "$T/timeit" k_listproc_virsh 0 3 virsh -q checkpoint-list "$TAG-$v" | record
         "$T/timeit" k_tree_virsh 0 3 virsh -q checkpoint-list --tree "$TAG-$v" | record
         echo "k_treebytes_virsh $(virsh -q checkpoint-list --tree "$TAG-$v" | wc -c)" | record
@@ -707,6 +811,7 @@ run() {   # run NAME FUNCTION [ARG]...: a section that fails leaves its rows emp
     log "== $name"
     "$@" || note "section '$name' failed (see above); its rows are empty"
 }
+FLEECE=""                # the fleecing path ckptd took (sec_backup, sec_k)
 run "agent start and idle memory" sec_start
 run "checkpoint create, 1 disk" sec_create 1
 run "checkpoint create, 8 disks" sec_create 8
@@ -745,6 +850,11 @@ kb() { local s; s=$(st "$1") || { echo "—"; return; }; set -- $s; echo "$1 KiB
 tot() { local s; s=$(sum "$1") || { echo "—"; return; }; awk -v s="$s" 'BEGIN { printf "%.2f s", s / 1000 }'; }
 totr() { local a b; a=$(sum "$1") && b=$(sum "$2") || { echo "—"; return; }; awk -v a="$a" -v b="$b" 'BEGIN { printf "%.3g×", a / b }'; }
 
+case $FLEECE in
+    filter) FLEECE_LBL="ckptd's copy-before-write filter" ;;
+    backup-job) FLEECE_LBL="blockdev-backup sync=none" ;;
+    *) FLEECE_LBL="path not measured" ;;
+esac
 TABLE=$(
 echo "| figure | ckptd | libvirt | limit | ckptd/libvirt | ckptd/limit |"
 echo "| --- | --- | --- | --- | --- | --- |"
@@ -754,13 +864,17 @@ row "checkpoint create, 8 disks: client round trip (ms)²" "$(cell create8_ckptd
 row "checkpoint create, 8 disks: one process per call (ms)" "$(cell createproc8_ckptd) ckptctl" "$(lvcell createproc8_virsh) virsh" "—" "$(ratio createproc8_ckptd createproc8_virsh)" "—"
 row "checkpoint delete, middle of a chain of $CHAIN: client (ms)³" "$(cell delete_ckptd)" "$(lvcell delete_lvpy) python" "$(cell delete_limit) QMP" "$(ratio delete_ckptd delete_lvpy)" "$(ratio delete_ckptd delete_limit)"
 row "checkpoint delete, middle of a chain of $CHAIN: one process (ms)" "$(cell deleteproc_ckptd) ckptctl" "$(lvcell deleteproc_virsh) virsh" "—" "$(ratio deleteproc_ckptd deleteproc_virsh)" "—"
-row "backup-begin incremental + new checkpoint, 1 disk: client (ms)⁴" "$(cell begin_ckptd)" "$(lvcell begin_lvpy) python" "$(cell begin_limit) QMP" "$(ratio begin_ckptd begin_lvpy)" "$(ratio begin_ckptd begin_limit)"
-row "backup-end: client (ms)⁴" "$(cell end_ckptd)" "$(lvcell end_lvpy) python" "$(cell end_limit) QMP" "$(ratio end_ckptd end_lvpy)" "$(ratio end_ckptd end_limit)"
+row "backup-begin incremental + new checkpoint, 1 disk: client (ms)⁴" "$(cell begin_ckptd)" "$(lvcell begin_lvpy) python" "$(cell begin_limit) QMP, $FLEECE_LBL" "$(ratio begin_ckptd begin_lvpy)" "$(ratio begin_ckptd begin_limit)"
+row "backup-end: client (ms)⁴" "$(cell end_ckptd)" "$(lvcell end_lvpy) python" "$(cell end_limit) QMP, $FLEECE_LBL" "$(ratio end_ckptd end_lvpy)" "$(ratio end_ckptd end_limit)"
+row "backup-begin incremental + new checkpoint: against the old fleecing path's bare sequence⁴" "$(cell begin_ckptd)" "—" "$(cell begin_limitold) QMP, blockdev-backup sync=none" "—" "$(ratio begin_ckptd begin_limitold)"
+row "backup-end: against the old fleecing path's bare sequence⁴" "$(cell end_ckptd)" "—" "$(cell end_limitold) QMP, blockdev-backup sync=none" "—" "$(ratio end_ckptd end_limitold)"
 row "backup-begin incremental + new checkpoint: one process (ms)" "$(cell beginproc_ckptd) ckptctl" "$(lvcell beginproc_virsh) virsh" "—" "$(ratio beginproc_ckptd beginproc_virsh)" "—"
 row "backup-end: one process (ms)" "$(cell endproc_ckptd) ckptctl" "$(lvcell endproc_virsh) virsh domjobabort" "—" "$(ratio endproc_ckptd endproc_virsh)" "—"
 row "incremental pull, 1% of an ${PULL_GIB} GiB disk changed ($(( PULL1_BYTES / 1048576 )) MiB)⁵" "$(tcell inc1_ckptd "$PULL1_BYTES") ckptctl pull" "$(lvtcell inc1_lv "$PULL1_BYTES")" "$(tcell inc1_ext "$PULL1_BYTES") plain extent reader" "$(iratio inc1_ckptd inc1_lv)" "$(iratio inc1_ckptd inc1_ext)"
+row "incremental pull, 1% changed: against a plain extent reader that stores (raw file)⁵" "$(tcell inc1_ckptd "$PULL1_BYTES") ckptctl pull" "—" "$(tcell inc1_extw "$PULL1_BYTES") plain extent reader, pwrite to a raw file, fdatasync" "—" "$(iratio inc1_ckptd inc1_extw)"
 row "incremental pull, 1%: against the old limit⁵" "$(tcell inc1_ckptd "$PULL1_BYTES") ckptctl pull" "—" "$(tcell inc1_limit "$PULL1_BYTES") nbdcopy into qemu-nbd (qcow2)" "—" "$(iratio inc1_ckptd inc1_limit)"
 row "incremental pull, 10% changed ($(( PULL10_BYTES / 1048576 )) MiB)⁵" "$(tcell inc10_ckptd "$PULL10_BYTES") ckptctl pull" "$(lvtcell inc10_lv "$PULL10_BYTES")" "$(tcell inc10_ext "$PULL10_BYTES") plain extent reader" "$(iratio inc10_ckptd inc10_lv)" "$(iratio inc10_ckptd inc10_ext)"
+row "incremental pull, 10% changed: against a plain extent reader that stores (raw file)⁵" "$(tcell inc10_ckptd "$PULL10_BYTES") ckptctl pull" "—" "$(tcell inc10_extw "$PULL10_BYTES") plain extent reader, pwrite to a raw file, fdatasync" "—" "$(iratio inc10_ckptd inc10_extw)"
 row "incremental pull, 10%: against the old limit⁵" "$(tcell inc10_ckptd "$PULL10_BYTES") ckptctl pull" "—" "$(tcell inc10_limit "$PULL10_BYTES") nbdcopy into qemu-nbd (qcow2)" "—" "$(iratio inc10_ckptd inc10_limit)"
 row "full pull of $FULL_GIB GiB of data⁵" "$(tcell full_ckptd $(( FULL_GIB << 30 ))) ckptctl pull" "$(lvtcell full_lv $(( FULL_GIB << 30 )))" "$(tcell full_raw $(( FULL_GIB << 30 ))) nbdcopy to a raw sparse file" "$(iratio full_ckptd full_lv)" "$(iratio full_ckptd full_raw)"
 row "full backup of $FULL_GIB GiB: against QEMU's own push job⁵" "$(tcell full_ckptd $(( FULL_GIB << 30 ))) ckptctl pull" "—" "$(tcell full_push $(( FULL_GIB << 30 ))) blockdev-backup sync=full to qcow2" "—" "$(iratio full_ckptd full_push)"
@@ -775,10 +889,12 @@ for n in 1 10 100; do
 done
 row "$KCOUNT checkpoints, 1 disk: create all (total of round trips)" "$(tot k_create_ckptd)" "$( [ "$LV" = 1 ] && tot k_create_lvpy || echo "$LVNA") python" "$(tot k_create_limit) QMP" "$(totr k_create_ckptd k_create_lvpy)" "$(totr k_create_ckptd k_create_limit)"
 row "$KCOUNT checkpoints, 1 disk: each create (ms)" "$(cell k_create_ckptd)" "$(lvcell k_create_lvpy) python" "$(cell k_create_limit) QMP" "$(ratio k_create_ckptd k_create_lvpy)" "$(ratio k_create_ckptd k_create_limit)"
-row "$KCOUNT checkpoints: list, client (ms)⁷" "$(cell k_list_ckptd)" "$(lvcell k_list_lvpy) python" "$(cell k_list_limit) query-named-block-nodes" "$(ratio k_list_ckptd k_list_lvpy)" "$(ratio k_list_ckptd k_list_limit)"
+row "$KCOUNT checkpoints: list, python client (ms)⁷" "$(cell k_listpy_ckptd) python" "$(lvcell k_list_lvpy) python" "—" "$(ratio k_listpy_ckptd k_list_lvpy)" "—"
+row "$KCOUNT checkpoints: list, client (ms)⁷" "$(cell k_list_ckptd) C (qmpbench)" "$(lvcell k_list_lvpy) python" "$(cell k_list_limit) query-named-block-nodes" "$(ratio k_list_ckptd k_list_lvpy)" "$(ratio k_list_ckptd k_list_limit)"
 row "$KCOUNT checkpoints: list, one process (ms)" "$(cell k_listproc_ckptd) ckptctl" "$(lvcell k_listproc_virsh) virsh" "—" "$(ratio k_listproc_ckptd k_listproc_virsh)" "—"
 row "$KCOUNT checkpoints (a linear chain): list --tree, one process (ms)" "$(cell k_tree_ckptd) ckptctl, $(med k_treebytes_ckptd) bytes" "$(lvcell k_tree_virsh) virsh, $( [ "$LV" = 1 ] && med k_treebytes_virsh) bytes" "—" "$(ratio k_tree_ckptd k_tree_virsh)" "—"
-row "$KCOUNT checkpoints: backup-begin incremental from the oldest (ms)" "$(cell k_inc_ckptd)" "$(lvcell k_inc_lvpy) python" "$(cell k_inc_limit) QMP" "$(ratio k_inc_ckptd k_inc_lvpy)" "$(ratio k_inc_ckptd k_inc_limit)"
+row "$KCOUNT checkpoints: backup-begin incremental from the oldest (ms)⁴" "$(cell k_inc_ckptd)" "$(lvcell k_inc_lvpy) python" "$(cell k_inc_limit) QMP, $FLEECE_LBL" "$(ratio k_inc_ckptd k_inc_lvpy)" "$(ratio k_inc_ckptd k_inc_limit)"
+row "$KCOUNT checkpoints: backup-begin incremental from the oldest: against the old fleecing path's bare sequence⁴" "$(cell k_inc_ckptd)" "—" "$(cell k_inc_limitold) QMP, blockdev-backup sync=none" "—" "$(ratio k_inc_ckptd k_inc_limitold)"
 row "$K8COUNT checkpoints × 8 disks: each create (ms)" "$(cell k8_create_ckptd)" "—" "—" "—" "—"
 row "resident memory, idle (VmRSS)⁸" "$(kb rss_idle_ckptd)" "$( [ "$LV" = 1 ] && kb rss_idle_lv || echo "$LVNA") libvirtd+virtlogd" "—" "$(ratio rss_idle_ckptd rss_idle_lv)" "—"
 row "resident memory with $K8COUNT checkpoints × 8 disks⁸" "$(kb rss_k8_ckptd)" "$( [ "$LV" = 1 ] && kb rss_end_lv || echo "$LVNA") libvirtd+virtlogd, end of run" "—" "$(ratio rss_k8_ckptd rss_end_lv)" "—"
@@ -810,10 +926,28 @@ $LVFOOT
 4. backup-begin: pull, incremental from the previous checkpoint, a new
    checkpoint in the same transaction, NBD over a Unix socket, qcow2 scratch.
    backup-end: ckptd's \`backup-end\`, libvirt's \`abortJob\`
-   (\`virsh domjobabort\`). The limit: nbd-server-start, a scratch node made by
-   a blockdev-create job, the fleecing node, one transaction (temporary
-   bitmap, merge, new checkpoint, blockdev-backup sync=none), block-export-add;
-   and their removal, waiting for the job to go.
+   (\`virsh domjobabort\`). The limit is the bare QMP sequence ckptd sends for
+   the fleecing path it took, asked before timing (the "fleecing" of an
+   untimed \`backup-begin\`; this run: ${FLEECE:-not measured}), sent one command at a
+   time by bench/qmpbench to the second QEMU. Both paths: nbd-server-start,
+   a file node on the scratch, a qcow2 made by a blockdev-create job (waited
+   for, dismissed), the qcow2 node. "filter" (ckptd's own copy-before-write
+   filter, agent/job-fleece.c): the scratch without backing, blockdev-add
+   copy-before-write over the disk (target the scratch, on-cbw-error
+   break-snapshot), one transaction (temporary bitmap, merge, the new
+   checkpoint), qom-set of the device's drive to the filter, blockdev-add
+   snapshot-access over it, the recording bitmap merged into the temporary
+   one, block-export-add of the view; end: block-export-del (hard, until
+   BLOCK_EXPORT_DELETED), blockdev-del of the view, qom-set back, the
+   temporary bitmap removed, blockdev-del of filter, scratch, file node,
+   nbd-server-stop. "backup-job" (the old path): the scratch backed by the
+   disk, one transaction (temporary bitmap, merge, new checkpoint,
+   blockdev-backup sync=none), block-export-add; end: export deleted,
+   job-cancel until the job is gone, the nodes and bitmap removed. The old
+   path's sequence is also measured, interleaved, for its own rows (with the
+   filter path taken: what ckptd's path costs in QEMU against the old one).
+   The ${KCOUNT}-checkpoint row's limit is the same sequence without a new
+   checkpoint, merging all ${KCOUNT} bitmaps.
 5. Time for the whole pull: \`ckptctl pull --pull --disk vda --incremental PREV
    --checkpoint NEXT\` (begin, copy with ckptd's libnbd engine, which writes
    the new qcow2 itself, flush, end; ckptctl's default); the push rows time
@@ -826,7 +960,12 @@ $LVFOOT
    VM and data: for incrementals the plain libnbd extent reader
    (bench/extread: \`backup begin --incremental PREV --checkpoint X\`, block status of the
    dirty bitmap, read every dirty extent, 16 × 256 KiB in flight, throw
-   the data away, \`backup end\`; one process timed whole); for the full
+   the data away, \`backup end\`; one process timed whole), and the same
+   reader storing what it reads ("that stores" rows: the same reads in
+   flight, each chunk pwritten at its offset into a new raw file sized to
+   the export as it arrives, fdatasync at the end; no hashing, no qcow2):
+   what storing costs at the least, where ckptd also writes a qcow2 and
+   its records; the goals stay against the reader that stores nothing; for the full
    backup \`nbdcopy --flush\` of the export to a raw sparse file (timed
    whole the same way: \`backup begin --checkpoint X\`, nbdcopy, \`backup
    end\`), and QEMU's
@@ -848,9 +987,16 @@ $LVFOOT
    the newest of N data bitmaps recording, plus N disabled record bitmaps)
    in the ckptd column, libvirt's (all N recording) in the libvirt column, no
    bitmap as the limit. ${GW_RUNS} runs of each, interleaved; IOPS = requests / time.
-7. ckptd: \`checkpoint-list\` (names, parents, times, disks of all
-   checkpoints); libvirt: \`listAllCheckpoints\`; limit: one
-   \`query-named-block-nodes\` (where all the bitmaps are).
+7. ckptd: one \`checkpoint-list\`, whose reply carries the name, parent,
+   creation time and disks (node, bitmap, state) of every checkpoint;
+   libvirt: \`listAllCheckpoints\`, which returns checkpoint objects, and
+   \`getName\` read on each. "python client": both from python over one
+   connection each, ckptd by bench/ckpy.py (request written to reply read
+   whole and json.loads'ed: all ${KCOUNT} checkpoints as python objects),
+   libvirt by python3-libvirt, in 5 interleaved rounds of 2 calls; the goal
+   uses this row. "client": ckptd from C (bench/qmpbench, jansson
+   json_loadb of the reply) against the same libvirt samples. Limit: one
+   \`query-named-block-nodes\` (where all the bitmaps are), from C.
 8. VmRSS from /proc. Idle: a fresh agent 200 ms after its first answer (no
    checkpoint, 1 disk). With checkpoints: the agent that created them all.
    libvirt: libvirtd + virtlogd, idle when first connected, and at the end of
@@ -888,7 +1034,7 @@ goal "full local backup (ckptctl pull, its default path): ckptd MB/s ÷ QEMU's p
 goal "incremental local backup 1%: ckptd MB/s ÷ QEMU's incremental push job MB/s" "$(rv inc1_qpush inc1_ckptd)" ">=" 0.9
 goal "incremental local backup 10%: ckptd MB/s ÷ QEMU's incremental push job MB/s" "$(rv inc10_qpush inc10_ckptd)" ">=" 0.9
 goal "backup-end: ckptd round trip ÷ bare QMP sequence" "$(rv end_ckptd end_limit)" "<=" 1.3
-goal "$KCOUNT checkpoints: list, ckptd round trip ÷ libvirt (python)" "$(rv k_list_ckptd k_list_lvpy)" "<=" 1
+goal "$KCOUNT checkpoints: list, ckptd ÷ libvirt (python), both from python (reply json.loads'ed ÷ listAllCheckpoints + getName)" "$(rv k_listpy_ckptd k_list_lvpy)" "<=" 1
 goal "guest writes: IOPS with 100 checkpoints ÷ with 1 (ckptd layout)" "$(rv gw_ck1 gw_ck100)" ">=" 0.95
 goal "agent resident memory idle" "$(med rss_idle_ckptd)" "<=" 4096 " KiB"
 

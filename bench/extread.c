@@ -2,16 +2,22 @@
  * `ckptctl pull --incremental` is measured against: block status of the
  * dirty-bitmap context over the whole export, then every dirty extent
  * read (16 reads of at most 256 KiB in flight on one connection) and
- * thrown away.  No output file, no zero detection, no planning.
+ * thrown away.  No zero detection, no planning, no hashing.
  *
- *   extread URI CONTEXT
+ *   extread URI CONTEXT [OUT]
  *
+ * With OUT, the bound for a pull that stores what it reads: OUT is
+ * created (truncated, sized to the export), each read chunk is written at
+ * its offset as it completes (pwrite in the completion callback, the
+ * other reads staying in flight), and OUT is fdatasync'ed at the end.
  * Prints "read BYTES".  Compiled with -Wall -Wextra -Werror by the
  * Makefile's bench rules. */
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <libnbd.h>
 
 #define CHUNK (256u << 10)
@@ -47,22 +53,36 @@ on_extent(void *opaque, const char *ctx, uint64_t offset, uint32_t *e,
     return 0;
 }
 
+/* One buffer's read in flight, and where it goes in OUT. */
+struct slot { int busy; char *buf; uint64_t off, len; };
+static int out_fd = -1;
+
 static int
 on_read(void *opaque, int *error)
 {
+    struct slot *s = opaque;
+
     if (*error) {
         fprintf(stderr, "extread: read failed: %s\n", strerror(*error));
         exit(1);
     }
-    *(int *) opaque = 0;
+    for (uint64_t done = 0; out_fd >= 0 && done < s->len;) {
+        ssize_t n = pwrite(out_fd, s->buf + done, s->len - done, (off_t) (s->off + done));
+        if (n <= 0) {
+            perror("extread: write");
+            exit(1);
+        }
+        done += (uint64_t) n;
+    }
+    s->busy = 0;
     return 1;                   /* retire the command */
 }
 
 int
 main(int argc, char **argv)
 {
-    if (argc != 3) {
-        fprintf(stderr, "usage: extread URI CONTEXT\n");
+    if (argc != 3 && argc != 4) {
+        fprintf(stderr, "usage: extread URI CONTEXT [OUT]\n");
         return 2;
     }
     struct nbd_handle *h = nbd_create();
@@ -71,6 +91,13 @@ main(int argc, char **argv)
         return 1;
     }
     int64_t size = nbd_get_size(h);
+    if (argc == 4) {
+        out_fd = open(argv[3], O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (out_fd < 0 || ftruncate(out_fd, (off_t) size) < 0) {
+            perror(argv[3]);
+            return 1;
+        }
+    }
     for (uint64_t off = 0; off < (uint64_t) size;) {
         uint64_t pos = off, n = (uint64_t) size - off;
         nbd_extent_callback cb = { .callback = on_extent, .user_data = &pos };
@@ -82,18 +109,19 @@ main(int argc, char **argv)
         off = pos;
     }
     char *buf = malloc((size_t) INFLIGHT * CHUNK);
-    int busy[INFLIGHT] = { 0 };
+    struct slot slot[INFLIGHT] = { { 0 } };
     uint64_t total = 0, done_off = 0;
     size_t i = 0;
     for (;;) {
         /* Every free buffer reads the next chunk of the dirty extents. */
         for (size_t b = 0; b < INFLIGHT && i < next_; b++) {
-            if (busy[b])
+            struct slot *s = &slot[b];
+            if (s->busy)
                 continue;
             uint64_t len = ext[i].len - done_off < CHUNK ? ext[i].len - done_off : CHUNK;
-            nbd_completion_callback cb = { .callback = on_read, .user_data = &busy[b] };
-            busy[b] = 1;
-            if (nbd_aio_pread(h, buf + b * CHUNK, len, ext[i].off + done_off, cb, 0) < 0) {
+            nbd_completion_callback cb = { .callback = on_read, .user_data = s };
+            *s = (struct slot) { 1, buf + b * CHUNK, ext[i].off + done_off, len };
+            if (nbd_aio_pread(h, s->buf, len, s->off, cb, 0) < 0) {
                 fprintf(stderr, "extread: read: %s\n", nbd_get_error());
                 return 1;
             }
@@ -110,6 +138,10 @@ main(int argc, char **argv)
             fprintf(stderr, "extread: %s\n", nbd_get_error());
             return 1;
         }
+    }
+    if (out_fd >= 0 && (fdatasync(out_fd) < 0 || close(out_fd) < 0)) {
+        perror(argv[3]);
+        return 1;
     }
     printf("read %llu\n", (unsigned long long) total);
     nbd_shutdown(h, 0);
