@@ -233,6 +233,9 @@ struct backup_job {
     char *error;                        /* why it did not start */
     enum ckpt_err error_class;          /* of error: QemuError unless set */
     struct request *begin_req, *end_req;/* waiting for it, or NULL */
+    bool undid;                         /* its undos sent QEMU commands */
+    bool unexported;                    /* its exports asked to go, early */
+    bool unexport_refused;              /* and QEMU refused one */
     void (*swept)(struct agent *a, void *opaque);   /* the sweep's end */
     void *swept_opaque;
     bool push;                          /* QEMU copies into targets */
@@ -489,11 +492,18 @@ void batch_send(struct batch *b, const char *cmd, json_t *args,
                 batch_reply_cb *cb, void *opaque);
 void batch_send_fd(struct batch *b, const char *cmd, json_t *args, int fd,
                    batch_reply_cb *cb, void *opaque);
+/* A command whose refusal is no failure of the batch (logged only). */
+void batch_send_optional(struct batch *b, const char *cmd, json_t *args,
+                         batch_reply_cb *cb, void *opaque);
 void batch_expect_event(struct batch *b, const char *event, json_t *match,
                         double timeout);
 /* cmd and the event it causes; no wait when QEMU refuses cmd. */
 void batch_send_expect(struct batch *b, const char *cmd, json_t *args,
                        const char *event, json_t *match, double timeout);
+/* The same, where a refusal only sets *refused. */
+void batch_send_expect_optional(struct batch *b, const char *cmd, json_t *args,
+                                const char *event, json_t *match, double timeout,
+                                bool *refused);
 /* Something else the batch waits for: one hold, one release. */
 void batch_hold(struct batch *b);
 void batch_release(struct batch *b, const char *err);
@@ -551,9 +561,9 @@ enum ckpt_err job_plan_transaction(const struct backup_job *job,
                                    struct ckpt_error *e);
 
 /* --- qemu-caps.c --- */
-/* Reads the schema into a->caps (none of them when QEMU cannot say),
- * then done. */
-void caps_probe(struct agent *a, void (*done)(struct agent *a));
+/* Asks for the schema; its answer fills a->caps (none of them when QEMU
+ * cannot say), before the answer to anything sent after. */
+void caps_probe(struct agent *a);
 /* What query-qmp-schema's answer offers (pure: unit-tested). */
 void caps_from_schema(struct qemu_caps *c, json_t *schema);
 /* Pull backups may fleece through ckptd's own copy-before-write filter. */
@@ -585,6 +595,9 @@ bool job_id_is_mine(const struct backup_job *job, const char *id);
  * dismisses every disk's. */
 char *job_create_job_id(const struct backup_job *job, size_t k);
 void job_run_dismiss(struct backup_job *job, struct batch *b);
+void job_unexport_early(struct backup_job *job, struct batch *b);
+bool job_listed(const struct backup_job *job, json_t *entry, const char **id,
+                const char **status, const char **type);
 bool job_node_is_mine(const struct backup_job *job, const char *node, char kind);
 void job_delete_nodes(struct backup_job *job, struct batch *b, char kind);
 void job_send_transaction(struct backup_job *job, struct batch *b, json_t *actions);

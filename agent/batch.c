@@ -34,6 +34,7 @@ struct batch_item {
     char *cmd;
     batch_reply_cb *cb;
     void *opaque;
+    bool optional;
 };
 
 static void
@@ -41,7 +42,9 @@ item_reply(struct qmp *q, json_t *ret, const struct qmp_error *err, void *opaque
 {
     struct batch_item *it = opaque;
     struct batch *b = it->b;
-    if (err)
+    if (err && it->optional)
+        log_debug("%s: %s (not needed)", it->cmd, err->desc);
+    else if (err)
         note_error(b, it->cmd, err->desc);
     else if (it->cb)
         it->cb(ret, it->opaque);
@@ -73,9 +76,19 @@ batch_send_fd(struct batch *b, const char *cmd, json_t *args, int fd,
               batch_reply_cb *cb, void *opaque)
 {
     struct batch_item *it = xmalloc(sizeof *it);
-    *it = (struct batch_item) { b, xstrdup(cmd), cb, opaque };
+    *it = (struct batch_item) { b, xstrdup(cmd), cb, opaque, false };
     b->pending++;
     vm_send_fd(b->agent, cmd, args, fd, item_reply, it);
+}
+
+void
+batch_send_optional(struct batch *b, const char *cmd, json_t *args,
+                    batch_reply_cb *cb, void *opaque)
+{
+    struct batch_item *it = xmalloc(sizeof *it);
+    *it = (struct batch_item) { b, xstrdup(cmd), cb, opaque, true };
+    b->pending++;
+    vm_send(b->agent, cmd, args, item_reply, it);
 }
 
 static void
@@ -96,7 +109,7 @@ batch_expect_event(struct batch *b, const char *event, json_t *match,
                    double timeout)
 {
     struct batch_item *it = xmalloc(sizeof *it);
-    *it = (struct batch_item) { b, xasprintf("waiting for %s", event), NULL, NULL };
+    *it = (struct batch_item) { b, xasprintf("waiting for %s", event), NULL, NULL, false };
     b->pending++;
     vm_wait_event(b->agent, event, match, timeout, item_event, it);
 }
@@ -110,6 +123,8 @@ struct expect_item {
     char *cmd;
     struct event_waiter *w;
     bool replied, fired;
+    bool *refused;              /* optional: set on a refusal, which is
+                                 * then no failure of the batch */
 };
 
 static void
@@ -140,7 +155,12 @@ expect_reply(struct qmp *q, json_t *ret, const struct qmp_error *err, void *opaq
     struct expect_item *it = opaque;
     it->replied = true;
     if (err) {
-        note_error(it->b, it->cmd, err->desc);
+        if (it->refused) {
+            *it->refused = true;
+            log_debug("%s: %s (not needed)", it->cmd, err->desc);
+        }
+        else
+            note_error(it->b, it->cmd, err->desc);
         if (it->w)
             vm_cancel_wait(it->b->agent, it->w);
         it->w = NULL;
@@ -150,16 +170,32 @@ expect_reply(struct qmp *q, json_t *ret, const struct qmp_error *err, void *opaq
     }
 }
 
-void
-batch_send_expect(struct batch *b, const char *cmd, json_t *args,
-                  const char *event, json_t *match, double timeout)
+static void
+send_expect(struct batch *b, const char *cmd, json_t *args, const char *event,
+            json_t *match, double timeout, bool *refused)
 {
     struct expect_item *it = xcalloc(1, sizeof *it);
     it->b = b;
     it->cmd = xstrdup(cmd);
+    it->refused = refused;
     b->pending++;
     it->w = vm_wait_event(b->agent, event, match, timeout, expect_event, it);
     vm_send(b->agent, cmd, args, expect_reply, it);
+}
+
+void
+batch_send_expect(struct batch *b, const char *cmd, json_t *args,
+                  const char *event, json_t *match, double timeout)
+{
+    send_expect(b, cmd, args, event, match, timeout, NULL);
+}
+
+void
+batch_send_expect_optional(struct batch *b, const char *cmd, json_t *args,
+                           const char *event, json_t *match, double timeout,
+                           bool *refused)
+{
+    send_expect(b, cmd, args, event, match, timeout, refused);
 }
 
 void

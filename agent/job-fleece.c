@@ -142,16 +142,15 @@ keep(json_t *ret, void *opaque)
 void
 fleece_list_qemu(struct backup_job *job, struct batch *b)
 {
-    struct agent *a = job->agent;
-    if (!(job->own_filter || job->sweep) || !a->caps.block_graph)
-        return;
     /* A job knows which devices it moved and reads the graph of its node
      * listing (job.c); the sweep, which does not, lists the devices and
-     * has query-named-block-nodes for its nodes. */
+     * has query-named-block-nodes for its nodes.  It runs before the
+     * schema is read (qemu-caps.c): a QEMU without the graph command has
+     * no filter of ours either. */
     if (!job->sweep)
         return;
     batch_send(b, "query-block", NULL, keep, &job->blocks);
-    batch_send(b, "x-debug-query-block-graph", NULL, keep, &job->graph);
+    batch_send_optional(b, "x-debug-query-block-graph", NULL, keep, &job->graph);
 }
 
 /* --- filters --- */
@@ -288,6 +287,8 @@ fleece_undo_unexported(struct backup_job *job, struct batch *b)
 {
     size_t i;
     json_t *e;
+    if (job->unexported && !job->unexport_refused)
+        return UNDO_DONE;       /* their end was awaited with the listing */
     json_array_foreach(job->exports, i, e)
         if (job_node_is_mine(job, jstr(e, "node-name"), 'a'))
             return UNDO_WAIT;

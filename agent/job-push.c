@@ -399,11 +399,9 @@ undo_transaction(struct backup_job *job, struct batch *b)
     json_t *j;
     bool waiting = false;
     json_array_foreach(job->qjobs, i, j) {
-        const char *id = json_string_value(json_object_get(j, "id"));
-        const char *status = json_string_value(json_object_get(j, "status"));
-        const char *type = json_string_value(json_object_get(j, "type"));
-        if (!job_id_is_mine(job, id) || !status || !type || strcmp(type, "backup") != 0 ||
-            strcmp(status, "null") == 0 || strcmp(status, "concluded") == 0)
+        const char *id, *status, *type;
+        if (!job_listed(job, j, &id, &status, &type) || strcmp(type, "backup") != 0 ||
+            strcmp(status, "concluded") == 0)
             continue;
         batch_send_expect(b, "job-cancel", json_pack("{s:s}", "id", id),
                           "JOB_STATUS_CHANGE", json_pack("{s:s,s:s}", "id", id,

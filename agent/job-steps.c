@@ -58,6 +58,18 @@ job_node_is_mine(const struct backup_job *job, const char *node, char kind)
            node[strlen(CKPT_TMP_PREFIX)] == kind;
 }
 
+/* An entry of QEMU's job listing that belongs to this job (any of ours
+ * for the sweep) and still exists: true, with its id, status and type. */
+bool
+job_listed(const struct backup_job *job, json_t *entry, const char **id,
+           const char **status, const char **type)
+{
+    *id = json_string_value(json_object_get(entry, "id"));
+    *status = json_string_value(json_object_get(entry, "status"));
+    *type = json_string_value(json_object_get(entry, "type"));
+    return job_id_is_mine(job, *id) && *status && *type && strcmp(*status, "null") != 0;
+}
+
 /* --- scratch files --- */
 static void
 run_files(struct backup_job *job, struct batch *b)
@@ -311,14 +323,12 @@ undo_format(struct backup_job *job, struct batch *b)
     json_t *j;
     bool waiting = false;
     json_array_foreach(job->qjobs, i, j) {
-        const char *id = json_string_value(json_object_get(j, "id"));
-        const char *status = json_string_value(json_object_get(j, "status"));
-        const char *type = json_string_value(json_object_get(j, "type"));
-        if (!job_id_is_mine(job, id) || !status || !type || strcmp(type, "create") != 0)
+        const char *id, *status, *type;
+        if (!job_listed(job, j, &id, &status, &type) || strcmp(type, "create") != 0)
             continue;
         if (strcmp(status, "concluded") == 0) {
             batch_send(b, "job-dismiss", json_pack("{s:s}", "id", id), NULL, NULL);
-        } else if (strcmp(status, "null") != 0) {
+        } else {
             batch_expect_event(b, "JOB_STATUS_CHANGE",
                                json_pack("{s:s,s:s}", "id", id, "status", "concluded"),
                                UNDO_EVENT_TIMEOUT);
@@ -504,14 +514,13 @@ undo_transaction(struct backup_job *job, struct batch *b)
     json_t *j, *n, *bm;
     bool waiting = false;
     json_array_foreach(job->qjobs, i, j) {
-        const char *id = json_string_value(json_object_get(j, "id"));
-        const char *status = json_string_value(json_object_get(j, "status"));
-        const char *type = json_string_value(json_object_get(j, "type"));
+        const char *id, *status, *type;
+        if (!job_listed(job, j, &id, &status, &type))
+            continue;
         /* The sweep also ends a disk-commit's job that a dead agent left
          * waiting READY (cmd-disk.c): no pivot, the overlay stays. */
-        bool commit = job->sweep && type && strcmp(type, "commit") == 0;
-        if (!job_id_is_mine(job, id) || !status || !type ||
-            (strcmp(type, "backup") != 0 && !commit) || strcmp(status, "null") == 0)
+        bool commit = job->sweep && strcmp(type, "commit") == 0;
+        if (strcmp(type, "backup") != 0 && !commit)
             continue;
         if (strcmp(status, "concluded") == 0) {
             batch_send(b, "job-dismiss", json_pack("{s:s}", "id", id), NULL, NULL);
@@ -556,11 +565,33 @@ run_exports(struct backup_job *job, struct batch *b)
     }
 }
 
+/* The end of a job that ran starts with its exports, in the listing's
+ * batch and ahead of it (job.c): the exports' end, awaited anyway, then
+ * costs no round trip of its own.  Refused, the undo below asks again
+ * for what the listing (taken after it) still shows. */
+void
+job_unexport_early(struct backup_job *job, struct batch *b)
+{
+    if (job->sweep || job->push || !job->announced || job->qemu_gone)
+        return;
+    for (size_t k = 0; k < job->ndisks; k++) {
+        CLEANUP_FREE char *id = ckpt_tmp_job(job->id, job->disks[k].disk);
+        batch_send_expect_optional(b, "block-export-del",
+                                   json_pack("{s:s,s:s}", "id", id, "mode", "hard"),
+                                   "BLOCK_EXPORT_DELETED", json_pack("{s:s}", "id", id),
+                                   UNDO_EVENT_TIMEOUT, &job->unexport_refused);
+    }
+    job->unexported = true;
+}
+
 static enum undo_result
 undo_exports(struct backup_job *job, struct batch *b)
 {
     size_t i;
     json_t *e;
+    /* Gone already (the listing may still show them going). */
+    if (job->unexported && !job->unexport_refused)
+        return UNDO_DONE;
     json_array_foreach(job->exports, i, e) {
         const char *id = json_string_value(json_object_get(e, "id"));
         if (job_id_is_mine(job, id))

@@ -1,5 +1,9 @@
 /* What this QEMU offers beyond 7.2's baseline, read once per connection
- * from query-qmp-schema (before the start-up sweep, which may need it).
+ * from query-qmp-schema.  The schema is large (50-90 ms for QEMU to build
+ * and for us to parse), so it is asked for once the agent is ready, not
+ * before: every change sent after that reaches QEMU behind it, and QEMU
+ * answers in order, so no change is planned before the answer is in.
+ * The start-up sweep needs none of it (job-fleece.c).
  *
  * The schema names types by opaque numbers, but command names, union
  * cases and member names are plain: blockdev-add's argument type is the
@@ -73,18 +77,10 @@ caps_own_filter(const struct agent *a)
            !a->opt.debug.no_filter;
 }
 
-struct probe {
-    struct agent *agent;
-    void (*done)(struct agent *a);
-};
-
 static void
 schema_done(struct qmp *q, json_t *ret, const struct qmp_error *err, void *opaque)
 {
-    struct probe *p = opaque;
-    struct agent *a = p->agent;
-    void (*done)(struct agent *) = p->done;
-    free(p);
+    struct agent *a = opaque;
     if (q != a->qmp)
         return;                 /* an old connection's answer */
     memset(&a->caps, 0, sizeof a->caps);
@@ -101,13 +97,11 @@ schema_done(struct qmp *q, json_t *ret, const struct qmp_error *err, void *opaqu
              caps_own_filter(a) ? "through ckptd's own filter (a full scratch "
                                   "breaks the backup, not the guest's writes)"
                                 : "through a backup job");
-    done(a);
 }
 
 void
-caps_probe(struct agent *a, void (*done)(struct agent *a))
+caps_probe(struct agent *a)
 {
-    struct probe *p = xmalloc(sizeof *p);
-    *p = (struct probe) { a, done };
-    vm_send(a, "query-qmp-schema", NULL, schema_done, p);
+    memset(&a->caps, 0, sizeof a->caps);
+    vm_send(a, "query-qmp-schema", NULL, schema_done, a);
 }

@@ -134,6 +134,7 @@ connect_status(struct qmp *q, json_t *ret, const struct qmp_error *err, void *op
         return;
     }
     a->qemu_ready = true;
+    caps_probe(a);              /* before any change can reach QEMU */
     vm_note_lost(a);
     log_info("QEMU connected: %zu disks, %zu checkpoints",
              a->tree.ndisks, a->tree.nckpts);
@@ -169,7 +170,7 @@ swept(struct agent *a, void *opaque)
 }
 
 static void
-probed(struct agent *a)
+sweep_then_read(struct agent *a)
 {
     /* No job of ours survives a reconnect: whatever carries our mark
      * was left by a crashed agent or an interrupted backup. */
@@ -191,9 +192,8 @@ state_cb(struct qmp *q, bool connected, json_t *version, const char *reason,
     if (connected) {
         json_decref(a->qemu_version);
         a->qemu_version = json_incref(version);
-        /* The schema first: the sweep may have to take down our own
-         * filters, which only a QEMU that offers them can hold. */
-        caps_probe(a, probed);
+        memset(&a->caps, 0, sizeof a->caps);   /* read once ready */
+        sweep_then_read(a);
         return;
     }
     bool was_ready = a->qemu_ready;

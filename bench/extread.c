@@ -74,6 +74,11 @@ on_read(void *opaque, int *error)
         }
         done += (uint64_t) n;
     }
+    /* Writeback started as it goes, as ckptctl's writer does: otherwise
+     * the whole incremental waits in the page cache for the final
+     * fdatasync, and the limit measures the kernel's flusher instead. */
+    if (out_fd >= 0)
+        sync_file_range(out_fd, (off_t) s->off, (off_t) s->len, SYNC_FILE_RANGE_WRITE);
     s->busy = 0;
     return 1;                   /* retire the command */
 }

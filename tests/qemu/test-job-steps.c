@@ -245,7 +245,9 @@ sigterm_at_each_step(struct hq_vm *vm, const char *what)
 /* Each QMP step of backup-end refused in turn: the end is still carried
  * through (every other undo runs), the reply says what QEMU refused
  * instead of a silent {}, and what was left goes at the agent's next
- * connection to QEMU. */
+ * connection to QEMU.  A refusal the end recovers from (the early
+ * export-del, asked again from the listing) may answer {}: then nothing
+ * of the job may be left at once. */
 static int
 test_end_step_fails(void)
 {
@@ -269,8 +271,13 @@ test_end_step_fails(void)
         HQ_CHECK(hq_inject_rules(vm, "fail %s %d\n", step, occurrence(seq, i)) == 0, "rules");
         CLEANUP_JSON json_t *r = hq_exec(vm->ctl, "backup-end", hq_json(a));
         HQ_CHECK(hq_inject_rules(vm, "%s", "") == 0, "rules");
-        HQ_CHECK(r && hq_err_class(r) && strstr(hq_err_desc(r), "refused"),
+        bool recovered = r && json_object_get(r, "return");
+        HQ_CHECK(recovered || (r && hq_err_class(r) && strstr(hq_err_desc(r), "refused")),
                  "%s: backup-end answered %s", when, hq_str(r));
+        if (recovered && hq_backup_expect_clean(vm, when) < 0)
+            return -1;
+        if (recovered)
+            hq_note("%s: recovered, nothing left", when);
         CLEANUP_JSON json_t *q = hq_exec(vm->ctl, "query-backup", hq_json(a));
         HQ_CHECK(q && hq_err_class(q), "%s: the job is still there: %s", when, hq_str(q));
         /* The next connection's sweep removes what is left. */
