@@ -133,8 +133,8 @@ connect_status(struct qmp *q, json_t *ret, const struct qmp_error *err, void *op
         qmp_disconnect(a->qmp, "cannot read the run state");
         return;
     }
-    a->qemu_ready = true;
     caps_probe(a);              /* before any change can reach QEMU */
+    a->qemu_ready = true;
     vm_note_lost(a);
     log_info("QEMU connected: %zu disks, %zu checkpoints",
              a->tree.ndisks, a->tree.nckpts);
