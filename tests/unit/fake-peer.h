@@ -2,13 +2,16 @@
  * (test-qmp-client.c plays QEMU, test-qga.c plays qemu-ga): listens in a
  * temporary path, accepts one connection at a time (a new one replaces
  * the old), records every JSON message it gets and hands each to the
- * test's on_message, driven by the test's libev loop.
+ * test's on_message, driven by the test's libev loop.  And the loop and
+ * record helpers both tests use.
  *
  * Include after <cmocka.h>.  Header-only: every function is static. */
 #ifndef CKPTD_TEST_FAKE_PEER_H
 #define CKPTD_TEST_FAKE_PEER_H
 
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -170,5 +173,115 @@ fake_stop(struct fake_peer *f)
         close(f->rfd);
     json_decref(f->got);
 }
+
+/* A fresh directory /tmp/NAME-XXXXXX in dir, and the path of the socket
+ * SOCK in it in path. */
+FAKE_FN void
+fake_tmpdir(char *dir, size_t ndir, char *path, size_t npath,
+            const char *name, const char *sock)
+{
+    snprintf(dir, ndir, "/tmp/%s-XXXXXX", name);
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, npath, "%s/%s", dir, sock);
+}
+/* The same into a test context c with members dir and path. */
+#define FAKE_TMPDIR(c, name, sock)                                      \
+    fake_tmpdir((c)->dir, sizeof (c)->dir, (c)->path, sizeof (c)->path, \
+                (name), (sock))
+
+/* --- the test's loop --- */
+
+static void
+fake_on_guard(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    *(bool *) w->data = true;
+}
+
+/* A one-shot timer that sets *expired after seconds. */
+FAKE_FN void
+fake_guard_start(struct ev_loop *loop, ev_timer *t, bool *expired,
+                 double seconds)
+{
+    *expired = false;
+    ev_timer_init(t, fake_on_guard, seconds, 0);
+    t->data = expired;
+    ev_timer_start(loop, t);
+}
+
+/* Runs loop until DONE (an expression) holds; fails the test after 5 s.
+ * A macro so that DONE can ask the test's own context. */
+#define FAKE_RUN_UNTIL(loop, done) do {                             \
+        bool expired_;                                              \
+        ev_timer guard_;                                            \
+        fake_guard_start((loop), &guard_, &expired_, 5);            \
+        while (!(done) && !expired_)                                \
+            ev_run((loop), EVRUN_ONCE);                             \
+        ev_timer_stop((loop), &guard_);                             \
+        assert_false(expired_);                                     \
+    } while (0)
+
+/* Runs the loop for a while, whatever happens. */
+FAKE_FN void
+fake_run_for(struct ev_loop *loop, double seconds)
+{
+    bool expired;
+    ev_timer t;
+    fake_guard_start(loop, &t, &expired, seconds);
+    while (!expired)
+        ev_run(loop, EVRUN_ONCE);
+}
+
+/* --- what the client did --- */
+
+/* Appends to the test's log string (callbacks in the order they ran). */
+FAKE_FN void __attribute__((format(printf, 3, 4)))
+fake_log(char *log, size_t size, const char *fmt, ...)
+{
+    size_t n = strlen(log);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(log + n, size - n, fmt, ap);
+    va_end(ap);
+}
+
+/* Counts a client's state change into *ups or *downs (then keeping the
+ * reason too) and logs "up;" or "down;". */
+FAKE_FN void
+fake_keep_state(int *ups, int *downs, char *reason, size_t nreason,
+                char *log, size_t nlog, bool connected, const char *why)
+{
+    if (connected) {
+        ++*ups;
+        fake_log(log, nlog, "up;");
+    } else {
+        ++*downs;
+        snprintf(reason, nreason, "%s", why);
+        fake_log(log, nlog, "down;");
+    }
+}
+/* The same into a test context c with members ups, downs, reason, log. */
+#define FAKE_KEEP_STATE(c, connected, why)                              \
+    fake_keep_state(&(c)->ups, &(c)->downs, (c)->reason,                \
+                    sizeof (c)->reason, (c)->log, sizeof (c)->log,      \
+                    (connected), (why))
+
+/* Keeps what a reply callback got: a copy of ret in *keep, or err's class
+ * and description. */
+FAKE_FN void
+fake_keep_reply(json_t **keep, char *class, size_t nclass, char *desc,
+                size_t ndesc, json_t *ret, const struct qmp_error *err)
+{
+    if (err) {
+        snprintf(class, nclass, "%s", err->class);
+        snprintf(desc, ndesc, "%s", err->desc);
+    } else {
+        json_decref(*keep);
+        *keep = json_deep_copy(ret);
+    }
+}
+/* The same into a test record r with members ret, class and desc. */
+#define FAKE_KEEP_REPLY(r, ret_, err_)                                  \
+    fake_keep_reply(&(r)->ret, (r)->class, sizeof (r)->class, (r)->desc, \
+                    sizeof (r)->desc, (ret_), (err_))
 
 #endif

@@ -50,18 +50,7 @@ struct ctx {
     struct rec recs[4];
 };
 
-static void ctx_log(struct ctx *c, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void
-ctx_log(struct ctx *c, const char *fmt, ...)
-{
-    size_t n = strlen(c->log);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(c->log + n, sizeof c->log - n, fmt, ap);
-    va_end(ap);
-}
+#define ctx_log(c, ...) fake_log((c)->log, sizeof (c)->log, __VA_ARGS__)
 
 /* --- fake guest agent --- */
 
@@ -126,15 +115,7 @@ srv_stop(struct ctx *c)
 static void
 on_state(struct qga *g, bool connected, const char *reason, void *opaque)
 {
-    struct ctx *c = opaque;
-    if (connected) {
-        c->ups++;
-        ctx_log(c, "up;");
-    } else {
-        c->downs++;
-        snprintf(c->reason, sizeof c->reason, "%s", reason);
-        ctx_log(c, "down;");
-    }
+    FAKE_KEEP_STATE((struct ctx *) opaque, connected, reason);
 }
 
 static void
@@ -143,13 +124,7 @@ on_reply(struct qga *g, json_t *ret, const struct qmp_error *err,
 {
     struct rec *r = opaque;
     r->calls++;
-    if (err) {
-        snprintf(r->class, sizeof r->class, "%s", err->class);
-        snprintf(r->desc, sizeof r->desc, "%s", err->desc);
-    } else {
-        json_decref(r->ret);
-        r->ret = json_deep_copy(ret);
-    }
+    FAKE_KEEP_REPLY(r, ret, err);
     ctx_log(r->c, "%d:%s;", (int) (r - r->c->recs), err ? err->class : "ok");
     if (r->free_g) {
         qga_free(g);
@@ -166,25 +141,11 @@ exec(struct ctx *c, int i, const char *cmd, double timeout)
 
 /* --- loop helpers --- */
 
-static void
-on_guard(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    *(bool *) w->data = true;
-}
-
 /* Runs the loop until cond holds; fails the test after 5 s. */
 static void
 run_until(struct ctx *c, bool (*cond)(struct ctx *c))
 {
-    bool expired = false;
-    ev_timer guard;
-    ev_timer_init(&guard, on_guard, 5, 0);
-    guard.data = &expired;
-    ev_timer_start(c->loop, &guard);
-    while (!cond(c) && !expired)
-        ev_run(c->loop, EVRUN_ONCE);
-    ev_timer_stop(c->loop, &guard);
-    assert_false(expired);
+    FAKE_RUN_UNTIL(c->loop, cond(c));
 }
 
 static bool is_up(struct ctx *c) { return c->ups > 0; }
@@ -197,9 +158,7 @@ static int
 setup(void **state)
 {
     struct ctx *c = xcalloc(1, sizeof *c);
-    strcpy(c->dir, "/tmp/test-qga-XXXXXX");
-    assert_non_null(mkdtemp(c->dir));
-    snprintf(c->path, sizeof c->path, "%s/qga.sock", c->dir);
+    FAKE_TMPDIR(c, "test-qga", "qga.sock");
     c->loop = ev_loop_new(EVFLAG_AUTO);
     srv_start(c);
     c->g = qga_new(c->loop, c->path, on_state, c, 0.05);

@@ -49,15 +49,7 @@ struct ctx {
     struct rec extra;       /* sent from inside a callback */
 };
 
-static void __attribute__((format(printf, 2, 3)))
-ctx_log(struct ctx *c, const char *fmt, ...)
-{
-    size_t n = strlen(c->log);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(c->log + n, sizeof c->log - n, fmt, ap);
-    va_end(ap);
-}
+#define ctx_log(c, ...) fake_log((c)->log, sizeof (c)->log, __VA_ARGS__)
 
 /* --- fake server --- */
 
@@ -95,15 +87,10 @@ on_state(struct qmp *q, bool connected, json_t *version, const char *reason,
 {
     struct ctx *c = opaque;
     if (connected) {
-        c->ups++;
         json_decref(c->version);
         c->version = json_deep_copy(version);
-        ctx_log(c, "up;");
-    } else {
-        c->downs++;
-        snprintf(c->reason, sizeof c->reason, "%s", reason);
-        ctx_log(c, "down;");
     }
+    FAKE_KEEP_STATE(c, connected, reason);
 }
 
 static void
@@ -124,13 +111,7 @@ on_reply(struct qmp *q, json_t *ret, const struct qmp_error *err, void *opaque)
     struct rec *r = opaque;
     struct ctx *c = r->c;
     r->calls++;
-    if (err) {
-        snprintf(r->class, sizeof r->class, "%s", err->class);
-        snprintf(r->desc, sizeof r->desc, "%s", err->desc);
-    } else {
-        json_decref(r->ret);
-        r->ret = json_deep_copy(ret);
-    }
+    FAKE_KEEP_REPLY(r, ret, err);
     ctx_log(c, "%s:%s;", r->name, err ? err->class : "ok");
     if (r->send_more)
         rec_send(c, &c->extra, "extra");
@@ -152,25 +133,11 @@ rec_send(struct ctx *c, struct rec *r, const char *name)
 
 /* --- loop helpers --- */
 
-static void
-on_guard(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    *(bool *) w->data = true;
-}
-
 /* Runs the loop until cond holds; fails the test after 5 s. */
 static void
 run_until(struct ctx *c, bool (*cond)(struct ctx *c))
 {
-    bool expired = false;
-    ev_timer guard;
-    ev_timer_init(&guard, on_guard, 5, 0);
-    guard.data = &expired;
-    ev_timer_start(c->loop, &guard);
-    while (!cond(c) && !expired)
-        ev_run(c->loop, EVRUN_ONCE);
-    ev_timer_stop(c->loop, &guard);
-    assert_false(expired);
+    FAKE_RUN_UNTIL(c->loop, cond(c));
 }
 
 static bool is_up(struct ctx *c) { return c->ups > 0; }
@@ -188,26 +155,11 @@ static bool two_events(struct ctx *c) { return c->events >= 2; }
 static bool extra_done(struct ctx *c) { return c->extra.calls > 0; }
 static bool rec2_done(struct ctx *c) { return c->recs[2].calls > 0; }
 
-/* Runs the loop for a while, whatever happens. */
-static void
-run_for(struct ctx *c, double seconds)
-{
-    bool expired = false;
-    ev_timer t;
-    ev_timer_init(&t, on_guard, seconds, 0);
-    t.data = &expired;
-    ev_timer_start(c->loop, &t);
-    while (!expired)
-        ev_run(c->loop, EVRUN_ONCE);
-}
-
 static int
 setup(void **state)
 {
     struct ctx *c = xcalloc(1, sizeof *c);
-    strcpy(c->dir, "/tmp/test-qmp-client-XXXXXX");
-    assert_non_null(mkdtemp(c->dir));
-    snprintf(c->path, sizeof c->path, "%s/qmp.sock", c->dir);
+    FAKE_TMPDIR(c, "test-qmp-client", "qmp.sock");
     c->loop = ev_loop_new(EVFLAG_AUTO);
     fake_start(&c->srv, c->loop, c->path, fake_on_message);
     c->srv.hello = GREETING;
@@ -481,7 +433,7 @@ test_timeout_not_hit(void **state)
     assert_string_equal(c->log, "up;quick:ok;");
 
     /* Idle connection: nothing pending, no timeout. */
-    run_for(c, 0.5);
+    fake_run_for(c->loop, 0.5);
     assert_true(qmp_is_connected(c->q));
     assert_int_equal(c->downs, 0);
 }
