@@ -308,6 +308,11 @@ qmp_on_opened(void *opaque)
 }
 
 static const struct qmp_conn_ops qmp_conn_ops = {
+    .max_msg = QMP_MAX_MSG,
+    .max_depth = QMP_MAX_DEPTH,
+    .read_size = QMP_READ_SIZE,
+    .name = "QMP socket",
+    .eof_reason = "QEMU closed the QMP connection",
     .opened = qmp_on_opened,
     .message = qmp_dispatch,
     .bad_input = qmp_on_bad_input,
@@ -328,11 +333,7 @@ qmp_new(struct ev_loop *loop, const char *path,
     if (cb)
         q->cb = *cb;
     q->reply_timeout = reply_timeout;
-    qmp_conn_init(&q->conn, loop, path, QMP_MAX_MSG, QMP_MAX_DEPTH,
-                  &qmp_conn_ops, q);
-    q->conn.name = "QMP socket";
-    q->conn.eof_reason = "QEMU closed the QMP connection";
-    q->conn.read_size = QMP_READ_SIZE;
+    qmp_conn_init(&q->conn, loop, path, &qmp_conn_ops, q);
     return q;
 }
 

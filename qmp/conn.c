@@ -330,7 +330,7 @@ qmp_conn_on_read(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct qmp_conn *c = w->data;
     char buf[QMP_CONN_READ_MAX];
-    size_t size = c->read_size < sizeof buf ? c->read_size : sizeof buf;
+    size_t size = c->ops->read_size < sizeof buf ? c->ops->read_size : sizeof buf;
 
     qmp_conn_enter(c);
     ssize_t n = recv(c->fd, buf, size, 0);
@@ -339,7 +339,7 @@ qmp_conn_on_read(struct ev_loop *loop, ev_io *w, int revents)
     } else if (n > 0) {
         qmp_conn_feed(c, buf, (size_t) n);
     } else if (n == 0) {
-        c->ops->failed(c->opaque, c->eof_reason);
+        c->ops->failed(c->opaque, c->ops->eof_reason);
     } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
         CLEANUP_FREE char *reason =
             xasprintf("read from %s: %s", c->name, strerror(errno));
@@ -387,16 +387,14 @@ qmp_conn_on_write(struct ev_loop *loop, ev_io *w, int revents)
 
 void
 qmp_conn_init(struct qmp_conn *c, struct ev_loop *loop, const char *path,
-              size_t max_msg, int max_depth,
               const struct qmp_conn_ops *ops, void *opaque)
 {
     *c = (struct qmp_conn) {
-        .loop = loop, .path = xstrdup(path), .eof_reason = "peer closed",
-        .read_size = QMP_CONN_READ_MAX, .ops = ops, .opaque = opaque,
+        .loop = loop, .path = xstrdup(path), .ops = ops, .opaque = opaque,
         .fd = -1,
     };
-    c->name = c->path;
-    qmp_stream_init(&c->in, max_msg, max_depth);
+    c->name = ops->name ? ops->name : c->path;
+    qmp_stream_init(&c->in, ops->max_msg, ops->max_depth);
     ev_init(&c->rio, qmp_conn_on_read);
     ev_init(&c->wio, qmp_conn_on_write);
     ev_idle_init(&c->idle, qmp_conn_on_idle);
@@ -419,7 +417,7 @@ qmp_conn_connect(struct qmp_conn *c)
         return -1;
     bool done = connect(fd, (struct sockaddr *) &sa, sizeof sa) == 0;
     if (!done && errno != EINPROGRESS &&
-        !(errno == EAGAIN && c->connect_in_watcher)) {
+        !(errno == EAGAIN && c->ops->connect_in_watcher)) {
         int e = errno;
         close(fd);
         errno = e;
@@ -429,7 +427,7 @@ qmp_conn_connect(struct qmp_conn *c)
     c->fd = fd;
     ev_io_set(&c->rio, fd, EV_READ);
     ev_io_set(&c->wio, fd, EV_WRITE);
-    if (done && !c->connect_in_watcher) {
+    if (done && !c->ops->connect_in_watcher) {
         qmp_conn_opened(c);
     } else {
         c->state = QMP_CONN_CONNECTING;

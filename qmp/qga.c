@@ -266,7 +266,7 @@ qga_try_connect(struct qga *g)
         qga_schedule_retry(g);
     }
     /* Even a connect that finished at once completes from the write
-     * watcher (conn.connect_in_watcher), so the state callback never
+     * watcher (connect_in_watcher below), so the state callback never
      * runs inside qga_start. */
 }
 
@@ -354,6 +354,12 @@ qga_on_failed(void *opaque, const char *reason)
 }
 
 static const struct qmp_conn_ops qga_conn_ops = {
+    .max_msg = QGA_MAX_MSG,
+    .max_depth = QGA_MAX_DEPTH,
+    .read_size = QGA_READ_SIZE,
+    .eof_reason = "the guest agent's socket was closed",
+    /* See qga_try_connect; a full backlog is waited out the same way. */
+    .connect_in_watcher = true,
     .opened = qga_opened,
     .input = qga_feed,
     .message = qga_dispatch,
@@ -377,11 +383,7 @@ qga_new(struct ev_loop *loop, const char *path, qga_state_cb *cb,
     g->state_cb = cb;
     g->opaque = opaque;
     g->retry_interval = retry_interval > 0 ? retry_interval : 1.0;
-    qmp_conn_init(&g->conn, loop, path, QGA_MAX_MSG, QGA_MAX_DEPTH,
-                  &qga_conn_ops, g);
-    g->conn.eof_reason = "the guest agent's socket was closed";
-    g->conn.read_size = QGA_READ_SIZE;
-    g->conn.connect_in_watcher = true;
+    qmp_conn_init(&g->conn, loop, path, &qga_conn_ops, g);
     ev_init(&g->retry, qga_on_retry);
     g->retry.data = g;
     return g;

@@ -208,9 +208,17 @@ struct qmp_req *qmp_list_take(struct qmp_list *l, json_int_t id);
 /* Moves all of src to the end of dst. */
 void qmp_list_splice(struct qmp_list *dst, struct qmp_list *src);
 
-/* What a connection calls back into its client with (opaque).  Every
- * call runs inside qmp_conn_enter/leave. */
+/* What a client is to its connection: its limits, the words of its
+ * reasons, and what the connection calls back into it with (opaque).
+ * Every call runs inside qmp_conn_enter/leave. */
 struct qmp_conn_ops {
+    size_t max_msg;             /* framer caps (stream.c) */
+    int max_depth;
+    size_t read_size;           /* bytes a read, at most QMP_CONN_READ_MAX */
+    const char *name;           /* "read from <name>: ..."; NULL: the path */
+    const char *eof_reason;     /* the reason when the peer closes */
+    bool connect_in_watcher;    /* see qmp_conn_connect */
+
     /* The connect finished; the socket is open and read. */
     void (*opened)(void *opaque);
     /* Bytes read, when the client splits them itself (else NULL: they go
@@ -246,15 +254,12 @@ struct qmp_out_fd {
 };
 #define QMP_MAX_OUT_FDS 64
 
-/* Set the first block through qmp_conn_init; the rest is the
- * connection's. */
+/* Set up by qmp_conn_init; the client reads state, gen and dying, and
+ * sets dying. */
 struct qmp_conn {
     struct ev_loop *loop;
     char *path;                 /* the socket's path (owned) */
-    const char *name;           /* "read from <name>: ..." in reasons */
-    const char *eof_reason;     /* the reason when the peer closes */
-    size_t read_size;           /* at most QMP_CONN_READ_MAX */
-    bool connect_in_watcher;    /* see qmp_conn_connect */
+    const char *name;           /* ops->name or the path */
     const struct qmp_conn_ops *ops;
     void *opaque;
 
@@ -277,12 +282,11 @@ struct qmp_conn {
 #define QMP_CONN_READ_MAX (64 * 1024)
 
 void qmp_conn_init(struct qmp_conn *c, struct ev_loop *loop, const char *path,
-                   size_t max_msg, int max_depth,
                    const struct qmp_conn_ops *ops, void *opaque);
 /* Starts a non-blocking connect to path.  Returns 0 when under way
  * (state CONNECTING; the write watcher finishes it with ops->opened or
  * ops->failed) or done at once (state OPEN, nothing called back);
- * connect_in_watcher makes even that finish from the watcher and counts
+ * ops->connect_in_watcher makes even that finish from the watcher and counts
  * EAGAIN (a full backlog) as under way.  Returns -1 with errno if no
  * socket could be made (ENAMETOOLONG for a long path), -2 with errno if
  * connect refused now (ENOENT, ECONNREFUSED...). */
