@@ -286,13 +286,14 @@ void qmp_conn_init(struct qmp_conn *c, struct ev_loop *loop, const char *path,
 /* Starts a non-blocking connect to path.  Returns 0 when under way
  * (state CONNECTING; the write watcher finishes it with ops->opened or
  * ops->failed) or done at once (state OPEN, nothing called back);
- * ops->connect_in_watcher makes even that finish from the watcher and counts
- * EAGAIN (a full backlog) as under way.  Returns -1 with errno if no
+ * ops->connect_in_watcher makes even that finish from the watcher and
+ * counts EAGAIN (a full backlog) as under way.  Returns -1 with errno if no
  * socket could be made (ENAMETOOLONG for a long path), -2 with errno if
  * connect refused now (ENOENT, ECONNREFUSED...). */
 int qmp_conn_connect(struct qmp_conn *c);
 /* Closes the socket, stops the timer, drops buffered input and output
- * (and descriptors waiting to go), bumps gen.  Returns false if it was closed already. */
+ * (and descriptors waiting to go), bumps gen.  Returns false if it was
+ * closed already. */
 bool qmp_conn_close(struct qmp_conn *c);
 /* Queues line and a newline; fd (when >= 0 and there is room) goes with
  * its first byte and belongs to the connection then: *fd becomes -1. */
