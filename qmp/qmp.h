@@ -7,6 +7,10 @@
  * client.c: qmp_*         one connection to one QEMU QMP socket.
  * action.c: qmp_action    helpers to build `transaction` action lists.
  * qga.c:    qga_*         one connection to a guest agent (qemu-ga) socket.
+ * conn.c:   qmp_conn_*, qmp_list_*, qmp_req_*  what those two share: one
+ *           non-blocking Unix stream socket on libev with an output
+ *           buffer, framed input, deferred failures and the re-entrancy
+ *           guard; and their request lists.  Internal to the module.
  */
 #ifndef CKPTD_QMP_H
 #define CKPTD_QMP_H
@@ -163,6 +167,163 @@ void qga_exec(struct qga *g, const char *cmd, json_t *args, double timeout,
 unsigned long long qga_syncs(const struct qga *g);
 /* Frees; pending callbacks get "Disconnected" first.  g may be NULL. */
 void qga_free(struct qga *g);
+
+/* --- conn.c (for client.c and qga.c only) --- */
+/* One command of either client.  Each client uses its own member of cb
+ * and the fields its header comment names. */
+struct qmp_req {
+    struct qmp_req *next;
+    json_int_t id;              /* QMP's "id"; 0 for the guest agent */
+    char *cmd;                  /* for logs and the timeout message */
+    char *line;                 /* encoded command; NULL once sent or if it
+                                   cannot be encoded */
+    union {
+        qmp_reply_cb *qmp;
+        qga_reply_cb *qga;
+    } cb;
+    void *opaque;
+    double timeout;             /* guest agent: the command's own */
+    ev_tstamp deadline;
+    const char *fail_class;     /* for deferred failures (static strings) */
+    const char *fail_desc;
+    int fd;                     /* QMP: sent with the line (SCM_RIGHTS), or -1 */
+};
+
+/* FIFO of requests. */
+struct qmp_list {
+    struct qmp_req *head, *tail;
+};
+
+/* {"execute": cmd, "id": id (left out when 0), "arguments": args
+ * (borrowed, may be NULL)} encoded into line; callback unset, fd -1. */
+struct qmp_req *qmp_req_new(const char *cmd, json_t *args, json_int_t id);
+/* Frees r, closing its descriptor if it still holds one. */
+void qmp_req_free(struct qmp_req *r);
+void qmp_list_push(struct qmp_list *l, struct qmp_req *r);
+struct qmp_req *qmp_list_pop(struct qmp_list *l);
+/* Takes r out of l if it is there. */
+void qmp_list_remove(struct qmp_list *l, struct qmp_req *r);
+/* Removes and returns the request with this id, or NULL. */
+struct qmp_req *qmp_list_take(struct qmp_list *l, json_int_t id);
+/* Moves all of src to the end of dst. */
+void qmp_list_splice(struct qmp_list *dst, struct qmp_list *src);
+
+/* What a client is to its connection: its limits, the words of its
+ * reasons, and what the connection calls back into it with (opaque).
+ * Every call runs inside qmp_conn_enter/leave. */
+struct qmp_conn_ops {
+    size_t max_msg;             /* framer caps (stream.c) */
+    int max_depth;
+    size_t read_size;           /* bytes a read, at most QMP_CONN_READ_MAX */
+    const char *name;           /* "read from <name>: ..."; NULL: the path */
+    const char *eof_reason;     /* the reason when the peer closes */
+    bool connect_in_watcher;    /* see qmp_conn_connect */
+
+    /* The connect finished; the socket is open and read. */
+    void (*opened)(void *opaque);
+    /* Bytes read, when the client splits them itself (else NULL: they go
+     * to qmp_conn_feed). */
+    void (*input)(void *opaque, const char *buf, size_t n);
+    /* One complete message (borrowed). */
+    void (*message)(void *opaque, json_t *msg);
+    /* A framing error (why); the message was dropped. */
+    void (*bad_input)(void *opaque, const char *why);
+    /* EOF, a read/write error or a failed connect: the client closes. */
+    void (*failed)(void *opaque, const char *reason);
+    /* Run r's callback (cb.qmp or cb.qga) with ret or err; conn.c frees
+     * r after. */
+    void (*complete)(void *opaque, struct qmp_req *r, json_t *ret,
+                     const struct qmp_error *err);
+    /* The deadline set with qmp_conn_arm came. */
+    void (*timer)(void *opaque);
+    /* The last frame left a dying connection: free the client. */
+    void (*destroy)(void *opaque);
+};
+
+enum qmp_conn_state {
+    QMP_CONN_CLOSED,
+    QMP_CONN_CONNECTING,        /* non-blocking connect in progress */
+    QMP_CONN_OPEN,
+};
+
+/* A descriptor waiting in the output buffer: it goes out with the byte at
+ * off, the first of its command's line, as QEMU's getfd/add-fd expect. */
+struct qmp_out_fd {
+    size_t off;
+    int fd;
+};
+#define QMP_MAX_OUT_FDS 64
+
+/* Set up by qmp_conn_init; the client reads state, gen and dying, and
+ * sets dying. */
+struct qmp_conn {
+    struct ev_loop *loop;
+    char *path;                 /* the socket's path (owned) */
+    const char *name;           /* ops->name or the path */
+    const struct qmp_conn_ops *ops;
+    void *opaque;
+
+    enum qmp_conn_state state;
+    int fd;
+    ev_io rio, wio;
+    ev_idle idle;               /* deferred failures */
+    ev_timer timer;             /* the client's deadline (ops->timer) */
+    struct qmp_stream in;
+    char *out;
+    size_t out_len, out_off, out_cap;
+    struct qmp_out_fd out_fds[QMP_MAX_OUT_FDS]; /* in offset order */
+    size_t nout_fds;
+    struct qmp_list deferred;   /* failed at once, called from idle */
+
+    unsigned gen;               /* bumped by every close */
+    int busy;                   /* callback frames on the stack */
+    bool dying;                 /* freed when !busy */
+};
+#define QMP_CONN_READ_MAX (64 * 1024)
+
+void qmp_conn_init(struct qmp_conn *c, struct ev_loop *loop, const char *path,
+                   const struct qmp_conn_ops *ops, void *opaque);
+/* Starts a non-blocking connect to path.  Returns 0 when under way
+ * (state CONNECTING; the write watcher finishes it with ops->opened or
+ * ops->failed) or done at once (state OPEN, nothing called back);
+ * ops->connect_in_watcher makes even that finish from the watcher and
+ * counts EAGAIN (a full backlog) as under way.  Returns -1 with errno if no
+ * socket could be made (ENAMETOOLONG for a long path), -2 with errno if
+ * connect refused now (ENOENT, ECONNREFUSED...). */
+int qmp_conn_connect(struct qmp_conn *c);
+/* Closes the socket, stops the timer, drops buffered input and output
+ * (and descriptors waiting to go), bumps gen.  Returns false if it was
+ * closed already. */
+bool qmp_conn_close(struct qmp_conn *c);
+/* Queues line and a newline; fd (when >= 0 and there is room) goes with
+ * its first byte and belongs to the connection then: *fd becomes -1. */
+void qmp_conn_write(struct qmp_conn *c, const char *line, int *fd);
+/* Drops the output not yet handed to the socket. */
+void qmp_conn_drop_output(struct qmp_conn *c);
+/* Feeds bytes to the framer and hands out each message (ops->message,
+ * ops->bad_input) until it runs dry or a callback closed the connection
+ * or freed the client. */
+void qmp_conn_feed(struct qmp_conn *c, const char *buf, size_t n);
+/* Starts the framer over (partial input dropped). */
+void qmp_conn_reset_input(struct qmp_conn *c);
+/* ops->timer runs at deadline (now if it is past); disarm stops it. */
+void qmp_conn_arm(struct qmp_conn *c, ev_tstamp deadline);
+void qmp_conn_disarm(struct qmp_conn *c);
+/* Runs r's one callback (ops->complete) and frees it; r is off every
+ * list.  ret is borrowed. */
+void qmp_conn_complete(struct qmp_conn *c, struct qmp_req *r, json_t *ret,
+                       const struct qmp_error *err);
+void qmp_conn_fail(struct qmp_conn *c, struct qmp_req *r, const char *class,
+                   const char *desc);
+/* r fails later, from the loop, with class and desc (static strings):
+ * never inside the caller's frame. */
+void qmp_conn_defer(struct qmp_conn *c, struct qmp_req *r, const char *class,
+                    const char *desc);
+/* Callback frames.  A client that is freed under one sets dying; when
+ * the last frame leaves, the deferred requests fail and ops->destroy
+ * frees the client (the tmux "client lost, free later" pattern). */
+void qmp_conn_enter(struct qmp_conn *c);
+void qmp_conn_leave(struct qmp_conn *c);
 
 /* --- action.c --- */
 /* {"type": type, "data": data}; takes ownership of data. */

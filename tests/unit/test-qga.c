@@ -11,21 +11,14 @@
 
 #include <errno.h>
 #include <stdio.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "common/common.h"
 #include "qmp/qmp.h"
+#include "fake-peer.h"
 
 struct fake {
-    struct ev_loop *loop;
-    int lfd, cfd;
-    ev_io accept_w, read_w;
-    struct qmp_stream in;
-    json_t *got;            /* every message received, in order */
-    int ffs;                /* 0xFF bytes received */
-    int accepts;
+    struct fake_peer peer;  /* with ff_resync */
     /* The script. */
     const char *pre_sync;   /* raw bytes sent before the next sync reply */
     bool mute_sync;         /* never answer guest-sync-delimited */
@@ -57,155 +50,63 @@ struct ctx {
     struct rec recs[4];
 };
 
-static void ctx_log(struct ctx *c, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void
-ctx_log(struct ctx *c, const char *fmt, ...)
-{
-    size_t n = strlen(c->log);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(c->log + n, sizeof c->log - n, fmt, ap);
-    va_end(ap);
-}
+#define ctx_log(c, ...) fake_log((c)->log, sizeof (c)->log, __VA_ARGS__)
 
 /* --- fake guest agent --- */
-
-static void
-fake_write(struct fake *f, const char *s)
-{
-    size_t len = strlen(s);
-    assert_int_equal(write(f->cfd, s, len), (ssize_t) len);
-}
-
-static void
-fake_hangup(struct fake *f)
-{
-    if (f->cfd < 0)
-        return;
-    ev_io_stop(f->loop, &f->read_w);
-    close(f->cfd);
-    f->cfd = -1;
-    qmp_stream_free(&f->in);
-}
-
-static const char *
-got_cmd(struct fake *f, size_t i)
-{
-    return json_string_value(json_object_get(json_array_get(f->got, i),
-                                             "execute"));
-}
 
 static json_int_t
 got_sync_id(struct fake *f, size_t i)
 {
-    json_t *a = json_object_get(json_array_get(f->got, i), "arguments");
+    json_t *a = json_object_get(json_array_get(f->peer.got, i), "arguments");
     return json_integer_value(json_object_get(a, "id"));
 }
 
 static void
-fake_on_message(struct fake *f, json_t *msg)
+fake_on_message(struct fake_peer *p, json_t *msg)
 {
-    json_array_append(f->got, msg);
+    struct fake *f = (struct fake *) p;     /* peer is its first member */
     const char *cmd = json_string_value(json_object_get(msg, "execute"));
     if (cmd && strcmp(cmd, "guest-sync-delimited") == 0) {
         if (f->mute_sync)
             return;
         if (f->pre_sync) {
-            fake_write(f, f->pre_sync);
+            fake_write(p, f->pre_sync);
             f->pre_sync = NULL;
         }
         json_int_t id = json_integer_value(
             json_object_get(json_object_get(msg, "arguments"), "id"));
         char *s = xasprintf("\xff{\"return\": %lld}\n", (long long) id);
-        fake_write(f, s);
+        fake_write(p, s);
         free(s);
         return;
     }
     if (f->hangup_on_cmd) {
         f->hangup_on_cmd = false;
-        fake_hangup(f);
+        fake_hangup(p);
         return;
     }
     int n = f->ncmds++;
     if (n < (int) ARRAY_SIZE(f->replies) && f->replies[n])
-        fake_write(f, f->replies[n]);
+        fake_write(p, f->replies[n]);
 }
 
+/* A fresh fake (an empty script) on c->path. */
 static void
-fake_on_read(struct ev_loop *loop, ev_io *w, int revents)
+srv_start(struct ctx *c)
 {
-    struct fake *f = w->data;
-    char buf[4096];
-    ssize_t n = read(f->cfd, buf, sizeof buf);
-    if (n <= 0) {
-        fake_hangup(f);
-        return;
-    }
-    /* Like qemu-ga: 0xFF throws away what the parser holds. */
-    for (ssize_t i = 0; i < n && f->cfd >= 0; i++) {
-        if (buf[i] == '\xff') {
-            f->ffs++;
-            qmp_stream_free(&f->in);
-            qmp_stream_init(&f->in, 1 << 20, 64);
-            continue;
-        }
-        qmp_stream_feed(&f->in, buf + i, 1);
-        json_t *msg;
-        while (f->cfd >= 0 &&
-               qmp_stream_next(&f->in, &msg, NULL, 0) != QMP_STREAM_NEED_MORE) {
-            if (msg)
-                fake_on_message(f, msg);
-            json_decref(msg);
-        }
-    }
-}
-
-static void
-fake_on_accept(struct ev_loop *loop, ev_io *w, int revents)
-{
-    struct fake *f = w->data;
-    int fd = accept4(f->lfd, NULL, NULL, SOCK_CLOEXEC);
-    if (fd < 0)
-        return;
-    fake_hangup(f);
-    f->cfd = fd;
-    f->accepts++;
-    qmp_stream_init(&f->in, 1 << 20, 64);
-    ev_io_init(&f->read_w, fake_on_read, fd, EV_READ);
-    f->read_w.data = f;
-    ev_io_start(loop, &f->read_w);
-}
-
-static void
-fake_start(struct ctx *c)
-{
-    struct fake *f = &c->srv;
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    strcpy(sa.sun_path, c->path);
-    *f = (struct fake) { .loop = c->loop, .cfd = -1 };
-    f->got = json_array();
-    f->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(f->lfd >= 0);
-    assert_int_equal(bind(f->lfd, (struct sockaddr *) &sa, sizeof sa), 0);
-    assert_int_equal(listen(f->lfd, 8), 0);
-    ev_io_init(&f->accept_w, fake_on_accept, f->lfd, EV_READ);
-    f->accept_w.data = f;
-    ev_io_start(c->loop, &f->accept_w);
+    c->srv = (struct fake) { 0 };
+    fake_start(&c->srv.peer, c->loop, c->path, fake_on_message);
+    c->srv.peer.ff_resync = true;
     c->srv_up = true;
 }
 
 static void
-fake_stop(struct ctx *c)
+srv_stop(struct ctx *c)
 {
     if (!c->srv_up)
         return;
-    fake_hangup(&c->srv);
-    ev_io_stop(c->loop, &c->srv.accept_w);
-    close(c->srv.lfd);
+    fake_stop(&c->srv.peer);
     unlink(c->path);
-    json_decref(c->srv.got);
     c->srv_up = false;
 }
 
@@ -214,15 +115,7 @@ fake_stop(struct ctx *c)
 static void
 on_state(struct qga *g, bool connected, const char *reason, void *opaque)
 {
-    struct ctx *c = opaque;
-    if (connected) {
-        c->ups++;
-        ctx_log(c, "up;");
-    } else {
-        c->downs++;
-        snprintf(c->reason, sizeof c->reason, "%s", reason);
-        ctx_log(c, "down;");
-    }
+    FAKE_KEEP_STATE((struct ctx *) opaque, connected, reason);
 }
 
 static void
@@ -231,13 +124,7 @@ on_reply(struct qga *g, json_t *ret, const struct qmp_error *err,
 {
     struct rec *r = opaque;
     r->calls++;
-    if (err) {
-        snprintf(r->class, sizeof r->class, "%s", err->class);
-        snprintf(r->desc, sizeof r->desc, "%s", err->desc);
-    } else {
-        json_decref(r->ret);
-        r->ret = json_deep_copy(ret);
-    }
+    FAKE_KEEP_REPLY(r, ret, err);
     ctx_log(r->c, "%d:%s;", (int) (r - r->c->recs), err ? err->class : "ok");
     if (r->free_g) {
         qga_free(g);
@@ -254,25 +141,11 @@ exec(struct ctx *c, int i, const char *cmd, double timeout)
 
 /* --- loop helpers --- */
 
-static void
-on_guard(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    *(bool *) w->data = true;
-}
-
 /* Runs the loop until cond holds; fails the test after 5 s. */
 static void
 run_until(struct ctx *c, bool (*cond)(struct ctx *c))
 {
-    bool expired = false;
-    ev_timer guard;
-    ev_timer_init(&guard, on_guard, 5, 0);
-    guard.data = &expired;
-    ev_timer_start(c->loop, &guard);
-    while (!cond(c) && !expired)
-        ev_run(c->loop, EVRUN_ONCE);
-    ev_timer_stop(c->loop, &guard);
-    assert_false(expired);
+    FAKE_RUN_UNTIL(c->loop, cond(c));
 }
 
 static bool is_up(struct ctx *c) { return c->ups > 0; }
@@ -285,11 +158,9 @@ static int
 setup(void **state)
 {
     struct ctx *c = xcalloc(1, sizeof *c);
-    strcpy(c->dir, "/tmp/test-qga-XXXXXX");
-    assert_non_null(mkdtemp(c->dir));
-    snprintf(c->path, sizeof c->path, "%s/qga.sock", c->dir);
+    FAKE_TMPDIR(c, "test-qga", "qga.sock");
     c->loop = ev_loop_new(EVFLAG_AUTO);
-    fake_start(c);
+    srv_start(c);
     c->g = qga_new(c->loop, c->path, on_state, c, 0.05);
     *state = c;
     return 0;
@@ -300,7 +171,7 @@ teardown(void **state)
 {
     struct ctx *c = *state;
     qga_free(c->g);
-    fake_stop(c);
+    srv_stop(c);
     rmdir(c->dir);
     for (size_t i = 0; i < ARRAY_SIZE(c->recs); i++)
         json_decref(c->recs[i].ret);
@@ -338,12 +209,12 @@ test_sync_then_command(void **state)
     run_until(c, rec1_done);
     assert_int_equal(json_integer_value(c->recs[1].ret), 1);
 
-    assert_int_equal(json_array_size(c->srv.got), 4);
-    assert_string_equal(got_cmd(&c->srv, 0), "guest-sync-delimited");
-    assert_string_equal(got_cmd(&c->srv, 1), "guest-fsfreeze-status");
-    assert_string_equal(got_cmd(&c->srv, 2), "guest-sync-delimited");
-    assert_string_equal(got_cmd(&c->srv, 3), "guest-fsfreeze-freeze");
-    assert_int_equal(c->srv.ffs, 2);
+    assert_int_equal(json_array_size(c->srv.peer.got), 4);
+    assert_string_equal(fake_cmd(&c->srv.peer, 0), "guest-sync-delimited");
+    assert_string_equal(fake_cmd(&c->srv.peer, 1), "guest-fsfreeze-status");
+    assert_string_equal(fake_cmd(&c->srv.peer, 2), "guest-sync-delimited");
+    assert_string_equal(fake_cmd(&c->srv.peer, 3), "guest-fsfreeze-freeze");
+    assert_int_equal(c->srv.peer.ffs, 2);
     json_int_t a = got_sync_id(&c->srv, 0), b = got_sync_id(&c->srv, 2);
     assert_true(a > 0 && b > 0 && a != b);
     assert_true(a < ((json_int_t) 1 << 53) && b < ((json_int_t) 1 << 53));
@@ -390,7 +261,7 @@ test_timeout_late_reply(void **state)
     exec(c, 1, "guest-fsfreeze-status", 1);
     run_until(c, rec1_done);
     assert_string_equal(json_string_value(c->recs[1].ret), "thawed");
-    assert_int_equal(c->srv.accepts, 1);
+    assert_int_equal(c->srv.peer.accepts, 1);
     assert_string_equal(c->log, "up;0:Timeout;1:ok;");
 }
 
@@ -406,8 +277,8 @@ test_sync_timeout(void **state)
     run_until(c, rec0_done);
     assert_string_equal(c->recs[0].class, "Timeout");
     assert_non_null(strstr(c->recs[0].desc, "guest-sync"));
-    assert_int_equal(json_array_size(c->srv.got), 1);
-    assert_string_equal(got_cmd(&c->srv, 0), "guest-sync-delimited");
+    assert_int_equal(json_array_size(c->srv.peer.got), 1);
+    assert_string_equal(fake_cmd(&c->srv.peer, 0), "guest-sync-delimited");
     assert_int_equal(c->srv.ncmds, 0);
 }
 
@@ -442,10 +313,10 @@ test_queue(void **state)
     run_until(c, rec2_done);
     assert_string_equal(c->log, "up;0:ok;1:ok;2:ok;");
     assert_string_equal(json_string_value(c->recs[1].ret), "frozen");
-    assert_int_equal(json_array_size(c->srv.got), 6);
+    assert_int_equal(json_array_size(c->srv.peer.got), 6);
     for (size_t i = 0; i < 6; i += 2)
-        assert_string_equal(got_cmd(&c->srv, i), "guest-sync-delimited");
-    assert_string_equal(got_cmd(&c->srv, 5), "guest-fsfreeze-thaw");
+        assert_string_equal(fake_cmd(&c->srv.peer, i), "guest-sync-delimited");
+    assert_string_equal(fake_cmd(&c->srv.peer, 5), "guest-fsfreeze-thaw");
 }
 
 /* The socket closes with a command pending: "Disconnected", a state
@@ -461,7 +332,7 @@ test_disconnect_reconnect(void **state)
     assert_string_equal(c->recs[0].class, "Disconnected");
     assert_int_equal(c->downs, 1);
     run_until(c, is_up2);
-    assert_int_equal(c->srv.accepts, 2);
+    assert_int_equal(c->srv.peer.accepts, 2);
     c->srv.replies[0] = "{\"return\": \"thawed\"}\n";
     exec(c, 1, "guest-fsfreeze-status", 1);
     run_until(c, rec1_done);
@@ -475,14 +346,14 @@ static void
 test_waits_for_socket(void **state)
 {
     struct ctx *c = *state;
-    fake_stop(c);
+    srv_stop(c);
     qga_start(c->g);
     exec(c, 0, "guest-ping", 1);
     assert_int_equal(c->recs[0].calls, 0);
     run_until(c, rec0_done);
     assert_string_equal(c->recs[0].class, "Disconnected");
     assert_int_equal(qga_state(c->g), QGA_STATE_DISCONNECTED);
-    fake_start(c);
+    srv_start(c);
     run_until(c, is_up);
     c->srv.replies[0] = "{\"return\": {}}\n";
     exec(c, 1, "guest-ping", 1);
@@ -525,7 +396,7 @@ test_queued_timeout(void **state)
     run_until(c, rec0_done);
     assert_string_equal(c->log, "up;1:Timeout;0:Timeout;");
     assert_int_equal(c->srv.ncmds, 1);
-    assert_string_equal(got_cmd(&c->srv, 1), "guest-fsfreeze-freeze");
+    assert_string_equal(fake_cmd(&c->srv.peer, 1), "guest-fsfreeze-freeze");
 }
 
 /* Bytes that are no JSON, before the sync reply, are skipped. */

@@ -11,29 +11,15 @@
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "common/common.h"
 #include "qmp/qmp.h"
+#include "fake-peer.h"
 
 #define GREETING \
     "{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 2, " \
     "\"major\": 7}, \"package\": \"Debian 1:7.2\"}, \"capabilities\": [\"oob\"]}}\n"
-
-/* The fake QEMU: accepts one connection at a time, records what it gets,
- * answers qmp_capabilities by itself, everything else as the test says. */
-struct fake {
-    struct ev_loop *loop;
-    int lfd, cfd;
-    ev_io accept_w, read_w;
-    struct qmp_stream in;
-    json_t *got;            /* every message received, in order */
-    bool greet;             /* send the greeting on accept */
-    int accepts;
-    int rfd;                /* the last descriptor received (SCM_RIGHTS), or -1 */
-    size_t rfd_msg, rfd_end;/* got's size before and after the read it came with */
-};
 
 /* What one qmp_send's callback saw, and what it should do then. */
 struct rec {
@@ -50,7 +36,7 @@ struct ctx {
     struct ev_loop *loop;
     char dir[64];
     char path[128];
-    struct fake srv;
+    struct fake_peer srv;   /* the fake QEMU (see fake_on_message) */
     struct qmp *q;
     int ups, downs;
     char reason[256];
@@ -63,41 +49,19 @@ struct ctx {
     struct rec extra;       /* sent from inside a callback */
 };
 
-static void __attribute__((format(printf, 2, 3)))
-ctx_log(struct ctx *c, const char *fmt, ...)
-{
-    size_t n = strlen(c->log);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(c->log + n, sizeof c->log - n, fmt, ap);
-    va_end(ap);
-}
+#define ctx_log(c, ...) fake_log((c)->log, sizeof (c)->log, __VA_ARGS__)
 
 /* --- fake server --- */
 
-static void
-fake_write(struct fake *f, const char *s)
-{
-    size_t len = strlen(s);
-    assert_int_equal(write(f->cfd, s, len), (ssize_t) len);
-}
-
 static json_int_t
-fake_id(struct fake *f, size_t i)
+fake_id(struct fake_peer *f, size_t i)
 {
     return json_integer_value(json_object_get(json_array_get(f->got, i), "id"));
 }
 
-static const char *
-fake_cmd(struct fake *f, size_t i)
-{
-    return json_string_value(json_object_get(json_array_get(f->got, i),
-                                             "execute"));
-}
-
 /* Replies to the i-th received command with a return value. */
 static void
-fake_return(struct fake *f, size_t i, const char *ret_json)
+fake_return(struct fake_peer *f, size_t i, const char *ret_json)
 {
     char *s = xasprintf("{\"return\": %s, \"id\": %lld}\n", ret_json,
                         (long long) fake_id(f, i));
@@ -105,105 +69,14 @@ fake_return(struct fake *f, size_t i, const char *ret_json)
     free(s);
 }
 
+/* The fake QEMU greets on accept and answers qmp_capabilities by itself,
+ * everything else as the test says. */
 static void
-fake_on_message(struct fake *f, json_t *msg)
+fake_on_message(struct fake_peer *f, json_t *msg)
 {
-    json_array_append(f->got, msg);
     const char *cmd = json_string_value(json_object_get(msg, "execute"));
     if (cmd && strcmp(cmd, "qmp_capabilities") == 0)
         fake_return(f, json_array_size(f->got) - 1, "{}");
-}
-
-static void
-fake_hangup(struct fake *f)
-{
-    if (f->cfd < 0)
-        return;
-    ev_io_stop(f->loop, &f->read_w);
-    close(f->cfd);
-    f->cfd = -1;
-    qmp_stream_free(&f->in);
-}
-
-static void
-fake_on_read(struct ev_loop *loop, ev_io *w, int revents)
-{
-    struct fake *f = w->data;
-    char buf[4096];
-    union {
-        char b[CMSG_SPACE(sizeof(int))];
-        struct cmsghdr align;
-    } u;
-    struct iovec iov = { buf, sizeof buf };
-    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.b,
-                         .msg_controllen = sizeof u.b };
-    ssize_t n = recvmsg(f->cfd, &mh, MSG_CMSG_CLOEXEC);
-    if (n <= 0) {
-        fake_hangup(f);
-        return;
-    }
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-    bool with_fd = cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS;
-    if (with_fd) {
-        if (f->rfd >= 0)
-            close(f->rfd);
-        memcpy(&f->rfd, CMSG_DATA(cm), sizeof f->rfd);
-        f->rfd_msg = json_array_size(f->got);
-    }
-    qmp_stream_feed(&f->in, buf, (size_t) n);
-    json_t *msg;
-    while (qmp_stream_next(&f->in, &msg, NULL, 0) != QMP_STREAM_NEED_MORE) {
-        if (msg)
-            fake_on_message(f, msg);
-        json_decref(msg);
-    }
-    if (with_fd)
-        f->rfd_end = json_array_size(f->got);
-}
-
-static void
-fake_on_accept(struct ev_loop *loop, ev_io *w, int revents)
-{
-    struct fake *f = w->data;
-    int fd = accept4(f->lfd, NULL, NULL, SOCK_CLOEXEC);
-    if (fd < 0)
-        return;
-    fake_hangup(f);
-    f->cfd = fd;
-    f->accepts++;
-    qmp_stream_init(&f->in, 1 << 20, 64);
-    ev_io_init(&f->read_w, fake_on_read, fd, EV_READ);
-    f->read_w.data = f;
-    ev_io_start(loop, &f->read_w);
-    if (f->greet)
-        fake_write(f, GREETING);
-}
-
-static void
-fake_start(struct fake *f, struct ev_loop *loop, const char *path)
-{
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    strcpy(sa.sun_path, path);
-    *f = (struct fake) { .loop = loop, .cfd = -1, .greet = true, .rfd = -1 };
-    f->got = json_array();
-    f->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(f->lfd >= 0);
-    assert_int_equal(bind(f->lfd, (struct sockaddr *) &sa, sizeof sa), 0);
-    assert_int_equal(listen(f->lfd, 8), 0);
-    ev_io_init(&f->accept_w, fake_on_accept, f->lfd, EV_READ);
-    f->accept_w.data = f;
-    ev_io_start(loop, &f->accept_w);
-}
-
-static void
-fake_stop(struct fake *f)
-{
-    fake_hangup(f);
-    ev_io_stop(f->loop, &f->accept_w);
-    close(f->lfd);
-    if (f->rfd >= 0)
-        close(f->rfd);
-    json_decref(f->got);
 }
 
 /* --- client callbacks --- */
@@ -214,15 +87,10 @@ on_state(struct qmp *q, bool connected, json_t *version, const char *reason,
 {
     struct ctx *c = opaque;
     if (connected) {
-        c->ups++;
         json_decref(c->version);
         c->version = json_deep_copy(version);
-        ctx_log(c, "up;");
-    } else {
-        c->downs++;
-        snprintf(c->reason, sizeof c->reason, "%s", reason);
-        ctx_log(c, "down;");
     }
+    FAKE_KEEP_STATE(c, connected, reason);
 }
 
 static void
@@ -243,13 +111,7 @@ on_reply(struct qmp *q, json_t *ret, const struct qmp_error *err, void *opaque)
     struct rec *r = opaque;
     struct ctx *c = r->c;
     r->calls++;
-    if (err) {
-        snprintf(r->class, sizeof r->class, "%s", err->class);
-        snprintf(r->desc, sizeof r->desc, "%s", err->desc);
-    } else {
-        json_decref(r->ret);
-        r->ret = json_deep_copy(ret);
-    }
+    FAKE_KEEP_REPLY(r, ret, err);
     ctx_log(c, "%s:%s;", r->name, err ? err->class : "ok");
     if (r->send_more)
         rec_send(c, &c->extra, "extra");
@@ -271,25 +133,11 @@ rec_send(struct ctx *c, struct rec *r, const char *name)
 
 /* --- loop helpers --- */
 
-static void
-on_guard(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    *(bool *) w->data = true;
-}
-
 /* Runs the loop until cond holds; fails the test after 5 s. */
 static void
 run_until(struct ctx *c, bool (*cond)(struct ctx *c))
 {
-    bool expired = false;
-    ev_timer guard;
-    ev_timer_init(&guard, on_guard, 5, 0);
-    guard.data = &expired;
-    ev_timer_start(c->loop, &guard);
-    while (!cond(c) && !expired)
-        ev_run(c->loop, EVRUN_ONCE);
-    ev_timer_stop(c->loop, &guard);
-    assert_false(expired);
+    FAKE_RUN_UNTIL(c->loop, cond(c));
 }
 
 static bool is_up(struct ctx *c) { return c->ups > 0; }
@@ -307,28 +155,14 @@ static bool two_events(struct ctx *c) { return c->events >= 2; }
 static bool extra_done(struct ctx *c) { return c->extra.calls > 0; }
 static bool rec2_done(struct ctx *c) { return c->recs[2].calls > 0; }
 
-/* Runs the loop for a while, whatever happens. */
-static void
-run_for(struct ctx *c, double seconds)
-{
-    bool expired = false;
-    ev_timer t;
-    ev_timer_init(&t, on_guard, seconds, 0);
-    t.data = &expired;
-    ev_timer_start(c->loop, &t);
-    while (!expired)
-        ev_run(c->loop, EVRUN_ONCE);
-}
-
 static int
 setup(void **state)
 {
     struct ctx *c = xcalloc(1, sizeof *c);
-    strcpy(c->dir, "/tmp/test-qmp-client-XXXXXX");
-    assert_non_null(mkdtemp(c->dir));
-    snprintf(c->path, sizeof c->path, "%s/qmp.sock", c->dir);
+    FAKE_TMPDIR(c, "test-qmp-client", "qmp.sock");
     c->loop = ev_loop_new(EVFLAG_AUTO);
-    fake_start(&c->srv, c->loop, c->path);
+    fake_start(&c->srv, c->loop, c->path, fake_on_message);
+    c->srv.hello = GREETING;
     struct qmp_callbacks cb = { on_event, on_state, c };
     c->q = qmp_new(c->loop, c->path, &cb, 0);
     *state = c;
@@ -599,7 +433,7 @@ test_timeout_not_hit(void **state)
     assert_string_equal(c->log, "up;quick:ok;");
 
     /* Idle connection: nothing pending, no timeout. */
-    run_for(c, 0.5);
+    fake_run_for(c->loop, 0.5);
     assert_true(qmp_is_connected(c->q));
     assert_int_equal(c->downs, 0);
 }
@@ -610,7 +444,7 @@ test_greeting_timeout(void **state)
     struct ctx *c = *state;
 
     use_timeout(c, 0.2);
-    c->srv.greet = false;
+    c->srv.hello = NULL;
     assert_int_equal(qmp_connect(c->q), 0);
     rec_send(c, &c->recs[0], "early");      /* queued, never sent */
     run_until(c, is_down);
