@@ -70,6 +70,7 @@ enum cmd_flags {
     CMD_CHANGE     = 1 << 1,    /* goes through the one-at-a-time queue */
     CMD_BEFORE_CAPS = 1 << 2,   /* allowed before qmp_capabilities */
     CMD_FRESH      = 1 << 3,    /* a change planned on the tree read afresh */
+    CMD_CAPS       = 1 << 4,    /* planned with the schema's caps (qemu-caps.c) */
 };
 
 enum cmd_result { CMD_DONE, CMD_WAIT };
@@ -283,6 +284,7 @@ struct quiesce_state {
 
 /* What this QEMU offers beyond 7.2's baseline (qemu-caps.c). */
 struct qemu_caps {
+    bool asked;                         /* the schema asked for, this connection */
     bool cbw_break;                     /* copy-before-write on-cbw-error */
     bool cbw_timeout;                   /* copy-before-write cbw-timeout */
     bool cbw_min_cluster;               /* copy-before-write min-cluster-size */
@@ -415,6 +417,9 @@ void agent_event(struct agent *a, const char *event, json_t *data); /* steals */
 /* --- vm.c --- */
 void vm_start(struct agent *a);
 void vm_stop(struct agent *a);
+/* Gives freed pages back once the current callbacks return (tree.c):
+ * after parsing a large answer. */
+void vm_trim_soon(struct agent *a);
 /* qjobs.c: the jobs QEMU runs, followed by events */
 void qjobs_list(struct agent *a);
 void qjobs_forget(struct agent *a);
@@ -561,8 +566,9 @@ enum ckpt_err job_plan_transaction(const struct backup_job *job,
                                    struct ckpt_error *e);
 
 /* --- qemu-caps.c --- */
-/* Asks for the schema; its answer fills a->caps (none of them when QEMU
- * cannot say), before the answer to anything sent after. */
+/* Asks for the schema once per connection; its answer fills a->caps
+ * (none of them when QEMU cannot say), before the answer to anything
+ * sent after it. */
 void caps_probe(struct agent *a);
 /* What query-qmp-schema's answer offers (pure: unit-tested). */
 void caps_from_schema(struct qemu_caps *c, json_t *schema);

@@ -381,6 +381,8 @@ change_run(struct request *req)
         req->cmd->run(req);
         return;
     }
+    if (req->cmd->flags & CMD_CAPS)
+        caps_probe(req->agent);         /* answered first: qemu-caps.c */
     /* Only another client's job can be a mirror (ours never are): with
      * none running, QEMU is not asked (qjobs.c). */
     bool jobs = qjobs_any(req->agent, job_is_foreign, NULL);

@@ -473,7 +473,8 @@ static const struct cmd_arg end_args[] = {
 };
 
 const struct ckpt_cmd backup_cmds[] = {
-    { "backup-begin", begin_args, CMD_NEEDS_QEMU | CMD_CHANGE | CMD_FRESH, cmd_begin },
+    { "backup-begin", begin_args, CMD_NEEDS_QEMU | CMD_CHANGE | CMD_FRESH | CMD_CAPS,
+      cmd_begin },
     { "query-backup", query_args, 0, cmd_query },
     { "backup-end", end_args, CMD_CHANGE, cmd_end },
     { NULL, NULL, 0, NULL },

@@ -1,9 +1,10 @@
 /* What this QEMU offers beyond 7.2's baseline, read once per connection
- * from query-qmp-schema.  The schema is large (50-90 ms for QEMU to build
- * and for us to parse), so it is asked for once the agent is ready, not
- * before: every change sent after that reaches QEMU behind it, and QEMU
- * answers in order, so no change is planned before the answer is in.
- * The start-up sweep needs none of it (job-fleece.c).
+ * from query-qmp-schema.  The schema is large (30-90 ms for QEMU to build
+ * and for us to parse, and QEMU answers nothing else meanwhile), so it is
+ * asked for by the first change that plans with it (CMD_CAPS: a backup's
+ * begin), ahead of that change's first queries: QEMU answers in order, so
+ * the caps are in when the change is planned.  The start-up sweep needs
+ * none of it (job-fleece.c).
  *
  * The schema names types by opaque numbers, but command names, union
  * cases and member names are plain: blockdev-add's argument type is the
@@ -84,11 +85,13 @@ schema_done(struct qmp *q, json_t *ret, const struct qmp_error *err, void *opaqu
     if (q != a->qmp)
         return;                 /* an old connection's answer */
     memset(&a->caps, 0, sizeof a->caps);
+    a->caps.asked = true;
     if (err)
         log_warn("cannot read QEMU's schema (%s): using what QEMU 7.2 offers",
                  err->desc);
     else
         caps_from_schema(&a->caps, ret);
+    vm_trim_soon(a);                    /* the schema is large: 0.3 MB */
     log_info("QEMU offers: copy-before-write on-cbw-error %s, cbw-timeout %s, "
              "min-cluster-size %s, snapshot-access %s; pull backups fleece %s",
              a->caps.cbw_break ? "yes" : "no", a->caps.cbw_timeout ? "yes" : "no",
@@ -102,6 +105,8 @@ schema_done(struct qmp *q, json_t *ret, const struct qmp_error *err, void *opaqu
 void
 caps_probe(struct agent *a)
 {
-    memset(&a->caps, 0, sizeof a->caps);
+    if (a->caps.asked)
+        return;
+    a->caps.asked = true;
     vm_send(a, "query-qmp-schema", NULL, schema_done, a);
 }

@@ -106,8 +106,8 @@ trim_cb(struct ev_loop *loop, ev_timer *w, int revents)
     malloc_trim(0);
 }
 
-static void
-trim_soon(struct agent *a)
+void
+vm_trim_soon(struct agent *a)
 {
     if (ev_is_active(&a->trim_w))
         return;
@@ -132,7 +132,7 @@ refresh_step(struct refresh *r)
     json_decref(r->stats);
     free(r->sig);
     free(r);
-    trim_soon(a);
+    vm_trim_soon(a);
     cb(a, e.class ? &e : NULL, opaque);
     free((char *) e.class);
     free((char *) e.desc);

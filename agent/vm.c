@@ -133,7 +133,6 @@ connect_status(struct qmp *q, json_t *ret, const struct qmp_error *err, void *op
         qmp_disconnect(a->qmp, "cannot read the run state");
         return;
     }
-    caps_probe(a);              /* before any change can reach QEMU */
     a->qemu_ready = true;
     vm_note_lost(a);
     log_info("QEMU connected: %zu disks, %zu checkpoints",
@@ -192,7 +191,7 @@ state_cb(struct qmp *q, bool connected, json_t *version, const char *reason,
     if (connected) {
         json_decref(a->qemu_version);
         a->qemu_version = json_incref(version);
-        memset(&a->caps, 0, sizeof a->caps);   /* read once ready */
+        memset(&a->caps, 0, sizeof a->caps);   /* read when first needed */
         sweep_then_read(a);
         return;
     }

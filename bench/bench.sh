@@ -584,9 +584,10 @@ XEOF
     return $rc
 }
 # The same job incremental: sync=bitmap from checkpoint BITMAP's bitmap
-# (it holds exactly the round's writes: they came before the round's
-# pulls made newer checkpoints), on the agent's VM, bitmap-mode never so
-# the checkpoint stays as it was.
+# (the newest checkpoint when the round's writes came: it holds exactly
+# them), on the agent's VM, bitmap-mode never so the checkpoint stays as
+# it was.  The job's own failure fails the section (qmpbench's status,
+# not the pipe's).
 push_job_inc() {  # NAME DISK GIB ROUND BITMAP VM
     local f=$W/pushi.qcow2 k=$4 rc
     qemu-img create -q -f qcow2 "$f" "${3}G" || return 1
@@ -598,7 +599,7 @@ x#$k @wait BLOCK_JOB_COMPLETED device pushi$k
 x#$k blockdev-del {"node-name":"piq$k"}
 x#$k blockdev-del {"node-name":"pit$k"}
 XEOF
-    rc=$?
+    rc=$(( PIPESTATUS[0] | PIPESTATUS[2] ))
     rm -f "$f"
     return $rc
 }
@@ -629,6 +630,10 @@ sec_pull() {
                 rm -f "$lout"; lprev=i10-0
             fi
         fi
+        # QEMU's own incremental reads one bitmap: the newest checkpoint's
+        # when the round's writes came (the last one the previous round
+        # made), which holds exactly them
+        local newest=$prev
         for (( r=1; r<=reps; r++ )); do
             pat=$(printf '0x%02x' $(( (r * 17 + name) % 256 )))
             pull_writes vda "$stride" "$cnt" "$pat" | qb "$W/$v/test.sock" || return 1
@@ -645,7 +650,8 @@ sec_pull() {
                 vda "$prev" "xw-$prev" "$T/extread" "$W/ext.raw" | record || return 1
             rm -f "$W/ext.raw"
             # and QEMU's own incremental push job of them
-            push_job_inc "inc${name}_qpush" vda "$PULL_GIB" "$name-$r" "$prev" "$v" || return 1
+            push_job_inc "inc${name}_qpush" vda "$PULL_GIB" "$name-$r" "$newest" "$v" || return 1
+            newest=xw-$prev
 
             prev=i$name-$r
             limit_pull "inc${name}_limit" vda "$PULL_GIB" || return 1

@@ -93,7 +93,8 @@ test_garbage(void **state)
 {
     json_t *v[] = { json_array(), json_object(), json_null() };
     for (size_t i = 0; i < ARRAY_SIZE(v); i++) {
-        struct qemu_caps c = { true, true, true, true, true, true };
+        struct qemu_caps c = { .cbw_break = true, .cbw_timeout = true, .cbw_min_cluster = true,
+                               .snapshot_access = true, .qom_set = true, .block_graph = true };
         caps_from_schema(&c, v[i]);
         assert_false(c.cbw_break || c.cbw_timeout || c.cbw_min_cluster ||
                      c.snapshot_access || c.qom_set || c.block_graph);
