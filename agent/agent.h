@@ -304,6 +304,7 @@ struct agent {
     ev_timer reconnect_w;
     ev_timer incoming_w;                /* polls an incoming migration's end */
     ev_timer trim_w;                    /* malloc_trim after a re-read */
+    ev_timer caps_w;                    /* the schema, read soon after ready */
     bool incoming;                      /* a migration's destination, not yet run */
     ev_timer scratch_w;                 /* watches scratch space of backups */
     struct client *clients;
@@ -601,6 +602,7 @@ bool job_id_is_mine(const struct backup_job *job, const char *id);
  * dismisses every disk's. */
 char *job_create_job_id(const struct backup_job *job, size_t k);
 void job_run_dismiss(struct backup_job *job, struct batch *b);
+void job_remove_files(struct backup_job *job);
 void job_unexport_early(struct backup_job *job, struct batch *b);
 bool job_listed(const struct backup_job *job, json_t *entry, const char **id,
                 const char **status, const char **type);

@@ -116,11 +116,21 @@ find_stale_files(struct backup_job *job, const char *dir, int depth)
     closedir(d);
 }
 
+/* The files are removed by job_remove_files, once every undo has been
+ * answered: QEMU has closed them by then.  Removed while QEMU still held
+ * one open, its last close would free the blocks, gigabytes after a long
+ * backup, on QEMU's main loop, where the guest's I/O waits. */
 static enum undo_result
 undo_files(struct backup_job *job, struct batch *b)
 {
     if (job->sweep)
         find_stale_files(job, job->agent->opt.scratch_dir, 0);
+    return UNDO_DONE;
+}
+
+void
+job_remove_files(struct backup_job *job)
+{
     for (size_t i = 0; i < job->files.len; i++) {
         /* The name goes now; the blocks are freed off the loop (a
          * scratch file can be gigabytes). */
@@ -130,7 +140,6 @@ undo_files(struct backup_job *job, struct batch *b)
             log_warn("cannot remove scratch file %s: %m", job->files.ptr[i]);
     }
     str_vec_free_all(&job->files);
-    return UNDO_DONE;
 }
 
 /* --- NBD server --- */

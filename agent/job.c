@@ -417,6 +417,7 @@ static void
 unwind_done(struct backup_job *job)
 {
     struct agent *a = job->agent;
+    job_remove_files(job);
     if (job->sweep && job->steps == job_steps) {
         sweep_push_table(job);
         return;

@@ -1,9 +1,10 @@
 /* What this QEMU offers beyond 7.2's baseline, read once per connection
  * from query-qmp-schema.  The schema is large (30-90 ms for QEMU to build
  * and for us to parse, and QEMU answers nothing else meanwhile), so it is
- * asked for by the first change that plans with it (CMD_CAPS: a backup's
- * begin), ahead of that change's first queries: QEMU answers in order, so
- * the caps are in when the change is planned.  The start-up sweep needs
+ * asked for half a second after the agent is ready (vm.c), or sooner by
+ * the first change that plans with it (CMD_CAPS: a backup's begin), ahead
+ * of that change's first queries: QEMU answers in order, so the caps are
+ * in when the change is planned.  The start-up sweep needs
  * none of it (job-fleece.c).
  *
  * The schema names types by opaque numbers, but command names, union

@@ -29,6 +29,7 @@ vm_stop(struct agent *a)
     ev_timer_stop(a->loop, &a->reconnect_w);
     ev_timer_stop(a->loop, &a->incoming_w);
     ev_timer_stop(a->loop, &a->trim_w);
+    ev_timer_stop(a->loop, &a->caps_w);
     a->stopping = true;
     vm_fire_waiters(a, NULL, NULL);
     if (a->qmp)
@@ -122,6 +123,16 @@ incoming_poll(struct agent *a)
     vm_send(a, "query-status", NULL, incoming_status, a);
 }
 
+/* The schema, once the agent has answered its first clients: a backup's
+ * begin that comes sooner asks for it itself (qemu-caps.c). */
+static void
+caps_tick(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct agent *a = w->data;
+    if (a->qemu_ready)
+        caps_probe(a);
+}
+
 /* The last step of connecting: is this QEMU a migration's destination? */
 static void
 connect_status(struct qmp *q, json_t *ret, const struct qmp_error *err, void *opaque)
@@ -134,6 +145,10 @@ connect_status(struct qmp *q, json_t *ret, const struct qmp_error *err, void *op
         return;
     }
     a->qemu_ready = true;
+    ev_timer_stop(a->loop, &a->caps_w);
+    ev_timer_init(&a->caps_w, caps_tick, 0.5, 0.);
+    a->caps_w.data = a;
+    ev_timer_start(a->loop, &a->caps_w);
     vm_note_lost(a);
     log_info("QEMU connected: %zu disks, %zu checkpoints",
              a->tree.ndisks, a->tree.nckpts);
@@ -197,6 +212,7 @@ state_cb(struct qmp *q, bool connected, json_t *version, const char *reason,
     }
     bool was_ready = a->qemu_ready;
     a->qemu_ready = false;
+    ev_timer_stop(a->loop, &a->caps_w);
     qjobs_forget(a);
     if (was_ready) {
         str_vec_free_all(&a->known);

@@ -523,10 +523,62 @@ test_scratch_enospc(void)
     return hq_agent_stop(vm);
 }
 
+/* The scratch image in sd (the one file the begin made), or NULL. */
+static char *
+scratch_file(const char *sd)
+{
+    DIR *d = opendir(sd);
+    struct dirent *de;
+    char *path = NULL;
+    while (d && (de = readdir(d)))
+        if (!path && strstr(de->d_name, ".qcow2") && de->d_name[0] != '.')
+            path = xasprintf("%s/%s", sd, de->d_name);
+    if (d)
+        closedir(d);
+    return path;
+}
+
+/* The end removes a scratch file only once QEMU has closed it: removed
+ * before, QEMU's close would free its blocks (gigabytes after a long
+ * backup) on QEMU's main loop.  The scratch node's blockdev-del is held:
+ * until it reaches QEMU the file is still there under its name. */
+static int
+test_files_after_qemu(void)
+{
+    CLEANUP_VM struct hq_vm *vm = hq_vm_scratch(1, DISK_SIZE, NULL, false);
+    HQ_CHECK(vm && hq_qemu_start(vm) == 0 && hq_inject_start(vm) == 0 &&
+             hq_agent_start(vm) == 0, "setup");
+    CLEANUP_FREE char *sd = hq_scratch_dir(vm);
+    CLEANUP_JSON json_t *job = hq_backup_begin(vm, "{}");
+    HQ_CHECK(job, "backup-begin");
+    CLEANUP_FREE char *file = scratch_file(sd);
+    HQ_CHECK(file, "no scratch file in %s", sd);
+    /* The nodes go view, filter, overlay, scratch (our own filter), or
+     * overlay, scratch (a backup job): the scratch node's is the last. */
+    const char *fleecing = hq_jstr(job, "fleecing");
+    int nth = fleecing && strcmp(fleecing, "filter") == 0 ? 4 : 2;
+    HQ_CHECK(hq_inject_rules(vm, "hold blockdev-del %d\n", nth) == 0, "rules");
+    CLEANUP_FREE char *args = xasprintf("{\"id\": \"%s\"}", hq_jstr(job, "id"));
+    HQ_CHECK(hq_send_json(vm->ctl, json_pack("{s:s,s:o}", "execute", "backup-end",
+                                             "arguments", hq_json(args))) == 0, "send");
+    CLEANUP_FREE char *held = xasprintf("%s/inject.rules.held", vm->dir);
+    for (double end = hq_now() + 30; access(held, F_OK) != 0; hq_sleep_ms(10))
+        HQ_CHECK(hq_now() < end, "the end never reached the scratch node");
+    struct stat st;
+    bool there = stat(file, &st) == 0;
+    HQ_CHECK(hq_inject_rules(vm, "%s", "") == 0, "release");
+    CLEANUP_JSON json_t *r = hq_read_reply(vm->ctl, 30);
+    HQ_CHECK(r && json_object_get(r, "return"), "backup-end: %s", hq_str(r));
+    HQ_CHECK(there, "%s was removed before QEMU closed it", file);
+    HQ_CHECK(stat(file, &st) < 0 && errno == ENOENT, "%s is still there after the end", file);
+    return hq_backup_expect_clean(vm, "after the end");
+}
+
 int
 main(void)
 {
     static const struct hq_case cases[] = {
+        { "cleanup-files-after-qemu", test_files_after_qemu },
         { "cleanup-sigterm", test_sigterm },
         { "cleanup-kill9-restart", test_kill9_restart },
         { "cleanup-qemu-quit", test_qemu_quit },
