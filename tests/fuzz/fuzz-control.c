@@ -44,6 +44,18 @@ fail(const char *why, const char *line, size_t len)
 /* Reads what is there and checks each complete line against the ids of
  * the messages the shadow stream found (ids[k] is NULL for a message
  * without one, or for bytes the framing rejected). */
+/* The mark of a request without an id, whose reply must carry none: not
+ * JSON null, which a request may send as its id and gets back ("id": null,
+ * as QEMU answers).  One object, told apart by its address. */
+static json_t *
+no_id(void)
+{
+    static json_t *mark;
+    if (!mark)
+        mark = json_object();
+    return mark;
+}
+
 static void
 drain(int fd, struct out *o, json_t *ids)
 {
@@ -73,7 +85,7 @@ drain(int fd, struct out *o, json_t *ids)
                 fail("neither return nor error", p, (size_t) (nl - p));
             json_t *want = json_array_get(ids, k);
             json_t *got = json_object_get(j, "id");
-            if (json_is_null(want) ? got != NULL : !json_equal(want, got))
+            if (want == no_id() ? got != NULL : !json_equal(want, got))
                 fail("a reply with the wrong id", p, (size_t) (nl - p));
         }
         json_decref(j);
@@ -108,7 +120,7 @@ shadow_feed(struct qmp_stream *s, const char *data, size_t len, json_t *ids)
             break;
         json_t *id = r == QMP_STREAM_MESSAGE && json_is_object(msg)
                      ? json_object_get(msg, "id") : NULL;
-        json_array_append_new(ids, id ? json_incref(id) : json_null());
+        json_array_append_new(ids, json_incref(id ? id : no_id()));
         json_decref(msg);
     }
 }
