@@ -199,7 +199,6 @@ struct backup_job {
     enum job_state state;
     bool sweep;                         /* stands for every object of ours */
     int started;                        /* forward steps begun */
-    bool in_step;                       /* a step's batch is out */
     bool stop;                          /* unwind once that batch is back */
     int undo_next;                      /* the next step to undo */
     int undo_again;

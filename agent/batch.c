@@ -71,24 +71,28 @@ batch_send(struct batch *b, const char *cmd, json_t *args, batch_reply_cb *cb,
     batch_send_fd(b, cmd, args, -1, cb, opaque);
 }
 
+static void
+send_item(struct batch *b, const char *cmd, json_t *args, int fd,
+          batch_reply_cb *cb, void *opaque, bool optional)
+{
+    struct batch_item *it = xmalloc(sizeof *it);
+    *it = (struct batch_item) { b, xstrdup(cmd), cb, opaque, optional };
+    b->pending++;
+    vm_send_fd(b->agent, cmd, args, fd, item_reply, it);
+}
+
 void
 batch_send_fd(struct batch *b, const char *cmd, json_t *args, int fd,
               batch_reply_cb *cb, void *opaque)
 {
-    struct batch_item *it = xmalloc(sizeof *it);
-    *it = (struct batch_item) { b, xstrdup(cmd), cb, opaque, false };
-    b->pending++;
-    vm_send_fd(b->agent, cmd, args, fd, item_reply, it);
+    send_item(b, cmd, args, fd, cb, opaque, false);
 }
 
 void
 batch_send_optional(struct batch *b, const char *cmd, json_t *args,
                     batch_reply_cb *cb, void *opaque)
 {
-    struct batch_item *it = xmalloc(sizeof *it);
-    *it = (struct batch_item) { b, xstrdup(cmd), cb, opaque, true };
-    b->pending++;
-    vm_send(b->agent, cmd, args, item_reply, it);
+    send_item(b, cmd, args, -1, cb, opaque, true);
 }
 
 static void
@@ -158,9 +162,9 @@ expect_reply(struct qmp *q, json_t *ret, const struct qmp_error *err, void *opaq
         if (it->refused) {
             *it->refused = true;
             log_debug("%s: %s (not needed)", it->cmd, err->desc);
-        }
-        else
+        } else {
             note_error(it->b, it->cmd, err->desc);
+        }
         if (it->w)
             vm_cancel_wait(it->b->agent, it->w);
         it->w = NULL;

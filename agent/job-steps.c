@@ -578,6 +578,19 @@ run_exports(struct backup_job *job, struct batch *b)
  * batch and ahead of it (job.c): the exports' end, awaited anyway, then
  * costs no round trip of its own.  Refused, the undo below asks again
  * for what the listing (taken after it) still shows. */
+static void
+export_del(struct batch *b, const char *id, bool *refused)
+{
+    json_t *args = json_pack("{s:s,s:s}", "id", id, "mode", "hard");
+    json_t *match = json_pack("{s:s}", "id", id);
+    if (refused)
+        batch_send_expect_optional(b, "block-export-del", args, "BLOCK_EXPORT_DELETED",
+                                   match, UNDO_EVENT_TIMEOUT, refused);
+    else
+        batch_send_expect(b, "block-export-del", args, "BLOCK_EXPORT_DELETED", match,
+                          UNDO_EVENT_TIMEOUT);
+}
+
 void
 job_unexport_early(struct backup_job *job, struct batch *b)
 {
@@ -585,10 +598,7 @@ job_unexport_early(struct backup_job *job, struct batch *b)
         return;
     for (size_t k = 0; k < job->ndisks; k++) {
         CLEANUP_FREE char *id = ckpt_tmp_job(job->id, job->disks[k].disk);
-        batch_send_expect_optional(b, "block-export-del",
-                                   json_pack("{s:s,s:s}", "id", id, "mode", "hard"),
-                                   "BLOCK_EXPORT_DELETED", json_pack("{s:s}", "id", id),
-                                   UNDO_EVENT_TIMEOUT, &job->unexport_refused);
+        export_del(b, id, &job->unexport_refused);
     }
     job->unexported = true;
 }
@@ -604,10 +614,7 @@ undo_exports(struct backup_job *job, struct batch *b)
     json_array_foreach(job->exports, i, e) {
         const char *id = json_string_value(json_object_get(e, "id"));
         if (job_id_is_mine(job, id))
-            batch_send_expect(b, "block-export-del",
-                              json_pack("{s:s,s:s}", "id", id, "mode", "hard"),
-                              "BLOCK_EXPORT_DELETED", json_pack("{s:s}", "id", id),
-                              UNDO_EVENT_TIMEOUT);
+            export_del(b, id, NULL);
     }
     /* The fleecing jobs are cancelled in the same batch: QEMU runs one
      * connection's commands in order. */

@@ -203,7 +203,6 @@ static void
 step_done(const char *err, void *opaque)
 {
     struct backup_job *job = opaque;
-    job->in_step = false;
     if (err && !job->error && strncmp(err, "nbd-server-start:", 17) == 0 &&
         strstr(err, "already"))
         job->error = xasprintf("QEMU already runs an NBD server that another QMP "
@@ -256,7 +255,6 @@ job_advance(struct backup_job *job)
      * the first failure is the one reported; the undos of every step
      * begun then remove whatever did reach QEMU. */
     struct batch *bt = batch_new(job->agent, step_done, job);
-    job->in_step = true;
     while (job->started < job->nsteps && !job->error) {
         const struct job_step *s = &job->steps[job->started++];
         log_debug("backup %s: %s", job->id, s->name);

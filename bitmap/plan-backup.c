@@ -184,6 +184,20 @@ plan_backup_common(const struct meta_tree *t, const struct ckpt_backup_req *r,
     return planned;
 }
 
+/* A blockdev-backup of disk number k into the job's node of kind
+ * target_kind, the arguments pull and push share. */
+static json_t *
+backup_args(const struct ckpt_backup_req *r, const struct meta_disk *disk, size_t k,
+            char target_kind, const char *sync)
+{
+    CLEANUP_FREE char *job = ckpt_tmp_job(r->job, disk->disk);
+    CLEANUP_FREE char *target = ckpt_tmp_node(target_kind, r->jobnum, k);
+    CLEANUP_FREE char *filter = ckpt_tmp_node('c', r->jobnum, k);
+    return json_pack("{s:s,s:s,s:s,s:s,s:s,s:b}", "job-id", job, "device", disk->active,
+                     "target", target, "sync", sync, "filter-node-name", filter,
+                     "auto-dismiss", 1);
+}
+
 enum ckpt_err
 ckpt_plan_backup(const struct meta_tree *t, const struct ckpt_backup_req *r,
                 const struct ckpt_backup_disk *disks, size_t n, json_t *actions,
@@ -193,16 +207,9 @@ ckpt_plan_backup(const struct meta_tree *t, const struct ckpt_backup_req *r,
     json_t *planned = plan_backup_common(t, r, disks, n, idx, e);
     if (!planned)
         return e->code;
-    for (size_t k = 0; k < n && !r->own_filter; k++) {
-        const struct meta_disk *disk = &t->disks[idx[k]];
-        CLEANUP_FREE char *job = ckpt_tmp_job(r->job, disk->disk);
-        CLEANUP_FREE char *target = ckpt_tmp_node('f', r->jobnum, k);
-        CLEANUP_FREE char *filter = ckpt_tmp_node('c', r->jobnum, k);
+    for (size_t k = 0; k < n && !r->own_filter; k++)
         json_array_append_new(planned, qmp_action("blockdev-backup",
-            json_pack("{s:s,s:s,s:s,s:s,s:s,s:b}", "job-id", job,
-                      "device", disk->active, "target", target, "sync", "none",
-                      "filter-node-name", filter, "auto-dismiss", 1)));
-    }
+            backup_args(r, &t->disks[idx[k]], k, 'f', "none")));
     json_array_extend(actions, planned);
     json_decref(planned);
     return CKPT_OK;
@@ -219,14 +226,9 @@ ckpt_plan_backup_push(const struct meta_tree *t, const struct ckpt_backup_req *r
         return e->code;
     for (size_t k = 0; k < n; k++) {
         const struct meta_disk *disk = &t->disks[idx[k]];
-        CLEANUP_FREE char *job = ckpt_tmp_job(r->job, disk->disk);
-        CLEANUP_FREE char *target = ckpt_tmp_node('q', r->jobnum, k);
-        CLEANUP_FREE char *filter = ckpt_tmp_node('c', r->jobnum, k);
-        json_t *args = json_pack("{s:s,s:s,s:s,s:s,s:s,s:b,s:b}", "job-id", job,
-                                 "device", disk->active, "target", target,
-                                 "sync", disks[k].incremental ? "bitmap" : "full",
-                                 "filter-node-name", filter, "auto-dismiss", 1,
-                                 "auto-finalize", 1);
+        json_t *args = backup_args(r, disk, k, 'q',
+                                   disks[k].incremental ? "bitmap" : "full");
+        json_object_set_new(args, "auto-finalize", json_true());
         if (disks[k].incremental) {
             CLEANUP_FREE char *tmp = ckpt_tmp_bitmap(r->job, disk->disk);
             json_object_set_new(args, "bitmap", json_string(tmp));
