@@ -45,7 +45,8 @@
  * The undos work from QEMU's listing (x-debug-query-block-graph: is a
  * device still on the filter, and what is below it; the sweep also lists
  * the devices with query-block), so the start-up sweep also points a
- * device back that a crashed agent left on its filter.  Neither min-cluster-size nor discard-source (QEMU 9.1) is
+ * device back that a crashed agent left on its filter.  Neither
+ * min-cluster-size nor discard-source (QEMU 9.1) is
  * used: the first only makes the filter copy larger pieces (a scratch
  * fills sooner), the second belongs to a backup job reading the view,
  * which a pull backup does not run.  Nor is cbw-timeout: it would break

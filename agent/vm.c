@@ -206,7 +206,7 @@ state_cb(struct qmp *q, bool connected, json_t *version, const char *reason,
     if (connected) {
         json_decref(a->qemu_version);
         a->qemu_version = json_incref(version);
-        memset(&a->caps, 0, sizeof a->caps);   /* read when first needed */
+        memset(&a->caps, 0, sizeof a->caps);   /* read once ready: qemu-caps.c */
         sweep_then_read(a);
         return;
     }

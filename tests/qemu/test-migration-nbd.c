@@ -194,6 +194,9 @@ busy_while_mirroring(struct hq_vm *src)
                                          hq_json("{\"name\": \"during-mirror\"}"));
     HQ_CHECK(c2 && strstr(hq_err_desc(c2), "mirror job 'mig-"),
              "a create after an agent restart during the mirror: %s", hq_str(c2));
+    CLEANUP_JSON json_t *snap3 = hq_snapshot(src);
+    HQ_CHECK(json_equal(snap, snap3), "the refusal after the restart changed the "
+             "bitmaps: %s", hq_str(snap3));
     return 0;
 }
 
